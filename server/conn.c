@@ -1,0 +1,513 @@
+/*
+ * Connection I/O on a worker loop: reading and framing input, output
+ * flushing once per loop iteration, closing, handoff between workers,
+ * keep alive. Protocol meaning lives in proto_*.c.
+ */
+#include "conn.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "broker.h"
+#include "listener.h"
+#include "log.h"
+#include "mqtt.h"
+#include "proto.h"
+#include "session.h"
+#include "worker.h"
+
+static void read_cb(struct ev_loop *loop, ev_io *io, int revents);
+static void write_cb(struct ev_loop *loop, ev_io *io, int revents);
+
+static void
+link_conn(struct worker *w, struct conn *c)
+{
+    c->w = w;
+    c->prev = NULL;
+    c->next = w->conns;
+    if (w->conns != NULL) {
+        w->conns->prev = c;
+    }
+    w->conns = c;
+}
+
+static void
+unlink_conn(struct worker *w, struct conn *c)
+{
+    if (c->prev != NULL) {
+        c->prev->next = c->next;
+    } else {
+        w->conns = c->next;
+    }
+    if (c->next != NULL) {
+        c->next->prev = c->prev;
+    }
+    c->next = c->prev = NULL;
+}
+
+static void
+peer_name(int fd, char *out, size_t len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    char host[INET6_ADDRSTRLEN];
+
+    snprintf(out, len, "?");
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0) {
+        return;
+    }
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+        snprintf(out, len, "%s:%u", host, ntohs(a->sin_port));
+    } else if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+        snprintf(out, len, "[%s]:%u", host, ntohs(a->sin6_port));
+    }
+}
+
+/*
+ * Adopts a freshly accepted socket on worker w. Owns fd from now on.
+ * [worker thread]
+ */
+struct conn *
+conn_new(struct worker *w, int fd, struct listener *l)
+{
+    struct conn *c = calloc(1, sizeof(*c));
+    int one = 1;
+
+    if (c == NULL) {
+        close(fd);
+        atomic_fetch_sub(&l->nconns, 1);
+        return NULL;
+    }
+    c->fd = fd;
+    c->listener = l;
+    c->state = CONN_NEW;
+    c->created = c->last_rx = ev_now(w->loop);
+    if (broker_cfg()->set_tcp_nodelay) {
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    }
+    peer_name(fd, c->addr, sizeof(c->addr));
+    ev_io_init(&c->rio, read_cb, fd, EV_READ);
+    ev_io_init(&c->wio, write_cb, fd, EV_WRITE);
+    link_conn(w, c);
+    ev_io_start(w->loop, &c->rio);
+    return c;
+}
+
+static int process_input(struct conn *c, const uint8_t *data, size_t len, int from_inbuf);
+
+/* Moves the connection to worker c->handoff_to with its unparsed input. */
+static void
+handoff(struct conn *c, const uint8_t *rest, size_t len, int from_inbuf)
+{
+    struct worker *w = c->w;
+    struct witem it;
+
+    if (from_inbuf) {
+        memmove(c->inbuf, rest, len);
+    } else {
+        uint8_t *b = malloc(len);
+        if (b == NULL) {
+            conn_close(c, MQTT_RC_SERVER_BUSY, 0, "out of memory");
+            return;
+        }
+        memcpy(b, rest, len);
+        free(c->inbuf);
+        c->inbuf = b;
+        c->incap = (uint32_t)len;
+    }
+    c->inlen = (uint32_t)len;
+    ev_io_stop(w->loop, &c->rio);
+    ev_io_stop(w->loop, &c->wio);
+    unlink_conn(w, c);
+    memset(&it, 0, sizeof(it));
+    it.kind = WI_HANDOFF;
+    it.u.conn = c;
+    c->w = NULL;
+    worker_send(w, c->handoff_to, &it);
+}
+
+/*
+ * Takes over a connection from another worker and parses the input it
+ * brought (its CONNECT first). [worker thread]
+ */
+void
+conn_adopt(struct worker *w, struct conn *c)
+{
+    link_conn(w, c);
+    ev_io_start(w->loop, &c->rio);
+    if (c->inlen > 0) {
+        process_input(c, c->inbuf, c->inlen, 1);
+    }
+}
+
+/* Keeps data[0..len) as the unparsed remainder. `need` is the whole packet size if known. */
+static int
+keep_rest(struct conn *c, const uint8_t *data, size_t len, size_t need, int from_inbuf)
+{
+    size_t cap = need > len ? need : len;
+
+    if (len == 0) {
+        free(c->inbuf);
+        c->inbuf = NULL;
+        c->inlen = c->incap = 0;
+        return 0;
+    }
+    if (cap < 4096) {
+        cap = 4096;
+    }
+    if (from_inbuf) {
+        memmove(c->inbuf, data, len);
+        if (c->incap < cap) {
+            uint8_t *b = realloc(c->inbuf, cap);
+            if (b == NULL) {
+                return -1;
+            }
+            c->inbuf = b;
+            c->incap = (uint32_t)cap;
+        }
+    } else {
+        uint8_t *b = malloc(cap);
+        if (b == NULL) {
+            return -1;
+        }
+        memcpy(b, data, len);
+        free(c->inbuf);
+        c->inbuf = b;
+        c->incap = (uint32_t)cap;
+    }
+    c->inlen = (uint32_t)len;
+    return 0;
+}
+
+/*
+ * Frames and handles every whole packet in data[0..len). Returns 0, or -1
+ * when the connection was closed or handed off.
+ */
+static int
+process_input(struct conn *c, const uint8_t *data, size_t len, int from_inbuf)
+{
+    size_t off = 0;
+    size_t need = 0;
+    const struct config *cfg = broker_cfg();
+
+    while (off < len) {
+        uint8_t b0;
+        uint32_t rem;
+        size_t hl;
+        uint8_t rc = 0;
+        size_t total;
+        int r = mqtt_frame(data + off, len - off, &b0, &rem, &hl, &rc);
+
+        if (r == MQTT_NEED_MORE) {
+            break;
+        }
+        if (r == MQTT_ERROR) {
+            proto_fail(c, rc, "malformed remaining length");
+            return -1;
+        }
+        total = hl + rem;
+        if (c->state == CONN_NEW && (b0 >> 4) != MQTT_CONNECT) {
+            /* [MQTT-3.1.0-1]: the first packet must be CONNECT. */
+            conn_close(c, 0, 0, "first packet is not CONNECT");
+            return -1;
+        }
+        if (cfg->max_packet_size != 0 && total > cfg->max_packet_size) {
+            /* [MQTT-3.2.2-15] / 3.1.1: oversized packet closes the connection. */
+            proto_fail(c, MQTT_RC_PACKET_TOO_LARGE, "packet exceeds max_packet_size");
+            return -1;
+        }
+        if (len - off < total) {
+            need = total;
+            break;
+        }
+        r = proto_packet(c, data + off, total);
+        if (r == PROTO_CLOSE || c->state == CONN_CLOSED) {
+            return -1;
+        }
+        if (r == PROTO_HANDOFF) {
+            handoff(c, data + off, len - off, from_inbuf);
+            return -1;
+        }
+        off += total;
+    }
+    if (keep_rest(c, data + off, len - off, need, from_inbuf) < 0) {
+        conn_close(c, MQTT_RC_SERVER_BUSY, 1, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+static void
+read_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct conn *c = (struct conn *)((char *)io - offsetof(struct conn, rio));
+    struct worker *w = c->w;
+    ssize_t n;
+
+    (void)loop;
+    (void)revents;
+    if (c->inlen > 0) {
+        if (c->incap - c->inlen < 4096) {
+            uint8_t *b = realloc(c->inbuf, c->incap * 2);
+            if (b == NULL) {
+                conn_close(c, MQTT_RC_SERVER_BUSY, 1, "out of memory");
+                return;
+            }
+            c->inbuf = b;
+            c->incap *= 2;
+        }
+        n = read(c->fd, c->inbuf + c->inlen, c->incap - c->inlen);
+    } else {
+        n = read(c->fd, w->scratch, WORKER_SCRATCH);
+    }
+    if (n <= 0) {
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+            return;
+        }
+        conn_close(c, 0, 1, n == 0 ? "closed by client" : strerror(errno));
+        return;
+    }
+    c->last_rx = ev_now(w->loop);
+    STAT_ADD(&w->stats, bytes_received, (uint64_t)n);
+    if (c->inlen > 0) {
+        process_input(c, c->inbuf, c->inlen + (size_t)n, 1);
+    } else {
+        process_input(c, w->scratch, (size_t)n, 0);
+    }
+}
+
+static void
+write_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct conn *c = (struct conn *)((char *)io - offsetof(struct conn, wio));
+
+    (void)loop;
+    (void)revents;
+    conn_flush(c);
+}
+
+/*
+ * Encodes p into the output buffer and schedules a flush. Returns 0 or -1.
+ * [worker thread]
+ */
+int
+conn_send(struct conn *c, const struct mqtt_packet *p)
+{
+    int version = c->version ? c->version : MQTT_V311;
+    size_t n = mqtt_encode(p, version, NULL, 0);
+    uint8_t *dst;
+
+    if (n == 0 || c->state == CONN_CLOSED) {
+        return -1;
+    }
+    dst = outbuf_reserve(&c->out, n);
+    if (dst == NULL) {
+        return -1;
+    }
+    mqtt_encode(p, version, dst, n);
+    outbuf_commit(&c->out, n);
+    STAT_ADD(&c->w->stats, msgs_sent, 1);
+    conn_mark_dirty(c);
+    return 0;
+}
+
+/* Puts the connection on its worker's flush list. */
+void
+conn_mark_dirty(struct conn *c)
+{
+    if (!c->on_dirty && c->state != CONN_CLOSED) {
+        c->on_dirty = 1;
+        c->dirty_next = c->w->dirty;
+        c->w->dirty = c;
+    }
+}
+
+/*
+ * Writes pending output; when the buffer drains below the cap, lets the
+ * session send more of its queue. Returns 0, or -1 if the connection closed.
+ */
+int
+conn_flush(struct conn *c)
+{
+    int pumped = 0;
+
+    while (c->state != CONN_CLOSED) {
+        size_t before = c->out.bytes;
+        int r = outbuf_flush(&c->out, c->fd);
+
+        STAT_ADD(&c->w->stats, bytes_sent, before - c->out.bytes);
+        if (r < 0) {
+            conn_close(c, 0, 1, strerror(errno));
+            return -1;
+        }
+        if (r == 1) {
+            ev_io_start(c->w->loop, &c->wio);
+        } else {
+            ev_io_stop(c->w->loop, &c->wio);
+        }
+        if (pumped || c->session == NULL || c->session->queue.count == 0 ||
+            c->out.bytes >= CONN_OUT_CAP / 2) {
+            return 0;
+        }
+        pumped = 1;
+        session_pump(c->session);
+        if (c->out.bytes == 0) {
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Flushes every connection that has new output. [worker thread] */
+void
+conn_flush_dirty(struct worker *w)
+{
+    while (w->dirty != NULL) {
+        struct conn *list = w->dirty;
+        w->dirty = NULL;
+        while (list != NULL) {
+            struct conn *c = list;
+            list = c->dirty_next;
+            c->on_dirty = 0;
+            if (c->state != CONN_CLOSED) {
+                conn_flush(c);
+            }
+        }
+    }
+}
+
+static void
+conn_free(struct conn *c)
+{
+    unsigned i;
+
+    outbuf_clear(&c->out);
+    free(c->inbuf);
+    if (c->aliases != NULL) {
+        for (i = 0; i <= c->alias_max; i++) {
+            free(c->aliases[i]);
+        }
+        free(c->aliases);
+    }
+    free(c->username);
+    free(c->client_id);
+    free(c);
+}
+
+/* Frees closed connections. [worker thread] */
+void
+conn_reap(struct worker *w)
+{
+    while (w->graveyard != NULL) {
+        struct conn *c = w->graveyard;
+        w->graveyard = c->grave_next;
+        conn_free(c);
+    }
+}
+
+/*
+ * Closes a connection; see conn.h. Safe to call more than once and from
+ * inside the connection's own callbacks (the struct is freed later).
+ */
+void
+conn_close(struct conn *c, uint8_t rc, int send_will, const char *reason)
+{
+    struct worker *w = c->w;
+    struct session *s = c->session;
+
+    if (c->state == CONN_CLOSED) {
+        return;
+    }
+    if (rc != 0 && c->state == CONN_ACTIVE && c->version == MQTT_V5) {
+        struct mqtt_packet p;
+        memset(&p, 0, sizeof(p));
+        p.type = MQTT_DISCONNECT;
+        p.u.reason.rc = rc;
+        conn_send(c, &p);
+    }
+    if (c->out.bytes > 0) {
+        outbuf_flush(&c->out, c->fd);
+    }
+    if (c->state == CONN_ACTIVE) {
+        STAT_ADD(&w->stats, clients_connected, -1);
+        if (broker_cfg()->connection_messages) {
+            midge_log(MLOG_NOTICE, "client disconnected client=%s addr=%s reason=\"%s\"",
+                      c->client_id ? c->client_id : "", c->addr, reason);
+        }
+    } else {
+        midge_log(MLOG_INFO, "connection closed addr=%s reason=\"%s\"", c->addr, reason);
+    }
+    c->state = CONN_CLOSED;
+    ev_io_stop(w->loop, &c->rio);
+    ev_io_stop(w->loop, &c->wio);
+    shutdown(c->fd, SHUT_RDWR);
+    close(c->fd);
+    c->fd = -1;
+    atomic_fetch_sub(&c->listener->nconns, 1);
+    outbuf_clear(&c->out);
+    unlink_conn(w, c);
+    c->grave_next = w->graveyard;
+    w->graveyard = c;
+    if (s != NULL) {
+        c->session = NULL;
+        s->conn = NULL;
+        session_detach(s, send_will && !c->will_cancelled);
+    }
+}
+
+/*
+ * Keep alive: a client silent for 1.5 times its keep alive is disconnected
+ * and its will published [MQTT-3.1.2-24]; a socket that has not completed
+ * CONNECT within connect_timeout is closed. [worker thread]
+ */
+void
+conns_tick(struct worker *w, double now)
+{
+    struct conn *c = w->conns;
+    double timeout = broker_cfg()->connect_timeout;
+
+    while (c != NULL) {
+        struct conn *next = c->next;
+        if (c->state == CONN_NEW && timeout > 0 && now - c->created >= timeout) {
+            conn_close(c, 0, 0, "connect timeout");
+        } else if (c->state == CONN_ACTIVE && c->keepalive > 0 &&
+                   now - c->last_rx > 1.5 * c->keepalive) {
+            conn_close(c, MQTT_RC_KEEP_ALIVE_TIMEOUT, 1, "keep alive timeout");
+        }
+        c = next;
+    }
+}
+
+/* Stops reading from the socket (back-pressure). */
+void
+conn_pause_read(struct conn *c)
+{
+    if (!c->read_paused && c->state != CONN_CLOSED) {
+        c->read_paused = 1;
+        c->w->paused++;
+        ev_io_stop(c->w->loop, &c->rio);
+    }
+}
+
+/* Resumes reading. */
+void
+conn_resume_read(struct conn *c)
+{
+    if (c->read_paused) {
+        c->read_paused = 0;
+        c->w->paused--;
+        if (c->state != CONN_CLOSED) {
+            ev_io_start(c->w->loop, &c->rio);
+        }
+    }
+}

@@ -1,0 +1,96 @@
+/*
+ * A client connection: socket, input remainder, output buffer, protocol
+ * state. Owned by exactly one worker at a time (it moves once, to its
+ * session's home worker, right after CONNECT). Freed by that worker after
+ * conn_close() at the end of the loop iteration.
+ */
+#ifndef MIDGE_CONN_H
+#define MIDGE_CONN_H
+
+#include <ev.h>
+#include <netinet/in.h>
+#include <stdint.h>
+
+#include "outbuf.h"
+
+struct worker;
+struct session;
+struct listener;
+struct mqtt_packet;
+
+enum conn_state {
+    CONN_NEW = 0,    /* waiting for CONNECT */
+    CONN_ACTIVE = 1, /* CONNACK sent */
+    CONN_CLOSED = 2,
+};
+
+struct conn {
+    ev_io rio;
+    ev_io wio;
+    struct worker *w;
+    struct listener *listener;
+    int fd;
+    uint8_t state;         /* enum conn_state */
+    uint8_t version;       /* protocol level; 0 before CONNECT */
+    uint8_t on_dirty;      /* linked on w->dirty */
+    uint8_t read_paused;
+    uint8_t will_cancelled; /* clean DISCONNECT: no will */
+    uint16_t keepalive;    /* effective keep alive, s */
+    uint16_t recv_max_out; /* client's Receive Maximum: our QoS>0 window */
+    uint16_t alias_max;    /* Topic Alias Maximum we granted */
+    uint32_t max_packet_out; /* client's Maximum Packet Size; 0: none */
+    unsigned handoff_to;   /* set by proto_connect with PROTO_HANDOFF */
+    double last_rx;
+    double created;
+    uint8_t *inbuf;        /* unparsed input remainder; NULL when empty */
+    uint32_t inlen;
+    uint32_t incap;
+    struct outbuf out;
+    struct session *session;
+    char **aliases;        /* inbound topic aliases [1..alias_max]; lazily allocated */
+    char *username;        /* owned copy, or NULL */
+    char *client_id;       /* owned copy (logs), set at CONNECT */
+    struct conn *next;     /* worker's list */
+    struct conn *prev;
+    struct conn *dirty_next;
+    struct conn *grave_next;
+    char addr[INET6_ADDRSTRLEN + 8];
+};
+
+/* Output above this is "capped": QoS 0 dropped, QoS 1/2 left in the session queue. */
+#define CONN_OUT_CAP (1024 * 1024)
+
+/* Adopts a new socket on worker w. Returns NULL (and closes fd) on failure. */
+struct conn *conn_new(struct worker *w, int fd, struct listener *l);
+
+/* Takes over a connection handed off by another worker and processes its pending input. */
+void conn_adopt(struct worker *w, struct conn *c);
+
+/*
+ * Closes the connection: sends a v5 DISCONNECT with `rc` when rc != 0 and the
+ * connection is active, flushes what it can, detaches the session (will per
+ * `send_will`), logs `reason`. The struct is freed later in the loop.
+ */
+void conn_close(struct conn *c, uint8_t rc, int send_will, const char *reason);
+
+/* Encodes a packet into the output buffer. Returns 0, or -1 (out of memory / too big). */
+int conn_send(struct conn *c, const struct mqtt_packet *p);
+
+/* Schedules a flush at the end of this loop iteration. */
+void conn_mark_dirty(struct conn *c);
+
+/* Flushes output now. Returns 0, or -1 when the connection was closed. */
+int conn_flush(struct conn *c);
+
+/* Flushes every dirty connection and frees closed ones (end of an iteration). */
+void conn_flush_dirty(struct worker *w);
+void conn_reap(struct worker *w);
+
+/* 1-second housekeeping: keep alive [MQTT-3.1.2-24] and connect timeout. */
+void conns_tick(struct worker *w, double now);
+
+/* Stops/restarts reading (back-pressure). */
+void conn_pause_read(struct conn *c);
+void conn_resume_read(struct conn *c);
+
+#endif

@@ -1,0 +1,117 @@
+/* Immutable, reference-counted application messages. */
+#include "msg.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*
+ * Keeps only the properties that pass through unchanged [MQTT-3.3.2-17..20]:
+ * payload format, content type, response topic, correlation data and user
+ * properties (in order). Message expiry, topic alias and subscription ids are
+ * rewritten per subscriber.
+ */
+static void
+passthrough_props(const struct mqtt_props *p, struct mqtt_props *keep)
+{
+    memset(keep, 0, sizeof(*keep));
+    if (p == NULL) {
+        return;
+    }
+    keep->present = p->present & (MQTT_PBIT(MQTT_PROP_PAYLOAD_FORMAT) |
+                                  MQTT_PBIT(MQTT_PROP_CONTENT_TYPE) |
+                                  MQTT_PBIT(MQTT_PROP_RESPONSE_TOPIC) |
+                                  MQTT_PBIT(MQTT_PROP_CORRELATION_DATA));
+    keep->payload_format = p->payload_format;
+    keep->content_type = p->content_type;
+    keep->response_topic = p->response_topic;
+    keep->correlation_data = p->correlation_data;
+    keep->user_props = p->user_props;
+}
+
+/*
+ * Creates a message; see msg.h. The returned reference belongs to the caller.
+ */
+struct msg *
+msg_new(const char *topic, size_t topic_len, const uint8_t *payload, uint32_t payload_len,
+        uint8_t qos, uint8_t retain, const struct mqtt_props *props, double now)
+{
+    struct mqtt_props keep;
+    size_t props_len;
+    struct msg *m;
+    uint8_t *p;
+
+    passthrough_props(props, &keep);
+    props_len = (keep.present != 0 || keep.user_props.len != 0) ? mqtt_props_size(&keep) : 0;
+    /* 4 spare bytes: mqtt_props_write() puts a length prefix we then drop. */
+    m = malloc(sizeof(*m) + 2 + topic_len + 1 + props_len + 4 + payload_len);
+
+    if (m == NULL) {
+        return NULL;
+    }
+    atomic_init(&m->refs, 1);
+    m->qos = qos;
+    m->retain = retain;
+    m->payload_format = 0;
+    m->topic_len = (uint16_t)topic_len;
+    m->props_len = (uint32_t)props_len;
+    m->payload_len = payload_len;
+    m->expiry_at = 0;
+    m->origin_session = 0;
+    p = m->data;
+    m->topic_wire = p;
+    p[0] = (uint8_t)(topic_len >> 8);
+    p[1] = (uint8_t)topic_len;
+    memcpy(p + 2, topic, topic_len);
+    p[2 + topic_len] = 0;
+    m->topic = (const char *)p + 2;
+    p += 2 + topic_len + 1;
+    m->props = p;
+    if (props_len > 0) {
+        size_t pre = mqtt_varint_size((uint32_t)props_len);
+        mqtt_props_write(&keep, p);
+        memmove(p, p + pre, props_len);
+    }
+    p += props_len;
+    m->payload = p;
+    if (payload_len > 0) {
+        memcpy(p, payload, payload_len);
+    }
+    if (props != NULL) {
+        if (props->present & MQTT_PBIT(MQTT_PROP_PAYLOAD_FORMAT)) {
+            m->payload_format = props->payload_format;
+        }
+        if (props->present & MQTT_PBIT(MQTT_PROP_MESSAGE_EXPIRY)) {
+            m->expiry_at = now + (double)props->message_expiry;
+        }
+    }
+    return m;
+}
+
+/*
+ * Drops one reference and frees the message with the last one. [any thread]
+ */
+void
+msg_unref(struct msg *m)
+{
+    if (m != NULL && atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1) {
+        free(m);
+    }
+}
+
+/*
+ * Remaining lifetime in whole seconds, rounded up, never 0 for a live message;
+ * 0 means "no expiry". Used for the Message Expiry Interval sent on delivery
+ * [MQTT-3.3.2-6].
+ */
+uint32_t
+msg_expiry_left(const struct msg *m, double now)
+{
+    double left;
+
+    if (m->expiry_at == 0) {
+        return 0;
+    }
+    left = ceil(m->expiry_at - now);
+    return left < 1 ? 1 : (uint32_t)left;
+}

@@ -1,0 +1,50 @@
+/*
+ * MQTT protocol handling for one connection: what each received packet
+ * does, and the encoding of packets the broker sends. [worker thread]
+ *
+ * Handlers return PROTO_OK, PROTO_CLOSE (the handler already called
+ * conn_close), or PROTO_HANDOFF (CONNECT: the connection moves to its
+ * session's home worker and the caller must stop processing it).
+ */
+#ifndef MIDGE_PROTO_H
+#define MIDGE_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mqtt.h"
+
+struct conn;
+struct qentry;
+
+enum { PROTO_OK = 0, PROTO_CLOSE = -1, PROTO_HANDOFF = 1 };
+
+/* Decodes and handles one whole packet. */
+int proto_packet(struct conn *c, const uint8_t *buf, size_t len);
+
+/* proto_connect.c */
+int proto_connect(struct conn *c, const struct mqtt_packet *p, uint8_t decode_rc);
+
+/* proto_publish.c */
+int proto_publish(struct conn *c, const struct mqtt_publish *p);
+int proto_pubrel(struct conn *c, const struct mqtt_ack *a);
+
+/*
+ * Encodes a PUBLISH of entry `e` for this connection (its protocol version,
+ * granted QoS, subscription ids, remaining expiry). Returns 0, 1 when the
+ * packet exceeds the client's Maximum Packet Size (not sent: the caller drops
+ * it [MQTT-3.1.2-25]), -1 when out of memory.
+ */
+int proto_send_publish(struct conn *c, const struct qentry *e, uint16_t pid, int dup, double now);
+
+/* Sends an ack-type packet (PUBACK, PUBREC, PUBREL, PUBCOMP) with a reason code. */
+int proto_send_ack(struct conn *c, int type, uint16_t pid, uint8_t rc);
+
+/* proto_subscribe.c */
+int proto_subscribe(struct conn *c, const struct mqtt_subscribe *s);
+int proto_unsubscribe(struct conn *c, const struct mqtt_unsubscribe *u);
+
+/* Protocol error helper: v5 DISCONNECT with rc (or plain close for v3), will sent. */
+int proto_fail(struct conn *c, uint8_t rc, const char *why);
+
+#endif

@@ -1,0 +1,332 @@
+/*
+ * Worker threads: one ev_loop each, an inbox for other threads, batched
+ * cross-worker sends, and the once-per-iteration flush point.
+ */
+#include "worker.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "broker.h"
+#include "conn.h"
+#include "listener.h"
+#include "log.h"
+#include "msg.h"
+#include "session.h"
+
+static __thread struct worker *current;
+
+/* The worker of the calling thread, NULL on other threads. */
+struct worker *
+worker_current(void)
+{
+    return current;
+}
+
+/* Appends to an item array. Returns 0 or -1 (out of memory). */
+int
+witems_push(struct witems *a, const struct witem *it)
+{
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 64;
+        struct witem *v = realloc(a->v, cap * sizeof(*v));
+        if (v == NULL) {
+            return -1;
+        }
+        a->v = v;
+        a->cap = cap;
+    }
+    a->v[a->n++] = *it;
+    return 0;
+}
+
+/* Releases what an item owns without acting on it. */
+void
+witem_discard(struct witem *it)
+{
+    switch (it->kind) {
+    case WI_DELIVER:
+        msg_unref(it->u.m);
+        free(it->ids);
+        break;
+    case WI_ACCEPT:
+        close(it->u.fd);
+        atomic_fetch_sub(&it->listener->nconns, 1);
+        break;
+    case WI_HANDOFF:
+        close(it->u.conn->fd);
+        atomic_fetch_sub(&it->u.conn->listener->nconns, 1);
+        outbuf_clear(&it->u.conn->out);
+        free(it->u.conn->inbuf);
+        free(it->u.conn->client_id);
+        free(it->u.conn->username);
+        free(it->u.conn);
+        break;
+    default:
+        break;
+    }
+}
+
+/* Appends items to worker `to`'s inbox and wakes it if it was idle. [any thread] */
+static void
+post_many(unsigned to, const struct witem *items, size_t n)
+{
+    struct worker *w = broker.workers[to];
+    size_t i;
+    size_t before;
+
+    pthread_mutex_lock(&w->inbox_lock);
+    before = w->inbox.n;
+    for (i = 0; i < n; i++) {
+        if (witems_push(&w->inbox, &items[i]) < 0) {
+            struct witem it = items[i];
+            witem_discard(&it);
+        }
+    }
+    atomic_store_explicit(&w->inbox_len, w->inbox.n, memory_order_relaxed);
+    pthread_mutex_unlock(&w->inbox_lock);
+    if (before == 0) {
+        ev_async_send(w->loop, &w->wake);
+    }
+}
+
+/* Posts one item to a worker. [any thread] */
+void
+worker_post(unsigned to, const struct witem *it)
+{
+    post_many(to, it, 1);
+}
+
+/* Batches an item for another worker; posted in this worker's prepare. [worker thread] */
+void
+worker_send(struct worker *w, unsigned to, const struct witem *it)
+{
+    if (witems_push(&w->outbox[to], it) < 0) {
+        struct witem copy = *it;
+        witem_discard(&copy);
+    }
+}
+
+static void
+deliver(struct worker *w, struct witem *it)
+{
+    struct session *s = session_find_uid(w, it->uid);
+
+    if (s != NULL) {
+        session_deliver(s, it->u.m, it->qos, it->retain, it->sub_id, it->ids,
+                        it->n_ids > 1 ? (uint16_t)(it->n_ids - 1) : 0);
+    }
+    msg_unref(it->u.m);
+    free(it->ids);
+}
+
+static void graceful_stop(struct worker *w);
+
+/* Drains the inbox. */
+static void
+wake_cb(struct ev_loop *loop, ev_async *a, int revents)
+{
+    struct worker *w = (struct worker *)((char *)a - offsetof(struct worker, wake));
+    struct witems batch;
+    size_t i;
+
+    (void)loop;
+    (void)revents;
+    pthread_mutex_lock(&w->inbox_lock);
+    batch = w->inbox;
+    memset(&w->inbox, 0, sizeof(w->inbox));
+    atomic_store_explicit(&w->inbox_len, 0, memory_order_relaxed);
+    pthread_mutex_unlock(&w->inbox_lock);
+
+    for (i = 0; i < batch.n; i++) {
+        struct witem *it = &batch.v[i];
+        switch (it->kind) {
+        case WI_DELIVER:
+            deliver(w, it);
+            break;
+        case WI_ACCEPT:
+            if (w->stopping) {
+                witem_discard(it);
+            } else {
+                conn_new(w, it->u.fd, it->listener);
+            }
+            break;
+        case WI_HANDOFF:
+            if (w->stopping) {
+                witem_discard(it);
+            } else {
+                conn_adopt(w, it->u.conn);
+            }
+            break;
+        case WI_STOP:
+            graceful_stop(w);
+            break;
+        default:
+            break;
+        }
+    }
+    free(batch.v);
+}
+
+/* End of a loop iteration: post batches to other workers, flush sockets, free closed conns. */
+static void
+prepare_cb(struct ev_loop *loop, ev_prepare *p, int revents)
+{
+    struct worker *w = (struct worker *)((char *)p - offsetof(struct worker, prepare));
+    unsigned i;
+
+    (void)loop;
+    (void)revents;
+    for (i = 0; i < broker.nworkers; i++) {
+        if (w->outbox[i].n > 0) {
+            post_many(i, w->outbox[i].v, w->outbox[i].n);
+            w->outbox[i].n = 0;
+        }
+    }
+    conn_flush_dirty(w);
+    conn_reap(w);
+    if (w->stopping && w->conns == NULL) {
+        ev_break(w->loop, EVBREAK_ALL);
+    }
+}
+
+static void
+tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct worker *w = (struct worker *)((char *)t - offsetof(struct worker, tick));
+    double now = ev_now(loop);
+
+    (void)revents;
+    conns_tick(w, now);
+    sessions_tick(w, now);
+}
+
+/*
+ * Shutdown: v5 clients get DISCONNECT 0x8B [MQTT-3.14.2-1 reason list],
+ * everyone's output is flushed, sockets closed. Wills are not published on a
+ * graceful shutdown (docs/architecture.md).
+ */
+static void
+graceful_stop(struct worker *w)
+{
+    w->stopping = 1;
+    while (w->conns != NULL) {
+        conn_close(w->conns, MQTT_RC_SERVER_SHUTTING_DOWN, 0, "server shutting down");
+    }
+}
+
+static void *
+worker_main(void *arg)
+{
+    struct worker *w = arg;
+
+    current = w;
+    ev_run(w->loop, 0);
+    /* Anything posted after the loop ended still owns resources. */
+    pthread_mutex_lock(&w->inbox_lock);
+    for (size_t i = 0; i < w->inbox.n; i++) {
+        witem_discard(&w->inbox.v[i]);
+    }
+    w->inbox.n = 0;
+    pthread_mutex_unlock(&w->inbox_lock);
+    conn_reap(w);
+    sessions_free(w->sessions);
+    w->sessions = NULL;
+    outbuf_thread_cleanup();
+    current = NULL;
+    return NULL;
+}
+
+static struct worker *
+worker_new(unsigned id, unsigned n)
+{
+    struct worker *w = calloc(1, sizeof(*w));
+
+    if (w == NULL) {
+        return NULL;
+    }
+    w->id = id;
+    w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+    w->scratch = malloc(WORKER_SCRATCH);
+    w->outbox = calloc(n, sizeof(*w->outbox));
+    w->sessions = sessions_new();
+    if (w->loop == NULL || w->scratch == NULL || w->outbox == NULL || w->sessions == NULL) {
+        return NULL;
+    }
+    pthread_mutex_init(&w->inbox_lock, NULL);
+    ev_async_init(&w->wake, wake_cb);
+    ev_async_start(w->loop, &w->wake);
+    ev_prepare_init(&w->prepare, prepare_cb);
+    ev_prepare_start(w->loop, &w->prepare);
+    ev_timer_init(&w->tick, tick_cb, 1.0, 1.0);
+    ev_timer_start(w->loop, &w->tick);
+    return w;
+}
+
+/* Creates and starts the workers. Start-up, main thread. */
+int
+worker_start_all(unsigned n)
+{
+    unsigned i;
+
+    broker.workers = calloc(n, sizeof(*broker.workers));
+    if (broker.workers == NULL) {
+        return -1;
+    }
+    broker.nworkers = n;
+    for (i = 0; i < n; i++) {
+        broker.workers[i] = worker_new(i, n);
+        if (broker.workers[i] == NULL) {
+            midge_log(MLOG_ERROR, "cannot create worker %u: out of memory", i);
+            return -1;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        int r = pthread_create(&broker.workers[i]->thread, NULL, worker_main, broker.workers[i]);
+        if (r != 0) {
+            midge_log(MLOG_ERROR, "cannot start worker %u: %s", i, strerror(r));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Stops every worker gracefully and frees them. Main thread. */
+void
+worker_stop_all(void)
+{
+    unsigned i;
+    struct witem it;
+
+    memset(&it, 0, sizeof(it));
+    it.kind = WI_STOP;
+    for (i = 0; i < broker.nworkers; i++) {
+        worker_post(i, &it);
+    }
+    for (i = 0; i < broker.nworkers; i++) {
+        struct worker *w = broker.workers[i];
+        unsigned j;
+        pthread_join(w->thread, NULL);
+        for (j = 0; j < broker.nworkers; j++) {
+            size_t k;
+            for (k = 0; k < w->outbox[j].n; k++) {
+                witem_discard(&w->outbox[j].v[k]);
+            }
+            free(w->outbox[j].v);
+        }
+    }
+    for (i = 0; i < broker.nworkers; i++) {
+        struct worker *w = broker.workers[i];
+        free(w->outbox);
+        free(w->inbox.v);
+        free(w->matches.v);
+        free(w->scratch);
+        ev_loop_destroy(w->loop);
+        pthread_mutex_destroy(&w->inbox_lock);
+        free(w);
+    }
+    free(broker.workers);
+    broker.workers = NULL;
+}
