@@ -165,7 +165,9 @@ mqtt_props_read(const uint8_t *buf, size_t len, int ctx, struct mqtt_props *out,
             v = (uint32_t)p[0] << 8 | p[1];
             p += 2;
             if (v == 0 && (ZERO_FORBIDDEN & bit)) {
-                err = MQTT_RC_PROTOCOL_ERROR;
+                /* Section 3.3.2.3.4: alias 0 is a Protocol Error reported as 0x94. */
+                err = id == MQTT_PROP_TOPIC_ALIAS ? MQTT_RC_TOPIC_ALIAS_INVALID
+                                                  : MQTT_RC_PROTOCOL_ERROR;
                 goto out;
             }
             *(uint16_t *)(void *)field = (uint16_t)v;

@@ -915,7 +915,7 @@ static const struct decode_case decode_cases[] = {
     BAD("publish v5 empty topic, no alias", 5, "\x30\x03\x00\x00\x00", PROTO), /* 3.3.2.3.4 */
     OK_("publish v5 empty topic with alias", 5, "\x30\x06\x00\x00\x03\x23\x00\x05"),
     BAD("publish v5 topic alias 0", 5, "\x30\x07\x00\x01t\x03\x23\x00\x00",
-        PROTO), /* [MQTT-3.3.2-8] */
+        MQTT_RC_TOPIC_ALIAS_INVALID), /* [MQTT-3.3.2-8], DISCONNECT 0x94 per section 3.3.4 */
     BAD("publish v5 payload not UTF-8", 5, "\x30\x07\x00\x01t\x02\x01\x01\xff",
         MQTT_RC_PAYLOAD_FORMAT_INVALID), /* section 3.3.2.3.2 */
     BAD("publish v5 payload surrogate", 5, "\x30\x09\x00\x01t\x02\x01\x01\xed\xbf\xbf",

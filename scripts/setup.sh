@@ -1,0 +1,55 @@
+#!/bin/sh
+# Installs midge's build and test dependencies on Debian 12 (when run as root)
+# and builds midge in ./build (or $BUILD_DIR with $CONFIGURE_FLAGS).
+# Safe to run again: installs only what is missing, reconfigures only when needed.
+set -eu
+cd "$(dirname "$0")/.."
+top=$(pwd)
+
+PACKAGES="build-essential autoconf automake libtool pkg-config clang \
+libev-dev libssl-dev libjansson-dev libcmocka-dev libsqlite3-dev \
+mosquitto mosquitto-clients python3 python3-paho-mqtt"
+
+missing=""
+for p in $PACKAGES; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $p"
+    fi
+done
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "setup: missing packages:$missing" >&2
+        echo "setup: run as root (or: sudo apt-get install$missing)" >&2
+        exit 1
+    fi
+    echo "setup: installing$missing"
+    # mosquitto is only a test peer and benchmark reference: keep its service
+    # from starting (it would take port 1883) while it is installed.
+    policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        policy=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\nexit 101\n' > "$policy"
+        chmod +x "$policy"
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends $missing
+    if [ -n "$policy" ]; then
+        rm -f "$policy"
+    fi
+fi
+
+build=${BUILD_DIR:-build}
+flags=${CONFIGURE_FLAGS:-}
+if [ ! -x configure ] || [ configure.ac -nt configure ] || [ Makefile.am -nt configure ]; then
+    ./autogen.sh
+fi
+mkdir -p "$build"
+cd "$build"
+if [ ! -f Makefile ] || [ "$(cat .configure-flags 2>/dev/null)" != "$flags" ]; then
+    # shellcheck disable=SC2086
+    "$top/configure" $flags
+    echo "$flags" > .configure-flags
+fi
+make -j"$(nproc)"
+echo "setup: built $top/$build/server/midge"
