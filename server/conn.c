@@ -91,7 +91,7 @@ conn_new(struct worker *w, int fd, struct listener *l)
     c->fd = fd;
     c->listener = l;
     c->state = CONN_NEW;
-    c->created = c->last_rx = ev_now(w->loop);
+    c->created = c->last_rx = c->last_progress = ev_now(w->loop);
     if (broker_cfg()->set_tcp_nodelay) {
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
@@ -256,6 +256,10 @@ read_cb(struct ev_loop *loop, ev_io *io, int revents)
 
     (void)loop;
     (void)revents;
+    if (c->is_publisher && worker_throttled(w)) {
+        conn_pause_read(c);
+        return;
+    }
     if (c->inlen > 0) {
         if (c->incap - c->inlen < 4096) {
             uint8_t *b = realloc(c->inbuf, c->incap * 2);
@@ -346,6 +350,9 @@ conn_flush(struct conn *c)
         int r = outbuf_flush(&c->out, c->fd);
 
         STAT_ADD(&c->w->stats, bytes_sent, before - c->out.bytes);
+        if (c->out.bytes < before) {
+            c->last_progress = ev_now(c->w->loop);
+        }
         if (r < 0) {
             conn_close(c, 0, 1, strerror(errno));
             return -1;
@@ -354,6 +361,9 @@ conn_flush(struct conn *c)
             ev_io_start(c->w->loop, &c->wio);
         } else {
             ev_io_stop(c->w->loop, &c->wio);
+        }
+        if (c->session != NULL && c->session->pressing) {
+            session_press_update(c->session);
         }
         if (pumped || c->session == NULL || c->session->queue.count == 0 ||
             c->out.bytes >= CONN_OUT_CAP / 2) {
@@ -447,6 +457,10 @@ conn_close(struct conn *c, uint8_t rc, int send_will, const char *reason)
     } else {
         midge_log(MLOG_INFO, "connection closed addr=%s reason=\"%s\"", c->addr, reason);
     }
+    if (c->read_paused) {
+        c->read_paused = 0;
+        w->paused--;
+    }
     c->state = CONN_CLOSED;
     ev_io_stop(w->loop, &c->rio);
     ev_io_stop(w->loop, &c->wio);
@@ -486,6 +500,13 @@ conns_tick(struct worker *w, double now)
         }
         c = next;
     }
+}
+
+/* 1 when the client's socket took data within the last 250 ms. */
+int
+conn_progressing(const struct conn *c)
+{
+    return ev_now(c->w->loop) - c->last_progress < 0.25;
 }
 
 /* Stops reading from the socket (back-pressure). */

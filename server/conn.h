@@ -35,12 +35,14 @@ struct conn {
     uint8_t on_dirty;      /* linked on w->dirty */
     uint8_t read_paused;
     uint8_t will_cancelled; /* clean DISCONNECT: no will */
+    uint8_t is_publisher;  /* has sent PUBLISH: paused under back-pressure */
     uint16_t keepalive;    /* effective keep alive, s */
     uint16_t recv_max_out; /* client's Receive Maximum: our QoS>0 window */
     uint16_t alias_max;    /* Topic Alias Maximum we granted */
     uint32_t max_packet_out; /* client's Maximum Packet Size; 0: none */
     unsigned handoff_to;   /* set by proto_connect with PROTO_HANDOFF */
     double last_rx;
+    double last_progress;  /* last time a write to the socket moved data */
     double created;
     uint8_t *inbuf;        /* unparsed input remainder; NULL when empty */
     uint32_t inlen;
@@ -59,6 +61,12 @@ struct conn {
 
 /* Output above this is "capped": QoS 0 dropped, QoS 1/2 left in the session queue. */
 #define CONN_OUT_CAP (1024 * 1024)
+/* A client that is reading (see conn_progressing) may go this far past the
+ * cap while back-pressure slows the publishers down. */
+#define CONN_OUT_HARD (8 * CONN_OUT_CAP)
+
+/* 1 when the client took data from its socket recently: slow, not stalled. */
+int conn_progressing(const struct conn *c);
 
 /* Adopts a new socket on worker w. Returns NULL (and closes fd) on failure. */
 struct conn *conn_new(struct worker *w, int fd, struct listener *l);

@@ -57,6 +57,7 @@ proto_publish(struct conn *c, const struct mqtt_publish *p)
     uint8_t ack_rc = 0;
 
     STAT_ADD(&c->w->stats, pub_received, 1);
+    c->is_publisher = 1;
     if (c->version == MQTT_V5 && (p->props.present & MQTT_PBIT(MQTT_PROP_TOPIC_ALIAS))) {
         if (resolve_alias(c, p, &topic, &topic_len) != PROTO_OK) {
             return PROTO_CLOSE;

@@ -285,6 +285,29 @@ online(struct session *s)
     return s->conn != NULL && s->conn->state == CONN_ACTIVE;
 }
 
+/* Queue length above which a reading client slows the publishers down. */
+static uint32_t
+press_queue(void)
+{
+    long max = broker_cfg()->max_queued_messages;
+
+    return max > 0 && max < 2000 ? (uint32_t)(max / 2) : 1000;
+}
+
+/* See session.h. [worker thread] */
+void
+session_press_update(struct session *s)
+{
+    struct conn *c = s->conn;
+    int want = online(s) && conn_progressing(c) &&
+               (s->queue.count > press_queue() || c->out.bytes >= CONN_OUT_CAP);
+
+    if (want != s->pressing) {
+        s->pressing = (uint8_t)want;
+        atomic_fetch_add(&broker.pressure, want ? 1 : -1);
+    }
+}
+
 /* Sends a QoS 1/2 entry now and keeps it inflight. The entry's references move. */
 static void
 send_inflight(struct session *s, struct qentry *e, double now)
@@ -339,8 +362,12 @@ session_deliver(struct session *s, struct msg *m, uint8_t qos, uint8_t retain, u
     if (online(s) && s->queue.count == 0) {
         if (qos == 0) {
             if (s->conn->out.bytes >= CONN_OUT_CAP) {
-                drop(s, "client output full");
-                return;
+                /* A reading client gets slack while publishers are paused; a stalled one loses QoS 0. */
+                if (!conn_progressing(s->conn) || s->conn->out.bytes >= CONN_OUT_HARD) {
+                    drop(s, "client output full");
+                    return;
+                }
+                session_press_update(s);
             }
             e.msg = m; /* borrowed: sent now */
             e.more_ids = (uint32_t *)more_ids;
@@ -391,6 +418,9 @@ session_deliver(struct session *s, struct msg *m, uint8_t qos, uint8_t retain, u
         return;
     }
     s->queue_bytes += m->payload_len;
+    if (!s->pressing && online(s)) {
+        session_press_update(s);
+    }
 }
 
 /* Moves queued messages to the connection while allowed. [worker thread] */
@@ -417,6 +447,9 @@ session_pump(struct session *s)
         } else {
             send_inflight(s, &e, now);
         }
+    }
+    if (s->pressing) {
+        session_press_update(s);
     }
 }
 
@@ -568,6 +601,7 @@ session_detach(struct session *s, int send_will)
 
     atomic_store(&s->sub->online, 0);
     s->conn = NULL;
+    session_press_update(s);
     if (s->will != NULL) {
         if (!send_will) {
             msg_unref(s->will);
@@ -624,6 +658,9 @@ session_destroy(struct session *s)
     }
     t->count--;
     STAT_ADD(&s->w->stats, sessions, -1);
+    if (s->pressing) {
+        atomic_fetch_sub(&broker.pressure, 1);
+    }
     subscriber_unref(s->sub);
     free(s->client_id);
     free(s);
@@ -656,6 +693,9 @@ sessions_tick(struct worker *w, double now)
 
     while (s != NULL) {
         struct session *next = s->all_next;
+        if (s->pressing) {
+            session_press_update(s); /* a client that stopped reading stops counting */
+        }
         if (s->conn == NULL) {
             if (s->will_at != 0 && now >= s->will_at) {
                 session_publish_will(s);

@@ -78,6 +78,7 @@ struct session {
     struct sess_sub *subs;
     size_t nsubs;
     size_t subcap;
+    uint8_t pressing;         /* counted in broker.pressure (session_press_update) */
     uint64_t dropped;         /* messages dropped for this session (logs) */
     uint64_t dropped_logged;  /* value of `dropped` at the last drop log line */
     double drop_log_at;       /* when that line was written */
@@ -113,6 +114,14 @@ void session_destroy(struct session *s);
  */
 void session_deliver(struct session *s, struct msg *m, uint8_t qos, uint8_t retain,
                      uint32_t sub_id, const uint32_t *more_ids, uint16_t n_ids);
+
+/*
+ * Back-pressure bookkeeping: a session whose client is reading but falls
+ * behind (queue above a soft limit or output above CONN_OUT_CAP) counts in
+ * broker.pressure, which makes every worker pause its publishers. A client
+ * that stopped reading does not count: it only loses its own messages.
+ */
+void session_press_update(struct session *s);
 
 /* Sends queued messages while the window and the output cap allow. */
 void session_pump(struct session *s);

@@ -122,6 +122,56 @@ deliver(struct worker *w, struct witem *it)
     free(it->ids);
 }
 
+/* Inbox lengths that pause (high) and resume (low) publishers elsewhere. */
+#define BP_HIGH 65536
+#define BP_LOW 16384
+
+static int
+inboxes_above(const struct worker *w, size_t limit)
+{
+    unsigned i;
+
+    for (i = 0; i < broker.nworkers; i++) {
+        if (i != w->id &&
+            atomic_load_explicit(&broker.workers[i]->inbox_len, memory_order_relaxed) > limit) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* See worker.h. [worker thread] */
+int
+worker_throttled(struct worker *w)
+{
+    if (atomic_load_explicit(&broker.pressure, memory_order_relaxed) == 0 &&
+        !inboxes_above(w, BP_HIGH)) {
+        return 0;
+    }
+    if (!ev_is_active(&w->bp_timer)) {
+        ev_timer_again(w->loop, &w->bp_timer);
+    }
+    return 1;
+}
+
+/* Resumes every paused publisher once the pressure is gone, all at once (fairness). */
+static void
+bp_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct worker *w = (struct worker *)((char *)t - offsetof(struct worker, bp_timer));
+    struct conn *c;
+
+    (void)revents;
+    if (atomic_load_explicit(&broker.pressure, memory_order_relaxed) > 0 ||
+        inboxes_above(w, BP_LOW)) {
+        return;
+    }
+    ev_timer_stop(loop, t);
+    for (c = w->conns; c != NULL && w->paused > 0; c = c->next) {
+        conn_resume_read(c);
+    }
+}
+
 static void graceful_stop(struct worker *w);
 
 /* Drains the inbox. */
@@ -262,6 +312,8 @@ worker_new(unsigned id, unsigned n)
     ev_prepare_start(w->loop, &w->prepare);
     ev_timer_init(&w->tick, tick_cb, 1.0, 1.0);
     ev_timer_start(w->loop, &w->tick);
+    ev_init(&w->bp_timer, bp_cb);
+    w->bp_timer.repeat = 0.002;
     return w;
 }
 

@@ -67,6 +67,7 @@ struct worker {
     ev_async wake;
     ev_prepare prepare;  /* flush point: once per loop iteration */
     ev_timer tick;       /* 1 s: keep alive, connect timeout, session expiry */
+    ev_timer bp_timer;   /* runs while publishers are paused: resumes them */
 
     pthread_mutex_t inbox_lock;
     struct witems inbox;         /* Protected by inbox_lock */
@@ -108,6 +109,13 @@ void worker_post(unsigned to, const struct witem *it);
  * outbox and posted once per loop iteration. [worker thread]
  */
 void worker_send(struct worker *w, unsigned to, const struct witem *it);
+
+/*
+ * 1 when publishers on this worker should not be read now: some reading
+ * client is falling behind (broker.pressure) or another worker's inbox is
+ * above its high-water mark. Starts the timer that resumes them. [worker thread]
+ */
+int worker_throttled(struct worker *w);
 
 /* Appends to a witems array. Returns 0 or -1 when out of memory. */
 int witems_push(struct witems *a, const struct witem *it);

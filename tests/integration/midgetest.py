@@ -128,6 +128,7 @@ class Broker:
         self.listener = listener
         self.port = None
         self.proc = None
+        self.stopped_by_sigterm = False
         self.dir = tempfile.mkdtemp(prefix="b-", dir=tmp_root())
         self.conf = os.path.join(self.dir, "broker.conf")
         self.logpath = os.path.join(self.dir, "broker.log")
@@ -199,10 +200,12 @@ class Broker:
         """SIGTERM, then SIGKILL after timeout. Returns the exit code."""
         if self.proc is None:
             return None
+        self.stopped_by_sigterm = False
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
+                self.stopped_by_sigterm = True
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -892,8 +895,16 @@ class BrokerTest(unittest.TestCase):
                     c.close()
             except Exception:
                 pass
-        self.broker.stop()
+        code = self.broker.stop()
         self._broker_log = self.broker.log_text()
+        # Sanitizer builds (scripts/check.sh asan|tsan) report into the broker's
+        # log; any report fails the test that produced it.
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                       "WARNING: ThreadSanitizer", "runtime error:"):
+            if marker in self._broker_log:
+                self.fail("sanitizer report in broker log:\n" + self._broker_log[-6000:])
+        if self.broker.stopped_by_sigterm and code not in (0, None):
+            self.fail("broker exited with code %s after SIGTERM" % code)
 
     def raw(self, version=4, connect=True, client_id=None, **kw):
         c = RawClient(self.port, version)

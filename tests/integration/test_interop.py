@@ -26,7 +26,7 @@ class Interop(BrokerTest):
                     return p
         raise AssertionError("mosquitto_sub did not get a SUBACK: %r" % self._lines[p.pid])
 
-    def sub_output(self, p, timeout=6):
+    def sub_output(self, p, timeout=12):
         out, _ = p.communicate(timeout=timeout)
         lines = self._lines[p.pid] + out.decode(errors="replace").splitlines(True)
         return [l.rstrip("\n") for l in lines if not l.startswith("Client ") and "SUBACK" not in l
@@ -81,7 +81,7 @@ class Interop(BrokerTest):
 
     def test_paho_to_mosquitto_sub(self):
         """paho 3.1.1 publisher to mosquitto_sub v5 subscriber, QoS 2."""
-        s = self.sub_proc("-V", "mqttv5", "-q", "2", "-t", "io/paho", "-C", "3", "-W", "5")
+        s = self.sub_proc("-V", "mqttv5", "-q", "2", "-t", "io/paho", "-C", "3", "-W", "10")
         c = self.paho("io-paho", version=4)
         for i in range(3):
             c.publish("io/paho", b"m%d" % i, qos=2)
