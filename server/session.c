@@ -308,13 +308,17 @@ session_press_update(struct session *s)
     }
 }
 
-/* Sends a QoS 1/2 entry now and keeps it inflight. The entry's references move. */
+/*
+ * Sends a QoS 1/2 entry now and keeps it inflight. The entry's references
+ * move. Inflight sequence numbers stay consecutive (a packet that is not sent
+ * does not use one), which lets inflight_find() index instead of search.
+ */
 static void
 send_inflight(struct session *s, struct qentry *e, double now)
 {
     int r;
 
-    e->seq = s->next_seq++;
+    e->seq = s->next_seq;
     e->state = QS_SENT;
     r = proto_send_publish(s->conn, e, pid_of(e->seq), 0, now);
     if (r != 0) {
@@ -323,10 +327,13 @@ send_inflight(struct session *s, struct qentry *e, double now)
         entry_release(e);
         return;
     }
-    STAT_ADD(&s->w->stats, pub_sent, 1);
     if (ring_push(&s->inflight, e) < 0) {
+        /* The PUBLISH is out but cannot be tracked: treat it as QoS 0. */
         entry_release(e);
+        return;
     }
+    s->next_seq++;
+    STAT_ADD(&s->w->stats, pub_sent, 1);
 }
 
 static void
@@ -471,18 +478,28 @@ session_resume(struct session *s)
     session_pump(s);
 }
 
+/*
+ * The inflight entry with packet id `pid`, or NULL. Inflight sequence numbers
+ * are consecutive from the head and span less than 65535, so the id maps to
+ * exactly one position.
+ */
 static struct qentry *
 inflight_find(struct session *s, uint16_t pid)
 {
-    uint32_t i;
+    uint32_t head;
+    uint32_t off;
+    struct qentry *e;
 
-    for (i = 0; i < s->inflight.count; i++) {
-        struct qentry *e = ring_at(&s->inflight, i);
-        if (e->state != QS_DONE && pid_of(e->seq) == pid) {
-            return e;
-        }
+    if (s->inflight.count == 0 || pid == 0) {
+        return NULL;
     }
-    return NULL;
+    head = ring_at(&s->inflight, 0)->seq;
+    off = ((uint32_t)(pid - 1) + 65535u - head % 65535u) % 65535u;
+    if (off >= s->inflight.count) {
+        return NULL;
+    }
+    e = ring_at(&s->inflight, off);
+    return e->state != QS_DONE && e->seq == head + off ? e : NULL;
 }
 
 static void
