@@ -21,7 +21,7 @@ export BUILD_DIR CONFIGURE_FLAGS
 cd "$BUILD_DIR"
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
-export TSAN_OPTIONS="halt_on_error=0:second_deadlock_stack=1"
+export TSAN_OPTIONS="halt_on_error=0:second_deadlock_stack=1:suppressions=$top/tests/tsan.supp"
 make -j2 check >make-check.out 2>&1
 status=$?
 grep -E '^(PASS|FAIL|XFAIL|XPASS|SKIP|ERROR):' make-check.out
