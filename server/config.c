@@ -53,6 +53,7 @@ struct parser {
     int depth;                  /* 0: main file, 1: a file from include_dir */
     int log_dest_set;           /* a log_dest line replaced the default */
     int log_type_set;           /* a log_type line replaced the default */
+    struct plugin_conf *last_plugin; /* target of plugin_opt_ and plugin_ settings */
     char *err;
     size_t errlen;
 };
@@ -103,6 +104,9 @@ static int set_log_type(struct parser *p, const struct directive *d, char *args)
 static int set_per_listener_settings(struct parser *p, const struct directive *d, char *args);
 static int set_include_dir(struct parser *p, const struct directive *d, char *args);
 static int set_refused(struct parser *p, const struct directive *d, char *args);
+static int set_plugin(struct parser *p, const struct directive *d, char *args);
+static int set_plugin_setting(struct parser *p, const struct directive *d, char *args);
+static int set_plugin_opt(struct parser *p, const char *key, char *args);
 
 /* Reloadable global and listener fields written by the generic setters. */
 #define GK(kind, field) SCOPE_GLOBAL, 1, kind, offsetof(struct config, field)
@@ -178,6 +182,20 @@ static const struct directive directives[] = {
       "none", "write the broker's process id to this file", NULL },
     { "include_dir", set_include_dir, SCOPE_GLOBAL, 1, FK_NONE, 0, 0, 0, "none",
       "also read every *.conf file in this directory, in name order", NULL },
+    { "plugin", set_plugin, SCOPE_GLOBAL, 0, FK_NONE, 0, 0, 0, "none",
+      "load a plugin for every listener; its plugin_opt_ lines follow", NULL },
+    { "listener_plugin", set_plugin, SCOPE_LISTENER, 0, FK_NONE, 1, 0, 0, "none",
+      "load a plugin for the listener above only", NULL },
+    { "plugin_opt_", set_plugin_setting, SCOPE_GLOBAL, 1, FK_NONE, 0, 0, 0, "none",
+      "plugin_opt_KEY VALUE: an option of the plugin above (the plugin's own)", NULL },
+    { "plugin_instance", set_plugin_setting, SCOPE_GLOBAL, 0, FK_NONE, 1, 0, 0,
+      "the plugin's name", "instance name of the plugin above (logs, $SYS, metrics)", NULL },
+    { "plugin_timeout", set_plugin_setting, SCOPE_GLOBAL, 1, FK_NONE, 2, 0, 0, "5",
+      "seconds a PENDING decision of the plugin above may take", NULL },
+    { "plugin_timeout_verdict", set_plugin_setting, SCOPE_GLOBAL, 1, FK_NONE, 3, 0, 0, "deny",
+      "allow|deny: the decision when the plugin above times out", NULL },
+    { "plugin_dir", set_string, SCOPE_GLOBAL, 0, FK_STR, offsetof(struct config, plugin_dir), 0,
+      0, "PREFIX/lib/midge", "directory searched for plugins given by bare name", NULL },
     { "per_listener_settings", set_per_listener_settings, SCOPE_GLOBAL, 1, FK_NONE, 0, 0, 0,
       "false", "only false is supported", NULL },
 };
@@ -199,8 +217,8 @@ static const char *const mosquitto_only[] = {
     "enable_control_api", "http_dir", "keepalive_interval", "keyfile", "local_clientid",
     "local_password", "local_username", "log_facility", "log_timestamp_format",
     "max_inflight_bytes", "memory_limit", "mount_point", "notification_topic", "notifications",
-    "password_file", "persistence", "persistence_file", "persistence_location", "plugin",
-    "plugin_opt_", "psk_file", "psk_hint", "remote_clientid", "remote_password", "remote_username",
+    "password_file", "persistence", "persistence_file", "persistence_location",
+    "psk_file", "psk_hint", "remote_clientid", "remote_password", "remote_username",
     "require_certificate", "restart_timeout", "retry_interval", "start_type",
     "store_clean_interval", "tls_engine", "tls_keyform", "tls_version", "topic", "try_private",
     "upgrade_outgoing_qos", "use_identity_as_username", "use_subject_as_username",
@@ -961,6 +979,131 @@ unknown_word(struct parser *p, const char *word)
     return perr(p, "unknown option '%s'", word);
 }
 
+static void
+plugin_conf_free(struct plugin_conf *pc)
+{
+    while (pc->opts != NULL) {
+        struct plugin_opt *o = pc->opts;
+        pc->opts = o->next;
+        free(o->key);
+        free(o->value);
+        free(o);
+    }
+    free(pc->path);
+    free(pc->instance);
+    free(pc->listener_address);
+    free(pc->file);
+    free(pc);
+}
+
+/* `plugin PATH` (off 0) and `listener_plugin PATH` (off 1): a new chain entry. */
+static int
+set_plugin(struct parser *p, const struct directive *d, char *args)
+{
+    struct plugin_conf *pc;
+    struct plugin_conf **tail;
+
+    if (args[0] == '\0') {
+        return perr(p, "%s: missing plugin name or path", d->name);
+    }
+    pc = calloc(1, sizeof(*pc));
+    if (pc == NULL) {
+        return perr(p, "%s: out of memory", d->name);
+    }
+    pc->path = strdup(args);
+    pc->file = strdup(p->file);
+    pc->line = p->line;
+    pc->timeout_ms = 5000;
+    if (d->off == 1) {
+        pc->per_listener = 1;
+        pc->listener_port = p->last->port;
+        if (p->last->bind_address != NULL) {
+            pc->listener_address = strdup(p->last->bind_address);
+        }
+    }
+    if (pc->path == NULL || pc->file == NULL) {
+        plugin_conf_free(pc);
+        return perr(p, "%s: out of memory", d->name);
+    }
+    for (tail = &p->cfg->plugins; *tail != NULL; tail = &(*tail)->next) {
+    }
+    *tail = pc;
+    p->last_plugin = pc;
+    return 0;
+}
+
+/* `plugin_opt_KEY VALUE`: an option for the most recent plugin line. */
+static int
+set_plugin_opt(struct parser *p, const char *key, char *args)
+{
+    struct plugin_opt *o;
+    struct plugin_opt **tail;
+
+    if (p->last_plugin == NULL) {
+        return perr(p, "plugin_opt_%s must follow a plugin or listener_plugin line", key);
+    }
+    if (key[0] == '\0') {
+        return perr(p, "plugin_opt_: missing option name (plugin_opt_KEY VALUE)");
+    }
+    for (o = p->last_plugin->opts; o != NULL; o = o->next) {
+        if (strcmp(o->key, key) == 0) {
+            return perr(p, "plugin_opt_%s is already set for this plugin", key);
+        }
+    }
+    o = calloc(1, sizeof(*o));
+    if (o == NULL || (o->key = strdup(key)) == NULL || (o->value = strdup(args)) == NULL) {
+        if (o != NULL) {
+            free(o->key);
+            free(o);
+        }
+        return perr(p, "plugin_opt_%s: out of memory", key);
+    }
+    o->line = p->line;
+    for (tail = &p->last_plugin->opts; *tail != NULL; tail = &(*tail)->next) {
+    }
+    *tail = o;
+    return 0;
+}
+
+/* plugin_instance (off 1), plugin_timeout (2), plugin_timeout_verdict (3). */
+static int
+set_plugin_setting(struct parser *p, const struct directive *d, char *args)
+{
+    struct plugin_conf *pc = p->last_plugin;
+    char *w;
+
+    if (pc == NULL) {
+        return perr(p, "%s must follow a plugin or listener_plugin line", d->name);
+    }
+    if (one_word(p, d, args, &w) < 0) {
+        return -1;
+    }
+    if (d->off == 1) {
+        free(pc->instance);
+        pc->instance = strdup(w);
+        return pc->instance ? 0 : perr(p, "%s: out of memory", d->name);
+    }
+    if (d->off == 2) {
+        char *end;
+        double s;
+        errno = 0;
+        s = strtod(w, &end);
+        if (errno != 0 || *end != '\0' || end == w || !(s > 0) || s > 3600) {
+            return perr(p, "plugin_timeout: expected seconds between 0 and 3600, got '%s'", w);
+        }
+        pc->timeout_ms = (unsigned)(s * 1000 + 0.5);
+        if (pc->timeout_ms == 0) {
+            pc->timeout_ms = 1;
+        }
+        return 0;
+    }
+    if (strcmp(w, "allow") == 0 || strcmp(w, "deny") == 0) {
+        pc->timeout_allow = w[0] == 'a';
+        return 0;
+    }
+    return perr(p, "plugin_timeout_verdict: expected allow or deny, got '%s'", w);
+}
+
 /* Handles one line (already stripped of its newline). */
 static int
 parse_line(struct parser *p, char *line)
@@ -984,6 +1127,11 @@ parse_line(struct parser *p, char *line)
     for (i = 0; i < NDIRECTIVES; i++) {
         if (strcmp(word, directives[i].name) == 0) {
             break;
+        }
+        if (directives[i].set == set_plugin_setting && directives[i].off == 0 &&
+            strncmp(word, "plugin_opt_", 11) == 0) {
+            /* plugin_opt_KEY: the key travels with the arguments. */
+            return set_plugin_opt(p, word + 11, args);
         }
     }
     if (i == NDIRECTIVES) {
@@ -1063,7 +1211,8 @@ config_new(void)
     cfg->log_dests = MLOG_DEST_STDERR;
     cfg->log_types = MLOG_DEFAULT_TYPES;
     cfg->connection_messages = 1;
-    if ((cfg->auto_id_prefix = strdup("auto-")) == NULL) {
+    if ((cfg->auto_id_prefix = strdup("auto-")) == NULL ||
+        (cfg->plugin_dir = strdup(MIDGE_PLUGINDIR)) == NULL) {
         goto fail;
     }
     return cfg;
@@ -1179,6 +1328,12 @@ config_free(struct config *cfg)
     free(cfg->auto_id_prefix);
     free(cfg->log_file);
     free(cfg->pid_file);
+    free(cfg->plugin_dir);
+    while (cfg->plugins != NULL) {
+        struct plugin_conf *pc = cfg->plugins;
+        cfg->plugins = pc->next;
+        plugin_conf_free(pc);
+    }
     free(cfg);
 }
 
@@ -1217,6 +1372,20 @@ listener_needs_restart(const struct listener_conf *l, const struct config *new_c
     return 1;
 }
 
+/* 1 when both configs load the same plugin instances in the same order. */
+static int
+same_plugin_lines(const struct plugin_conf *a, const struct plugin_conf *b)
+{
+    for (; a != NULL && b != NULL; a = a->next, b = b->next) {
+        if (strcmp(a->path, b->path) != 0 || str_differs(a->instance, b->instance) ||
+            a->per_listener != b->per_listener || a->listener_port != b->listener_port ||
+            str_differs(a->listener_address, b->listener_address)) {
+            return 0;
+        }
+    }
+    return a == NULL && b == NULL;
+}
+
 /*
  * Lists what differs between old and new_cfg but only takes effect after a
  * restart: removed or changed listeners ("listener PORT [ADDRESS]"),
@@ -1247,6 +1416,9 @@ config_restart_needed(const struct config *old, const struct config *new_cfg, ch
     }
     if (old->worker_threads != new_cfg->worker_threads) {
         append(buf, len, "worker_threads");
+    }
+    if (!same_plugin_lines(old->plugins, new_cfg->plugins)) {
+        append(buf, len, "plugin lines (added, removed or moved)");
     }
     if (str_differs(old->pid_file, new_cfg->pid_file)) {
         append(buf, len, "pid_file");

@@ -32,6 +32,29 @@ struct listener_conf {
     struct listener_conf *next; /* next listener, in file order */
 };
 
+/* One `plugin_opt_KEY VALUE` line. Owned by its plugin_conf. */
+struct plugin_opt {
+    char *key;   /* without the plugin_opt_ prefix */
+    char *value; /* rest of the line; may be empty */
+    int line;    /* in the plugin's file */
+    struct plugin_opt *next;
+};
+
+/* One `plugin` or `listener_plugin` line with its settings. Owned by its struct config. */
+struct plugin_conf {
+    char *path;              /* as written: a bare name (looked up in plugin_dir) or a path */
+    char *instance;          /* plugin_instance; NULL: the plugin's own name */
+    int per_listener;        /* 1: listener_plugin, applies to the listener below only */
+    uint16_t listener_port;  /* that listener's port and address */
+    char *listener_address;
+    struct plugin_opt *opts; /* in file order */
+    unsigned timeout_ms;     /* plugin_timeout for PENDING decisions; default 5000 */
+    int timeout_allow;       /* plugin_timeout_verdict: 1 allow, 0 deny (default) */
+    char *file;              /* where the plugin line was */
+    int line;
+    struct plugin_conf *next; /* chain order = file order */
+};
+
 struct config {
     char *path;                   /* file it was loaded from, NULL for defaults */
     struct listener_conf *listeners; /* in file order; never NULL after load */
@@ -57,6 +80,8 @@ struct config {
     unsigned log_types;           /* MLOG_BIT() set; default error|warning|notice|information */
     int connection_messages;      /* log connects/disconnects; default 1 */
     char *pid_file;               /* NULL: none */
+    struct plugin_conf *plugins;  /* every plugin line, in file order */
+    char *plugin_dir;             /* where bare plugin names are found; default the install dir */
 };
 
 /*

@@ -18,6 +18,7 @@
 #include "listener.h"
 #include "log.h"
 #include "mqtt.h"
+#include "plugin.h"
 #include "proto.h"
 #include "session.h"
 #include "worker.h"
@@ -239,6 +240,14 @@ process_input(struct conn *c, const uint8_t *data, size_t len, int from_inbuf)
             return -1;
         }
         off += total;
+        if (r == PROTO_WAIT) {
+            /* A plugin is deciding: keep what follows, read nothing more until then. */
+            ev_io_stop(c->w->loop, &c->rio);
+            if (keep_rest(c, data + off, len - off, 0, from_inbuf) < 0) {
+                conn_close(c, MQTT_RC_SERVER_BUSY, 1, "out of memory");
+            }
+            return -1;
+        }
     }
     if (keep_rest(c, data + off, len - off, need, from_inbuf) < 0) {
         conn_close(c, MQTT_RC_SERVER_BUSY, 1, "out of memory");
@@ -438,6 +447,10 @@ conn_close(struct conn *c, uint8_t rc, int send_will, const char *reason)
     if (c->state == CONN_CLOSED) {
         return;
     }
+    plugin_auth_cancel(c);
+    if (c->state == CONN_ACTIVE && plugins_events_active) {
+        plugin_client_disconnected(c, rc);
+    }
     if (rc != 0 && c->state == CONN_ACTIVE && c->version == MQTT_V5) {
         struct mqtt_packet p;
         memset(&p, 0, sizeof(p));
@@ -509,6 +522,21 @@ conn_progressing(const struct conn *c)
     return ev_now(c->w->loop) - c->last_progress < 0.25;
 }
 
+/* Continues after a plugin decision; see conn.h. [worker thread] */
+void
+conn_continue(struct conn *c)
+{
+    if (c->state == CONN_CLOSED || c->auth_wait != NULL) {
+        return;
+    }
+    if (c->inlen > 0 && process_input(c, c->inbuf, c->inlen, 1) < 0) {
+        return;
+    }
+    if (c->state != CONN_CLOSED && c->auth_wait == NULL && !c->read_paused) {
+        ev_io_start(c->w->loop, &c->rio);
+    }
+}
+
 /* Stops reading from the socket (back-pressure). */
 void
 conn_pause_read(struct conn *c)
@@ -527,7 +555,7 @@ conn_resume_read(struct conn *c)
     if (c->read_paused) {
         c->read_paused = 0;
         c->w->paused--;
-        if (c->state != CONN_CLOSED) {
+        if (c->state != CONN_CLOSED && c->auth_wait == NULL) {
             ev_io_start(c->w->loop, &c->rio);
         }
     }

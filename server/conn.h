@@ -24,6 +24,13 @@ enum conn_state {
     CONN_CLOSED = 2,
 };
 
+enum conn_auth {
+    AUTH_NONE = 0,
+    AUTH_DONE = 1,
+};
+
+struct auth_wait;
+
 struct conn {
     ev_io rio;
     ev_io wio;
@@ -36,6 +43,12 @@ struct conn {
     uint8_t read_paused;
     uint8_t will_cancelled; /* clean DISCONNECT: no will */
     uint8_t is_publisher;  /* has sent PUBLISH: paused under back-pressure */
+    uint8_t clean_start;
+    uint8_t auth_state;    /* enum conn_auth */
+    uint8_t auth_verdict;  /* plugin_result once auth_state is AUTH_DONE */
+    uint8_t auth_reason;
+    uint8_t auth_any;      /* some auth hook applied to this client */
+    struct auth_wait *auth_wait; /* pending plugin decision (plugin_hooks.c), or NULL */
     uint16_t keepalive;    /* effective keep alive, s */
     uint16_t recv_max_out; /* client's Receive Maximum: our QoS>0 window */
     uint16_t alias_max;    /* Topic Alias Maximum we granted */
@@ -96,6 +109,12 @@ void conn_reap(struct worker *w);
 
 /* 1-second housekeeping: keep alive [MQTT-3.1.2-24] and connect timeout. */
 void conns_tick(struct worker *w, double now);
+
+/*
+ * Parses input kept while the connection waited (for a plugin decision) and
+ * reads from the socket again. [worker thread]
+ */
+void conn_continue(struct conn *c);
 
 /* Stops/restarts reading (back-pressure). */
 void conn_pause_read(struct conn *c);

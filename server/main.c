@@ -19,6 +19,7 @@
 #include "midge_build.h"
 #include "listener.h"
 #include "log.h"
+#include "plugin.h"
 #include "retain.h"
 #include "subs.h"
 #include "sys.h"
@@ -28,6 +29,16 @@ static const char *config_path;
 static ev_signal sig_term;
 static ev_signal sig_int;
 static ev_signal sig_hup;
+static ev_timer plugin_tick;
+
+static void
+plugin_tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop;
+    (void)t;
+    (void)revents;
+    plugins_tick();
+}
 
 static void
 usage(FILE *out)
@@ -91,7 +102,6 @@ reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
         midge_log(MLOG_ERROR, "reload: cannot open log file %s: %s", cfg->log_file,
                   strerror(errno));
     }
-    listeners_close(cfg, loop);
     if (listeners_apply(cfg, loop) != 0) {
         midge_log(MLOG_ERROR, "reload: some listeners could not be opened");
     }
@@ -101,6 +111,7 @@ reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
         broker.old_cfgs[broker.n_old_cfgs++] = (struct config *)cur;
     }
     atomic_store_explicit(&broker.cfg, cfg, memory_order_release);
+    plugins_reload(cfg);
     sys_start(loop);
     if (restart[0] != 0) {
         midge_log(MLOG_WARNING, "reload: these settings need a restart to change: %s", restart);
@@ -188,6 +199,14 @@ main(int argc, char **argv)
         return 2;
     }
     if (test_only) {
+        /* Plugins are opened and checked (descriptor, ABI, options) but not initialised. */
+        int bad = plugins_load(cfg, 1, 0, err, sizeof(err)) != 0;
+        plugins_unload();
+        if (bad) {
+            fprintf(stderr, "%s\n", err);
+            config_free(cfg);
+            return 2;
+        }
         printf("%s: configuration OK\n", config_path ? config_path : "(defaults)");
         config_free(cfg);
         return 0;
@@ -215,6 +234,12 @@ main(int argc, char **argv)
         return 1;
     }
     n = cfg->worker_threads ? cfg->worker_threads : cpu_count();
+    if (plugins_load(cfg, n, 1, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s\n", err);
+        midge_log(MLOG_ERROR, "%s", err);
+        plugins_unload();
+        return 2;
+    }
     /* Workers inherit a full signal mask: signals are the main thread's. */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -236,11 +261,16 @@ main(int argc, char **argv)
     ev_signal_start(loop, &sig_term);
     ev_signal_start(loop, &sig_int);
     ev_signal_start(loop, &sig_hup);
+    if (plugins != NULL) {
+        ev_timer_init(&plugin_tick, plugin_tick_cb, 1.0, 1.0);
+        ev_timer_start(loop, &plugin_tick);
+    }
     ev_run(loop, 0);
 
     listeners_close(NULL, loop);
     sys_stop(loop);
     worker_stop_all();
+    plugins_unload();
     listeners_free();
     retain_free();
     subs_free();

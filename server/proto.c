@@ -85,7 +85,7 @@ proto_packet(struct conn *c, const uint8_t *buf, size_t len)
             /* Answer in the client's version when it can be read. */
             c->version = p.u.connect.version == MQTT_V5 ? MQTT_V5 : 0;
         }
-        return proto_connect(c, &p, r == MQTT_OK ? 0 : rc);
+        return proto_connect(c, buf, len, &p, r == MQTT_OK ? 0 : rc);
     }
     if (r != MQTT_OK) {
         return proto_fail(c, rc, "invalid packet");

@@ -17,13 +17,22 @@
 struct conn;
 struct qentry;
 
-enum { PROTO_OK = 0, PROTO_CLOSE = -1, PROTO_HANDOFF = 1 };
+enum { PROTO_OK = 0, PROTO_CLOSE = -1, PROTO_HANDOFF = 1, PROTO_WAIT = 2 };
 
 /* Decodes and handles one whole packet. */
 int proto_packet(struct conn *c, const uint8_t *buf, size_t len);
 
 /* proto_connect.c */
-int proto_connect(struct conn *c, const struct mqtt_packet *p, uint8_t decode_rc);
+int proto_connect(struct conn *c, const uint8_t *raw, size_t raw_len, const struct mqtt_packet *p,
+                  uint8_t decode_rc);
+
+/*
+ * An auth decision arrived for a CONNECT that waited (PROTO_WAIT): DEFER
+ * continues the chain after position `index`; otherwise the CONNECT
+ * completes (or is refused) and queued input is processed. [worker thread]
+ */
+void proto_connect_resume(struct conn *c, const uint8_t *raw, size_t raw_len, size_t index,
+                          int verdict, uint8_t reason);
 
 /* proto_publish.c */
 int proto_publish(struct conn *c, const struct mqtt_publish *p);
@@ -31,9 +40,10 @@ int proto_pubrel(struct conn *c, const struct mqtt_ack *a);
 
 /*
  * Encodes a PUBLISH of entry `e` for this connection (its protocol version,
- * granted QoS, subscription ids, remaining expiry). Returns 0, 1 when the
+ * granted QoS, subscription ids, remaining expiry). Returns 0; 1 when the
  * packet exceeds the client's Maximum Packet Size (not sent: the caller drops
- * it [MQTT-3.1.2-25]), -1 when out of memory.
+ * it [MQTT-3.1.2-25]); 2 when an ACL plugin denies the client receiving it
+ * (not sent, not counted as a drop); -1 when out of memory.
  */
 int proto_send_publish(struct conn *c, const struct qentry *e, uint16_t pid, int dup, double now);
 

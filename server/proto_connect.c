@@ -12,6 +12,7 @@
 #include "listener.h"
 #include "log.h"
 #include "msg.h"
+#include "plugin.h"
 #include "proto.h"
 #include "session.h"
 #include "subs.h"
@@ -32,6 +33,9 @@ refuse(struct conn *c, uint8_t v5rc, uint8_t v3rc, const char *why)
         c->version = MQTT_V311;
     }
     conn_send(c, &p);
+    midge_log(MLOG_NOTICE, "connection refused client=%s user=%s addr=%s rc=0x%02x reason=\"%s\"",
+              c->client_id ? c->client_id : "", c->username ? c->username : "", c->addr,
+              p.u.connack.rc, why);
     snprintf(reason, sizeof(reason), "connection refused: %s", why);
     conn_close(c, 0, 0, reason);
     return PROTO_CLOSE;
@@ -99,7 +103,7 @@ send_connack(struct conn *c, int session_present, const char *assigned, uint16_t
     return conn_send(c, &p);
 }
 
-/* Reads the protocol level of a CONNECT that failed to decode, when it is there. */
+/* allow_anonymous for this client's listener (listener_allow_anonymous wins). */
 static int
 is_anonymous_allowed(struct conn *c)
 {
@@ -108,9 +112,100 @@ is_anonymous_allowed(struct conn *c)
     return l >= 0 ? l : broker_cfg()->allow_anonymous;
 }
 
+/*
+ * Applies the auth chain's outcome with mosquitto's rules: a plugin's ALLOW or
+ * DENY decides; when every plugin deferred, a client without a username is
+ * decided by allow_anonymous, and one with a username that no plugin
+ * accepted is refused; with no auth plugin at all, allow_anonymous decides
+ * for everyone. Returns PROTO_OK or PROTO_CLOSE (refused).
+ */
+static int
+auth_decide(struct conn *c, const struct mqtt_connect *cp)
+{
+    uint8_t r = c->auth_reason;
+
+    switch (c->auth_verdict) {
+    case PLUGIN_ALLOW:
+        return PROTO_OK;
+    case PLUGIN_DENY:
+        if (r < 0x80) {
+            r = MQTT_RC_NOT_AUTHORIZED;
+        }
+        return refuse(c, r,
+                      r == MQTT_RC_BAD_USERNAME_OR_PASSWORD ? MQTT_V3_REFUSED_BAD_USERNAME_PASSWORD
+                      : r == MQTT_RC_SERVER_UNAVAILABLE    ? MQTT_V3_REFUSED_SERVER_UNAVAILABLE
+                                                           : MQTT_V3_REFUSED_NOT_AUTHORIZED,
+                      "denied by plugin");
+    default:
+        break;
+    }
+    if (c->auth_any && cp->has_username) {
+        return refuse(c, MQTT_RC_BAD_USERNAME_OR_PASSWORD, MQTT_V3_REFUSED_BAD_USERNAME_PASSWORD,
+                      "no plugin accepted the username");
+    }
+    if (!is_anonymous_allowed(c)) {
+        return refuse(c, cp->has_username ? MQTT_RC_BAD_USERNAME_OR_PASSWORD
+                                          : MQTT_RC_NOT_AUTHORIZED,
+                      cp->has_username ? MQTT_V3_REFUSED_BAD_USERNAME_PASSWORD
+                                       : MQTT_V3_REFUSED_NOT_AUTHORIZED,
+                      "not authorized");
+    }
+    return PROTO_OK;
+}
+
+/* The will passes the ACL as a publish (and as a retain when retained). */
+static int
+will_allowed(struct conn *c, const struct mqtt_connect *cp)
+{
+    uint8_t r;
+
+    if (!cp->will_flag || !plugins_acl_active) {
+        return 1;
+    }
+    if (plugin_acl(c, MIDGE_ACL_WILL, (const char *)cp->will_topic.ptr, cp->will_topic.len,
+                   cp->will_qos, cp->will_retain, cp->will_payload.ptr, cp->will_payload.len,
+                   &r) == PLUGIN_DENY) {
+        return 0;
+    }
+    return !cp->will_retain ||
+           plugin_acl(c, MIDGE_ACL_RETAIN, (const char *)cp->will_topic.ptr, cp->will_topic.len,
+                      cp->will_qos, 1, cp->will_payload.ptr, cp->will_payload.len,
+                      &r) != PLUGIN_DENY;
+}
+
+/* Continues a CONNECT after a pending decision; see proto.h. [worker thread] */
+void
+proto_connect_resume(struct conn *c, const uint8_t *raw, size_t raw_len, size_t index,
+                     int verdict, uint8_t reason)
+{
+    struct mqtt_packet pk;
+    uint8_t rc = 0;
+
+    memset(&pk, 0, sizeof(pk));
+    if (mqtt_decode(raw, raw_len, MQTT_V311, &pk, &rc) != MQTT_OK) {
+        conn_close(c, MQTT_RC_UNSPECIFIED, 0, "stored CONNECT unreadable");
+        return;
+    }
+    if (verdict == MIDGE_DEFER) {
+        int any = 1;
+        verdict = plugin_auth(c, &pk.u.connect, raw, raw_len, index + 1, &reason, &any);
+        if (verdict == PLUGIN_PENDING) {
+            return;
+        }
+    }
+    c->auth_state = AUTH_DONE;
+    c->auth_verdict = (uint8_t)verdict;
+    c->auth_reason = reason;
+    c->auth_any = 1;
+    if (proto_connect(c, raw, raw_len, &pk, 0) == PROTO_OK) {
+        conn_continue(c);
+    }
+}
+
 /* Handles CONNECT; see proto.h. */
 int
-proto_connect(struct conn *c, const struct mqtt_packet *pk, uint8_t decode_rc)
+proto_connect(struct conn *c, const uint8_t *raw, size_t raw_len, const struct mqtt_packet *pk,
+              uint8_t decode_rc)
 {
     const struct config *cfg = broker_cfg();
     const struct mqtt_connect *cp = &pk->u.connect;
@@ -150,20 +245,17 @@ proto_connect(struct conn *c, const struct mqtt_packet *pk, uint8_t decode_rc)
             return refuse(c, MQTT_RC_CLIENT_ID_NOT_VALID, MQTT_V3_REFUSED_IDENTIFIER_REJECTED,
                           "empty client identifier");
         }
-        assign_id(c, assigned, sizeof(assigned));
+        if (c->auth_state == AUTH_DONE && c->client_id != NULL) {
+            /* Resumed after a plugin decision: keep the id the plugin saw. */
+            snprintf(assigned, sizeof(assigned), "%s", c->client_id);
+        } else {
+            assign_id(c, assigned, sizeof(assigned));
+        }
         id = assigned;
         id_len = strlen(assigned);
     } else if (cp->version == MQTT_V31 && id_len > 23) {
         return refuse(c, MQTT_RC_CLIENT_ID_NOT_VALID, MQTT_V3_REFUSED_IDENTIFIER_REJECTED,
                       "MQTT 3.1 client identifier longer than 23 bytes");
-    }
-    if (!is_anonymous_allowed(c)) {
-        /* No authentication plugin exists yet: allow_anonymous decides for everyone. */
-        return refuse(c, cp->has_username ? MQTT_RC_BAD_USERNAME_OR_PASSWORD
-                                          : MQTT_RC_NOT_AUTHORIZED,
-                      cp->has_username ? MQTT_V3_REFUSED_BAD_USERNAME_PASSWORD
-                                       : MQTT_V3_REFUSED_NOT_AUTHORIZED,
-                      "not authorized");
     }
     if (cp->will_flag) {
         if (!topic_name_valid((const char *)cp->will_topic.ptr, cp->will_topic.len)) {
@@ -191,6 +283,18 @@ proto_connect(struct conn *c, const struct mqtt_packet *pk, uint8_t decode_rc)
         }
     }
 
+    /* Identity for logs and plugins (set again after a handoff: the home re-reads CONNECT). */
+    free(c->client_id);
+    free(c->username);
+    c->client_id = strndup(id, id_len);
+    c->username = cp->has_username ? strndup((const char *)cp->username.ptr, cp->username.len)
+                                   : NULL;
+    c->clean_start = (uint8_t)clean;
+    if (c->client_id == NULL || (cp->has_username && c->username == NULL)) {
+        return refuse(c, MQTT_RC_SERVER_UNAVAILABLE, MQTT_V3_REFUSED_SERVER_UNAVAILABLE,
+                      "out of memory");
+    }
+
     /* The session's home worker owns it: move there before touching sessions. */
     {
         unsigned home = broker_home_worker(id, id_len);
@@ -198,6 +302,28 @@ proto_connect(struct conn *c, const struct mqtt_packet *pk, uint8_t decode_rc)
             c->handoff_to = home;
             return PROTO_HANDOFF;
         }
+    }
+
+    /* Authentication: the plugin chain, possibly asynchronous (the client waits, not the worker). */
+    if (c->auth_state != AUTH_DONE) {
+        uint8_t reason = 0;
+        int any = 0;
+        int v = plugins_auth_active ? plugin_auth(c, cp, raw, raw_len, 0, &reason, &any)
+                                    : PLUGIN_DEFER;
+        if (v == PLUGIN_PENDING) {
+            return PROTO_WAIT;
+        }
+        c->auth_state = AUTH_DONE;
+        c->auth_verdict = (uint8_t)v;
+        c->auth_reason = reason;
+        c->auth_any = (uint8_t)any;
+    }
+    if (auth_decide(c, cp) != PROTO_OK) {
+        return PROTO_CLOSE;
+    }
+    if (!will_allowed(c, cp)) {
+        return refuse(c, MQTT_RC_NOT_AUTHORIZED, MQTT_V3_REFUSED_NOT_AUTHORIZED,
+                      "will denied by ACL");
     }
 
     if (cp->version == MQTT_V5) {
@@ -242,10 +368,6 @@ proto_connect(struct conn *c, const struct mqtt_packet *pk, uint8_t decode_rc)
     s->conn = c;
     c->session = s;
     atomic_store(&s->sub->online, 1);
-    c->client_id = strndup(id, id_len);
-    if (cp->has_username) {
-        c->username = strndup((const char *)cp->username.ptr, cp->username.len);
-    }
     c->recv_max_out = 65535;
     if (cp->version == MQTT_V5) {
         if (cp->props.present & MQTT_PBIT(MQTT_PROP_RECEIVE_MAXIMUM)) {
@@ -283,6 +405,9 @@ proto_connect(struct conn *c, const struct mqtt_packet *pk, uint8_t decode_rc)
                   "keepalive=%u session_present=%d user=%s",
                   c->client_id ? c->client_id : "", c->addr, c->listener->name, cp->version,
                   clean, c->keepalive, present, c->username ? c->username : "");
+    }
+    if (plugins_events_active) {
+        plugin_client_connected(c);
     }
     if (present) {
         session_resume(s);

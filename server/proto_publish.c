@@ -8,6 +8,7 @@
 #include "broker.h"
 #include "conn.h"
 #include "msg.h"
+#include "plugin.h"
 #include "proto.h"
 #include "session.h"
 #include "worker.h"
@@ -42,6 +43,23 @@ resolve_alias(struct conn *c, const struct mqtt_publish *p, const char **topic, 
     *topic = c->aliases[a];
     *len = strlen(c->aliases[a]);
     return PROTO_OK;
+}
+
+/* ACL for a PUBLISH (and for setting a retained message). 0 when denied, *rc set. */
+static int
+publish_allowed(struct conn *c, const struct mqtt_publish *p, const char *topic, size_t len,
+                uint8_t *rc)
+{
+    uint8_t r = 0;
+
+    if (plugin_acl(c, MIDGE_ACL_PUBLISH, topic, len, p->qos, p->retain, p->payload.ptr,
+                   p->payload.len, &r) == PLUGIN_DENY ||
+        (p->retain && plugin_acl(c, MIDGE_ACL_RETAIN, topic, len, p->qos, 1, p->payload.ptr,
+                                 p->payload.len, &r) == PLUGIN_DENY)) {
+        *rc = r >= 0x80 ? r : MQTT_RC_NOT_AUTHORIZED;
+        return 0;
+    }
+    return 1;
 }
 
 /* Handles an inbound PUBLISH. */
@@ -90,6 +108,8 @@ proto_publish(struct conn *c, const struct mqtt_publish *p)
     }
     if (cfg->message_size_limit > 0 && p->payload.len > cfg->message_size_limit) {
         ack_rc = MQTT_RC_PACKET_TOO_LARGE;
+    } else if (plugins_acl_active && !publish_allowed(c, p, topic, topic_len, &ack_rc)) {
+        /* v5: the reason code in the ack; v3: acknowledged and dropped [MQTT-3.3.5-2]. */
     } else if (topic_len >= 4 && memcmp(topic, "$SYS", 4) == 0) {
         /* Clients do not publish into the broker's own tree. */
         ack_rc = MQTT_RC_NOT_AUTHORIZED;
@@ -171,6 +191,13 @@ proto_send_publish(struct conn *c, const struct qentry *e, uint16_t pid, int dup
     total = 1 + mqtt_varint_size((uint32_t)rem) + rem;
     if (c->max_packet_out != 0 && total > c->max_packet_out) {
         return 1;
+    }
+    if (plugins_acl_active && !dup) {
+        uint8_t r;
+        if (plugin_acl(c, MIDGE_ACL_RECEIVE, m->topic, m->topic_len, e->qos, e->retain, m->payload,
+                       m->payload_len, &r) == PLUGIN_DENY) {
+            return 2;
+        }
     }
     head = total - (big ? m->payload_len : 0);
     d = outbuf_reserve(&c->out, head);

@@ -6,6 +6,7 @@
 #include "conn.h"
 #include "log.h"
 #include "msg.h"
+#include "plugin.h"
 #include "proto.h"
 #include "retain.h"
 #include "session.h"
@@ -66,6 +67,13 @@ proto_subscribe(struct conn *c, const struct mqtt_subscribe *sp)
             /* [MQTT-3.8.3-4] */
             result = proto_fail(c, MQTT_RC_PROTOCOL_ERROR, "No Local on a shared subscription");
             goto out;
+        }
+        if (plugins_acl_active) {
+            uint8_t r;
+            if (plugin_acl(c, MIDGE_ACL_SUBSCRIBE, f, flen, qos, 0, NULL, 0, &r) == PLUGIN_DENY) {
+                rcs[i++] = c->version == MQTT_V5 ? (r >= 0x80 ? r : MQTT_RC_NOT_AUTHORIZED) : 0x80;
+                continue;
+            }
         }
         opts = (uint8_t)(qos | (e.no_local ? SUBOPT_NO_LOCAL : 0) |
                          (e.retain_as_published ? SUBOPT_RAP : 0) | (e.retain_handling << 4));

@@ -259,6 +259,17 @@ drop(struct session *s, const char *why)
     }
 }
 
+/* A PUBLISH proto_send_publish() did not send: ACL denials are not drops. */
+static void
+not_sent(struct session *s, int r)
+{
+    if (r == 1) {
+        drop(s, "exceeds client maximum packet size");
+    } else if (r < 0) {
+        drop(s, "out of memory");
+    }
+}
+
 /* Outbound window: the client's Receive Maximum (v5) or max_inflight_messages (v3). */
 static int
 can_send(struct session *s)
@@ -322,8 +333,8 @@ send_inflight(struct session *s, struct qentry *e, double now)
     e->state = QS_SENT;
     r = proto_send_publish(s->conn, e, pid_of(e->seq), 0, now);
     if (r != 0) {
-        /* Too big for the client [MQTT-3.1.2-25] (or no memory): as if delivered. */
-        drop(s, r > 0 ? "exceeds client maximum packet size" : "out of memory");
+        /* Too big for the client [MQTT-3.1.2-25], denied, or no memory: as if delivered. */
+        not_sent(s, r);
         entry_release(e);
         return;
     }
@@ -342,7 +353,7 @@ send_qos0(struct session *s, struct qentry *e, double now)
     int r = proto_send_publish(s->conn, e, 0, 0, now);
 
     if (r != 0) {
-        drop(s, r > 0 ? "exceeds client maximum packet size" : "out of memory");
+        not_sent(s, r);
     } else {
         STAT_ADD(&s->w->stats, pub_sent, 1);
     }
@@ -378,8 +389,9 @@ session_deliver(struct session *s, struct msg *m, uint8_t qos, uint8_t retain, u
             }
             e.msg = m; /* borrowed: sent now */
             e.more_ids = (uint32_t *)more_ids;
-            if (proto_send_publish(s->conn, &e, 0, 0, now) != 0) {
-                drop(s, "exceeds client maximum packet size");
+            int r = proto_send_publish(s->conn, &e, 0, 0, now);
+            if (r != 0) {
+                not_sent(s, r);
             } else {
                 STAT_ADD(&s->w->stats, pub_sent, 1);
             }

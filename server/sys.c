@@ -10,6 +10,7 @@
 #include "config.h"
 #include "midge_build.h"
 #include "msg.h"
+#include "plugin.h"
 #include "retain.h"
 #include "stats.h"
 #include "subs.h"
@@ -71,6 +72,68 @@ update_load(struct load *l, uint64_t now_value, double dt)
     }
 }
 
+/* Latency percentile (in µs, bucket upper bound) from a log2 histogram. */
+static double
+percentile(const struct hook_metrics *m, double q)
+{
+    uint64_t total = 0;
+    uint64_t seen = 0;
+    unsigned b;
+
+    for (b = 0; b < PLUGIN_LAT_BUCKETS; b++) {
+        total += STAT_GET(m, lat[b]);
+    }
+    if (total == 0) {
+        return 0;
+    }
+    for (b = 0; b < PLUGIN_LAT_BUCKETS; b++) {
+        seen += STAT_GET(m, lat[b]);
+        if ((double)seen >= q * (double)total) {
+            break;
+        }
+    }
+    return (double)(UINT64_C(2) << b) / 1000.0;
+}
+
+/* $SYS/broker/plugin/NAME/HOOK/...: calls, verdicts, timeouts, latency p50/p99. */
+static void
+publish_plugins(void)
+{
+    static const char *const hooks[PH_COUNT] = {"auth", "acl"};
+    const struct midge_plugin *p;
+    char topic[256];
+    char val[32];
+    int h;
+
+    for (p = plugins; p != NULL; p = p->next) {
+        for (h = 0; h < PH_COUNT; h++) {
+            struct hook_metrics m;
+            plugin_metrics_sum(p, h, &m);
+            if (STAT_GET(&m, calls) == 0) {
+                continue;
+            }
+#define PUB(field)                                                                              \
+    snprintf(topic, sizeof(topic), "$SYS/broker/plugin/%s/%s/" #field, p->name, hooks[h]);     \
+    publish_u(topic, (unsigned long long)STAT_GET(&m, field))
+            PUB(calls);
+            PUB(allow);
+            PUB(deny);
+            PUB(defer);
+            PUB(pending);
+            PUB(timeouts);
+#undef PUB
+            snprintf(topic, sizeof(topic), "$SYS/broker/plugin/%s/%s/latency_p50_us", p->name,
+                     hooks[h]);
+            snprintf(val, sizeof(val), "%.1f", percentile(&m, 0.5));
+            publish(topic, val);
+            snprintf(topic, sizeof(topic), "$SYS/broker/plugin/%s/%s/latency_p99_us", p->name,
+                     hooks[h]);
+            snprintf(val, sizeof(val), "%.1f", percentile(&m, 0.99));
+            publish(topic, val);
+        }
+    }
+}
+
 static void
 sys_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
@@ -127,6 +190,7 @@ sys_cb(struct ev_loop *loop, ev_timer *t, int revents)
         update_load(&loads[i], v[idx[i]], last_time > 0 ? now - last_time : 0);
     }
     last_time = now;
+    publish_plugins();
 }
 
 /* Starts or re-times the $SYS timer from the current sys_interval. Main thread. */

@@ -14,6 +14,7 @@
 #include "listener.h"
 #include "log.h"
 #include "msg.h"
+#include "plugin.h"
 #include "session.h"
 
 static __thread struct worker *current;
@@ -54,6 +55,9 @@ witem_discard(struct witem *it)
     case WI_ACCEPT:
         close(it->u.fd);
         atomic_fetch_sub(&it->listener->nconns, 1);
+        break;
+    case WI_TICKET:
+        plugin_auth_completed_discard(it->u.ptr);
         break;
     case WI_HANDOFF:
         close(it->u.conn->fd);
@@ -213,6 +217,9 @@ wake_cb(struct ev_loop *loop, ev_async *a, int revents)
         case WI_STOP:
             graceful_stop(w);
             break;
+        case WI_TICKET:
+            plugin_auth_completed(it->u.ptr);
+            break;
         default:
             break;
         }
@@ -273,7 +280,9 @@ worker_main(void *arg)
     struct worker *w = arg;
 
     current = w;
+    plugins_thread_start(w->id);
     ev_run(w->loop, 0);
+    plugins_thread_stop(w->id);
     /* Anything posted after the loop ended still owns resources. */
     pthread_mutex_lock(&w->inbox_lock);
     for (size_t i = 0; i < w->inbox.n; i++) {

@@ -26,6 +26,7 @@ enum witem_kind {
     WI_ACCEPT,      /* a new socket from the acceptor */
     WI_HANDOFF,     /* a connection whose session lives here */
     WI_STOP,        /* graceful shutdown */
+    WI_TICKET,      /* a plugin completed a pending decision (struct auth_wait *) */
 };
 
 /*
@@ -44,6 +45,7 @@ struct witem {
         struct msg *m;
         struct conn *conn;
         int fd;
+        void *ptr;
     } u;
     uint32_t *ids;
     struct listener *listener;

@@ -386,10 +386,11 @@ test_unknown_option(void **state)
     load_err(fx, "password_file /etc/midge/passwd\n",
              "1: unknown option 'password_file' (a mosquitto option midge does not support yet)");
     load_err(fx, "plugin_opt_foo bar\n",
-             "1: unknown option 'plugin_opt_foo' (a mosquitto option midge does not support yet)");
+             "1: plugin_opt_foo must follow a plugin or listener_plugin line");
     load_err(fx, "listener 1883\ncafile /x\n",
              "2: unknown option 'cafile' (a mosquitto option midge does not support yet)");
-    load_err(fx, "listener_plugin /x.so\n", "1: unknown option 'listener_plugin'");
+    load_err(fx, "listener_plugin /x.so\n",
+             "1: listener_plugin must follow a listener line (listener PORT [ADDRESS])");
     load_err(fx, "bind_address 0.0.0.0\n",
              "1: bind_address is not supported; use 'listener PORT ADDRESS'");
     load_err(fx, "port 1883\n", "1: port is not supported; use 'listener PORT [ADDRESS]'");

@@ -1,0 +1,177 @@
+/* The API table handed to every plugin instance (plugin-api/midge/plugin.h). */
+#include "plugin.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <ev.h>
+
+#include "broker.h"
+#include "config.h"
+#include "conn.h"
+#include "listener.h"
+#include "log.h"
+#include "msg.h"
+#include "topic.h"
+
+static void
+api_log(midge_plugin *self, int level, const char *fmt, ...)
+{
+    static const int map[] = {MLOG_ERROR, MLOG_WARNING, MLOG_NOTICE, MLOG_INFO, MLOG_DEBUG};
+    char buf[2048];
+    va_list ap;
+    int l = level < 0 ? 0 : level > MIDGE_LOG_DEBUG ? MIDGE_LOG_DEBUG : level;
+
+    if (!log_enabled(map[l])) {
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    midge_log(map[l], "plugin=%s %s", self->name, buf);
+}
+
+static const char *
+api_option(midge_plugin *self, const char *key)
+{
+    const struct plugin_opt *o;
+
+    for (o = self->conf->opts; o != NULL; o = o->next) {
+        if (strcmp(o->key, key) == 0) {
+            return o->value;
+        }
+    }
+    return NULL;
+}
+
+static int
+api_option_next(midge_plugin *self, size_t *pos, const char **key, const char **value)
+{
+    const struct plugin_opt *o = self->conf->opts;
+    size_t i;
+
+    for (i = 0; o != NULL && i < *pos; i++) {
+        o = o->next;
+    }
+    if (o == NULL) {
+        return 0;
+    }
+    *key = o->key;
+    *value = o->value;
+    (*pos)++;
+    return 1;
+}
+
+static void
+api_set_error(midge_plugin *self, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(self->err, sizeof(self->err), fmt, ap);
+    va_end(ap);
+}
+
+static int
+api_hooks_set(midge_plugin *self, const struct midge_hooks *hooks)
+{
+    if (hooks == NULL || hooks->size < sizeof(uint32_t) || self->hooks != NULL) {
+        return -MIDGE_EINVAL;
+    }
+    self->hooks = hooks;
+    return 0;
+}
+
+static const char *
+api_client_id(const midge_client *c)
+{
+    return ((const struct conn *)c)->client_id;
+}
+
+static const char *
+api_client_username(const midge_client *c)
+{
+    return ((const struct conn *)c)->username;
+}
+
+static int
+api_client_protocol(const midge_client *c)
+{
+    return ((const struct conn *)c)->version;
+}
+
+static const char *
+api_client_address(const midge_client *c)
+{
+    return ((const struct conn *)c)->addr;
+}
+
+static int
+api_client_listener_port(const midge_client *c)
+{
+    return ((const struct conn *)c)->listener->port;
+}
+
+static int
+api_client_clean_start(const midge_client *c)
+{
+    return ((const struct conn *)c)->clean_start;
+}
+
+static int
+api_client_keepalive(const midge_client *c)
+{
+    return ((const struct conn *)c)->keepalive;
+}
+
+/* Publishes as the broker: copies everything; no ACL. [any thread] */
+static int
+api_publish(midge_plugin *self, const char *topic, const void *payload, uint32_t len, int qos,
+            int retain)
+{
+    size_t tl = topic ? strlen(topic) : 0;
+    struct msg *m;
+
+    (void)self;
+    if (tl == 0 || tl > 65535 || !topic_name_valid(topic, tl) ||
+        !mqtt_utf8_valid((const uint8_t *)topic, tl) || qos < 0 || qos > 2 ||
+        (payload == NULL && len > 0)) {
+        return -MIDGE_EINVAL;
+    }
+    m = msg_new(topic, tl, payload, len, (uint8_t)qos, retain ? 1 : 0, NULL, ev_time());
+    if (m == NULL) {
+        return -MIDGE_ENOMEM;
+    }
+    broker_publish(m, 0);
+    msg_unref(m);
+    return 0;
+}
+
+static const char *
+api_instance_name(const midge_plugin *self)
+{
+    return self->name;
+}
+
+/* Every entry is set: ABI 1.0 is complete in this broker. */
+const struct midge_api plugin_api = {
+    .size = sizeof(struct midge_api),
+    .abi_major = MIDGE_ABI_MAJOR,
+    .abi_minor = MIDGE_ABI_MINOR,
+    .log = api_log,
+    .option = api_option,
+    .option_next = api_option_next,
+    .set_error = api_set_error,
+    .hooks_set = api_hooks_set,
+    .complete = plugin_complete,
+    .client_id = api_client_id,
+    .client_username = api_client_username,
+    .client_protocol = api_client_protocol,
+    .client_address = api_client_address,
+    .client_listener_port = api_client_listener_port,
+    .client_clean_start = api_client_clean_start,
+    .client_keepalive = api_client_keepalive,
+    .publish = api_publish,
+    .instance_name = api_instance_name,
+};

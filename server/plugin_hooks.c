@@ -1,0 +1,439 @@
+/*
+ * Hook chains: auth with asynchronous decisions (tickets, timeouts), ACL,
+ * events, and the per-hook metrics the broker measures itself.
+ *
+ * A pending auth decision is a struct auth_wait with two references: one
+ * held by its connection, one by the global ticket table. api->complete()
+ * (any thread) takes the table's reference out and posts it to the
+ * connection's worker; a timeout or the connection closing takes it out on
+ * the worker. Whoever removes the ticket from the table owns that
+ * reference, so a decision is applied at most once and never to a freed
+ * connection.
+ */
+#include "plugin.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "broker.h"
+#include "conn.h"
+#include "listener.h"
+#include "log.h"
+#include "mqtt.h"
+#include "proto.h"
+#include "worker.h"
+
+struct auth_wait {
+    atomic_uint refs;
+    uint64_t id;                 /* the ticket handed to the plugin */
+    struct conn *conn;           /* worker thread only; NULL once the connection is gone */
+    struct worker *w;            /* the connection's worker */
+    struct midge_plugin *plugin; /* the plugin that answered PENDING */
+    size_t index;                /* its chain position */
+    ev_timer timer;              /* plugin_timeout */
+    uint8_t *connect;            /* copy of the CONNECT packet */
+    size_t connect_len;
+    int verdict;                 /* set by complete() or the timeout */
+    uint8_t reason;
+    struct auth_wait *tnext;     /* ticket table chain, under tickets.lock */
+};
+
+#define TICKET_BUCKETS 1024
+
+/* Pending tickets. Everything under `lock`. */
+static struct {
+    pthread_mutex_t lock;
+    struct auth_wait *b[TICKET_BUCKETS];
+    uint64_t next_id;
+} tickets = {PTHREAD_MUTEX_INITIALIZER, {NULL}, 0};
+
+static void
+wait_unref(struct auth_wait *aw)
+{
+    if (atomic_fetch_sub(&aw->refs, 1) == 1) {
+        free(aw->connect);
+        free(aw);
+    }
+}
+
+/* Registers a new ticket (table reference taken). */
+static void
+ticket_add(struct auth_wait *aw)
+{
+    pthread_mutex_lock(&tickets.lock);
+    aw->id = ++tickets.next_id;
+    aw->tnext = tickets.b[aw->id % TICKET_BUCKETS];
+    tickets.b[aw->id % TICKET_BUCKETS] = aw;
+    pthread_mutex_unlock(&tickets.lock);
+}
+
+/* Removes ticket `id`; returns it (the caller now owns the table's reference) or NULL. */
+static struct auth_wait *
+ticket_take(uint64_t id)
+{
+    struct auth_wait **pp;
+    struct auth_wait *aw = NULL;
+
+    pthread_mutex_lock(&tickets.lock);
+    for (pp = &tickets.b[id % TICKET_BUCKETS]; *pp != NULL; pp = &(*pp)->tnext) {
+        if ((*pp)->id == id) {
+            aw = *pp;
+            *pp = aw->tnext;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&tickets.lock);
+    return aw;
+}
+
+static uint64_t
+now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+#define MADD(m, f) STAT_ADD(m, f, 1)
+
+static void
+record(struct midge_plugin *p, int hook, int verdict, uint64_t ns)
+{
+    struct hook_metrics *m = plugin_metrics(p, hook);
+    unsigned b = 0;
+
+    while (b + 1 < PLUGIN_LAT_BUCKETS && (ns >> (b + 1)) != 0) {
+        b++;
+    }
+    MADD(m, calls);
+    MADD(m, lat[b]);
+    switch (verdict) {
+    case MIDGE_ALLOW:
+        MADD(m, allow);
+        break;
+    case MIDGE_DENY:
+        MADD(m, deny);
+        break;
+    case MIDGE_PENDING:
+        MADD(m, pending);
+        break;
+    default:
+        MADD(m, defer);
+        break;
+    }
+}
+
+/* 1 when instance p applies to clients of listener l. */
+int
+plugin_applies(const struct midge_plugin *p, const struct listener *l)
+{
+    if (!p->per_listener) {
+        return 1;
+    }
+    if (l->conf_port != p->listener_port) {
+        return 0;
+    }
+    if (l->bind_address == NULL || p->listener_address == NULL) {
+        return l->bind_address == p->listener_address;
+    }
+    return strcmp(l->bind_address, p->listener_address) == 0;
+}
+
+static int
+valid_verdict(struct midge_plugin *p, const char *hook, int v, int pending_ok)
+{
+    if (v == MIDGE_ALLOW || v == MIDGE_DENY || v == MIDGE_DEFER ||
+        (pending_ok && v == MIDGE_PENDING)) {
+        return v;
+    }
+    midge_log(MLOG_ERROR, "plugin bug plugin=%s hook=%s returned %d: treated as %s", p->name, hook,
+              v, v == MIDGE_PENDING ? "its timeout verdict" : "deny");
+    if (v == MIDGE_PENDING) {
+        return p->timeout_allow ? MIDGE_ALLOW : MIDGE_DENY;
+    }
+    return MIDGE_DENY;
+}
+
+static void timeout_cb(struct ev_loop *loop, ev_timer *t, int revents);
+
+/* Runs the auth chain; see plugin.h. [worker thread] */
+int
+plugin_auth(struct conn *c, const struct mqtt_connect *cp, const uint8_t *raw, size_t raw_len,
+            size_t start, uint8_t *reason, int *any)
+{
+    struct midge_auth_request req;
+    struct midge_plugin *p;
+    size_t idx = 0;
+
+    memset(&req, 0, sizeof(req));
+    req.size = sizeof(req);
+    req.client_id = c->client_id;
+    req.username = c->username;
+    if (cp->has_password) {
+        req.password = cp->password.len ? cp->password.ptr : (const uint8_t *)"";
+        req.password_len = cp->password.len;
+    }
+    *reason = 0;
+    for (p = plugins; p != NULL; p = p->next, idx++) {
+        struct auth_wait *aw;
+        uint64_t t0;
+        uint8_t r = 0;
+        int v;
+
+        if (idx < start || !PLUGIN_HAS(p, auth) || !plugin_applies(p, c->listener)) {
+            continue;
+        }
+        *any = 1;
+        aw = calloc(1, sizeof(*aw));
+        if (aw == NULL) {
+            *reason = MQTT_RC_SERVER_UNAVAILABLE;
+            return PLUGIN_DENY;
+        }
+        atomic_init(&aw->refs, 2); /* ours (then the connection's) and the table's */
+        ticket_add(aw);
+        t0 = now_ns();
+        v = p->hooks->auth(p->state, (midge_client *)c, &req, &r,
+                           (midge_ticket *)(uintptr_t)aw->id);
+        v = valid_verdict(p, "auth", v, 1);
+        record(p, PH_AUTH, v, now_ns() - t0);
+        if (v == MIDGE_PENDING) {
+            aw->conn = c;
+            aw->w = c->w;
+            aw->plugin = p;
+            aw->index = idx;
+            aw->connect = malloc(raw_len);
+            if (aw->connect == NULL) {
+                if (ticket_take(aw->id) != NULL) {
+                    wait_unref(aw);
+                }
+                wait_unref(aw);
+                *reason = MQTT_RC_SERVER_UNAVAILABLE;
+                return PLUGIN_DENY;
+            }
+            memcpy(aw->connect, raw, raw_len);
+            aw->connect_len = raw_len;
+            c->auth_wait = aw;
+            ev_timer_init(&aw->timer, timeout_cb, p->timeout_ms / 1000.0, 0.0);
+            ev_timer_start(c->w->loop, &aw->timer);
+            return PLUGIN_PENDING;
+        }
+        if (ticket_take(aw->id) != NULL) {
+            wait_unref(aw); /* the table's reference */
+        } else {
+            midge_log(MLOG_ERROR, "plugin bug plugin=%s completed a ticket and also returned a "
+                      "verdict", p->name);
+        }
+        wait_unref(aw);
+        if (v != MIDGE_DEFER) {
+            *reason = r;
+            return v;
+        }
+    }
+    return PLUGIN_DEFER;
+}
+
+/* Completes a ticket; see plugin.h's api->complete. [any thread] */
+int
+plugin_complete(midge_ticket *ticket, int verdict, uint8_t reason)
+{
+    uint64_t id = (uint64_t)(uintptr_t)ticket;
+    struct auth_wait *aw = ticket_take(id);
+    struct witem it;
+
+    if (aw == NULL) {
+        midge_log(MLOG_WARNING, "plugin bug: api->complete() for ticket %llu that was already "
+                  "completed, timed out, or whose client left", (unsigned long long)id);
+        return -MIDGE_ESTATE;
+    }
+    if (verdict != MIDGE_ALLOW && verdict != MIDGE_DENY && verdict != MIDGE_DEFER) {
+        midge_log(MLOG_ERROR, "plugin bug: api->complete() with verdict %d: treated as deny",
+                  verdict);
+        verdict = MIDGE_DENY;
+    }
+    aw->verdict = verdict;
+    aw->reason = reason;
+    memset(&it, 0, sizeof(it));
+    it.kind = WI_TICKET;
+    it.u.ptr = aw; /* carries the table's reference */
+    worker_post(aw->w->id, &it);
+    return 0;
+}
+
+static void
+timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct auth_wait *aw = (struct auth_wait *)((char *)t - offsetof(struct auth_wait, timer));
+
+    (void)loop;
+    (void)revents;
+    if (ticket_take(aw->id) == NULL) {
+        return; /* completed just now: the decision is on its way */
+    }
+    MADD(plugin_metrics(aw->plugin, PH_AUTH), timeouts);
+    midge_log(MLOG_WARNING, "plugin timeout plugin=%s hook=auth client=%s after_ms=%u verdict=%s",
+              aw->plugin->name, aw->conn && aw->conn->client_id ? aw->conn->client_id : "",
+              aw->plugin->timeout_ms, aw->plugin->timeout_allow ? "allow" : "deny");
+    aw->verdict = aw->plugin->timeout_allow ? MIDGE_ALLOW : MIDGE_DENY;
+    aw->reason = 0;
+    plugin_auth_completed(aw);
+}
+
+/* Applies a decision to its waiting connection; consumes one reference. [worker thread] */
+void
+plugin_auth_completed(void *wait)
+{
+    struct auth_wait *aw = wait;
+    struct conn *c = aw->conn;
+
+    if (c == NULL) {
+        wait_unref(aw); /* the client left meanwhile */
+        return;
+    }
+    ev_timer_stop(c->w->loop, &aw->timer);
+    c->auth_wait = NULL;
+    aw->conn = NULL;
+    proto_connect_resume(c, aw->connect, aw->connect_len, aw->index, aw->verdict, aw->reason);
+    wait_unref(aw); /* the connection's */
+    wait_unref(aw); /* the table's, carried by the item or the timeout */
+}
+
+/* Drops an unprocessed WI_TICKET item. */
+void
+plugin_auth_completed_discard(void *wait)
+{
+    wait_unref(wait);
+}
+
+/* The connection is closing while it waits. [worker thread] */
+void
+plugin_auth_cancel(struct conn *c)
+{
+    struct auth_wait *aw = c->auth_wait;
+
+    if (aw == NULL) {
+        return;
+    }
+    ev_timer_stop(c->w->loop, &aw->timer);
+    c->auth_wait = NULL;
+    aw->conn = NULL;
+    if (ticket_take(aw->id) != NULL) {
+        wait_unref(aw); /* the table's */
+    }
+    wait_unref(aw); /* the connection's */
+}
+
+/* Runs the ACL chain; see plugin.h. [worker thread] */
+int
+plugin_acl(struct conn *c, int action, const char *topic, size_t topic_len, int qos, int retain,
+           const uint8_t *payload, uint32_t payload_len, uint8_t *reason)
+{
+    struct midge_acl_request req;
+    struct midge_plugin *p;
+    char buf[256];
+    char *t = buf;
+    int result = PLUGIN_ALLOW;
+
+    if (topic_len >= sizeof(buf)) {
+        t = malloc(topic_len + 1);
+        if (t == NULL) {
+            *reason = MQTT_RC_SERVER_UNAVAILABLE;
+            return PLUGIN_DENY;
+        }
+    }
+    memcpy(t, topic, topic_len);
+    t[topic_len] = 0;
+    memset(&req, 0, sizeof(req));
+    req.size = sizeof(req);
+    req.action = action;
+    req.topic = t;
+    req.qos = qos;
+    req.retain = retain;
+    req.payload = payload;
+    req.payload_len = payload_len;
+    *reason = 0;
+    for (p = plugins; p != NULL; p = p->next) {
+        uint64_t t0;
+        uint8_t r = 0;
+        int v;
+
+        if (!PLUGIN_HAS(p, acl) || !plugin_applies(p, c->listener)) {
+            continue;
+        }
+        t0 = now_ns();
+        v = valid_verdict(p, "acl", p->hooks->acl(p->state, (midge_client *)c, &req, &r, NULL), 0);
+        record(p, PH_ACL, v, now_ns() - t0);
+        if (v == MIDGE_ALLOW) {
+            break;
+        }
+        if (v == MIDGE_DENY) {
+            *reason = r;
+            result = PLUGIN_DENY;
+            break;
+        }
+    }
+    if (t != buf) {
+        free(t);
+    }
+    return result;
+}
+
+/* client_connected hooks. [worker thread] */
+void
+plugin_client_connected(struct conn *c)
+{
+    struct midge_plugin *p;
+
+    for (p = plugins; p != NULL; p = p->next) {
+        if (PLUGIN_HAS(p, client_connected) && plugin_applies(p, c->listener)) {
+            p->hooks->client_connected(p->state, (midge_client *)c);
+        }
+    }
+}
+
+/* client_disconnected hooks. [worker thread] */
+void
+plugin_client_disconnected(struct conn *c, int reason)
+{
+    struct midge_plugin *p;
+
+    for (p = plugins; p != NULL; p = p->next) {
+        if (PLUGIN_HAS(p, client_disconnected) && plugin_applies(p, c->listener)) {
+            p->hooks->client_disconnected(p->state, (midge_client *)c, reason);
+        }
+    }
+}
+
+/* The calling thread's metrics shard: workers by id, then one for every other thread. */
+struct hook_metrics *
+plugin_metrics(struct midge_plugin *p, int h)
+{
+    struct worker *w = worker_current();
+    unsigned shard = w != NULL ? w->id : broker.nworkers;
+
+    return &p->metrics[(size_t)shard * PH_COUNT + (size_t)h];
+}
+
+/* Sums an instance's shards. [main thread] */
+void
+plugin_metrics_sum(const struct midge_plugin *p, int h, struct hook_metrics *out)
+{
+    unsigned i;
+    unsigned b;
+
+    memset(out, 0, sizeof(*out));
+    for (i = 0; i <= broker.nworkers; i++) {
+        const struct hook_metrics *m = &p->metrics[(size_t)i * PH_COUNT + (size_t)h];
+        STAT_ADD(out, calls, STAT_GET(m, calls));
+        STAT_ADD(out, allow, STAT_GET(m, allow));
+        STAT_ADD(out, deny, STAT_GET(m, deny));
+        STAT_ADD(out, defer, STAT_GET(m, defer));
+        STAT_ADD(out, pending, STAT_GET(m, pending));
+        STAT_ADD(out, timeouts, STAT_GET(m, timeouts));
+        for (b = 0; b < PLUGIN_LAT_BUCKETS; b++) {
+            STAT_ADD(out, lat[b], STAT_GET(m, lat[b]));
+        }
+    }
+}
