@@ -23,8 +23,34 @@
 #include "session.h"
 #include "worker.h"
 
-static void read_cb(struct ev_loop *loop, ev_io *io, int revents);
-static void write_cb(struct ev_loop *loop, ev_io *io, int revents);
+static void io_cb(struct ev_loop *loop, ev_io *io, int revents);
+
+/*
+ * Starts the connection's watcher with the events it needs now: reading
+ * unless paused (back-pressure) or waiting for a plugin, writing while
+ * output waits for the socket. [worker thread]
+ */
+static void
+io_update(struct conn *c)
+{
+    int ev = 0;
+
+    if (c->state != CONN_CLOSED && !c->read_paused && c->auth_wait == NULL) {
+        ev |= EV_READ;
+    }
+    if (c->state != CONN_CLOSED && c->want_write) {
+        ev |= EV_WRITE;
+    }
+    if (ev == c->io_events && ev_is_active(&c->io) == (ev != 0)) {
+        return;
+    }
+    ev_io_stop(c->w->loop, &c->io);
+    c->io_events = (uint8_t)ev;
+    if (ev != 0) {
+        ev_io_set(&c->io, c->fd, ev);
+        ev_io_start(c->w->loop, &c->io);
+    }
+}
 
 static void
 link_conn(struct worker *w, struct conn *c)
@@ -53,25 +79,42 @@ unlink_conn(struct worker *w, struct conn *c)
 }
 
 static void
-peer_name(int fd, char *out, size_t len)
+peer_read(int fd, struct peer *p)
 {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
-    char host[INET6_ADDRSTRLEN];
 
-    snprintf(out, len, "?");
+    memset(p, 0, sizeof(*p));
     if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0) {
         return;
     }
     if (ss.ss_family == AF_INET) {
         struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-        inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
-        snprintf(out, len, "%s:%u", host, ntohs(a->sin_port));
+        p->family = AF_INET;
+        p->port = ntohs(a->sin_port);
+        memcpy(p->ip, &a->sin_addr, 4);
     } else if (ss.ss_family == AF_INET6) {
         struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
-        snprintf(out, len, "[%s]:%u", host, ntohs(a->sin6_port));
+        p->family = AF_INET6;
+        p->port = ntohs(a->sin6_port);
+        memcpy(p->ip, &a->sin6_addr, 16);
     }
+}
+
+/* Formats the peer address into a buffer of the calling thread. */
+const char *
+conn_addr(const struct conn *c)
+{
+    static __thread char buf[INET6_ADDRSTRLEN + 10];
+    char host[INET6_ADDRSTRLEN];
+
+    if (c->peer.family == 0) {
+        return "?";
+    }
+    inet_ntop(c->peer.family, c->peer.ip, host, sizeof(host));
+    snprintf(buf, sizeof(buf), c->peer.family == AF_INET6 ? "[%s]:%u" : "%s:%u", host,
+             c->peer.port);
+    return buf;
 }
 
 /*
@@ -96,11 +139,10 @@ conn_new(struct worker *w, int fd, struct listener *l)
     if (broker_cfg()->set_tcp_nodelay) {
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
-    peer_name(fd, c->addr, sizeof(c->addr));
-    ev_io_init(&c->rio, read_cb, fd, EV_READ);
-    ev_io_init(&c->wio, write_cb, fd, EV_WRITE);
+    peer_read(fd, &c->peer);
+    ev_io_init(&c->io, io_cb, fd, 0);
     link_conn(w, c);
-    ev_io_start(w->loop, &c->rio);
+    io_update(c);
     return c;
 }
 
@@ -127,8 +169,7 @@ handoff(struct conn *c, const uint8_t *rest, size_t len, int from_inbuf)
         c->incap = (uint32_t)len;
     }
     c->inlen = (uint32_t)len;
-    ev_io_stop(w->loop, &c->rio);
-    ev_io_stop(w->loop, &c->wio);
+    ev_io_stop(w->loop, &c->io);
     unlink_conn(w, c);
     memset(&it, 0, sizeof(it));
     it.kind = WI_HANDOFF;
@@ -145,7 +186,7 @@ void
 conn_adopt(struct worker *w, struct conn *c)
 {
     link_conn(w, c);
-    ev_io_start(w->loop, &c->rio);
+    io_update(c);
     if (c->inlen > 0) {
         process_input(c, c->inbuf, c->inlen, 1);
     }
@@ -242,7 +283,7 @@ process_input(struct conn *c, const uint8_t *data, size_t len, int from_inbuf)
         off += total;
         if (r == PROTO_WAIT) {
             /* A plugin is deciding: keep what follows, read nothing more until then. */
-            ev_io_stop(c->w->loop, &c->rio);
+            io_update(c);
             if (keep_rest(c, data + off, len - off, 0, from_inbuf) < 0) {
                 conn_close(c, MQTT_RC_SERVER_BUSY, 1, "out of memory");
             }
@@ -257,14 +298,11 @@ process_input(struct conn *c, const uint8_t *data, size_t len, int from_inbuf)
 }
 
 static void
-read_cb(struct ev_loop *loop, ev_io *io, int revents)
+read_ready(struct conn *c)
 {
-    struct conn *c = (struct conn *)((char *)io - offsetof(struct conn, rio));
     struct worker *w = c->w;
     ssize_t n;
 
-    (void)loop;
-    (void)revents;
     if (c->is_publisher && worker_throttled(w)) {
         conn_pause_read(c);
         return;
@@ -300,13 +338,17 @@ read_cb(struct ev_loop *loop, ev_io *io, int revents)
 }
 
 static void
-write_cb(struct ev_loop *loop, ev_io *io, int revents)
+io_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
-    struct conn *c = (struct conn *)((char *)io - offsetof(struct conn, wio));
+    struct conn *c = (struct conn *)((char *)io - offsetof(struct conn, io));
 
     (void)loop;
-    (void)revents;
-    conn_flush(c);
+    if ((revents & EV_WRITE) && conn_flush(c) < 0) {
+        return;
+    }
+    if ((revents & EV_READ) && c->state != CONN_CLOSED) {
+        read_ready(c);
+    }
 }
 
 /*
@@ -366,10 +408,9 @@ conn_flush(struct conn *c)
             conn_close(c, 0, 1, strerror(errno));
             return -1;
         }
-        if (r == 1) {
-            ev_io_start(c->w->loop, &c->wio);
-        } else {
-            ev_io_stop(c->w->loop, &c->wio);
+        if (c->want_write != (r == 1)) {
+            c->want_write = r == 1;
+            io_update(c);
         }
         if (c->session != NULL && c->session->pressing) {
             session_press_update(c->session);
@@ -420,6 +461,7 @@ conn_free(struct conn *c)
     }
     free(c->username);
     free(c->client_id);
+    free(c->addr_str);
     free(c);
 }
 
@@ -465,18 +507,17 @@ conn_close(struct conn *c, uint8_t rc, int send_will, const char *reason)
         STAT_ADD(&w->stats, clients_connected, -1);
         if (broker_cfg()->connection_messages) {
             midge_log(MLOG_NOTICE, "client disconnected client=%s addr=%s reason=\"%s\"",
-                      c->client_id ? c->client_id : "", c->addr, reason);
+                      c->client_id ? c->client_id : "", conn_addr(c), reason);
         }
     } else {
-        midge_log(MLOG_INFO, "connection closed addr=%s reason=\"%s\"", c->addr, reason);
+        midge_log(MLOG_INFO, "connection closed addr=%s reason=\"%s\"", conn_addr(c), reason);
     }
     if (c->read_paused) {
         c->read_paused = 0;
         w->paused--;
     }
     c->state = CONN_CLOSED;
-    ev_io_stop(w->loop, &c->rio);
-    ev_io_stop(w->loop, &c->wio);
+    ev_io_stop(w->loop, &c->io);
     shutdown(c->fd, SHUT_RDWR);
     close(c->fd);
     c->fd = -1;
@@ -532,9 +573,7 @@ conn_continue(struct conn *c)
     if (c->inlen > 0 && process_input(c, c->inbuf, c->inlen, 1) < 0) {
         return;
     }
-    if (c->state != CONN_CLOSED && c->auth_wait == NULL && !c->read_paused) {
-        ev_io_start(c->w->loop, &c->rio);
-    }
+    io_update(c);
 }
 
 /* Stops reading from the socket (back-pressure). */
@@ -544,7 +583,7 @@ conn_pause_read(struct conn *c)
     if (!c->read_paused && c->state != CONN_CLOSED) {
         c->read_paused = 1;
         c->w->paused++;
-        ev_io_stop(c->w->loop, &c->rio);
+        io_update(c);
     }
 }
 
@@ -555,8 +594,6 @@ conn_resume_read(struct conn *c)
     if (c->read_paused) {
         c->read_paused = 0;
         c->w->paused--;
-        if (c->state != CONN_CLOSED && c->auth_wait == NULL) {
-            ev_io_start(c->w->loop, &c->rio);
-        }
+        io_update(c);
     }
 }

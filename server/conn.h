@@ -31,9 +31,15 @@ enum conn_auth {
 
 struct auth_wait;
 
+/* The peer's address, kept binary (an idle connection should cost little); see conn_addr(). */
+struct peer {
+    uint8_t family; /* AF_INET, AF_INET6, or 0 when unknown */
+    uint16_t port;
+    uint8_t ip[16];
+};
+
 struct conn {
-    ev_io rio;
-    ev_io wio;
+    ev_io io;              /* one watcher: EV_READ unless paused, EV_WRITE while output waits */
     struct worker *w;
     struct listener *listener;
     int fd;
@@ -41,6 +47,8 @@ struct conn {
     uint8_t version;       /* protocol level; 0 before CONNECT */
     uint8_t on_dirty;      /* linked on w->dirty */
     uint8_t read_paused;
+    uint8_t want_write;    /* the socket was full: wait for EV_WRITE */
+    uint8_t io_events;     /* events `io` was last started with */
     uint8_t will_cancelled; /* clean DISCONNECT: no will */
     uint8_t is_publisher;  /* has sent PUBLISH: paused under back-pressure */
     uint8_t clean_start;
@@ -69,8 +77,12 @@ struct conn {
     struct conn *prev;
     struct conn *dirty_next;
     struct conn *grave_next;
-    char addr[INET6_ADDRSTRLEN + 8];
+    struct peer peer;
+    char *addr_str;        /* formatted peer address for plugins; lazily allocated */
 };
+
+/* "ip:port" / "[ip6]:port" of the peer, in a buffer of the calling thread (next call overwrites). */
+const char *conn_addr(const struct conn *c);
 
 /* Output above this is "capped": QoS 0 dropped, QoS 1/2 left in the session queue. */
 #define CONN_OUT_CAP (1024 * 1024)

@@ -104,7 +104,13 @@ api_client_protocol(const midge_client *c)
 static const char *
 api_client_address(const midge_client *c)
 {
-    return ((const struct conn *)c)->addr;
+    struct conn *conn = (struct conn *)c;
+
+    /* Kept for the connection's life so the plugin may hold it during the hook. */
+    if (conn->addr_str == NULL) {
+        conn->addr_str = strdup(conn_addr(conn));
+    }
+    return conn->addr_str ? conn->addr_str : "?";
 }
 
 static int

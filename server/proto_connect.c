@@ -34,7 +34,7 @@ refuse(struct conn *c, uint8_t v5rc, uint8_t v3rc, const char *why)
     }
     conn_send(c, &p);
     midge_log(MLOG_NOTICE, "connection refused client=%s user=%s addr=%s rc=0x%02x reason=\"%s\"",
-              c->client_id ? c->client_id : "", c->username ? c->username : "", c->addr,
+              c->client_id ? c->client_id : "", c->username ? c->username : "", conn_addr(c),
               p.u.connack.rc, why);
     snprintf(reason, sizeof(reason), "connection refused: %s", why);
     conn_close(c, 0, 0, reason);
@@ -403,7 +403,7 @@ proto_connect(struct conn *c, const uint8_t *raw, size_t raw_len, const struct m
         midge_log(MLOG_NOTICE,
                   "client connected client=%s addr=%s listener=%s version=%d clean=%d "
                   "keepalive=%u session_present=%d user=%s",
-                  c->client_id ? c->client_id : "", c->addr, c->listener->name, cp->version,
+                  c->client_id ? c->client_id : "", conn_addr(c), c->listener->name, cp->version,
                   clean, c->keepalive, present, c->username ? c->username : "");
     }
     if (plugins_events_active) {

@@ -131,24 +131,21 @@ struct session *
 session_new(struct worker *w, const char *id, size_t len)
 {
     struct sessions *t = w->sessions;
-    struct session *s = calloc(1, sizeof(*s));
+    struct session *s = calloc(1, sizeof(*s) + len + 1);
     size_t i;
 
     if (s == NULL) {
         return NULL;
     }
-    s->client_id = malloc(len + 1);
     s->uid = broker_uid();
     s->sub = subscriber_new(s->uid, w->id);
-    if (s->client_id == NULL || s->sub == NULL) {
-        free(s->client_id);
-        subscriber_unref(s->sub);
+    if (s->sub == NULL) {
         free(s);
         return NULL;
     }
     memcpy(s->client_id, id, len);
     s->client_id[len] = 0;
-    s->client_id_len = len;
+    s->client_id_len = (uint16_t)len;
     s->w = w;
     if (t->count >= t->nbuckets) {
         table_grow(t);
@@ -691,7 +688,6 @@ session_destroy(struct session *s)
         atomic_fetch_sub(&broker.pressure, 1);
     }
     subscriber_unref(s->sub);
-    free(s->client_id);
     free(s);
 }
 

@@ -57,8 +57,6 @@ struct sess_sub {
  * worker. `conn` is the live connection or NULL; the connection points back.
  */
 struct session {
-    char *client_id;
-    size_t client_id_len;
     uint64_t uid;
     struct worker *w;
     struct subscriber *sub;   /* routing handle: one reference */
@@ -76,8 +74,9 @@ struct session {
     uint32_t will_delay;
     double will_at;           /* pending delayed will: publish time; 0: none */
     struct sess_sub *subs;
-    size_t nsubs;
-    size_t subcap;
+    uint32_t nsubs;
+    uint32_t subcap;
+    uint16_t client_id_len;
     uint8_t pressing;         /* counted in broker.pressure (session_press_update) */
     uint64_t dropped;         /* messages dropped for this session (logs) */
     uint64_t dropped_logged;  /* value of `dropped` at the last drop log line */
@@ -86,6 +85,7 @@ struct session {
     struct session *next_uid;
     struct session *all_next; /* worker list, for timers */
     struct session *all_prev;
+    char client_id[];         /* NUL-terminated, stored with the session */
 };
 
 /* Creates a worker's session table. */
