@@ -35,7 +35,8 @@ io_update(struct conn *c)
 {
     int ev = 0;
 
-    if (c->state != CONN_CLOSED && !c->read_paused && c->auth_wait == NULL) {
+    if (c->state != CONN_CLOSED && !c->read_paused &&
+        (c->auth_wait == NULL || c->inlen < CONN_HOLD_MAX)) {
         ev |= EV_READ;
     }
     if (c->state != CONN_CLOSED && c->want_write) {
@@ -297,12 +298,50 @@ process_input(struct conn *c, const uint8_t *data, size_t len, int from_inbuf)
     return 0;
 }
 
+/*
+ * While a plugin decides on the CONNECT, input is kept unparsed (up to
+ * CONN_HOLD_MAX) so that a client that leaves is noticed at once.
+ */
+static void
+hold_input(struct conn *c)
+{
+    ssize_t n;
+
+    if (c->incap - c->inlen < 4096) {
+        size_t cap = c->incap ? (size_t)c->incap * 2 : 4096;
+        uint8_t *b = realloc(c->inbuf, cap);
+        if (b == NULL) {
+            conn_close(c, MQTT_RC_SERVER_BUSY, 1, "out of memory");
+            return;
+        }
+        c->inbuf = b;
+        c->incap = (uint32_t)cap;
+    }
+    n = read(c->fd, c->inbuf + c->inlen, c->incap - c->inlen);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        return;
+    }
+    if (n <= 0) {
+        conn_close(c, 0, 1, n == 0 ? "closed by client" : strerror(errno));
+        return;
+    }
+    c->inlen += (uint32_t)n;
+    c->last_rx = ev_now(c->w->loop);
+    if (c->inlen >= CONN_HOLD_MAX) {
+        io_update(c);
+    }
+}
+
 static void
 read_ready(struct conn *c)
 {
     struct worker *w = c->w;
     ssize_t n;
 
+    if (c->auth_wait != NULL) {
+        hold_input(c);
+        return;
+    }
     if (c->is_publisher && worker_throttled(w)) {
         conn_pause_read(c);
         return;
@@ -491,7 +530,10 @@ conn_close(struct conn *c, uint8_t rc, int send_will, const char *reason)
     }
     plugin_auth_cancel(c);
     if (c->state == CONN_ACTIVE && plugins_events_active) {
-        plugin_client_disconnected(c, rc);
+        /* The code sent, else the client's DISCONNECT code, else 0x80: connection lost. */
+        plugin_client_disconnected(c, rc != 0           ? rc
+                                      : c->got_disconnect ? c->disconnect_rc
+                                                          : MQTT_RC_UNSPECIFIED);
     }
     if (rc != 0 && c->state == CONN_ACTIVE && c->version == MQTT_V5) {
         struct mqtt_packet p;

@@ -65,8 +65,11 @@ static int
 check_options(const struct midge_plugin *p, const struct plugin_conf *pc, char *err, size_t len)
 {
     const struct plugin_opt *o;
-    const char *const *known = p->desc->options;
+    const char *const *known = NULL;
 
+    if (MIDGE_HAS_FIELD(struct midge_plugin_descriptor, p->desc, options)) {
+        known = p->desc->options;
+    }
     if (known == NULL) {
         return 0;
     }
@@ -126,7 +129,8 @@ open_one(const struct config *cfg, const struct plugin_conf *pc, char *err, size
                  pc->path, p->path);
         goto fail;
     }
-    if (p->desc->size < offsetof(struct midge_plugin_descriptor, options) ||
+    if (p->desc->size < offsetof(struct midge_plugin_descriptor, description) +
+                            sizeof(p->desc->description) ||
         p->desc->abi_major != MIDGE_ABI_MAJOR) {
         snprintf(err + n, len - (size_t)n,
                  "plugin '%s': built for plugin ABI %u.%u, but this midge provides ABI %d.%d: "

@@ -193,6 +193,10 @@ plugin_auth(struct conn *c, const struct mqtt_connect *cp, const uint8_t *raw, s
             return PLUGIN_DENY;
         }
         atomic_init(&aw->refs, 2); /* ours (then the connection's) and the table's */
+        /* complete() may run on another thread before the hook even returns: it needs w. */
+        aw->w = c->w;
+        aw->plugin = p;
+        aw->index = idx;
         ticket_add(aw);
         t0 = now_ns();
         v = p->hooks->auth(p->state, (midge_client *)c, &req, &r,
@@ -200,10 +204,8 @@ plugin_auth(struct conn *c, const struct mqtt_connect *cp, const uint8_t *raw, s
         v = valid_verdict(p, "auth", v, 1);
         record(p, PH_AUTH, v, now_ns() - t0);
         if (v == MIDGE_PENDING) {
+            /* Set only now: a decision posted during the hook is processed after this. */
             aw->conn = c;
-            aw->w = c->w;
-            aw->plugin = p;
-            aw->index = idx;
             aw->connect = malloc(raw_len);
             if (aw->connect == NULL) {
                 if (ticket_take(aw->id) != NULL) {

@@ -58,6 +58,8 @@ handle_disconnect(struct conn *c, const struct mqtt_reason *d)
         }
         s->expiry = d->props.session_expiry;
     }
+    c->got_disconnect = 1;
+    c->disconnect_rc = c->version == MQTT_V5 ? d->rc : 0;
     /* v5 reason 0x04 asks for the will; any other clean DISCONNECT drops it [MQTT-3.1.2-10]. */
     c->will_cancelled = !(c->version == MQTT_V5 && d->rc == MQTT_RC_DISCONNECT_WITH_WILL);
     conn_close(c, 0, 1, "client sent DISCONNECT");

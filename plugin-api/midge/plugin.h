@@ -10,7 +10,7 @@
  *  - Within one major version the API table and every struct that crosses
  *    the boundary only grow at the end. Each starts with `uint32_t size`;
  *    test for newer API functions with MIDGE_API_HAS(api, fn) and for newer
- *    struct fields with MIDGE_HAS_FIELD(s, field).
+ *    struct fields with MIDGE_HAS_FIELD(type, s, field).
  *  - A plugin built for a newer major ABI is refused at load time with a
  *    message naming both versions.
  *
@@ -122,9 +122,11 @@ struct midge_hooks {
 
     /*
      * Authenticates a CONNECT. [worker thread] Return ALLOW, DENY (set
-     * *reason to an MQTT 5 reason code such as 0x86, or 0), DEFER, or
-     * PENDING and later api->complete(ticket, ...) from any thread. The
-     * ticket is valid until completed or until the broker's plugin_timeout.
+     * *reason to an MQTT 5 reason code such as 0x86, or 0 for 0x87), DEFER,
+     * or PENDING and later api->complete(ticket, ...) from any thread. A
+     * ticket is an id, never a pointer into the broker: completing it is
+     * always safe, and after the plugin_timeout, after the client left, or a
+     * second time it returns -MIDGE_ESTATE (the broker logs a plugin bug).
      */
     int (*auth)(void *state, midge_client *client, const struct midge_auth_request *req,
                 uint8_t *reason, midge_ticket *ticket);
@@ -143,8 +145,11 @@ struct midge_hooks {
     void (*client_connected)(void *state, midge_client *client);
 
     /*
-     * A client's connection ended; `reason` is the MQTT 5 reason code the
-     * broker used or received (0 for a normal DISCONNECT). [worker thread]
+     * A client's connection ended. `reason`: the MQTT 5 reason code the
+     * broker sent (e.g. 0x8D keep alive timeout, 0x8E taken over, 0x8B
+     * shutting down), else the one in the client's DISCONNECT (0 normal, 0x04
+     * with will; 0 for any MQTT 3 DISCONNECT), else 0x80 when the connection
+     * was lost without DISCONNECT. [worker thread]
      */
     void (*client_disconnected)(void *state, midge_client *client, int reason);
 
@@ -202,9 +207,10 @@ struct midge_api {
 
     /*
      * Completes a PENDING decision. [any thread] `verdict` is ALLOW, DENY or
-     * DEFER (continue with the next plugin). Returns 0, or -MIDGE_ESTATE when
-     * the ticket was already completed, timed out or its client left (the
-     * broker logs it as a plugin bug and ignores it).
+     * DEFER (continue with the next plugin); any other value is applied as
+     * DENY and logged as a plugin bug. Returns 0, or -MIDGE_ESTATE when the
+     * ticket was already completed, timed out or its client left (logged as
+     * a plugin bug and ignored).
      */
     int (*complete)(midge_ticket *ticket, int verdict, uint8_t reason);
 
@@ -233,8 +239,9 @@ struct midge_api {
 #define MIDGE_API_HAS(api, fn)                                                               \
     ((api)->size >= offsetof(struct midge_api, fn) + sizeof((api)->fn) && (api)->fn != NULL)
 
-/* 1 when a size-prefixed struct from the broker has `field`. */
-#define MIDGE_HAS_FIELD(s, field) ((s)->size >= offsetof(__typeof__(*(s)), field) + sizeof((s)->field))
+/* 1 when a size-prefixed struct `s` of type `type` from the broker has `field`. */
+#define MIDGE_HAS_FIELD(type, s, field)                                                       \
+    ((s)->size >= offsetof(type, field) + sizeof(((type *)0)->field))
 
 /* ---- Declaring a plugin ------------------------------------------------ */
 
@@ -264,6 +271,9 @@ struct midge_plugin_descriptor {
         (version_), (description_), (options_)}
 #define MIDGE_PLUGIN_DECLARE(name_, version_, description_)                                \
     MIDGE_PLUGIN_DECLARE_OPTIONS(name_, version_, description_, NULL)
+
+/* The descriptor MIDGE_PLUGIN_DECLARE defines. */
+MIDGE_EXPORT extern const struct midge_plugin_descriptor midge_plugin_descriptor;
 
 /*
  * Called once at load (main thread, before any client). Return 0, or a

@@ -1,0 +1,110 @@
+/*
+ * Test plugin "events" (tests/integration/test_plugins.py): makes event
+ * hooks observable by publishing into the broker.
+ *   client_connected     -> "plugin/events/connected"    payload CLIENT_ID
+ *   client_disconnected  -> "plugin/events/disconnected" payload "CLIENT_ID REASON"
+ *                           (REASON: the MQTT 5 reason code, decimal)
+ *   reload (SIGHUP)      -> "plugin/events/reloaded"     payload the new plugin_opt_tag
+ *   thread_start         -> counts started workers (atomic) and logs
+ *                           "events: worker N started (M started)"
+ * All messages QoS 0, not retained. api->publish may be called from any
+ * thread, so also from the main thread in reload.
+ */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "midge/plugin.h"
+
+MIDGE_PLUGIN_DECLARE("events", "1.0", "test: publishes client events");
+
+struct state {
+    const struct midge_api *api;
+    midge_plugin *self;
+    atomic_uint workers_started;
+};
+
+static void
+pub(struct state *s, const char *topic, const char *payload)
+{
+    int rc = s->api->publish(s->self, topic, payload, (uint32_t)strlen(payload), 0, 0);
+
+    if (rc != 0) {
+        s->api->log(s->self, MIDGE_LOG_WARNING, "events: publish to %s failed: %d", topic, rc);
+    }
+}
+
+static void
+connected(void *st, midge_client *client)
+{
+    struct state *s = st;
+    const char *id = s->api->client_id(client);
+
+    pub(s, "plugin/events/connected", id != NULL ? id : "");
+}
+
+static void
+disconnected(void *st, midge_client *client, int reason)
+{
+    struct state *s = st;
+    const char *id = s->api->client_id(client);
+    char buf[512];
+
+    snprintf(buf, sizeof(buf), "%s %d", id != NULL ? id : "", reason);
+    pub(s, "plugin/events/disconnected", buf);
+}
+
+static int
+reload(void *st)
+{
+    struct state *s = st;
+    const char *tag = s->api->option(s->self, "tag");
+
+    s->api->log(s->self, MIDGE_LOG_NOTICE, "events: reloaded, tag=%s", tag != NULL ? tag : "(unset)");
+    pub(s, "plugin/events/reloaded", tag != NULL ? tag : "");
+    return 0;
+}
+
+static void
+thread_start(void *st, unsigned worker)
+{
+    struct state *s = st;
+    unsigned n = atomic_fetch_add(&s->workers_started, 1) + 1;
+
+    s->api->log(s->self, MIDGE_LOG_INFO, "events: worker %u started (%u started)", worker, n);
+}
+
+static const struct midge_hooks hooks = {
+    .size = sizeof(struct midge_hooks),
+    .client_connected = connected,
+    .client_disconnected = disconnected,
+    .reload = reload,
+    .thread_start = thread_start,
+};
+
+int
+midge_plugin_init(midge_plugin *self, const struct midge_api *api, void **state)
+{
+    struct state *s = calloc(1, sizeof(*s));
+    const char *tag;
+
+    if (s == NULL) {
+        api->set_error(self, "out of memory");
+        return -MIDGE_ENOMEM;
+    }
+    s->api = api;
+    s->self = self;
+    atomic_init(&s->workers_started, 0);
+    tag = api->option(self, "tag");
+    api->log(self, MIDGE_LOG_NOTICE, "events: loaded, tag=%s", tag != NULL ? tag : "(unset)");
+    *state = s;
+    return api->hooks_set(self, &hooks);
+}
+
+void
+midge_plugin_cleanup(midge_plugin *self, void *state)
+{
+    (void)self;
+    free(state);
+}
