@@ -756,15 +756,33 @@ class Events(PluginTest):
         wait_event(w, "plugin/events/disconnected", ("ev-4 %d" % sent).encode())
 
     def test_connection_lost_reported(self):
-        """A connection closed without DISCONNECT is reported, with a non-zero reason (not a normal disconnect)."""
+        """A connection closed without DISCONNECT is reported with 0x80 (plugin.h), not as a normal disconnect."""
         w = self.watcher()
         c = self.raw(4, client_id="ev-3")
         wait_event(w, "plugin/events/connected", b"ev-3")
         c.close()
-        p = wait_event(w, "plugin/events/disconnected", match=lambda pl: pl.startswith(b"ev-3 "))
-        m = re.fullmatch(rb"ev-3 (-?\d+)", p.payload)
-        self.assertTrue(m, p.payload)
-        self.assertNotEqual(int(m.group(1)), 0, "a lost connection reported as a normal disconnect")
+        wait_event(w, "plugin/events/disconnected", b"ev-3 128")
+
+    def test_v311_disconnect_reported_normal(self):
+        """An MQTT 3.1.1 DISCONNECT is reported with reason 0."""
+        w = self.watcher()
+        c = self.raw(4, client_id="ev-6")
+        wait_event(w, "plugin/events/connected", b"ev-6")
+        c.disconnect()
+        wait_event(w, "plugin/events/disconnected", b"ev-6 0")
+
+    def test_takeover_reported(self):
+        """A client taken over by a new connection with its id is reported with the 0x8E the broker sent it
+        [MQTT-3.1.4-3]; the new connection is reported connected."""
+        w = self.watcher()
+        old = self.raw(5, client_id="ev-5")
+        wait_event(w, "plugin/events/connected", b"ev-5")
+        new = self.raw(5, client_id="ev-5")
+        got = old.expect_closed()
+        self.assertIn(0x8E, [p.rc for p in got if p.type == DISCONNECT], got)
+        wait_event(w, "plugin/events/disconnected", b"ev-5 142")
+        wait_event(w, "plugin/events/connected", b"ev-5")
+        self.assertTrue(new.is_open())
 
     def test_thread_start_per_worker(self):
         """thread_start runs once on each worker: the plugin logs both, counting 2."""
