@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hash.h"
 #include "msg.h"
 #include "retain.h"
 #include "session.h"
@@ -26,13 +27,7 @@ broker_uid(void)
 unsigned
 broker_home_worker(const char *id, size_t len)
 {
-    uint64_t h = 1469598103934665603ull;
-    size_t i;
-
-    for (i = 0; i < len; i++) {
-        h = (h ^ (uint8_t)id[i]) * 1099511628211ull;
-    }
-    return (unsigned)(h % broker.nworkers);
+    return (unsigned)(hash_bytes(id, len) % broker.nworkers);
 }
 
 static int

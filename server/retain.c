@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hash.h"
 #include "msg.h"
 #include "topic.h"
 
@@ -26,18 +27,6 @@ static struct {
     size_t nbuckets;
     atomic_size_t count;
 } rs;
-
-static uint64_t
-fnv(const char *s, size_t len)
-{
-    uint64_t h = 1469598103934665603ull;
-    size_t i;
-
-    for (i = 0; i < len; i++) {
-        h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
-    }
-    return h;
-}
 
 /* Creates the store. */
 int
@@ -96,7 +85,7 @@ grow_locked(void)
 int
 retain_set(struct msg *m)
 {
-    uint64_t h = fnv(m->topic, m->topic_len);
+    uint64_t h = hash_bytes(m->topic, m->topic_len);
     struct rentry **pp;
     int r = 0;
 
@@ -166,7 +155,7 @@ retain_match(const char *filter, size_t len, double now, struct msg ***out, size
     for (i = 0; i < rs.nbuckets; i++) {
         struct rentry **pp;
         if (!wild) {
-            i = fnv(filter, len) & (rs.nbuckets - 1);
+            i = hash_bytes(filter, len) & (rs.nbuckets - 1);
         }
         for (pp = &rs.buckets[i]; *pp != NULL;) {
             struct rentry *e = *pp;

@@ -11,6 +11,7 @@
 #include "broker.h"
 #include "conn.h"
 #include "log.h"
+#include "hash.h"
 #include "msg.h"
 #include "proto.h"
 #include "retain.h"
@@ -25,18 +26,6 @@ struct sessions {
     size_t count;
     struct session *all;
 };
-
-static uint64_t
-hash_id(const char *s, size_t len)
-{
-    uint64_t h = 1469598103934665603ull;
-    size_t i;
-
-    for (i = 0; i < len; i++) {
-        h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
-    }
-    return h;
-}
 
 static uint64_t
 hash_uid(uint64_t x)
@@ -82,7 +71,7 @@ table_grow(struct sessions *t)
         return;
     }
     for (s = t->all; s != NULL; s = s->all_next) {
-        size_t i = hash_id(s->client_id, s->client_id_len) & (n - 1);
+        size_t i = hash_bytes(s->client_id, s->client_id_len) & (n - 1);
         size_t j = hash_uid(s->uid) & (n - 1);
         s->next_id = a[i];
         a[i] = s;
@@ -101,7 +90,7 @@ struct session *
 session_find(struct worker *w, const char *id, size_t len)
 {
     struct sessions *t = w->sessions;
-    struct session *s = t->by_id[hash_id(id, len) & (t->nbuckets - 1)];
+    struct session *s = t->by_id[hash_bytes(id, len) & (t->nbuckets - 1)];
 
     for (; s != NULL; s = s->next_id) {
         if (s->client_id_len == len && memcmp(s->client_id, id, len) == 0) {
@@ -150,7 +139,7 @@ session_new(struct worker *w, const char *id, size_t len)
     if (t->count >= t->nbuckets) {
         table_grow(t);
     }
-    i = hash_id(id, len) & (t->nbuckets - 1);
+    i = hash_bytes(id, len) & (t->nbuckets - 1);
     s->next_id = t->by_id[i];
     t->by_id[i] = s;
     i = hash_uid(s->uid) & (t->nbuckets - 1);
@@ -661,7 +650,7 @@ session_destroy(struct session *s)
     free(s->subs);
     session_clear_messages(s);
     msg_unref(s->will);
-    for (pp = &t->by_id[hash_id(s->client_id, s->client_id_len) & (t->nbuckets - 1)]; *pp;
+    for (pp = &t->by_id[hash_bytes(s->client_id, s->client_id_len) & (t->nbuckets - 1)]; *pp;
          pp = &(*pp)->next_id) {
         if (*pp == s) {
             *pp = s->next_id;
