@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "config_internal.h"
 #include "log.h"
 
 #define DEFAULT_PORT 1883
@@ -26,71 +27,6 @@
 #define MAX_PACKET_SIZE_MIN 20
 #define MAX_PACKET_SIZE_MAX 268435460LL /* 256 MiB remaining length + 5-byte fixed header */
 #define MAX_PAYLOAD 268435455LL
-
-enum dir_scope {
-    SCOPE_GLOBAL,
-    SCOPE_LISTENER,
-};
-
-/* How a generic setter stores its value: the C type of the field at `off`. */
-enum field_kind {
-    FK_NONE,
-    FK_INT,
-    FK_UINT,
-    FK_LONG,
-    FK_LLONG,
-    FK_U16,
-    FK_U32,
-    FK_STR,
-};
-
-/* Parse state for one config_load(). The config it fills is owned by the caller of parse. */
-struct parser {
-    struct config *cfg;
-    struct listener_conf *last; /* most recent listener: target of listener words */
-    const char *file;           /* file being read, for messages */
-    int line;
-    int depth;                  /* 0: main file, 1: a file from include_dir */
-    int log_dest_set;           /* a log_dest line replaced the default */
-    int log_type_set;           /* a log_type line replaced the default */
-    struct plugin_conf *last_plugin; /* target of plugin_opt_ and plugin_ settings */
-    char *err;
-    size_t errlen;
-};
-
-/* One choice of a word-valued directive such as `protocol`. */
-struct word_value {
-    const char *word;
-    int value;
-};
-
-static const struct word_value protocol_words[] = {
-    { "mqtt", LISTENER_MQTT },
-    { "websockets", LISTENER_WEBSOCKETS },
-    { NULL, 0 },
-};
-
-static const struct word_value socket_domain_words[] = {
-    { "ipv4", 4 },
-    { "ipv6", 6 },
-    { NULL, 0 },
-};
-
-struct directive;
-typedef int (*dir_setter)(struct parser *p, const struct directive *d, char *args);
-
-struct directive {
-    const char *name;
-    dir_setter set;
-    enum dir_scope scope;
-    int reloadable;     /* SIGHUP can change it without a restart */
-    enum field_kind kind;
-    size_t off;         /* in struct config or struct listener_conf, by scope */
-    long long min, max; /* for integers */
-    const char *def;    /* the default, as docs/configuration.md states it */
-    const char *help;
-    const struct word_value *words; /* set_word's choices, ending with a NULL word */
-};
 
 static int set_bool(struct parser *p, const struct directive *d, char *args);
 static int set_int(struct parser *p, const struct directive *d, char *args);
@@ -104,9 +40,6 @@ static int set_log_type(struct parser *p, const struct directive *d, char *args)
 static int set_per_listener_settings(struct parser *p, const struct directive *d, char *args);
 static int set_include_dir(struct parser *p, const struct directive *d, char *args);
 static int set_refused(struct parser *p, const struct directive *d, char *args);
-static int set_plugin(struct parser *p, const struct directive *d, char *args);
-static int set_plugin_setting(struct parser *p, const struct directive *d, char *args);
-static int set_plugin_opt(struct parser *p, const char *key, char *args);
 
 /* Reloadable global and listener fields written by the generic setters. */
 #define GK(kind, field) SCOPE_GLOBAL, 1, kind, offsetof(struct config, field)
@@ -182,17 +115,17 @@ static const struct directive directives[] = {
       "none", "write the broker's process id to this file", NULL },
     { "include_dir", set_include_dir, SCOPE_GLOBAL, 1, FK_NONE, 0, 0, 0, "none",
       "also read every *.conf file in this directory, in name order", NULL },
-    { "plugin", set_plugin, SCOPE_GLOBAL, 0, FK_NONE, 0, 0, 0, "none",
+    { "plugin", conf_set_plugin, SCOPE_GLOBAL, 0, FK_NONE, 0, 0, 0, "none",
       "load a plugin for every listener; its plugin_opt_ lines follow", NULL },
-    { "listener_plugin", set_plugin, SCOPE_LISTENER, 0, FK_NONE, 1, 0, 0, "none",
+    { "listener_plugin", conf_set_plugin, SCOPE_LISTENER, 0, FK_NONE, 1, 0, 0, "none",
       "load a plugin for the listener above only", NULL },
-    { "plugin_opt_", set_plugin_setting, SCOPE_GLOBAL, 1, FK_NONE, 0, 0, 0, "none",
+    { "plugin_opt_", conf_set_plugin_setting, SCOPE_GLOBAL, 1, FK_NONE, 0, 0, 0, "none",
       "plugin_opt_KEY VALUE: an option of the plugin above (the plugin's own)", NULL },
-    { "plugin_instance", set_plugin_setting, SCOPE_GLOBAL, 0, FK_NONE, 1, 0, 0,
+    { "plugin_instance", conf_set_plugin_setting, SCOPE_GLOBAL, 0, FK_NONE, 1, 0, 0,
       "the plugin's name", "instance name of the plugin above (logs, $SYS, metrics)", NULL },
-    { "plugin_timeout", set_plugin_setting, SCOPE_GLOBAL, 1, FK_NONE, 2, 0, 0, "5",
+    { "plugin_timeout", conf_set_plugin_setting, SCOPE_GLOBAL, 1, FK_NONE, 2, 0, 0, "5",
       "seconds a PENDING decision of the plugin above may take", NULL },
-    { "plugin_timeout_verdict", set_plugin_setting, SCOPE_GLOBAL, 1, FK_NONE, 3, 0, 0, "deny",
+    { "plugin_timeout_verdict", conf_set_plugin_setting, SCOPE_GLOBAL, 1, FK_NONE, 3, 0, 0, "deny",
       "allow|deny: the decision when the plugin above times out", NULL },
     { "plugin_dir", set_string, SCOPE_GLOBAL, 0, FK_STR, offsetof(struct config, plugin_dir), 0,
       0, "PREFIX/lib/midge", "directory searched for plugins given by bare name", NULL },
@@ -226,156 +159,6 @@ static const char *const mosquitto_only[] = {
 };
 
 static int parse_file(struct parser *p, const char *path);
-
-/*
- * The setters and value parsers below hold no resources, so they return at
- * the first error instead of jumping to a cleanup block (STYLE.md's single
- * exit is about cleanup; here it would only add labels). Functions that
- * allocate or open something use `goto out`.
- */
-
-/* Writes "FILE:LINE: message" into p->err. Returns -1 so setters can `return perr(...)`. */
-static int perr(struct parser *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int
-perr(struct parser *p, const char *fmt, ...)
-{
-    va_list ap;
-    int n;
-
-    if (p->errlen == 0) {
-        return -1;
-    }
-    n = snprintf(p->err, p->errlen, "%s:%d: ", p->file, p->line);
-    if (n >= 0 && (size_t)n < p->errlen) {
-        va_start(ap, fmt);
-        vsnprintf(p->err + n, p->errlen - (size_t)n, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
-static int
-is_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
-}
-
-/* Removes leading and trailing whitespace, in place. */
-static char *
-trim(char *s)
-{
-    size_t n;
-
-    while (is_space(*s)) {
-        s++;
-    }
-    n = strlen(s);
-    while (n > 0 && is_space(s[n - 1])) {
-        s[--n] = '\0';
-    }
-    return s;
-}
-
-/*
- * Splits args into whitespace-separated words, in place. Stores up to `max`
- * of them and returns how many there are in total.
- */
-static int
-split(char *args, char **words, int max)
-{
-    int n = 0;
-    char *s = args;
-
-    for (;;) {
-        while (is_space(*s)) {
-            s++;
-        }
-        if (*s == '\0') {
-            break;
-        }
-        if (n < max) {
-            words[n] = s;
-        }
-        n++;
-        while (*s != '\0' && !is_space(*s)) {
-            s++;
-        }
-        if (*s != '\0') {
-            *s++ = '\0';
-        }
-    }
-    return n;
-}
-
-/*
- * Takes exactly one word for directive d: reports a missing value or an extra
- * one. Returns 0 and sets *word, or -1.
- */
-static int
-one_word(struct parser *p, const struct directive *d, char *args, char **word)
-{
-    char *words[2];
-    int n = split(args, words, 2);
-
-    if (n == 0) {
-        return perr(p, "%s: missing value", d->name);
-    }
-    if (n > 1) {
-        return perr(p, "%s: unexpected extra value '%s'", d->name, words[1]);
-    }
-    *word = words[0];
-    return 0;
-}
-
-static int
-parse_bool(struct parser *p, const char *name, const char *w, int *out)
-{
-    if (strcmp(w, "true") == 0) {
-        *out = 1;
-    } else if (strcmp(w, "false") == 0) {
-        *out = 0;
-    } else {
-        return perr(p, "%s: expected true or false, got '%s'", name, w);
-    }
-    return 0;
-}
-
-/*
- * Parses a decimal integer in [min, max]; a '-' is accepted only when min is
- * negative. Reports malformed and out-of-range values.
- */
-static int
-parse_ll(struct parser *p, const char *name, const char *w, long long min, long long max,
-         long long *out)
-{
-    const char *s = w;
-    long long v = 0;
-    char *end;
-
-    if (*s == '-' && min < 0) {
-        s++;
-    }
-    if (*s < '0' || *s > '9') {
-        if (min < 0) {
-            return perr(p, "%s: expected an integer, got '%s'", name, w);
-        }
-        return perr(p, "%s: expected a non-negative integer, got '%s'", name, w);
-    }
-    errno = 0;
-    v = strtoll(w, &end, 10);
-    if (*end != '\0') {
-        if (min < 0) {
-            return perr(p, "%s: expected an integer, got '%s'", name, w);
-        }
-        return perr(p, "%s: expected a non-negative integer, got '%s'", name, w);
-    }
-    if (errno == ERANGE || v < min || v > max) {
-        return perr(p, "%s: %s is out of range (%lld..%lld)", name, w, min, max);
-    }
-    *out = v;
-    return 0;
-}
 
 static struct listener_conf *
 target_listener(struct parser *p)
@@ -429,7 +212,7 @@ set_bool(struct parser *p, const struct directive *d, char *args)
     char *w;
     int v = 0;
 
-    if (one_word(p, d, args, &w) < 0 || parse_bool(p, d->name, w, &v) < 0) {
+    if (conf_one_word(p, d, args, &w) < 0 || conf_parse_bool(p, d->name, w, &v) < 0) {
         return -1;
     }
     store_int(p, d, v);
@@ -442,7 +225,7 @@ set_int(struct parser *p, const struct directive *d, char *args)
     char *w;
     long long v = 0;
 
-    if (one_word(p, d, args, &w) < 0 || parse_ll(p, d->name, w, d->min, d->max, &v) < 0) {
+    if (conf_one_word(p, d, args, &w) < 0 || conf_parse_ll(p, d->name, w, d->min, d->max, &v) < 0) {
         return -1;
     }
     store_int(p, d, v);
@@ -457,11 +240,11 @@ set_string(struct parser *p, const struct directive *d, char *args)
     char *copy;
 
     if (args[0] == '\0') {
-        return perr(p, "%s: missing value", d->name);
+        return conf_error(p, "%s: missing value", d->name);
     }
     copy = strdup(args);
     if (copy == NULL) {
-        return perr(p, "%s: out of memory", d->name);
+        return conf_error(p, "%s: out of memory", d->name);
     }
     free(*f);
     *f = copy;
@@ -476,7 +259,7 @@ set_word(struct parser *p, const struct directive *d, char *args)
     char *w;
     size_t i;
 
-    if (one_word(p, d, args, &w) < 0) {
+    if (conf_one_word(p, d, args, &w) < 0) {
         return -1;
     }
     for (i = 0; d->words[i].word != NULL; i++) {
@@ -491,7 +274,7 @@ set_word(struct parser *p, const struct directive *d, char *args)
         snprintf(expected + used, sizeof(expected) - used, "%s%s",
                  i == 0 ? "" : d->words[i + 1].word == NULL ? " or " : ", ", d->words[i].word);
     }
-    return perr(p, "%s: expected %s, got '%s'", d->name, expected, w);
+    return conf_error(p, "%s: expected %s, got '%s'", d->name, expected, w);
 }
 
 static void
@@ -544,18 +327,18 @@ static int
 set_listener(struct parser *p, const struct directive *d, char *args)
 {
     char *words[3];
-    int n = split(args, words, 3);
+    int n = conf_split(args, words, 3);
     const char *address = NULL;
     struct listener_conf *l;
     long long port;
 
     if (n == 0) {
-        return perr(p, "listener: missing port");
+        return conf_error(p, "listener: missing port");
     }
     if (n > 2) {
-        return perr(p, "listener: unexpected extra value '%s'", words[2]);
+        return conf_error(p, "listener: unexpected extra value '%s'", words[2]);
     }
-    if (parse_ll(p, "listener", words[0], 0, 65535, &port) < 0) {
+    if (conf_parse_ll(p, "listener", words[0], 0, 65535, &port) < 0) {
         return -1;
     }
     if (n == 2) {
@@ -564,14 +347,14 @@ set_listener(struct parser *p, const struct directive *d, char *args)
     /* Port 0 asks the kernel for a free port, so several of them never clash. */
     for (l = p->cfg->listeners; port != 0 && l != NULL; l = l->next) {
         if (l->port == port && same_address(l->bind_address, address)) {
-            return perr(p, "listener %lld%s%s duplicates the listener at %s:%d", port,
+            return conf_error(p, "listener %lld%s%s duplicates the listener at %s:%d", port,
                         address != NULL ? " " : "", address != NULL ? address : "", l->file,
                         l->line);
         }
     }
     l = listener_new((uint16_t)port, address, p->file, p->line);
     if (l == NULL) {
-        return perr(p, "listener: out of memory");
+        return conf_error(p, "listener: out of memory");
     }
     if (p->last != NULL) {
         p->last->next = l;
@@ -588,11 +371,11 @@ set_max_packet_size(struct parser *p, const struct directive *d, char *args)
     char *w;
     long long v = 0;
 
-    if (one_word(p, d, args, &w) < 0 || parse_ll(p, d->name, w, d->min, d->max, &v) < 0) {
+    if (conf_one_word(p, d, args, &w) < 0 || conf_parse_ll(p, d->name, w, d->min, d->max, &v) < 0) {
         return -1;
     }
     if (v != 0 && v < MAX_PACKET_SIZE_MIN) {
-        return perr(p, "max_packet_size: %s is out of range (0 or %d..%lld)", w,
+        return conf_error(p, "max_packet_size: %s is out of range (0 or %d..%lld)", w,
                     MAX_PACKET_SIZE_MIN, MAX_PACKET_SIZE_MAX);
     }
     store_int(p, d, v);
@@ -614,7 +397,7 @@ set_duration(struct parser *p, const struct directive *d, char *args)
     char suffix;
     size_t len;
 
-    if (one_word(p, d, args, &w) < 0) {
+    if (conf_one_word(p, d, args, &w) < 0) {
         return -1;
     }
     len = strlen(w);
@@ -651,12 +434,12 @@ set_duration(struct parser *p, const struct directive *d, char *args)
         goto bad;
     }
     if (errno == ERANGE || v > LLONG_MAX / unit) {
-        return perr(p, "%s: '%s' is too large", d->name, w);
+        return conf_error(p, "%s: '%s' is too large", d->name, w);
     }
     store_int(p, d, v * unit);
     return 0;
 bad:
-    return perr(p, "%s: expected seconds or a number followed by h, d, w, m or y, got '%s'",
+    return conf_error(p, "%s: expected seconds or a number followed by h, d, w, m or y, got '%s'",
                 d->name, w);
 }
 
@@ -670,31 +453,31 @@ set_log_dest(struct parser *p, const struct directive *d, char *args)
     char *rest = args;
 
     /* Cut the first word off by hand: a file path is the rest of the line, spaces and all. */
-    while (*rest != '\0' && !is_space(*rest)) {
+    while (*rest != '\0' && !conf_is_space(*rest)) {
         rest++;
     }
     if (*rest != '\0') {
         *rest++ = '\0';
     }
-    rest = trim(rest);
+    rest = conf_trim(rest);
     if (word[0] == '\0') {
-        return perr(p, "log_dest: missing value");
+        return conf_error(p, "log_dest: missing value");
     }
     if (strcmp(word, "file") == 0) {
         if (rest[0] == '\0') {
-            return perr(p, "log_dest: file needs a path");
+            return conf_error(p, "log_dest: file needs a path");
         }
         if (cfg->log_file != NULL) {
-            return perr(p, "log_dest: only one log file is supported (already '%s')",
+            return conf_error(p, "log_dest: only one log file is supported (already '%s')",
                         cfg->log_file);
         }
         if ((cfg->log_file = strdup(rest)) == NULL) {
-            return perr(p, "log_dest: out of memory");
+            return conf_error(p, "log_dest: out of memory");
         }
         bit = MLOG_DEST_FILE;
     } else {
         if (rest[0] != '\0') {
-            return perr(p, "log_dest: unexpected extra value '%s'", rest);
+            return conf_error(p, "log_dest: unexpected extra value '%s'", rest);
         }
         if (strcmp(word, "stderr") == 0) {
             bit = MLOG_DEST_STDERR;
@@ -705,7 +488,7 @@ set_log_dest(struct parser *p, const struct directive *d, char *args)
         } else if (strcmp(word, "none") == 0) {
             bit = 0;
         } else {
-            return perr(p, "log_dest: expected stderr, stdout, syslog, none or file PATH, got '%s'",
+            return conf_error(p, "log_dest: expected stderr, stdout, syslog, none or file PATH, got '%s'",
                         word);
         }
     }
@@ -746,12 +529,12 @@ set_log_type(struct parser *p, const struct directive *d, char *args)
     int i;
     size_t j;
 
-    n = split(args, words, 16);
+    n = conf_split(args, words, 16);
     if (n == 0) {
-        return perr(p, "log_type: missing value");
+        return conf_error(p, "log_type: missing value");
     }
     if (n > 16) {
-        return perr(p, "log_type: too many values");
+        return conf_error(p, "log_type: too many values");
     }
     for (i = 0; i < n; i++) {
         for (j = 0; j < sizeof(types) / sizeof(types[0]); j++) {
@@ -760,7 +543,7 @@ set_log_type(struct parser *p, const struct directive *d, char *args)
             }
         }
         if (j == sizeof(types) / sizeof(types[0])) {
-            return perr(p,
+            return conf_error(p,
                         "log_type: expected error, warning, notice, information, debug, "
                         "subscribe, unsubscribe, all or none, got '%s'",
                         words[i]);
@@ -785,11 +568,11 @@ set_per_listener_settings(struct parser *p, const struct directive *d, char *arg
     char *w;
     int v = 0;
 
-    if (one_word(p, d, args, &w) < 0 || parse_bool(p, d->name, w, &v) < 0) {
+    if (conf_one_word(p, d, args, &w) < 0 || conf_parse_bool(p, d->name, w, &v) < 0) {
         return -1;
     }
     if (v) {
-        return perr(p, "per_listener_settings true is not supported; write "
+        return conf_error(p, "per_listener_settings true is not supported; write "
                        "listener_allow_anonymous after a listener line, and listener_plugin "
                        "for per-listener plugins");
     }
@@ -800,9 +583,9 @@ static int
 set_refused(struct parser *p, const struct directive *d, char *args)
 {
     if (strcmp(d->name, "bind_address") == 0) {
-        return perr(p, "bind_address is not supported; use 'listener PORT ADDRESS'");
+        return conf_error(p, "bind_address is not supported; use 'listener PORT ADDRESS'");
     }
-    return perr(p, "%s is not supported; use 'listener PORT [ADDRESS]'", d->name);
+    return conf_error(p, "%s is not supported; use 'listener PORT [ADDRESS]'", d->name);
 }
 
 static int
@@ -838,16 +621,16 @@ set_include_dir(struct parser *p, const struct directive *d, char *args)
     int rc = -1;
 
     if (p->depth > 0) {
-        perr(p, "include_dir: not allowed in an included file");
+        conf_error(p, "include_dir: not allowed in an included file");
         goto out;
     }
     if (args[0] == '\0') {
-        perr(p, "include_dir: missing value");
+        conf_error(p, "include_dir: missing value");
         goto out;
     }
     dir = opendir(args);
     if (dir == NULL) {
-        perr(p, "include_dir: cannot open '%s': %s", args, strerror(errno));
+        conf_error(p, "include_dir: cannot open '%s': %s", args, strerror(errno));
         goto out;
     }
     while ((de = readdir(dir)) != NULL) {
@@ -859,14 +642,14 @@ set_include_dir(struct parser *p, const struct directive *d, char *args)
             char **n = realloc(names, ncap * sizeof(*names));
 
             if (n == NULL) {
-                perr(p, "include_dir: out of memory");
+                conf_error(p, "include_dir: out of memory");
                 goto out;
             }
             names = n;
             cap = ncap;
         }
         if ((names[nnames] = strdup(de->d_name)) == NULL) {
-            perr(p, "include_dir: out of memory");
+            conf_error(p, "include_dir: out of memory");
             goto out;
         }
         nnames++;
@@ -879,7 +662,7 @@ set_include_dir(struct parser *p, const struct directive *d, char *args)
 
         free(path);
         if ((path = malloc(len)) == NULL) {
-            perr(p, "include_dir: out of memory");
+            conf_error(p, "include_dir: out of memory");
             goto out;
         }
         snprintf(path, len, "%s/%s", args, names[i]);
@@ -905,46 +688,6 @@ out:
     return rc;
 }
 
-/* Optimal string alignment distance, capped: enough to suggest a misspelt word. */
-static size_t
-edit_distance(const char *a, const char *b)
-{
-    size_t la = strlen(a);
-    size_t lb = strlen(b);
-    size_t d[48][48];
-    size_t i;
-    size_t j;
-
-    if (la >= 48 || lb >= 48) {
-        return SIZE_MAX;
-    }
-    for (i = 0; i <= la; i++) {
-        d[i][0] = i;
-    }
-    for (j = 0; j <= lb; j++) {
-        d[0][j] = j;
-    }
-    for (i = 1; i <= la; i++) {
-        for (j = 1; j <= lb; j++) {
-            size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
-            size_t best = d[i - 1][j] + 1;
-
-            if (d[i][j - 1] + 1 < best) {
-                best = d[i][j - 1] + 1;
-            }
-            if (d[i - 1][j - 1] + cost < best) {
-                best = d[i - 1][j - 1] + cost;
-            }
-            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
-                d[i - 2][j - 2] + 1 < best) {
-                best = d[i - 2][j - 2] + 1;
-            }
-            d[i][j] = best;
-        }
-    }
-    return d[la][lb];
-}
-
 static int
 unknown_word(struct parser *p, const char *word)
 {
@@ -959,14 +702,14 @@ unknown_word(struct parser *p, const char *word)
         int prefix = m[mlen - 1] == '_';
 
         if (prefix ? strncmp(word, m, mlen) == 0 : strcmp(word, m) == 0) {
-            return perr(p, "unknown option '%s' (a mosquitto option midge does not support yet)",
+            return conf_error(p, "unknown option '%s' (a mosquitto option midge does not support yet)",
                         word);
         }
     }
     /* One typo in short words, two in longer ones. */
     limit = strlen(word) < 8 ? 1 : 2;
     for (i = 0; i < NDIRECTIVES; i++) {
-        size_t dist = edit_distance(word, directives[i].name);
+        size_t dist = conf_edit_distance(word, directives[i].name);
 
         if (dist < best_d) {
             best_d = dist;
@@ -974,141 +717,16 @@ unknown_word(struct parser *p, const char *word)
         }
     }
     if (best != NULL && best_d <= limit) {
-        return perr(p, "unknown option '%s'; did you mean '%s'?", word, best);
+        return conf_error(p, "unknown option '%s'; did you mean '%s'?", word, best);
     }
-    return perr(p, "unknown option '%s'", word);
-}
-
-static void
-plugin_conf_free(struct plugin_conf *pc)
-{
-    while (pc->opts != NULL) {
-        struct plugin_opt *o = pc->opts;
-        pc->opts = o->next;
-        free(o->key);
-        free(o->value);
-        free(o);
-    }
-    free(pc->path);
-    free(pc->instance);
-    free(pc->listener_address);
-    free(pc->file);
-    free(pc);
-}
-
-/* `plugin PATH` (off 0) and `listener_plugin PATH` (off 1): a new chain entry. */
-static int
-set_plugin(struct parser *p, const struct directive *d, char *args)
-{
-    struct plugin_conf *pc;
-    struct plugin_conf **tail;
-
-    if (args[0] == '\0') {
-        return perr(p, "%s: missing plugin name or path", d->name);
-    }
-    pc = calloc(1, sizeof(*pc));
-    if (pc == NULL) {
-        return perr(p, "%s: out of memory", d->name);
-    }
-    pc->path = strdup(args);
-    pc->file = strdup(p->file);
-    pc->line = p->line;
-    pc->timeout_ms = 5000;
-    if (d->off == 1) {
-        pc->per_listener = 1;
-        pc->listener_port = p->last->port;
-        if (p->last->bind_address != NULL) {
-            pc->listener_address = strdup(p->last->bind_address);
-        }
-    }
-    if (pc->path == NULL || pc->file == NULL) {
-        plugin_conf_free(pc);
-        return perr(p, "%s: out of memory", d->name);
-    }
-    for (tail = &p->cfg->plugins; *tail != NULL; tail = &(*tail)->next) {
-    }
-    *tail = pc;
-    p->last_plugin = pc;
-    return 0;
-}
-
-/* `plugin_opt_KEY VALUE`: an option for the most recent plugin line. */
-static int
-set_plugin_opt(struct parser *p, const char *key, char *args)
-{
-    struct plugin_opt *o;
-    struct plugin_opt **tail;
-
-    if (p->last_plugin == NULL) {
-        return perr(p, "plugin_opt_%s must follow a plugin or listener_plugin line", key);
-    }
-    if (key[0] == '\0') {
-        return perr(p, "plugin_opt_: missing option name (plugin_opt_KEY VALUE)");
-    }
-    for (o = p->last_plugin->opts; o != NULL; o = o->next) {
-        if (strcmp(o->key, key) == 0) {
-            return perr(p, "plugin_opt_%s is already set for this plugin", key);
-        }
-    }
-    o = calloc(1, sizeof(*o));
-    if (o == NULL || (o->key = strdup(key)) == NULL || (o->value = strdup(args)) == NULL) {
-        if (o != NULL) {
-            free(o->key);
-            free(o);
-        }
-        return perr(p, "plugin_opt_%s: out of memory", key);
-    }
-    o->line = p->line;
-    for (tail = &p->last_plugin->opts; *tail != NULL; tail = &(*tail)->next) {
-    }
-    *tail = o;
-    return 0;
-}
-
-/* plugin_instance (off 1), plugin_timeout (2), plugin_timeout_verdict (3). */
-static int
-set_plugin_setting(struct parser *p, const struct directive *d, char *args)
-{
-    struct plugin_conf *pc = p->last_plugin;
-    char *w;
-
-    if (pc == NULL) {
-        return perr(p, "%s must follow a plugin or listener_plugin line", d->name);
-    }
-    if (one_word(p, d, args, &w) < 0) {
-        return -1;
-    }
-    if (d->off == 1) {
-        free(pc->instance);
-        pc->instance = strdup(w);
-        return pc->instance ? 0 : perr(p, "%s: out of memory", d->name);
-    }
-    if (d->off == 2) {
-        char *end;
-        double s;
-        errno = 0;
-        s = strtod(w, &end);
-        if (errno != 0 || *end != '\0' || end == w || !(s > 0) || s > 3600) {
-            return perr(p, "plugin_timeout: expected seconds between 0 and 3600, got '%s'", w);
-        }
-        pc->timeout_ms = (unsigned)(s * 1000 + 0.5);
-        if (pc->timeout_ms == 0) {
-            pc->timeout_ms = 1;
-        }
-        return 0;
-    }
-    if (strcmp(w, "allow") == 0 || strcmp(w, "deny") == 0) {
-        pc->timeout_allow = w[0] == 'a';
-        return 0;
-    }
-    return perr(p, "plugin_timeout_verdict: expected allow or deny, got '%s'", w);
+    return conf_error(p, "unknown option '%s'", word);
 }
 
 /* Handles one line (already stripped of its newline). */
 static int
 parse_line(struct parser *p, char *line)
 {
-    char *s = trim(line);
+    char *s = conf_trim(line);
     char *word;
     char *args;
     size_t i;
@@ -1117,28 +735,28 @@ parse_line(struct parser *p, char *line)
         return 0;
     }
     word = s;
-    while (*s != '\0' && !is_space(*s)) {
+    while (*s != '\0' && !conf_is_space(*s)) {
         s++;
     }
     if (*s != '\0') {
         *s++ = '\0';
     }
-    args = trim(s);
+    args = conf_trim(s);
     for (i = 0; i < NDIRECTIVES; i++) {
         if (strcmp(word, directives[i].name) == 0) {
             break;
         }
-        if (directives[i].set == set_plugin_setting && directives[i].off == 0 &&
+        if (directives[i].set == conf_set_plugin_setting && directives[i].off == 0 &&
             strncmp(word, "plugin_opt_", 11) == 0) {
             /* plugin_opt_KEY: the key travels with the arguments. */
-            return set_plugin_opt(p, word + 11, args);
+            return conf_set_plugin_opt(p, word + 11, args);
         }
     }
     if (i == NDIRECTIVES) {
         return unknown_word(p, word);
     }
     if (directives[i].scope == SCOPE_LISTENER && p->last == NULL) {
-        return perr(p, "%s must follow a listener line (listener PORT [ADDRESS])", word);
+        return conf_error(p, "%s must follow a listener line (listener PORT [ADDRESS])", word);
     }
     return directives[i].set(p, &directives[i], args);
 }
@@ -1163,7 +781,7 @@ parse_file(struct parser *p, const char *path)
     while ((n = getline(&line, &cap, fp)) >= 0) {
         p->line++;
         if ((size_t)n != strlen(line)) {
-            perr(p, "NUL byte in line");
+            conf_error(p, "NUL byte in line");
             goto out;
         }
         if (parse_line(p, line) < 0) {
@@ -1332,7 +950,7 @@ config_free(struct config *cfg)
     while (cfg->plugins != NULL) {
         struct plugin_conf *pc = cfg->plugins;
         cfg->plugins = pc->next;
-        plugin_conf_free(pc);
+        conf_plugin_free(pc);
     }
     free(cfg);
 }
@@ -1372,20 +990,6 @@ listener_needs_restart(const struct listener_conf *l, const struct config *new_c
     return 1;
 }
 
-/* 1 when both configs load the same plugin instances in the same order. */
-static int
-same_plugin_lines(const struct plugin_conf *a, const struct plugin_conf *b)
-{
-    for (; a != NULL && b != NULL; a = a->next, b = b->next) {
-        if (strcmp(a->path, b->path) != 0 || str_differs(a->instance, b->instance) ||
-            a->per_listener != b->per_listener || a->listener_port != b->listener_port ||
-            str_differs(a->listener_address, b->listener_address)) {
-            return 0;
-        }
-    }
-    return a == NULL && b == NULL;
-}
-
 /*
  * Lists what differs between old and new_cfg but only takes effect after a
  * restart: removed or changed listeners ("listener PORT [ADDRESS]"),
@@ -1417,7 +1021,7 @@ config_restart_needed(const struct config *old, const struct config *new_cfg, ch
     if (old->worker_threads != new_cfg->worker_threads) {
         append(buf, len, "worker_threads");
     }
-    if (!same_plugin_lines(old->plugins, new_cfg->plugins)) {
+    if (!conf_same_plugins(old->plugins, new_cfg->plugins)) {
         append(buf, len, "plugin lines (added, removed or moved)");
     }
     if (str_differs(old->pid_file, new_cfg->pid_file)) {

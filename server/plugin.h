@@ -59,8 +59,8 @@ struct midge_plugin {
     int per_listener;      /* listener_plugin: only clients of that listener */
     uint16_t listener_port;
     char *listener_address;
-    unsigned timeout_ms;
-    int timeout_allow;
+    atomic_uint timeout_ms;  /* plugin_timeout; SIGHUP changes it while workers read it */
+    atomic_int timeout_allow; /* plugin_timeout_verdict allow */
     int initialised;
     char err[512];         /* api->set_error() during init/reload */
     struct hook_metrics *metrics; /* [nthreads][PH_COUNT] shards, see plugin_metrics() */

@@ -599,6 +599,29 @@ class AsyncAuth(PluginTest):
 
 @only_midge("midge plugins")
 @need_plugins
+class PluginMetrics(PluginTest):
+    """The broker measures every plugin hook and publishes it under $SYS (issue: per-plugin metrics)."""
+    CONFIG = [plug("acl_deny"), "sys_interval 1"]
+
+    def test_acl_calls_and_denials_in_sys(self):
+        """$SYS/broker/plugin/acl-deny/acl/{calls,deny,latency_p99_us} count the hook's work."""
+        pub = self.raw(5)
+        a = pub.publish("forbidden/x", b"no", qos=1)
+        self.assertEqual(a.rc, 0x87, a)
+        pub.publish("allowed/x", b"yes", qos=1)
+        sub = self.raw(5)
+        sub.subscribe([("$SYS/broker/plugin/acl-deny/acl/#", 0)], expect_codes=[0])
+        seen = {}
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not ("deny" in seen and "calls" in seen
+                                                   and "latency_p99_us" in seen):
+            p = sub.recv_publish(timeout=max(0.1, deadline - time.monotonic()))
+            seen[p.topic.rsplit("/", 1)[1]] = p.payload.decode()
+        self.assertGreaterEqual(int(seen["calls"]), 2, seen)
+        self.assertGreaterEqual(int(seen["deny"]), 1, seen)
+        self.assertGreater(float(seen["latency_p99_us"]), 0.0, seen)
+
+
 class Acl(PluginTest):
     """acl-deny: forbidden/ (publish), secret/ (subscribe), hidden/ (receive), will/forbidden (will)."""
     CONFIG = [plug("acl_deny")]
