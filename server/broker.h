@@ -24,7 +24,6 @@ struct broker {
     unsigned nworkers;
     atomic_uint_fast64_t next_uid;
     double start_wall;        /* time(NULL) at start */
-    atomic_int stopping;
     /* Sessions whose client reads, but slower than it is fed (session.c:
      * press_update). While non-zero, workers stop reading from publishers:
      * DESIGN.md section 2 case (b). */

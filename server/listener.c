@@ -181,33 +181,17 @@ listeners_apply(const struct config *cfg, struct ev_loop *loop)
     return 0;
 }
 
-static int
-in_config(const struct listener *l, const struct config *cfg)
-{
-    const struct listener_conf *lc;
-
-    for (lc = cfg->listeners; lc != NULL; lc = lc->next) {
-        if (lc->port == l->conf_port && same_addr(lc->bind_address, l->bind_address)) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
-/* Stops accepting on listeners not in cfg (all when cfg is NULL). Main thread. */
+/* Stops accepting on every listener (shutdown). Main thread. */
 void
-listeners_close(const struct config *cfg, struct ev_loop *loop)
+listeners_close(struct ev_loop *loop)
 {
     struct listener *l;
 
     for (l = all; l != NULL; l = l->next) {
-        if (l->fd >= 0 && (cfg == NULL || !in_config(l, cfg))) {
+        if (l->fd >= 0) {
             ev_io_stop(loop, &l->io);
             close(l->fd);
             l->fd = -1;
-            if (cfg != NULL) {
-                midge_log(MLOG_NOTICE, "listener closed listener=%s", l->name);
-            }
         }
     }
 }
@@ -222,11 +206,4 @@ listeners_free(void)
         free(l->bind_address);
         free(l);
     }
-}
-
-/* The most recently opened listener (tests: the actual port of `listener 0`). */
-struct listener *
-listeners_first(void)
-{
-    return all;
 }

@@ -1,8 +1,8 @@
 /*
  * Listening sockets. Owned by the main thread, which accepts and hands each
  * new socket round robin to a worker (WI_ACCEPT). Listener structs live until
- * exit (connections keep pointers to them); a listener removed by SIGHUP is
- * only closed.
+ * exit (connections keep pointers to them). A listener removed from the file
+ * stays open until a restart (the SIGHUP log says so).
  */
 #ifndef MIDGE_LISTENER_H
 #define MIDGE_LISTENER_H
@@ -35,13 +35,11 @@ struct listener {
  */
 int listeners_apply(const struct config *cfg, struct ev_loop *loop);
 
-/* Closes listeners no longer in cfg (SIGHUP) or all of them (cfg NULL). Main thread. */
-void listeners_close(const struct config *cfg, struct ev_loop *loop);
+/* Closes every listener (shutdown). Main thread. */
+void listeners_close(struct ev_loop *loop);
 
 /* Frees every listener (exit, after workers stopped). */
 void listeners_free(void);
 
-/* Port of the first listener (tests with port 0). */
-struct listener *listeners_first(void);
 
 #endif

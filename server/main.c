@@ -267,7 +267,7 @@ main(int argc, char **argv)
     }
     ev_run(loop, 0);
 
-    listeners_close(NULL, loop);
+    listeners_close(loop);
     sys_stop(loop);
     worker_stop_all();
     plugins_unload();

@@ -137,7 +137,6 @@ publish_plugins(void)
 static void
 sys_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
-    struct stats sum;
     unsigned long long v[10];
     unsigned i;
     double now = ev_now(loop);
@@ -148,7 +147,6 @@ sys_cb(struct ev_loop *loop, ev_timer *t, int revents)
     (void)t;
     (void)revents;
     memset(v, 0, sizeof(v));
-    memset(&sum, 0, sizeof(sum));
     for (i = 0; i < broker.nworkers; i++) {
         struct stats *s = &broker.workers[i]->stats;
         v[0] += STAT_GET(s, msgs_received);
@@ -186,8 +184,7 @@ sys_cb(struct ev_loop *loop, ev_timer *t, int revents)
     publish_u("$SYS/broker/subscriptions/count", subs_count());
     publish_u("$SYS/broker/retained messages/count", retain_count());
     for (i = 0; i < sizeof(loads) / sizeof(loads[0]); i++) {
-        static const int idx[] = {0, 1, 2, 3, 4, 5, 6, 7};
-        update_load(&loads[i], v[idx[i]], last_time > 0 ? now - last_time : 0);
+        update_load(&loads[i], v[i], last_time > 0 ? now - last_time : 0);
     }
     last_time = now;
     publish_plugins();
