@@ -53,6 +53,21 @@ typedef struct midge_plugin midge_plugin;
 typedef struct midge_client midge_client;
 /* A pending decision, completed with api->complete(). */
 typedef struct midge_ticket midge_ticket;
+/*
+ * An application message. Read it with the api->message_* accessors.
+ * Borrowed during the hook or callback that passed it; keep it with
+ * api->message_ref(). Immutable: every holder sees the same bytes.
+ */
+typedef struct midge_message midge_message;
+/* The pending changes to a message in the message_in hook (api->edit_*). */
+typedef struct midge_message_edit midge_message_edit;
+/* A timer / fd watcher on a broker loop (api->timer_start, api->fd_watch). Owned by the plugin. */
+typedef struct midge_timer midge_timer;
+typedef struct midge_watch midge_watch;
+/* A counter, gauge or histogram (api->metric_new). Owned by the broker. */
+typedef struct midge_metric midge_metric;
+/* An internal subscription (api->subscribe). Owned by the broker until api->unsubscribe. */
+typedef struct midge_subscription midge_subscription;
 
 /* ---- Results ----------------------------------------------------------- */
 
@@ -62,6 +77,7 @@ enum midge_verdict {
     MIDGE_ALLOW = 1,
     MIDGE_DENY = 2,    /* with an MQTT reason code (0 lets the broker choose) */
     MIDGE_PENDING = 3, /* the plugin will call api->complete(ticket, ...) later */
+    MIDGE_CONTINUE = 4, /* enhanced auth only: send AUTH 0x18 with the data set, wait for the next step */
 };
 
 /* Error codes: API functions return 0 or the negative of one of these. */
@@ -71,6 +87,7 @@ enum midge_error {
     MIDGE_ENOENT = 3,   /* no such option, client, ... */
     MIDGE_ESTATE = 4,   /* not allowed now (wrong thread, ticket already completed) */
     MIDGE_ENOTSUP = 5,  /* not supported by this broker */
+    MIDGE_EBUSY = 6,    /* a bounded queue is full: try again later */
 };
 
 enum midge_log_level {
@@ -88,6 +105,19 @@ enum midge_acl_action {
     MIDGE_ACL_SUBSCRIBE = 3, /* the client subscribes to filter `topic` */
     MIDGE_ACL_RETAIN = 4,    /* the client publishes with RETAIN set */
     MIDGE_ACL_WILL = 5,      /* the client's CONNECT carries a will on `topic` */
+};
+
+/* fd watcher events (api->fd_watch). */
+enum midge_fd_events {
+    MIDGE_FD_READ = 1,
+    MIDGE_FD_WRITE = 2,
+};
+
+/* Kinds of plugin metrics (api->metric_new). */
+enum midge_metric_kind {
+    MIDGE_METRIC_COUNTER = 1,   /* only grows: api->metric_add(m, n >= 0) */
+    MIDGE_METRIC_GAUGE = 2,     /* any value: api->metric_set / api->metric_add */
+    MIDGE_METRIC_HISTOGRAM = 3, /* api->metric_observe(m, v); $SYS shows count, p50, p99 */
 };
 
 /* ---- Hook arguments (each starts with its size; fields only ever appended) */
@@ -110,6 +140,55 @@ struct midge_acl_request {
     int retain;
     const uint8_t *payload;   /* PUBLISH/WILL/RECEIVE: the payload; else NULL */
     uint32_t payload_len;
+};
+
+/*
+ * One step of MQTT 5 enhanced authentication. Borrowed.
+ *
+ * Step 0 is the CONNECT carrying an Authentication Method (or, when
+ * `reauth` is 1, the client's AUTH 0x19 asking to re-authenticate); each
+ * AUTH 0x18 from the client after the plugin answered MIDGE_CONTINUE is the
+ * next step. The plugin that answers step 0 with anything but DEFER owns the
+ * exchange: later steps go to it alone.
+ */
+struct midge_enhanced_auth_request {
+    uint32_t size;
+    const char *method;       /* Authentication Method, NUL-terminated */
+    const uint8_t *data;      /* Authentication Data of this step; NULL when absent */
+    uint32_t data_len;
+    uint32_t step;            /* 0, 1, 2, ... */
+    int reauth;               /* 1: a connected client re-authenticates */
+    const char *client_id;    /* NUL-terminated */
+    const char *username;     /* from CONNECT; NULL when none */
+    const uint8_t *password;  /* from CONNECT; NULL when none */
+    uint32_t password_len;
+};
+
+/* What api->client_find() reports about a client. Borrowed during the callback. */
+struct midge_client_info {
+    uint32_t size;
+    const char *client_id;
+    const char *username;     /* NULL: none (or no connection now) */
+    const char *address;      /* "ip:port" of the connection; NULL when disconnected */
+    int connected;            /* 1: a network connection is attached to the session */
+    int protocol;             /* 3, 4 or 5 (of the last connection) */
+    int listener_port;        /* 0 when disconnected */
+    int keepalive;
+    int clean_start;
+    uint32_t session_expiry;  /* seconds; 0xFFFFFFFF never */
+    uint32_t subscriptions;   /* number of subscriptions */
+    uint32_t queued;          /* messages waiting in the session queue */
+    uint32_t inflight;        /* QoS 1/2 messages sent and not yet acknowledged */
+};
+
+/* TLS details of a connection (api->client_tls). Borrowed during the hook. */
+struct midge_tls_info {
+    uint32_t size;
+    const char *version;      /* e.g. "TLSv1.3" */
+    const char *cipher;
+    const char *subject;      /* client certificate subject (RFC 2253), NULL: no certificate */
+    const char *san;          /* first DNS/email/URI subject alternative name, or NULL */
+    int verified;             /* 1: the client certificate chain was verified */
 };
 
 /*
@@ -167,6 +246,56 @@ struct midge_hooks {
     /* A worker thread starts / stops: per-thread state. [that worker thread] */
     void (*thread_start)(void *state, unsigned worker);
     void (*thread_stop)(void *state, unsigned worker);
+
+    /*
+     * MQTT 5 enhanced authentication (a CONNECT with an Authentication
+     * Method, and re-authentication). [worker thread] Return DEFER (not my
+     * method: next plugin), CONTINUE (the broker sends AUTH 0x18 with the
+     * data set by api->auth_data_set and waits for the client's next AUTH),
+     * ALLOW (CONNACK 0x00, or AUTH 0x00 on re-auth, with the data set, if
+     * any), DENY (*reason: 0x87, 0x8C, ... or 0 for 0x87; on re-auth the
+     * client is disconnected with it) or PENDING (answer later with
+     * api->complete_auth). When every plugin defers the client gets 0x8C
+     * (bad authentication method). A client using enhanced authentication
+     * does not go through the `auth` hooks.
+     */
+    int (*enhanced_auth)(void *state, midge_client *client,
+                         const struct midge_enhanced_auth_request *req, uint8_t *reason,
+                         midge_ticket *ticket);
+
+    /*
+     * A client publishes (after the publish ACL allowed it). [worker thread]
+     * Change the message with api->edit_*(edit, ...); later plugins see the
+     * changed message. Return ALLOW or DEFER to let it through, DENY to drop
+     * it: *reason is the v5 PUBACK/PUBREC reason code (0 acknowledges with
+     * success, so the client does not know; 0x87, 0x97, ... tell it).
+     * MQTT 3 clients are acknowledged normally either way.
+     */
+    int (*message_in)(void *state, midge_client *client, const midge_message *msg,
+                      midge_message_edit *edit, uint8_t *reason);
+
+    /*
+     * A message is about to be sent to a client (after the receive ACL).
+     * Observation only. [worker thread] Runs for every delivery: keep it cheap.
+     */
+    void (*message_out)(void *state, midge_client *client, const midge_message *msg);
+
+    /* A subscription was granted (SUBACK sent) with QoS `qos`. [worker thread] */
+    void (*subscribed)(void *state, midge_client *client, const char *filter, int qos);
+
+    /* A subscription was removed by UNSUBSCRIBE. [worker thread] */
+    void (*unsubscribed)(void *state, midge_client *client, const char *filter);
+
+    /*
+     * A session was created (CONNECT without a usable existing session) /
+     * ended (expired, or discarded by clean start or at disconnect with
+     * expiry 0). [the session's worker thread]
+     */
+    void (*session_created)(void *state, const char *client_id);
+    void (*session_ended)(void *state, const char *client_id);
+
+    /* A client's will was published. [the session's worker thread] */
+    void (*will_published)(void *state, const char *client_id, const midge_message *will);
 };
 
 /* ---- The API table ----------------------------------------------------- */
@@ -233,6 +362,154 @@ struct midge_api {
 
     /* Name of this instance (plugin_instance, default the plugin's name). Borrowed for its life. */
     const char *(*instance_name)(const midge_plugin *self);
+
+    /* ---- Messages. [any thread that holds the message] ---- */
+
+    /* Topic, NUL-terminated. Borrowed like the message. */
+    const char *(*message_topic)(const midge_message *m);
+    /* Payload (not NUL-terminated; NULL when empty); its length in *len. */
+    const void *(*message_payload)(const midge_message *m, uint32_t *len);
+    int (*message_qos)(const midge_message *m);
+    int (*message_retain)(const midge_message *m);
+    /*
+     * Iterates MQTT 5 user properties: *pos starts at 0; returns 1 and sets
+     * key/value (not NUL-terminated, with lengths) while there is another.
+     */
+    int (*message_user_property_next)(const midge_message *m, size_t *pos, const char **key,
+                                      size_t *key_len, const char **value, size_t *value_len);
+    /* Takes a reference: the message stays valid until api->message_unref(). */
+    const midge_message *(*message_ref)(const midge_message *m);
+    void (*message_unref)(const midge_message *m);
+
+    /*
+     * Edits in the message_in hook (copied; applied when the hook returns).
+     * Return 0, -MIDGE_EINVAL (invalid topic name, bad UTF-8) or
+     * -MIDGE_ESTATE (outside the hook). [worker thread]
+     */
+    int (*edit_topic)(midge_message_edit *e, const char *topic);
+    int (*edit_payload)(midge_message_edit *e, const void *payload, uint32_t len);
+    int (*edit_user_property_add)(midge_message_edit *e, const char *key, const char *value);
+
+    /* ---- Enhanced authentication ---- */
+
+    /*
+     * Sets the Authentication Data the broker sends with the answer of the
+     * enhanced_auth hook now running for `c` (copied). [worker thread,
+     * during that hook] Returns 0, -MIDGE_ESTATE or -MIDGE_ENOMEM.
+     */
+    int (*auth_data_set)(midge_client *c, const void *data, uint32_t len);
+
+    /*
+     * Completes a PENDING enhanced_auth step (or an auth decision) with
+     * Authentication Data to send (copied; NULL/0: none). `verdict` may be
+     * ALLOW, DENY, DEFER or CONTINUE. Otherwise as api->complete(). [any thread]
+     */
+    int (*complete_auth)(midge_ticket *ticket, int verdict, uint8_t reason, const void *data,
+                         uint32_t len);
+
+    /* ---- More about a client. [worker thread, during a hook about that client] ---- */
+
+    /* The listener's name, "ADDRESS:PORT" as in the broker's logs. Borrowed. */
+    const char *(*client_listener_name)(const midge_client *c);
+    /* Peer IP address as text (no port). Borrowed until the hook returns. */
+    const char *(*client_peer_ip)(const midge_client *c);
+    int (*client_peer_port)(const midge_client *c);
+    /* Iterates the CONNECT's user properties (MQTT 5), as message_user_property_next. */
+    int (*client_user_property_next)(const midge_client *c, size_t *pos, const char **key,
+                                     size_t *key_len, const char **value, size_t *value_len);
+    /* Fills *info for a TLS connection and returns 0; -MIDGE_ENOENT on plain TCP. */
+    int (*client_tls)(const midge_client *c, struct midge_tls_info *info);
+
+    /*
+     * Per-client storage: one pointer per instance and connection. When the
+     * connection ends (after client_disconnected) the broker calls
+     * free_fn(data) if free_fn is not NULL. Setting again frees the
+     * previous value the same way. [worker thread, during a hook about c]
+     */
+    void *(*client_data)(midge_plugin *self, const midge_client *c);
+    int (*client_data_set)(midge_plugin *self, midge_client *c, void *data,
+                           void (*free_fn)(void *data));
+
+    /* ---- Timers and fd watchers on the calling thread's loop ---- */
+
+    /*
+     * Starts a timer on the loop of the calling thread (a worker, or the main
+     * thread in init/reload/tick): cb runs there after `after` seconds, then
+     * every `repeat` seconds if repeat > 0. Returns NULL on bad arguments or
+     * out of memory. The plugin owns the timer: stop it with
+     * api->timer_stop() on the same thread (this frees it; a one-shot timer
+     * that fired must still be stopped). Timers still running at cleanup are
+     * freed by the broker. [worker thread, main thread]
+     */
+    midge_timer *(*timer_start)(midge_plugin *self, double after, double repeat,
+                                void (*cb)(void *arg, midge_timer *t), void *arg);
+    void (*timer_stop)(midge_plugin *self, midge_timer *t);
+
+    /*
+     * Watches fd for MIDGE_FD_READ/WRITE on the calling thread's loop; cb
+     * gets the events that happened. The plugin keeps owning fd. Change the
+     * events with fd_watch_set, stop and free with fd_unwatch (same thread).
+     */
+    midge_watch *(*fd_watch)(midge_plugin *self, int fd, int events,
+                             void (*cb)(void *arg, int fd, int revents), void *arg);
+    int (*fd_watch_set)(midge_plugin *self, midge_watch *w, int events);
+    void (*fd_unwatch)(midge_plugin *self, midge_watch *w);
+
+    /*
+     * Runs work(arg) on this instance's blocking pool (plugin_threads
+     * threads, default 1, at lower scheduling priority), then done(arg) on
+     * the calling thread's loop (done may be NULL). Returns 0, or
+     * -MIDGE_EBUSY when plugin_queue jobs already wait. Jobs still queued at
+     * shutdown run before cleanup. [worker thread, main thread]
+     */
+    int (*run_blocking)(midge_plugin *self, void (*work)(void *arg), void (*done)(void *arg),
+                        void *arg);
+
+    /* ---- Clients by id. [any thread] ---- */
+
+    /*
+     * Disconnects the client with this id, if connected (v5: DISCONNECT with
+     * `reason`, 0 for 0x98 administrative action; the will is published).
+     * Asynchronous: returns 0 once the request is queued; the log says what
+     * happened.
+     */
+    int (*client_disconnect)(midge_plugin *self, const char *client_id, uint8_t reason);
+
+    /*
+     * Looks a session up by client id and calls cb(arg, info) on the
+     * session's worker thread, info NULL when there is no such session.
+     * Returns 0 once queued, -MIDGE_EINVAL or -MIDGE_ENOMEM (cb not called).
+     */
+    int (*client_find)(midge_plugin *self, const char *client_id,
+                       void (*cb)(void *arg, const struct midge_client_info *info), void *arg);
+
+    /* ---- Metrics, published as $SYS/broker/plugin/INSTANCE/metric/NAME ---- */
+
+    /*
+     * Creates a metric (enum midge_metric_kind). `name`: [a-z0-9_]+, unique
+     * in the instance. Returns NULL on bad arguments. [main thread: init]
+     */
+    midge_metric *(*metric_new)(midge_plugin *self, const char *name, int kind, const char *help);
+    /* Counter or gauge += delta. [any thread] */
+    void (*metric_add)(midge_metric *m, int64_t delta);
+    /* Gauge = value. [any thread] */
+    void (*metric_set)(midge_metric *m, int64_t value);
+    /* Histogram: records one value >= 0 (e.g. seconds). [any thread] */
+    void (*metric_observe)(midge_metric *m, double value);
+
+    /* ---- Internal subscriptions ---- */
+
+    /*
+     * Subscribes the plugin itself to `filter` ($share not allowed): cb(arg,
+     * msg) runs for every matching message published afterwards, on the
+     * publisher's worker thread (any worker: cb must be thread-safe), after
+     * the message_in hooks. Returns NULL on a bad filter or out of memory.
+     * [main thread: init, reload, tick]
+     */
+    midge_subscription *(*subscribe)(midge_plugin *self, const char *filter,
+                                     void (*cb)(void *arg, const midge_message *msg), void *arg);
+    /* Removes and frees it; no callback runs after this returns. [main thread] */
+    void (*unsubscribe)(midge_plugin *self, midge_subscription *sub);
 };
 
 /* 1 when the broker's table has function `fn` (it lies within api->size and is set). */
