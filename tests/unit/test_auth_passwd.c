@@ -96,6 +96,20 @@ test_fixtures_verify(void **unused)
     }
 }
 
+/* etc/passwd.example is a valid file whose example user has the password it claims. */
+static void
+test_example_file(void **unused)
+{
+    struct pw_table *t = load_fixture("../../../etc/passwd.example");
+    const struct pw_entry *e = pw_table_find(t, "example");
+
+    (void)unused;
+    assert_non_null(e);
+    assert_int_equal(t->n, 1);
+    assert_int_equal(pw_verify(&e->hash, "example", 7), 1);
+    pw_table_free(t);
+}
+
 /* ---- New hashes (what midge_passwd writes) ----------------------------------- */
 
 static void
@@ -458,6 +472,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fixtures_verify),
+        cmocka_unit_test(test_example_file),
         cmocka_unit_test(test_hash_new_roundtrip),
         cmocka_unit_test(test_hash_new_refuses),
         cmocka_unit_test(test_base64),
