@@ -204,7 +204,7 @@ job_timer_fired(void *arg, midge_timer *t)
 }
 
 /*
- * Answers j with its verdict after `delay` seconds: through a timer on the
+ * Answers j with its verdict `delay` seconds after its CONNECT: through a timer on the
  * calling worker's loop when there is a ticket and a delay, else at once
  * (completing the ticket, or, in the hook, returning the verdict).
  * Returns what the hook returns (MIDGE_PENDING when deferred). Frees j
@@ -216,7 +216,13 @@ job_reply(struct job *j, double delay, int in_hook, uint8_t *reason)
     struct passwd *pw = j->pw;
     int verdict = j->verdict;
 
-    if (delay > 0 && pw->timers && j->ticket != NULL) {
+    /*
+     * The delay counts from the CONNECT, not from the end of the hashing: the
+     * time spent waiting for the pool is part of it, so a backlogged pool
+     * plus a delay never add up beyond the broker's plugin_timeout.
+     */
+    delay -= passwd_now() - j->started;
+    if (delay > 0.001 && pw->timers && j->ticket != NULL) {
         j->timer = pw->api->timer_start(pw->self, delay, 0, job_timer_fired, j);
         if (j->timer != NULL) {
             return MIDGE_PENDING;
@@ -348,7 +354,7 @@ passwd_auth(void *state, midge_client *client, const struct midge_auth_request *
         /* Verified recently with this very password: no hashing, no limiter. */
         metric_inc(pw, pw->m.cache_hits);
         metric_inc(pw, pw->m.ok);
-        pw->api->log(pw->self, MIDGE_LOG_INFO, "login user=%s client=%s cache=hit", j->user,
+        pw->api->log(pw->self, MIDGE_LOG_DEBUG, "login user=%s client=%s cache=hit", j->user,
                      j->client_id);
         pw_limiter_success(pw->limiter, j->user);
         job_free(j);
