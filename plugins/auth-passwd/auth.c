@@ -36,6 +36,7 @@ struct job {
     uint8_t *password;         /* NULL after hashing */
     uint32_t password_len;
     uint8_t key[PW_CACHE_KEY]; /* cache key of (user, password) */
+    int cacheable;             /* key was computed */
     uint64_t epoch;            /* cache epoch when the job started */
     char *user;
     char *client_id;
@@ -246,7 +247,9 @@ job_finish(struct job *j, int in_hook, uint8_t *reason)
     const char *why;
 
     if (j->result == 1 && j->known) {
-        pw_cache_insert(pw->cache, j->key, passwd_now(), j->epoch);
+        if (j->cacheable) {
+            pw_cache_insert(pw->cache, j->key, passwd_now(), j->epoch);
+        }
         pw_limiter_success(pw->limiter, j->user);
         metric_inc(pw, pw->m.ok);
         pw->api->log(pw->self, MIDGE_LOG_INFO, "login user=%s client=%s cache=miss", j->user,
@@ -349,8 +352,9 @@ passwd_auth(void *state, midge_client *client, const struct midge_auth_request *
     pthread_mutex_unlock(&pw->lock);
 
     j->epoch = pw_cache_epoch(pw->cache);
-    if (j->known && pw_cache_key(pw->cache, j->user, j->password, j->password_len, j->key) == 0 &&
-        pw_cache_lookup(pw->cache, j->key, j->started)) {
+    j->cacheable = j->known &&
+                   pw_cache_key(pw->cache, j->user, j->password, j->password_len, j->key) == 0;
+    if (j->cacheable && pw_cache_lookup(pw->cache, j->key, j->started)) {
         /* Verified recently with this very password: no hashing, no limiter. */
         metric_inc(pw, pw->m.cache_hits);
         metric_inc(pw, pw->m.ok);

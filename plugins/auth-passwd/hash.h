@@ -27,8 +27,8 @@ enum pw_scheme {
 #define PW_SALT_DEFAULT 12       /* the salt length mosquitto 2.0 requires */
 #define PW_ITER_DEFAULT 210000u  /* OWASP 2023 figure for PBKDF2-HMAC-SHA512 */
 #define PW_ITER_MAX 10000000u    /* ~5 s of CPU here: a larger value is a typo or an attack */
-#define PW_ENCODED_MAX 512       /* longest argon2id string we accept */
-#define PW_LINE_MAX 600          /* longest hash text pw_hash_new() writes, with its NUL */
+#define PW_ENCODED_MAX 256       /* longest argon2id string we accept (ours: ~100) */
+#define PW_LINE_MAX 300          /* longest hash text pw_hash_new() writes, with its NUL */
 
 /* argon2id parameters of new hashes: OWASP's 19 MiB, 2 passes, 1 lane. */
 #define PW_ARGON2_T 2u

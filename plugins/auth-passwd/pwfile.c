@@ -129,7 +129,7 @@ pw_table_parse(const char *name, const char *buf, size_t len, struct pw_table **
 {
     struct pw_table *t = NULL;
     char *copy = NULL;
-    size_t lines = 1;
+    size_t cap = 0;
     size_t pos = 0;
     unsigned lineno = 0;
     const char *why = NULL;
@@ -137,12 +137,9 @@ pw_table_parse(const char *name, const char *buf, size_t len, struct pw_table **
     int rc = -1;
 
     *out = NULL;
-    for (i = 0; i < len; i++) {
-        lines += buf[i] == '\n';
-    }
     t = calloc(1, sizeof(*t));
     copy = malloc(len + 1);
-    if (t == NULL || copy == NULL || (t->v = calloc(lines, sizeof(*t->v))) == NULL) {
+    if (t == NULL || copy == NULL) {
         snprintf(err, errlen, "%s: out of memory", name);
         goto out;
     }
@@ -168,6 +165,19 @@ pw_table_parse(const char *name, const char *buf, size_t len, struct pw_table **
         }
         if (k == ll || line[k] == '#') {
             continue; /* blank line or comment */
+        }
+        if (t->n == cap) {
+            /* Grow by doubling: blank lines and comments cost nothing. */
+            size_t ncap = cap > 0 ? cap * 2 : 64;
+            struct pw_entry *nv = realloc(t->v, ncap * sizeof(*nv));
+
+            if (nv == NULL) {
+                snprintf(err, errlen, "%s:%u: out of memory", name, lineno);
+                goto out;
+            }
+            memset(nv + cap, 0, (ncap - cap) * sizeof(*nv));
+            t->v = nv;
+            cap = ncap;
         }
         if (parse_line(line, ll, &t->v[t->n], &why) != 0) {
             free(t->v[t->n].name);
