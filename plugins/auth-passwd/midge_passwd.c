@@ -264,14 +264,15 @@ read_hidden(int tty, const char *prompt, char *out, size_t outlen)
     int restore = 0;
     int rc = -1;
 
-    if (write(tty, prompt, strlen(prompt)) < 0) {
-        return -1;
-    }
+    /* Echo goes off before the prompt appears, so nothing typed after it is shown. */
     if (tcgetattr(tty, &old) == 0) {
         quiet = old;
         quiet.c_lflag &= ~(tcflag_t)(ECHO | ECHONL);
         quiet.c_lflag |= ICANON;
-        restore = tcsetattr(tty, TCSAFLUSH, &quiet) == 0;
+        restore = tcsetattr(tty, TCSANOW, &quiet) == 0;
+    }
+    if (write(tty, prompt, strlen(prompt)) < 0) {
+        goto out;
     }
     for (;;) {
         char c;
@@ -297,7 +298,7 @@ read_hidden(int tty, const char *prompt, char *out, size_t outlen)
     rc = 0;
 out:
     if (restore) {
-        tcsetattr(tty, TCSAFLUSH, &old);
+        tcsetattr(tty, TCSANOW, &old);
     }
     if (write(tty, "\n", 1) < 0) {
         rc = -1;

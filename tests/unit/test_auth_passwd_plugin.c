@@ -70,7 +70,9 @@ setup(void **state)
     assert_non_null(f->fb);
     f->p = midge_test_plugin_new(f->fb, MIDGE_TEST_LINKED_PLUGIN);
     assert_non_null(f->p);
-    assert_int_equal(midge_test_option(f->p, "fail_delay", "0"), 0); /* fast tests */
+    /* Fast tests: no failure delays (the limiter's counting stays). */
+    assert_int_equal(midge_test_option(f->p, "fail_delay", "0"), 0);
+    assert_int_equal(midge_test_option(f->p, "fail_delay_max", "0"), 0);
     *state = f;
     return 0;
 }
