@@ -68,6 +68,13 @@ typedef struct midge_watch midge_watch;
 typedef struct midge_metric midge_metric;
 /* An internal subscription (api->subscribe). Owned by the broker until api->unsubscribe. */
 typedef struct midge_subscription midge_subscription;
+/*
+ * An internal session (api->session_open): a plugin-owned MQTT session with
+ * its own subscriptions, queue and inflight window, kept like a client's
+ * session (expiry, persistence). Owned by the broker; the plugin's handle is
+ * valid from `opened` until api->session_close() or shutdown.
+ */
+typedef struct midge_session midge_session;
 
 /* ---- Results ----------------------------------------------------------- */
 
@@ -118,6 +125,13 @@ enum midge_metric_kind {
     MIDGE_METRIC_COUNTER = 1,   /* only grows: api->metric_add(m, n >= 0) */
     MIDGE_METRIC_GAUGE = 2,     /* any value: api->metric_set / api->metric_add */
     MIDGE_METRIC_HISTOGRAM = 3, /* api->metric_observe(m, v); $SYS shows count, p50, p99 */
+};
+
+/* Flags of api->session_subscribe. */
+enum midge_sub_flags {
+    MIDGE_SUB_NO_LOCAL = 1,              /* not the session's own publishes (bridges: no loops) */
+    MIDGE_SUB_RETAIN_AS_PUBLISHED = 2,   /* keep the RETAIN flag of live messages */
+    MIDGE_SUB_NO_RETAINED = 4,           /* do not send retained messages on subscribe */
 };
 
 /* ---- Hook arguments (each starts with its size; fields only ever appended) */
@@ -189,6 +203,30 @@ struct midge_tls_info {
     const char *subject;      /* client certificate subject (RFC 2253), NULL: no certificate */
     const char *san;          /* first DNS/email/URI subject alternative name, or NULL */
     int verified;             /* 1: the client certificate chain was verified */
+};
+
+/*
+ * Callbacks of an internal session (api->session_open), run on the
+ * session's home worker thread. Copied by session_open.
+ */
+struct midge_session_handlers {
+    uint32_t size;
+    /*
+     * The session is ready: `present` 1 when it existed (its subscriptions and
+     * queued messages are kept), 0 when new. s is NULL when it could not be
+     * opened (its client id belongs to another internal session, or no memory).
+     */
+    void (*opened)(void *arg, midge_session *s, int present);
+    /*
+     * A message for the session, delivered with QoS `qos` (<= the message's)
+     * and `retain`. For QoS 1 and 2, `id` is non-zero: the message stays in
+     * the session (counted in its inflight window) until the plugin calls
+     * api->session_ack(s, id); `dup` is 1 when it is delivered again after
+     * api->session_redeliver(). The message is borrowed (api->message_ref to
+     * keep it).
+     */
+    void (*deliver)(void *arg, midge_session *s, const midge_message *msg, int qos, int retain,
+                    uint32_t id, int dup);
 };
 
 /*
@@ -510,6 +548,48 @@ struct midge_api {
                                      void (*cb)(void *arg, const midge_message *msg), void *arg);
     /* Removes and frees it; no callback runs after this returns. [main thread] */
     void (*unsubscribe)(midge_plugin *self, midge_subscription *sub);
+
+    /* ---- Internal sessions (bridges, queues owned by a plugin) ---- */
+
+    /*
+     * Opens the session `client_id` for this plugin, creating it or resuming
+     * the one that exists (a client connected with that id is disconnected
+     * with 0x8E, as by a takeover; clients cannot take it over while the
+     * plugin holds it: they get CONNACK 0x85). `expiry` is its Session Expiry
+     * Interval in seconds (0: it ends at session_close; 0xFFFFFFFF: never),
+     * `window` how many QoS 1/2 messages may wait for session_ack (1-65535).
+     * h->opened runs on the session's home worker once it is ready; every
+     * other session_* call is made on that thread (from the callbacks, or
+     * from timers and fd watchers started there). Returns 0 once queued,
+     * -MIDGE_EINVAL or -MIDGE_ENOMEM. [any thread, also in init]
+     */
+    int (*session_open)(midge_plugin *self, const char *client_id, uint32_t expiry,
+                        uint16_t window, const struct midge_session_handlers *h, void *arg);
+    /*
+     * Subscribes the session (qos 0-2, enum midge_sub_flags). Retained
+     * messages matching it are delivered unless MIDGE_SUB_NO_RETAINED.
+     * Returns 0 or -MIDGE_EINVAL (bad filter). [home worker]
+     */
+    int (*session_subscribe)(midge_session *s, const char *filter, int qos, int flags);
+    /* Returns 0, or -MIDGE_ENOENT when the session had no such subscription. [home worker] */
+    int (*session_unsubscribe)(midge_session *s, const char *filter);
+    /*
+     * Publishes as the session (its MIDGE_SUB_NO_LOCAL subscriptions do not
+     * get it back; no ACL). Copies. Returns 0, -MIDGE_EINVAL or -MIDGE_ENOMEM.
+     * [home worker]
+     */
+    int (*session_publish)(midge_session *s, const char *topic, const void *payload,
+                           uint32_t len, int qos, int retain);
+    /* The plugin is done with delivered message `id`. 0, or -MIDGE_ENOENT. [home worker] */
+    int (*session_ack)(midge_session *s, uint32_t id);
+    /* Delivers every unacknowledged message again (dup 1), in order, e.g. after a reconnect. [home worker] */
+    void (*session_redeliver)(midge_session *s);
+    /*
+     * Releases the handle (no callback after this returns). With `end` 1 the
+     * session ends now; else it stays per its expiry and queues what matches
+     * its subscriptions until it is opened again. [home worker]
+     */
+    void (*session_close)(midge_session *s, int end);
 };
 
 /* 1 when the broker's table has function `fn` (it lies within api->size and is set). */
