@@ -50,6 +50,7 @@ struct job {
     struct job *prev, *next;   /* in pw->jobs. Protected by pw->jobs_lock. */
 };
 
+/* See passwd.h. */
 double
 passwd_now(void)
 {

@@ -28,6 +28,7 @@ struct pw_cache {
     uint64_t epoch;       /* Protected by lock. */
 };
 
+/* See cache.h. */
 struct pw_cache *
 pw_cache_new(size_t capacity, double ttl)
 {
@@ -61,6 +62,7 @@ pw_cache_new(size_t capacity, double ttl)
     return c;
 }
 
+/* See cache.h. */
 void
 pw_cache_free(struct pw_cache *c)
 {
@@ -77,6 +79,7 @@ pw_cache_free(struct pw_cache *c)
     free(c);
 }
 
+/* See cache.h. */
 void
 pw_cache_set_ttl(struct pw_cache *c, double ttl)
 {
@@ -85,6 +88,7 @@ pw_cache_set_ttl(struct pw_cache *c, double ttl)
     pthread_mutex_unlock(&c->lock);
 }
 
+/* See cache.h. */
 int
 pw_cache_key(const struct pw_cache *c, const char *user, const void *pw, size_t len,
              uint8_t key[PW_CACHE_KEY])
@@ -115,6 +119,7 @@ out:
     return rc;
 }
 
+/* See cache.h. */
 uint64_t
 pw_cache_epoch(struct pw_cache *c)
 {
@@ -136,6 +141,7 @@ home(const struct pw_cache *c, const uint8_t *key)
     return (size_t)h & c->mask;
 }
 
+/* See cache.h. */
 int
 pw_cache_lookup(struct pw_cache *c, const uint8_t key[PW_CACHE_KEY], double now)
 {
@@ -159,6 +165,7 @@ pw_cache_lookup(struct pw_cache *c, const uint8_t key[PW_CACHE_KEY], double now)
     return hit;
 }
 
+/* See cache.h. */
 void
 pw_cache_insert(struct pw_cache *c, const uint8_t key[PW_CACHE_KEY], double now, uint64_t epoch)
 {
@@ -190,6 +197,7 @@ out:
     pthread_mutex_unlock(&c->lock);
 }
 
+/* See cache.h. */
 void
 pw_cache_clear(struct pw_cache *c)
 {
@@ -201,6 +209,7 @@ pw_cache_clear(struct pw_cache *c)
     pthread_mutex_unlock(&c->lock);
 }
 
+/* See cache.h. */
 size_t
 pw_cache_count(struct pw_cache *c)
 {

@@ -34,6 +34,7 @@ bucket(const char *s)
     return h % BUCKETS;
 }
 
+/* See clients.h. */
 struct client_map *
 client_map_new(void)
 {
@@ -54,6 +55,7 @@ tracked_free(struct tracked *t)
     free(t);
 }
 
+/* See clients.h. */
 void
 client_map_free(struct client_map *m)
 {
@@ -73,6 +75,7 @@ client_map_free(struct client_map *m)
     free(m);
 }
 
+/* See clients.h. */
 int
 client_map_add(struct client_map *m, const char *id, const char *user)
 {
@@ -111,6 +114,7 @@ out:
     return rc;
 }
 
+/* See clients.h. */
 void
 client_map_remove(struct client_map *m, const char *id)
 {
@@ -132,6 +136,7 @@ client_map_remove(struct client_map *m, const char *id)
     pthread_mutex_unlock(&m->lock);
 }
 
+/* See clients.h. */
 void
 client_ids_free(char **ids)
 {
@@ -143,6 +148,7 @@ client_ids_free(char **ids)
     free(ids);
 }
 
+/* See clients.h. */
 char **
 client_map_select(struct client_map *m, int (*keep)(void *arg, const char *user), void *arg)
 {
@@ -172,6 +178,7 @@ out:
     return ids;
 }
 
+/* See clients.h. */
 size_t
 client_map_count(struct client_map *m)
 {

@@ -511,6 +511,7 @@ hash_plain(const char *path, const struct buf *old, struct buf *out, const struc
     return 0;
 }
 
+/* Parses the command line and makes the one change asked for; exits 0, 1 or 2 (see usage()). */
 int
 main(int argc, char **argv)
 {

@@ -42,6 +42,7 @@ pw_username_check(const char *name)
     return NULL;
 }
 
+/* See pwfile.h. */
 void
 pw_table_free(struct pw_table *t)
 {

@@ -49,6 +49,7 @@ tag_of(const struct pw_limiter *l, char kind, const char *key)
     return h != 0 ? h : 1;
 }
 
+/* See ratelimit.h. */
 struct pw_limiter *
 pw_limiter_new(size_t slots, const struct pw_limit_cfg *cfg)
 {
@@ -73,6 +74,7 @@ pw_limiter_new(size_t slots, const struct pw_limit_cfg *cfg)
     return l;
 }
 
+/* See ratelimit.h. */
 void
 pw_limiter_free(struct pw_limiter *l)
 {
@@ -83,6 +85,7 @@ pw_limiter_free(struct pw_limiter *l)
     }
 }
 
+/* See ratelimit.h. */
 void
 pw_limiter_set_cfg(struct pw_limiter *l, const struct pw_limit_cfg *cfg)
 {
@@ -144,6 +147,7 @@ count_of(struct pw_limiter *l, char kind, const char *key, double now)
     return e != NULL ? e->count : 0;
 }
 
+/* See ratelimit.h. */
 int
 pw_limiter_blocked(struct pw_limiter *l, const char *ip, const char *user, double now)
 {
@@ -173,6 +177,7 @@ bump_locked(struct pw_limiter *l, char kind, const char *key, double now)
     return e->count;
 }
 
+/* See ratelimit.h. */
 double
 pw_limiter_failure(struct pw_limiter *l, const char *ip, const char *user, double now)
 {
@@ -198,6 +203,7 @@ pw_limiter_failure(struct pw_limiter *l, const char *ip, const char *user, doubl
     return d;
 }
 
+/* See ratelimit.h. */
 void
 pw_limiter_success(struct pw_limiter *l, const char *user)
 {
@@ -214,6 +220,7 @@ pw_limiter_success(struct pw_limiter *l, const char *user)
     pthread_mutex_unlock(&l->lock);
 }
 
+/* See ratelimit.h. */
 double
 pw_limiter_block_delay(struct pw_limiter *l)
 {
