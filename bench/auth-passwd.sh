@@ -130,16 +130,21 @@ logins() {
 }
 
 # stream LABEL STORM KIND [config...]: p99 of the QoS 0 stream, with STORM (0/1).
+# The stream connects first; the storm starts 1 s into its 2 s warm-up and
+# lasts to the end of the measured window.
 stream() {
-    local label=$1 with=$2 kind=$3 out
+    local label=$1 with=$2 kind=$3 out bp
     shift 3
     start "$kind" "$@"
+    "$BENCH" -p "$port" -m load -T pair -P 4 -S 4 -q 0 -r 4000 -w 2 -d "$dur" >"$work/stream.out" 2>&1 &
+    bp=$!
     if [ "$with" = 1 ]; then
-        "$LOGIN" -p "$port" -u alice -P wrong-password -c 100 -d $((dur + 4)) >"$work/storm.out" &
+        sleep 1
+        "$LOGIN" -p "$port" -u alice -P wrong-password -c 100 -d $((dur + 1)) >"$work/storm.out" &
         storm=$!
-        sleep 1 # the storm is under way before the measurement starts
     fi
-    out=$("$BENCH" -p "$port" -m load -T pair -P 4 -S 4 -q 0 -r 4000 -w 2 -d "$dur" | grep '^RESULT')
+    wait "$bp"
+    out=$(grep '^RESULT' "$work/stream.out")
     if [ -n "$storm" ]; then
         wait "$storm"
         storm=""
@@ -148,7 +153,9 @@ stream() {
     stop
     echo "$label: $out" >>"$work/all.out"
     log "$label: p99 $(field p99_us "$out") us, ok=$(field ok "$out")"
-    res[$label]="${res[$label]:-} $(field p99_us "$out")"
+    if [ "$(field ok "$out")" = 1 ]; then
+        res[$label]="${res[$label]:-} $(field p99_us "$out")"
+    fi
 }
 
 log "work directory $work; $runs run(s), $dur s each"
