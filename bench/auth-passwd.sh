@@ -113,7 +113,8 @@ median() { # median of the numbers on stdin
     sort -g | awk '{v[NR]=$1} END {if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR+1)/2]; else printf "%.2f\n", (v[NR/2]+v[NR/2+1])/2}'
 }
 
-declare -A res
+declare -A res stalled
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # logins LABEL PARALLEL KIND [config...]: right-password logins/s.
 logins() {
@@ -153,8 +154,11 @@ stream() {
     stop
     echo "$label: $out" >>"$work/all.out"
     log "$label: p99 $(field p99_us "$out") us, ok=$(field ok "$out")"
-    if [ "$(field ok "$out")" = 1 ]; then
+    if [ "$(field ok "$out")" = 1 ] && [ "$(field p99_us "$out")" != -1.0 ]; then
         res[$label]="${res[$label]:-} $(field p99_us "$out")"
+    else
+        # p99 -1: not one message arrived in the measured window (the broker stalled).
+        stalled[$label]=$(( ${stalled[$label]:-0} + 1 ))
     fi
 }
 
@@ -188,10 +192,15 @@ report() {
     echo "|---|---:|---:|"
     local base
     for k in "midge, no storm" "midge, storm, limiter on (defaults)" "midge, storm, limiter off" "mosquitto, no storm" "mosquitto, storm"; do
-        local m
-        m=$(echo "${res[$k]}" | tr ' ' '\n' | grep . | median)
+        local m st=${stalled[$k]:-0} note=""
+        m=$(echo "${res[$k]:-}" | tr ' ' '\n' | grep . | median)
         case $k in *"no storm") base=$m ;; esac
-        echo "| $k | $(awk -v v="$m" 'BEGIN{printf "%.3f", v/1000}') | $(awk -v v="$m" -v b="$base" 'BEGIN{if (b > 0) printf "%.2fx", v/b; else print "-"}') |"
+        [ "$st" -gt 0 ] && note=" (no message delivered in the window in $st of $runs runs)"
+        if [ "$m" = n/a ]; then
+            echo "| $k | stalled$note | - |"
+        else
+            echo "| $k | $(awk -v v="$m" 'BEGIN{printf "%.3f", v/1000}')$note | $(awk -v v="$m" -v b="$base" 'BEGIN{if (b > 0 && b != "n/a") printf "%.2fx", v/b; else print "-"}') |"
+        fi
     done
 }
 
@@ -204,8 +213,9 @@ if [ -n "$file" ]; then
         echo
         echo "Password-file logins (issue 5): \`bench/auth-passwd.sh -n $runs -d $dur\`,"
         echo "$(date -u '+%Y-%m-%d %H:%M UTC'), same machine as above (2 cores, shared"
-        echo "with the load generators and, during this run, other builds: load average"
-        echo "$(cut -d' ' -f1-3 /proc/loadavg) at the end). One user with midge_passwd's default"
+        echo "with the load generators and, during this run, other people's builds and"
+        echo "benchmarks: load average $load_start at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end)."
+        echo "One user with midge_passwd's default"
         echo "hash (\$7\$, PBKDF2-HMAC-SHA512, 210,000 iterations), the same file for both"
         echo "brokers; midge with \`worker_threads 2\` and the plugin's defaults unless"
         echo "stated; mosquitto 2.0.11 with \`password_file\`. Logins: \`bench/login-bench\`"
