@@ -190,7 +190,9 @@ pw_table_parse(const char *name, const char *buf, size_t len, struct pw_table **
         t->v[t->n].line = lineno;
         t->n++;
     }
-    qsort(t->v, t->n, sizeof(*t->v), entry_cmp);
+    if (t->n > 1) {
+        qsort(t->v, t->n, sizeof(*t->v), entry_cmp); /* t->v is NULL for an empty file */
+    }
     for (i = 1; i < t->n; i++) {
         if (strcmp(t->v[i - 1].name, t->v[i].name) == 0) {
             snprintf(err, errlen, "%s:%u: user '%s' is already defined on line %u", name,
