@@ -257,6 +257,7 @@ main(int argc, char **argv)
         midge_log(MLOG_ERROR, "%s", err);
         worker_stop_all();
         plugins_unload();
+        worker_free_all();
         return 2;
     }
     if (listeners_apply(cfg, loop) != 0) {
@@ -282,7 +283,8 @@ main(int argc, char **argv)
     listeners_close(loop);
     sys_stop(loop);
     worker_stop_all();
-    plugins_unload();
+    plugins_unload(); /* pools drained: their last calls run here, on the main thread */
+    worker_free_all();
     listeners_free();
     retain_free();
     subs_free();

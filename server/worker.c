@@ -498,8 +498,22 @@ worker_stop_all(void)
                 witem_discard(&w->outbox[j].v[k]);
             }
             free(w->outbox[j].v);
+            w->outbox[j].v = NULL;
+            w->outbox[j].n = 0;
         }
     }
+}
+
+/*
+ * Frees the stopped workers. Kept apart from worker_stop_all() because
+ * plugin pool threads may still post to them until plugins_unload() joined
+ * those threads (posts to a dead worker go to the main thread). Main thread.
+ */
+void
+worker_free_all(void)
+{
+    unsigned i;
+
     for (i = 0; i < broker.nworkers; i++) {
         struct worker *w = broker.workers[i];
         free(w->outbox);

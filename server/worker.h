@@ -109,6 +109,9 @@ int worker_start_all(unsigned n);
 /* Asks every worker to shut down gracefully and joins them. Main thread. */
 void worker_stop_all(void);
 
+/* Frees the workers after worker_stop_all() and plugins_unload(). Main thread. */
+void worker_free_all(void);
+
 /*
  * Appends an item to worker `to`'s inbox and wakes it. Ownership of the
  * item's contents moves to the worker. [any thread]
