@@ -260,6 +260,7 @@ main(int argc, char **argv)
         worker_free_all();
         return 2;
     }
+    worker_post_early_calls();
     if (listeners_apply(cfg, loop) != 0) {
         worker_stop_all();
         return 1;

@@ -181,6 +181,26 @@ call_post_home(const char *id, size_t len, void (*fn)(void *arg), void *arg)
     call_post(broker_home_worker(id, len), fn, arg);
 }
 
+/* Posts the calls plugins made before the workers ran (see worker.h). Main thread. */
+void
+worker_post_early_calls(void)
+{
+    struct early_call *v;
+    size_t k;
+    size_t m;
+
+    pthread_mutex_lock(&early.lock);
+    v = early.v;
+    m = early.n;
+    early.v = NULL;
+    early.n = 0;
+    pthread_mutex_unlock(&early.lock);
+    for (k = 0; k < m; k++) {
+        call_post(broker_home_worker(v[k].id, v[k].len), v[k].fn, v[k].arg);
+    }
+    free(v);
+}
+
 /* Batches an item for another worker; posted in this worker's prepare. [worker thread] */
 void
 worker_send(struct worker *w, unsigned to, const struct witem *it)
@@ -446,22 +466,11 @@ worker_start_all(unsigned n)
             return -1;
         }
     }
-    {
-        struct early_call *v;
-        size_t k;
-        size_t m;
-        pthread_mutex_lock(&early.lock);
-        early.running = 1;
-        v = early.v;
-        m = early.n;
-        early.v = NULL;
-        early.n = 0;
-        pthread_mutex_unlock(&early.lock);
-        for (k = 0; k < m; k++) {
-            call_post(broker_home_worker(v[k].id, v[k].len), v[k].fn, v[k].arg);
-        }
-        free(v);
-    }
+    /* From now on calls go straight to the workers; those made in init wait for
+     * worker_post_early_calls(), after the restore. */
+    pthread_mutex_lock(&early.lock);
+    early.running = 1;
+    pthread_mutex_unlock(&early.lock);
     return 0;
 }
 

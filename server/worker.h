@@ -109,6 +109,13 @@ int worker_start_all(unsigned n);
 /* Asks every worker to shut down gracefully and joins them. Main thread. */
 void worker_stop_all(void);
 
+/*
+ * Posts the calls plugins made in init (held until then, so that an
+ * internal session opened in init finds its restored state). Main thread,
+ * after the restore.
+ */
+void worker_post_early_calls(void);
+
 /* Frees the workers after worker_stop_all() and plugins_unload(). Main thread. */
 void worker_free_all(void);
 
