@@ -7,6 +7,7 @@
 
 #include "broker.h"
 #include "conn.h"
+#include "log.h"
 #include "msg.h"
 #include "persist.h"
 #include "plugin.h"
@@ -63,6 +64,41 @@ publish_allowed(struct conn *c, const struct mqtt_publish *p, const char *topic,
     return 1;
 }
 
+/*
+ * memory_limit: 1 while messages hold more; logged once per episode.
+ * Summing the counter's shards costs ~64 cache lines, so each thread looks
+ * at most every 10 ms (the limit is a guard, not an exact quota).
+ */
+static int
+over_memory_limit(long long limit, double now)
+{
+    static atomic_int logged;
+    static __thread double checked_at;
+    static __thread int over;
+    long long used;
+
+    if (now - checked_at < 0.01) {
+        return over;
+    }
+    checked_at = now;
+    used = msg_mem_in_use();
+    over = used > limit;
+
+    if (used <= limit) {
+        if (atomic_load_explicit(&logged, memory_order_relaxed)) {
+            atomic_store(&logged, 0);
+            midge_log(MLOG_NOTICE, "memory_limit: below the limit again (%lld of %lld bytes): "
+                      "publishes accepted", used, limit);
+        }
+        return 0;
+    }
+    if (!atomic_exchange(&logged, 1)) {
+        midge_log(MLOG_WARNING, "memory_limit reached (%lld of %lld bytes): publishes refused "
+                  "until memory is freed", used, limit);
+    }
+    return 1;
+}
+
 /* Handles an inbound PUBLISH. */
 int
 proto_publish(struct conn *c, const struct mqtt_publish *p)
@@ -93,10 +129,14 @@ proto_publish(struct conn *c, const struct mqtt_publish *p)
         /* [MQTT-3.2.2-14] */
         return proto_fail(c, MQTT_RC_RETAIN_NOT_SUPPORTED, "retain not available");
     }
-    if (p->qos > 0 && persist_refusing()) {
-        /* Storage failing: not accepted. v5 says so (0x97); v3 gets no ack and sends again. */
+    if ((p->qos > 0 && persist_refusing()) ||
+        (cfg->memory_limit > 0 && over_memory_limit(cfg->memory_limit, ev_now(c->w->loop)))) {
+        /*
+         * Storage failing or memory_limit reached: not accepted. QoS 0 is dropped;
+         * v5 QoS 1/2 is told so (0x97); v3 gets no ack and sends again later.
+         */
         STAT_ADD(&c->w->stats, pub_dropped, 1);
-        if (c->version != MQTT_V5) {
+        if (p->qos == 0 || c->version != MQTT_V5) {
             return PROTO_OK;
         }
         return proto_send_ack(c, ack_type, p->packet_id, MQTT_RC_QUOTA_EXCEEDED) < 0
