@@ -15,7 +15,9 @@
  *     api->complete_auth from the pool thread: step 0 CONTINUE with data
  *     "challenge-p", step 1 ALLOW with "done-p" when the data is "answer-p",
  *     else DENY 0x87.
- *   "midge-test-never"       PENDING, and the ticket is never completed.
+ *   "midge-test-never"       PENDING, and the ticket is never completed; except
+ *     a first authentication with data "let-in" (ALLOW), so that a connected
+ *     client can try a re-authentication that is never answered.
  *   any other method         DEFER.
  * Works the same for re-authentication (AUTH 0x19). Each ALLOW publishes
  * "eauth/allowed" payload "ID METHOD reauth=R user=U pw=P" (U, P "-" when
@@ -201,6 +203,9 @@ enhanced_auth(void *st, midge_client *c, const struct midge_enhanced_auth_reques
         return MIDGE_PENDING;
     }
     if (is(req, "midge-test-never")) {
+        if (!req->reauth && data_is(req, "let-in")) {
+            return allow(s, c, req, NULL);
+        }
         return MIDGE_PENDING;
     }
     return MIDGE_DEFER;

@@ -7,13 +7,15 @@
  *     on the pool, its done() completes the ticket on the worker: ALLOW when
  *     the password is "ok", else DENY 0x86. A full queue (-MIDGE_EBUSY) is
  *     answered at once with DENY 0x89 (server busy). Logged: "services: job
- *     started client=ID" (pool thread), "services: pool busy client=ID".
+ *     queued client=ID" (worker), "services: job started client=ID" (pool
+ *     thread), "services: pool busy client=ID rc=RC".
  *     done() checks it runs on the queuing thread and work() did not: a
- *     violation logs "services: BUG ...". Other usernames: DEFER.
+ *     violation logs "services: BUG ...". Other usernames: DEFER (so with
+ *     a user name nobody accepts the broker refuses 0x86: use no user name).
  * Timers:
  *   plugin_opt_tick_ms N > 0: a repeating main-thread timer publishes
  *     "svc/tick" payload COUNT (1, 2, ...).
- *   username "oneshot": a one-shot worker timer 0.1 s after the CONNACK
+ *   client id starting "oneshot": a one-shot worker timer 0.1 s after the CONNACK
  *     publishes "svc/oneshot" payload "ID same-thread=0|1" and stops itself.
  * fd watcher (main thread, on a pipe):
  *   "ctl/pipe" payload X is written into the pipe (worker thread); the
@@ -213,6 +215,7 @@ auth(void *st, midge_client *client, const struct midge_auth_request *req, uint8
         *reason = 0x89; /* server busy */
         return MIDGE_DENY;
     }
+    s->api->log(s->self, MIDGE_LOG_NOTICE, "services: job queued client=%s", id);
     return MIDGE_PENDING;
 }
 
@@ -321,7 +324,6 @@ connected(void *st, midge_client *c)
     struct state *s = st;
     const struct midge_api *api = s->api;
     const char *id = api->client_id(c);
-    const char *user = api->client_username(c);
     struct midge_tls_info tls;
     struct cdata *first = cdata_new(s, "first", id);
     struct cdata *d = cdata_new(s, "real", id);
@@ -374,7 +376,7 @@ connected(void *st, midge_client *c)
     snprintf(topic, sizeof(topic), "svc/connected/%s", id);
     pub(s, topic, buf);
 
-    if (user != NULL && strcmp(user, "oneshot") == 0) {
+    if (strncmp(id, "oneshot", 7) == 0) {
         struct oneshot *o = calloc(1, sizeof(*o) + strlen(id) + 1);
         if (o != NULL) {
             o->s = s;
