@@ -398,6 +398,7 @@ void
 plugin_internal_route(const struct msg *m)
 {
     struct midge_subscription *s;
+    int outer = in_isub_cb;
 
     if (atomic_load_explicit(&isubs_n, memory_order_relaxed) == 0) {
         return;
@@ -409,7 +410,12 @@ plugin_internal_route(const struct msg *m)
             s->cb(s->arg, (const midge_message *)m);
         }
     }
-    in_isub_cb = 0;
+    /*
+     * A callback that publishes routes again, nested: restore, not clear, so
+     * that the outer callback's subscribe/unsubscribe is still refused (it
+     * would wait for the write lock while this thread holds a read lock).
+     */
+    in_isub_cb = outer;
     pthread_rwlock_unlock(&isubs_lock);
 }
 
