@@ -388,6 +388,17 @@ class Services(ApiTest):
         self.assertEqual(self.next_on(w, "svc/badcall").payload, b"subscribe=NULL")
         self.wait_log("plugin bug plugin=services: subscribe must be called on the main thread")
 
+    def test_subscribe_refused_in_callback_after_nested_publish(self):
+        """api->subscribe inside a subscription callback on the main thread is refused too, also
+        after the callback published (a nested routing pass) - not a self-deadlock on the
+        subscription lock."""
+        w = self.watch("svc/badcall")
+        self.raw(4).publish("ctl/pipe", b"nested")
+        self.assertEqual(self.next_on(w, "svc/badcall").payload, b"subscribe=NULL")
+        self.wait_log("plugin bug plugin=services: subscribe must be called on the main thread")
+        w.publish("ctl/pipe", b"still-alive")
+        self.assertTrue(w.is_open())
+
 
 # ---------------------------------------------------------------------------
 # message_in / message_out

@@ -41,6 +41,9 @@
  * "ctl/#" arrives through an internal subscription (api->subscribe); a
  *   "ctl/badcall" message calls api->subscribe on a worker thread and
  *   publishes "svc/badcall" payload "subscribe=NULL" or "subscribe=set".
+ *   "ctl/pipe" payload "nested" makes the watcher (main thread) publish
+ *   "ctl/nested": its callback publishes "svc/nested/inner", then calls
+ *   api->subscribe inside the callback (forbidden) and reports as above.
  */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L /* nanosleep, clock_gettime */
@@ -280,6 +283,9 @@ pipe_cb(void *arg, int fd, int revents)
     }
     buf[n] = '\0';
     pub(s, "svc/pipe", buf);
+    if (strcmp(buf, "nested") == 0) {
+        pub(s, "ctl/nested", ""); /* our own ctl/# callback runs now, on the main thread */
+    }
     if (strcmp(buf, "pause") == 0 && s->resume == NULL) {
         s->api->fd_watch_set(s->self, s->watch, 0);
         s->resume = s->api->timer_start(s->self, 0.3, 0, resume_cb, s);
@@ -550,8 +556,13 @@ ctl_cb(void *arg, const midge_message *msg)
         ctl_clients(s, "find", text);
     } else if (strcmp(topic, "ctl/metric") == 0) {
         ctl_metric(s, text);
-    } else if (strcmp(topic, "ctl/badcall") == 0) {
-        midge_subscription *bad = s->api->subscribe(s->self, "x/#", dummy_cb, NULL);
+    } else if (strcmp(topic, "ctl/badcall") == 0 || strcmp(topic, "ctl/nested") == 0) {
+        midge_subscription *bad;
+        if (topic[4] == 'n') {
+            /* A publish from inside the callback runs the routing again, nested. */
+            pub(s, "svc/nested/inner", "");
+        }
+        bad = s->api->subscribe(s->self, "x/#", dummy_cb, NULL);
         pub(s, "svc/badcall", bad == NULL ? "subscribe=NULL" : "subscribe=set");
     }
 }
