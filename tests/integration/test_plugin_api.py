@@ -575,6 +575,18 @@ class MoreEvents(ApiTest):
         self.expect_on(w, "plugin/events/unsubscribed", "ev-sub a/b")
         w.no_publish(topic="plugin/events/unsubscribed")
 
+    def test_subscribed_runs_after_suback(self):
+        """The subscribed hook runs once the subscription is in place and the SUBACK sent: a
+        client subscribing to the event topic itself gets SUBACK first, then its own event."""
+        from midgetest import subscribe_packet
+        c = self.raw(4, client_id="ev-self")
+        c.send(subscribe_packet(7, [("plugin/events/subscribed", 0)]))
+        first = c.read_packet()
+        second = c.read_packet()
+        self.assertEqual((first.type, first.pid), (SUBACK, 7))
+        self.assertEqual((second.type, second.topic, second.payload),
+                         (PUBLISH, "plugin/events/subscribed", b"ev-self plugin/events/subscribed 0"))
+
     def test_session_created_and_ended_on_expiry(self):
         """session_created for a new session only (not on resume); session_ended when the session
         expires (session expiry 1 s) [MQTT-3.1.2-23]."""
