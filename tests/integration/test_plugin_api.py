@@ -28,8 +28,8 @@ import time
 import unittest
 
 from midgetest import (BrokerTest, RawClient, auth_packet, connect_packet, only_midge,
-                       wait_until, HOST, QUIET, TIMEOUT,
-                       AUTH, CONNACK, DISCONNECT, PUBACK, PUBCOMP, PUBLISH, PUBREC, SUBACK)
+                       wait_until, HOST, TIMEOUT,
+                       AUTH, CONNACK, DISCONNECT, PUBACK, PUBCOMP, PUBLISH, SUBACK)
 from test_plugins import need_plugins, plug
 
 _ids = itertools.count(1)
@@ -781,8 +781,8 @@ class EnhancedAuth(ApiTest):
     def test_client_leaves_during_pending_step(self):
         """The client leaves while its step is PENDING: the plugin's later complete_auth gets
         -MIDGE_ESTATE (4) and nothing breaks."""
-        c, p = RawClient(self.port, 5), None
-        c.send(connect_packet("gone-1", 5, props=[("auth_method", "midge-test-pending")]))
+        c = raw_connect(self.port, "gone-1", props=[("auth_method", "midge-test-pending")])
+        self._clients.append(c)
         wait_until(lambda: self.log_lines("method=midge-test-pending step=0"), what="step 0")
         c.close()
         self.wait_log("eauth: completed step=0 from the pool: -4")
