@@ -191,6 +191,19 @@ int plugin_isession_deliver(struct conn *c, const struct qentry *e, uint16_t pid
 /* Worker shutdown: frees the internal sessions' handles of worker w. [that worker] */
 void plugin_isessions_free(struct worker *w);
 
+struct session;
+/* Describes a session for plugins (client_find, client_list). [its worker] */
+void plugin_session_info(const struct session *s, struct midge_client_info *info);
+
+/* plugin_admin.c: administration services */
+
+int plugin_stats(midge_plugin *self, struct midge_broker_stats *out);
+int plugin_client_list(midge_plugin *self, void (*cb)(void *, const struct midge_client_info *),
+                       void (*done)(void *), void *arg);
+int plugin_retained_list(midge_plugin *self, const char *filter,
+                         int (*cb)(void *arg, const midge_message *msg), void *arg);
+int plugin_reload_request(midge_plugin *self);
+
 /* plugin_metrics.c: metrics defined by plugins */
 
 midge_metric *plugin_metric_new(midge_plugin *self, const char *name, int kind, const char *help);

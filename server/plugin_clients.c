@@ -175,6 +175,32 @@ plugin_client_disconnect(midge_plugin *self, const char *client_id, uint8_t reas
     return 0;
 }
 
+/* Describes a session for plugins; strings borrowed from it. [its worker] */
+void
+plugin_session_info(const struct session *s, struct midge_client_info *info)
+{
+    const struct conn *c = s->conn;
+
+    memset(info, 0, sizeof(*info));
+    info->size = sizeof(*info);
+    info->client_id = s->client_id;
+    info->connected = c != NULL && c->state == CONN_ACTIVE;
+    info->protocol = s->version;
+    info->session_expiry = s->expiry;
+    info->subscriptions = s->nsubs;
+    info->queued = s->queue.count;
+    info->inflight = s->inflight.count;
+    if (info->connected && c->sink != NULL) {
+        info->address = "(internal session)";
+    } else if (info->connected) {
+        info->username = c->username;
+        info->address = conn_addr(c);
+        info->listener_port = c->listener->port;
+        info->keepalive = c->keepalive;
+        info->clean_start = c->clean_start;
+    }
+}
+
 static void
 find_run(void *arg)
 {
@@ -182,33 +208,13 @@ find_run(void *arg)
     struct worker *w = worker_current();
     struct session *s = w != NULL ? session_find(w, r->id, r->id_len) : NULL;
     struct midge_client_info info;
-    struct conn *c;
 
     if (s == NULL) {
         r->find_cb(r->arg, NULL);
-        free(r);
-        return;
+    } else {
+        plugin_session_info(s, &info);
+        r->find_cb(r->arg, &info);
     }
-    c = s->conn;
-    memset(&info, 0, sizeof(info));
-    info.size = sizeof(info);
-    info.client_id = s->client_id;
-    info.connected = c != NULL && c->state == CONN_ACTIVE;
-    info.protocol = s->version;
-    info.session_expiry = s->expiry;
-    info.subscriptions = s->nsubs;
-    info.queued = s->queue.count;
-    info.inflight = s->inflight.count;
-    if (info.connected && c->sink != NULL) {
-        info.address = "(internal session)";
-    } else if (info.connected) {
-        info.username = c->username;
-        info.address = conn_addr(c);
-        info.listener_port = c->listener->port;
-        info.keepalive = c->keepalive;
-        info.clean_start = c->clean_start;
-    }
-    r->find_cb(r->arg, &info);
     free(r);
 }
 
