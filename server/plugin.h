@@ -328,6 +328,10 @@ void plugin_will_published(const char *client_id, const struct msg *will);
 
 /* plugin_msg.c: messages, message_in/out, internal subscriptions */
 
+/* User properties in an encoded property list, as api->message_user_property_next. */
+int plugin_uprop_next(const uint8_t *props, uint32_t props_len, size_t *pos, const char **key,
+                      size_t *key_len, const char **value, size_t *value_len);
+
 const char *plugin_message_topic(const midge_message *m);
 const void *plugin_message_payload(const midge_message *m, uint32_t *len);
 int plugin_message_qos(const midge_message *m);

@@ -52,27 +52,9 @@ plugin_client_user_property_next(const midge_client *c, size_t *pos, const char 
                                  size_t *key_len, const char **value, size_t *value_len)
 {
     const struct conn *conn = (const struct conn *)c;
-    struct mqtt_props props;
-    struct mqtt_bytes k;
-    struct mqtt_bytes v;
-    uint32_t p;
 
-    if (pos == NULL || *pos > UINT32_MAX) {
-        return 0;
-    }
-    memset(&props, 0, sizeof(props));
-    props.user_props.ptr = conn->connect_uprops;
-    props.user_props.len = conn->connect_uprops_len;
-    p = (uint32_t)*pos;
-    if (!mqtt_user_prop_next(&props, &p, &k, &v)) {
-        return 0;
-    }
-    *pos = p;
-    *key = (const char *)k.ptr;
-    *key_len = k.len;
-    *value = (const char *)v.ptr;
-    *value_len = v.len;
-    return 1;
+    return plugin_uprop_next(conn->connect_uprops, conn->connect_uprops_len, pos, key, key_len,
+                             value, value_len);
 }
 
 /* Keeps the CONNECT's user properties for plugins (only when some plugin could ask). */

@@ -52,9 +52,9 @@ plugin_message_retain(const midge_message *m)
     return ((const struct msg *)m)->retain;
 }
 
-/* Iterates user properties in an encoded property list (others skipped). */
-static int
-uprop_next(const uint8_t *props, uint32_t props_len, size_t *pos, const char **key,
+/* Iterates user properties in an encoded property list (others skipped); see plugin.h. */
+int
+plugin_uprop_next(const uint8_t *props, uint32_t props_len, size_t *pos, const char **key,
            size_t *key_len, const char **value, size_t *value_len)
 {
     struct mqtt_props pr;
@@ -86,7 +86,7 @@ plugin_message_user_property_next(const midge_message *m, size_t *pos, const cha
 {
     const struct msg *msg = (const struct msg *)m;
 
-    return uprop_next(msg->props, msg->props_len, pos, key, key_len, value, value_len);
+    return plugin_uprop_next(msg->props, msg->props_len, pos, key, key_len, value, value_len);
 }
 
 const midge_message *
