@@ -30,6 +30,7 @@ enum conn_auth {
 };
 
 struct auth_wait;
+struct xport;
 
 /* The peer's address, kept binary (an idle connection should cost little); see conn_addr(). */
 struct peer {
@@ -81,6 +82,7 @@ struct conn {
     struct conn *grave_next;
     struct peer peer;
     char *addr_str;        /* formatted peer address for plugins; lazily allocated */
+    struct xport *xp;      /* TLS/WebSocket layers (xport.c), owned; NULL: plain TCP */
 };
 
 /* "ip:port" / "[ip6]:port" of the peer, in a buffer of the calling thread (next call overwrites). */

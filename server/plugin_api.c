@@ -14,6 +14,7 @@
 #include "log.h"
 #include "msg.h"
 #include "topic.h"
+#include "tls.h"
 
 static void
 api_log(midge_plugin *self, int level, const char *fmt, ...)
@@ -160,6 +161,13 @@ api_instance_name(const midge_plugin *self)
     return self->name;
 }
 
+/* issue 9: TLS details of a client (tls.c). [worker thread] */
+static int
+api_client_tls(const midge_client *c, struct midge_tls_info *info)
+{
+    return tls_conn_info((const struct conn *)c, info);
+}
+
 /* Every entry is set: ABI 1.0 is complete in this broker. */
 const struct midge_api plugin_api = {
     .size = sizeof(struct midge_api),
@@ -178,6 +186,7 @@ const struct midge_api plugin_api = {
     .client_listener_port = api_client_listener_port,
     .client_clean_start = api_client_clean_start,
     .client_keepalive = api_client_keepalive,
+    .client_tls = api_client_tls,
     .publish = api_publish,
     .instance_name = api_instance_name,
 };
