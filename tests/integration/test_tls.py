@@ -199,8 +199,16 @@ class TestIdentityAsUsername(TLSCase):
         c.subscribe("u/alice/#", 1)
         c.publish("u/alice/x", b"mine", qos=1)
         self.assertEqual(c.get().payload, b"mine")
-        # Publishing under another user's prefix is denied by the ACL (not delivered).
-        spy = self.paho("spy")  # plain listener, allow_anonymous false: refused
+        # bob (another certificate) owns u/bob/: alice may not publish there.
+        bob = self.tpaho(p.bob_crt, p.bob_key, "bob-1")
+        bob.subscribe("u/bob/#", 1)
+        self.assertEqual(c.subscribe("u/bob/#", 1), (128,))  # SUBACK failure: ACL denied
+        c.publish("u/bob/x", b"intrusion", qos=1)
+        bob.publish("u/bob/x", b"own", qos=1)
+        self.assertEqual(bob.get().payload, b"own")  # the denied message never arrived first
+        bob.none()
+        # A plain-TCP client has no certificate: allow_anonymous false refuses it.
+        spy = self.paho("spy")
         self.assertNotEqual(spy.rc, 0)
 
     def test_plugin_sees_tls_details(self):
