@@ -51,8 +51,8 @@ struct ws_conn {
 
 static const char GUID[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
-/* Sec-WebSocket-Accept: base64(SHA-1(key + GUID)) (RFC 6455 section 4.2.2). */
-void
+/* Sec-WebSocket-Accept: base64(SHA-1(key + GUID)) (RFC 6455 section 4.2.2), 29 bytes with NUL. */
+static void
 ws_accept_key(const char *key, char out[29])
 {
     unsigned char md[EVP_MAX_MD_SIZE];

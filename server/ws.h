@@ -65,10 +65,4 @@ void ws_conn_shutdown(struct ws_conn *ws);
 
 void ws_conn_free(struct ws_conn *ws);
 
-/*
- * Pure helpers, exposed for unit tests. ws_accept_key: the
- * Sec-WebSocket-Accept value for `key` into out (29 bytes with NUL).
- */
-void ws_accept_key(const char *key, char out[29]);
-
 #endif
