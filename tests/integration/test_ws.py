@@ -361,3 +361,51 @@ class TestAllowLists(WSCase):
         ws = self.raw_ws()
         status, _, _ = ws.upgrade()
         self.assertIn("101", status)
+
+
+def _mqttjs_dir():
+    """The node_modules directory holding MQTT.js (scripts/setup.sh installs it), or None."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    cands = []
+    if os.environ.get("MIDGE_BUILDDIR"):
+        cands.append(os.path.join(os.environ["MIDGE_BUILDDIR"], "node", "node_modules"))
+    cands.append(os.path.join(here, "..", "..", "build", "node", "node_modules"))
+    for c in cands:
+        if os.path.exists(os.path.join(c, "mqtt", "package.json")):
+            return os.path.abspath(c)
+    return None
+
+
+class TestMQTTjs(WSCase):
+    """MQTT.js (npm `mqtt`) in Node over ws:// and wss://."""
+
+    def setUp(self):
+        if shutil.which("node") is None:
+            self.skipTest("node not found: install nodejs to run the MQTT.js interop test")
+        self.modules = _mqttjs_dir()
+        if self.modules is None:
+            self.skipTest("MQTT.js not installed: run scripts/setup.sh (npm install into build/node)")
+        super().setUp()
+
+    def run_js(self, url, ca=None):
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mqttjs_client.js")
+        env = dict(os.environ, NODE_PATH=self.modules)
+        argv = ["node", script, url] + ([ca] if ca else [])
+        r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                           timeout=20)
+        out = r.stdout.decode(errors="replace")
+        self.assertEqual(r.returncode, 0, out)
+        import json
+        lines = out.splitlines()
+        big_sha = [l.split()[1] for l in lines if l.startswith("big ")][0]
+        msgs = {m["topic"]: m for m in (json.loads(l) for l in lines if l.startswith("{"))}
+        self.assertEqual(sorted(msgs), ["js/big", "js/q0", "js/q1", "js/q2"])
+        self.assertEqual([msgs["js/q%d" % q]["qos"] for q in range(3)], [0, 1, 2])
+        self.assertEqual(msgs["js/big"]["len"], 256 * 1024)
+        self.assertEqual(msgs["js/big"]["sha"], big_sha)
+
+    def test_mqttjs_ws(self):
+        self.run_js("ws://127.0.0.1:%d/mqtt" % self.ws_port)
+
+    def test_mqttjs_wss(self):
+        self.run_js("wss://localhost:%d/mqtt" % self.wss_port, test_tls.pki().ca)
