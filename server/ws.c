@@ -352,6 +352,12 @@ recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *
         n = (ssize_t)(ws->hlen - ws->hoff < len ? ws->hlen - ws->hoff : len);
         memcpy(buf, ws->hbuf + ws->hoff, (size_t)n);
         ws->hoff += (size_t)n;
+        if (ws->hoff == ws->hlen) {
+            /* The request is done with: an open connection keeps no 8 KiB for it. */
+            free(ws->hbuf);
+            ws->hbuf = NULL;
+            ws->hlen = ws->hoff = 0;
+        }
         return n;
     }
     if (ws->lower_read_done || ws->dlen >= WS_READ_CHUNK) {
@@ -456,6 +462,11 @@ ws_conn_read(struct ws_conn *ws, void *buf, size_t len)
             return -1;
         }
         /* Upgraded; frames may already have come with the request. */
+        if (ws->hoff == ws->hlen) {
+            free(ws->hbuf);
+            ws->hbuf = NULL;
+            ws->hlen = ws->hoff = 0;
+        }
     }
     if (ws->dlen == 0 && ws->bad == NULL) {
         int r;
