@@ -20,6 +20,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -299,6 +300,7 @@ main(int argc, char **argv)
     if (payload > 16000) {
         payload = 16000;
     }
+    signal(SIGPIPE, SIG_IGN); /* a connection the broker closes must not kill the tool */
     ctx = SSL_CTX_new(TLS_client_method());
     if (cafile != NULL) {
         SSL_CTX_load_verify_locations(ctx, cafile, NULL);

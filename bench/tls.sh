@@ -36,6 +36,8 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+# mosquitto started as root drops to its own user: let it read the files.
+chmod 755 "$work"
 
 # Throw-away PKI: CA and server certificate (EC P-256).
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/ca.key" \
@@ -44,6 +46,7 @@ openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/se
     -out "$work/server.csr" -subj "/CN=localhost" >/dev/null 2>&1
 openssl x509 -req -in "$work/server.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" \
     -CAcreateserial -out "$work/server.crt" -days 2 >/dev/null 2>&1
+chmod 644 "$work"/*
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'

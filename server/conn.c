@@ -178,6 +178,17 @@ kick_pending(struct conn *c)
     }
 }
 
+/*
+ * Free space a read needs: TLS decrypts whole records (up to 16 KiB), and a
+ * record split across two reads would stay inside OpenSSL with no socket
+ * event to announce it.
+ */
+static size_t
+room_needed(const struct conn *c)
+{
+    return c->xp != NULL ? XPORT_READ_MIN : 4096;
+}
+
 /* Why the last read or write failed, for the close log line. */
 static const char *
 io_error(const struct conn *c)
@@ -350,8 +361,11 @@ hold_input(struct conn *c)
 {
     ssize_t n;
 
-    if (c->incap - c->inlen < 4096) {
+    if (c->incap - c->inlen < room_needed(c)) {
         size_t cap = c->incap ? (size_t)c->incap * 2 : 4096;
+        if (cap < c->inlen + room_needed(c)) {
+            cap = c->inlen + room_needed(c);
+        }
         uint8_t *b = realloc(c->inbuf, cap);
         if (b == NULL) {
             conn_close(c, MQTT_RC_SERVER_BUSY, 1, "out of memory");
@@ -382,7 +396,6 @@ read_ready(struct conn *c)
     ssize_t n;
     int r;
 
-again:
     if (c->auth_wait != NULL) {
         hold_input(c);
         return;
@@ -392,14 +405,17 @@ again:
         return;
     }
     if (c->inlen > 0) {
-        if (c->incap - c->inlen < 4096) {
-            uint8_t *b = realloc(c->inbuf, c->incap * 2);
+        if (c->incap - c->inlen < room_needed(c)) {
+            size_t cap = (size_t)c->incap * 2 > c->inlen + room_needed(c)
+                             ? (size_t)c->incap * 2
+                             : c->inlen + room_needed(c);
+            uint8_t *b = realloc(c->inbuf, cap);
             if (b == NULL) {
                 conn_close(c, MQTT_RC_SERVER_BUSY, 1, "out of memory");
                 return;
             }
             c->inbuf = b;
-            c->incap *= 2;
+            c->incap = (uint32_t)cap;
         }
         n = conn_read(c, c->inbuf + c->inlen, c->incap - c->inlen);
     } else {
@@ -419,9 +435,10 @@ again:
     } else {
         r = process_input(c, w->scratch, (size_t)n, 0);
     }
-    /* issue 9: TLS/WebSocket layers may hold decoded input beyond what fitted. */
-    if (r == 0 && c->xp != NULL && c->state != CONN_CLOSED && xport_pending(c)) {
-        goto again;
+    /* issue 9: normally nothing stays decoded inside TLS/WebSockets (reads leave room
+     * for a whole record); if something does, read it in this iteration. */
+    if (r == 0) {
+        kick_pending(c);
     }
 }
 

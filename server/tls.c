@@ -290,7 +290,9 @@ tls_conn_read(struct tls_conn *t, void *buf, size_t len)
         }
         handshake_done(t);
     }
-    while (got < len) {
+    /* Whole records only while there is room for one (16 KiB of plaintext), so
+     * that nothing decrypted stays behind in OpenSSL without a socket event. */
+    while (got < len && (got == 0 || len - got >= XPORT_READ_MIN)) {
         size_t n = 0;
         int r = SSL_read_ex(t->ssl, (char *)buf + got, len - got, &n);
         if (r != 1) {

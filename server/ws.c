@@ -19,8 +19,10 @@
 
 #include "outbuf.h"
 
-/* Decoded bytes kept at most between two reads (one lower read adds at most this). */
+/* One read from the layer below: a whole TLS record. */
 #define WS_READ_CHUNK (16 * 1024)
+/* hbuf holds the Upgrade request, then each read from the layer below. */
+#define WS_HBUF (WS_READ_CHUNK > WS_HTTP_MAX ? WS_READ_CHUNK : WS_HTTP_MAX)
 
 /*
  * One connection's WebSocket state. Owned by its connection; owns its
@@ -302,7 +304,7 @@ read_request(struct ws_conn *ws)
     char *end;
     ssize_t n;
 
-    if (ws->hbuf == NULL && (ws->hbuf = malloc(WS_HTTP_MAX + 1)) == NULL) {
+    if (ws->hbuf == NULL && (ws->hbuf = malloc(WS_HBUF + 1)) == NULL) {
         errno = ENOMEM;
         snprintf(ws->err, sizeof(ws->err), "out of memory");
         return -1;
@@ -340,6 +342,12 @@ read_request(struct ws_conn *ws)
     return 0;
 }
 
+/*
+ * wslay asks for small pieces (a few KiB). The layer below is read whole
+ * (up to WS_READ_CHUNK, one TLS record) into hbuf, which then serves wslay:
+ * a TLS record read in pieces would leave decrypted bytes inside OpenSSL with
+ * no socket event to announce them.
+ */
 static ssize_t
 recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user_data)
 {
@@ -347,40 +355,39 @@ recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *
     ssize_t n;
 
     (void)flags;
-    if (ws->hoff < ws->hlen) {
-        /* Frames sent right behind the request. */
-        n = (ssize_t)(ws->hlen - ws->hoff < len ? ws->hlen - ws->hoff : len);
-        memcpy(buf, ws->hbuf + ws->hoff, (size_t)n);
-        ws->hoff += (size_t)n;
-        if (ws->hoff == ws->hlen) {
-            /* The request is done with: an open connection keeps no 8 KiB for it. */
-            free(ws->hbuf);
-            ws->hbuf = NULL;
-            ws->hlen = ws->hoff = 0;
+    if (ws->hoff == ws->hlen) {
+        if (ws->lower_read_done || ws->dlen >= WS_READ_CHUNK) {
+            wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+            return -1;
         }
-        return n;
+        if (ws->hbuf == NULL && (ws->hbuf = malloc(WS_HBUF + 1)) == NULL) {
+            ws->bad = "out of memory";
+            wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+            return -1;
+        }
+        ws->lower_read_done = 1;
+        ws->hoff = ws->hlen = 0;
+        n = ws->lower.read(ws->lower.arg, ws->hbuf, WS_READ_CHUNK);
+        if (n < 0 && errno == EAGAIN) {
+            wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+            return -1;
+        }
+        if (n <= 0) {
+            if (n == 0) {
+                ws->lower_eof = 1;
+            } else {
+                ws->lower_errno = errno ? errno : EIO;
+                snprintf(ws->err, sizeof(ws->err), "%s", ws->lower.error(ws->lower.arg));
+            }
+            wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+            return -1;
+        }
+        ws->hlen = (size_t)n;
     }
-    if (ws->lower_read_done || ws->dlen >= WS_READ_CHUNK) {
-        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
-        return -1;
-    }
-    ws->lower_read_done = 1;
-    n = ws->lower.read(ws->lower.arg, buf, len < WS_READ_CHUNK ? len : WS_READ_CHUNK);
-    if (n > 0) {
-        return n;
-    }
-    if (n < 0 && errno == EAGAIN) {
-        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
-        return -1;
-    }
-    if (n == 0) {
-        ws->lower_eof = 1;
-    } else {
-        ws->lower_errno = errno ? errno : EIO;
-        snprintf(ws->err, sizeof(ws->err), "%s", ws->lower.error(ws->lower.arg));
-    }
-    wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
-    return -1;
+    n = (ssize_t)(ws->hlen - ws->hoff < len ? ws->hlen - ws->hoff : len);
+    memcpy(buf, ws->hbuf + ws->hoff, (size_t)n);
+    ws->hoff += (size_t)n;
+    return n;
 }
 
 static ssize_t
@@ -461,17 +468,18 @@ ws_conn_read(struct ws_conn *ws, void *buf, size_t len)
         if (read_request(ws) < 0) {
             return -1;
         }
-        /* Upgraded; frames may already have come with the request. */
-        if (ws->hoff == ws->hlen) {
-            free(ws->hbuf);
-            ws->hbuf = NULL;
-            ws->hlen = ws->hoff = 0;
-        }
+        /* Upgraded; frames may already have come with the request (left in hbuf). */
     }
     if (ws->dlen == 0 && ws->bad == NULL) {
         int r;
         ws->lower_read_done = 0;
         r = wslay_event_recv(ws->ctx);
+        if (ws->hoff == ws->hlen && ws->hbuf != NULL) {
+            /* All consumed: an idle connection keeps no read buffer. */
+            free(ws->hbuf);
+            ws->hbuf = NULL;
+            ws->hoff = ws->hlen = 0;
+        }
         if (r != 0 && ws->lower_errno == 0 && !ws->lower_eof) {
             snprintf(ws->err, sizeof(ws->err), "websocket protocol error (wslay %d)", r);
             errno = EPROTO;

@@ -21,6 +21,9 @@ struct tls_conn;
 
 struct xport_listener;
 
+/* Read buffers handed to xport_read have at least this much room (one TLS record). */
+#define XPORT_READ_MIN (16 * 1024)
+
 /*
  * The transport settings of a listener: NULL with err[0] == '\0' for plain
  * MQTT (nothing to do), NULL with "FILE:LINE: listener PORT: reason" in err
