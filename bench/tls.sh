@@ -91,6 +91,11 @@ stop() {
     pid=""
 }
 
+# CPU seconds (user + system) the broker used so far.
+cpu_s() {
+    awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$pid/stat"
+}
+
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 : >"$work/results"
@@ -98,9 +103,14 @@ for i in $(seq "$runs"); do
     for b in midge mosquitto; do
         port=$(free_port)
         start "$b" "$port"
+        c0=$(cpu_s)
         line=$("$TLS_BENCH" -p "$port" -c "$work/ca.crt" -m handshake -t "$hthreads" -d "$secs")
-        echo "$b run $i $line"
+        c1=$(cpu_s)
+        n=$(echo "$line" | sed -n 's/.*connections=\([0-9]*\).*/\1/p')
+        ms=$(awk -v a="$c0" -v b="$c1" -v n="$n" 'BEGIN {printf "%.3f", n ? (b - a) * 1000 / n : 0}')
+        echo "$b run $i $line broker_cpu_ms_per_handshake=$ms"
         echo "$b hs $(echo "$line" | sed -n 's/.*per_s=\([0-9]*\).*/\1/p')" >>"$work/results"
+        echo "$b cpu $ms" >>"$work/results"
         stop
         port=$(free_port)
         start "$b" "$port"
@@ -113,5 +123,6 @@ done
 for b in midge mosquitto; do
     hs=$(awk -v b=$b '$1==b && $2=="hs" {print $3}' "$work/results" | median)
     q0=$(awk -v b=$b '$1==b && $2=="q0" {print $3}' "$work/results" | median)
-    echo "MEDIAN $b handshakes_per_s=$hs qos0_received_per_s=$q0"
+    cpu=$(awk -v b=$b '$1==b && $2=="cpu" {print $3}' "$work/results" | median)
+    echo "MEDIAN $b handshakes_per_s=$hs broker_cpu_ms_per_handshake=$cpu qos0_received_per_s=$q0"
 done

@@ -151,7 +151,10 @@ tls_ctx_build(const struct listener_conf *lc, int ws, char *err, size_t errlen)
         X509_STORE_set_flags(st, X509_V_FLAG_CRL_CHECK);
     }
     SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, ws ? (void *)1 : NULL);
-    /* Clients resume sessions with tickets; the context id keeps them per listener. */
+    /* Clients resume with stateless tickets (TLS 1.2 and 1.3); no server-side
+     * session cache, which every worker would share under one lock. The context
+     * id keeps tickets per listener. */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"midge", 5);
     return ctx;
 fail:
