@@ -229,6 +229,22 @@ class TestIdentityAsUsername(TLSCase):
         self.assertIn("verified=1", info)
 
 
+class TestSubjectAsUsername(TLSCase):
+    """use_subject_as_username: the whole subject (RFC 2253) is the username."""
+    REQUIRE = True
+    TLS_EXTRA = ["use_subject_as_username true"]
+    EXTRA = ["allow_anonymous false"]
+
+    def test_subject_is_username(self):
+        p = pki()
+        c = self.tpaho(p.alice_crt, p.alice_key, "subj-1", connect=False)
+        c.c.username_pw_set("mallory")
+        c.connect()
+        self.assertEqual(c.rc, 0)
+        self.broker.wait_log(lambda l: "client=subj-1" in l and "user=O=Midge Test,CN=alice" in l,
+                             what="connect line with the subject as user")
+
+
 class TestTLSBadInput(TLSCase):
     EXTRA = ["connect_timeout 1"]
 
