@@ -379,6 +379,8 @@ class TestReload(BrokerTest):
 
     def test_broken_key_keeps_old_certificate(self):
         p = pki()
+        # A handshake first: the main loop (and its SIGHUP handler) is running.
+        self.assertEqual(_peer_cert(self.tls_port), _der(p.server_crt))
         with open(self.key, "w") as f:
             f.write("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
         self.hup("tls reload failed, keeping the current certificate")
