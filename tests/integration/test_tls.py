@@ -304,6 +304,21 @@ class TestTLSBadInput(TLSCase):
         self.closed_log("tls handshake on a plain listener")
         self.check_steady(c)
 
+    def test_session_resumption(self):
+        """A client resumes its TLS session with the ticket of its previous connection."""
+        ctx = ssl.create_default_context(cafile=pki().ca)
+        with ctx.wrap_socket(socket.create_connection((HOST, self.tls_port)),
+                             server_hostname="localhost") as s:
+            s.sendall(connect_packet("resume-1"))
+            self.assertEqual(s.recv(4)[:1], b"\x20")  # CONNACK; the ticket came before it
+            session = s.session
+            self.assertFalse(s.session_reused)
+        with ctx.wrap_socket(socket.create_connection((HOST, self.tls_port)),
+                             server_hostname="localhost", session=session) as s:
+            s.sendall(connect_packet("resume-2"))
+            self.assertEqual(s.recv(4)[:1], b"\x20")
+            self.assertTrue(s.session_reused)
+
     def test_alpn_mqtt_and_none(self):
         """ALPN: "mqtt" is selected when offered; other lists go on without ALPN."""
         for offer, want in ((["mqtt"], "mqtt"), (["x-unknown"], None), (None, None)):
