@@ -155,8 +155,8 @@ tls_ctx_build(const struct listener_conf *lc, int ws, char *err, size_t errlen)
      * session cache, which every worker would share under one lock. One TLS 1.3
      * ticket per handshake instead of OpenSSL's two: an MQTT client needs one
      * for its next reconnect (and gets a new one then), and each ticket costs
-     * the server an encryption and a record (about 15 % of a handshake's CPU,
-     * docs/benchmarks.md). The context id keeps tickets per listener. */
+     * the server an encryption and a record. The context id keeps tickets per
+     * listener. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_num_tickets(ctx, 1);
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"midge", 5);
