@@ -330,6 +330,26 @@ class TestWebSockets(WSCase):
                                         version="13", proto="chat", extra=""),
                          "no supported Sec-WebSocket-Protocol")
 
+    def test_garbage_after_upgrade(self):
+        """Random bytes where frames should be (ws and wss): closed, the broker and others unharmed."""
+        steady = self.wpaho("steady-g")
+        steady.subscribe("steady", 0)
+        for tls in (False, True):
+            for seed in range(5):
+                ws = self.raw_ws(tls)
+                status, _, _ = ws.upgrade()
+                self.assertIn("101", status)
+                junk = bytes((seed * 131 + i * 7919) % 256 for i in range(2000))
+                try:
+                    ws.send_raw(junk)
+                except OSError:
+                    pass
+                ws.expect_closed()
+                ws.close()
+        steady.publish("steady", b"ok", qos=1)
+        self.assertEqual(steady.get().payload, b"ok")
+        self.assertTrue(self.broker.alive())
+
     def test_silent_client_times_out(self):
         """A WebSocket client that never sends its Upgrade is closed by connect_timeout."""
         ws = self.raw_ws()
