@@ -423,6 +423,26 @@ class TestTLSConfigErrors(unittest.TestCase):
             self.assertTrue(err.startswith("%s:%d: " % (conf, line_no)), err)
         return err
 
+    def test_valid_tls_and_websocket_config(self):
+        """The positive case: --test-config accepts a complete TLS + wss configuration."""
+        p = pki()
+        d = os.path.join(tmp_root(), "cfg-ok-%d" % os.getpid())
+        os.makedirs(d, exist_ok=True)
+        conf = os.path.join(d, "ok.conf")
+        with open(conf, "w") as f:
+            f.write("\n".join([
+                "listener 8883", "certfile " + p.server_crt, "keyfile " + p.server_key,
+                "cafile " + p.ca, "crlfile " + p.crl, "require_certificate true",
+                "use_identity_as_username true", "tls_version tlsv1.3",
+                "ciphers ECDHE+AESGCM", "ciphers_tls1.3 TLS_AES_128_GCM_SHA256",
+                "listener 8443", "protocol websockets", "certfile " + p.server_crt,
+                "keyfile " + p.server_key, "websockets_path /mqtt /ws",
+                "websockets_origin https://a.example"]) + "\n")
+        r = subprocess.run([broker_bin(), "--test-config", "-c", conf], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=TIMEOUT)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn(b"configuration OK", r.stdout)
+
     def test_certfile_without_keyfile(self):
         self.check(["listener 8883", "certfile " + pki().server_crt], "certfile needs keyfile", 1)
 
