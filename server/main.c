@@ -29,6 +29,7 @@
 #include "subs.h"
 #include "sys.h"
 #include "worker.h"
+#include "xport.h"
 
 static const char *config_path;
 static ev_signal sig_term;
@@ -243,6 +244,12 @@ main(int argc, char **argv)
     cfg = config_path ? config_load(config_path, err, sizeof(err)) : config_default();
     if (cfg == NULL) {
         fprintf(stderr, "%s\n", err);
+        return 2;
+    }
+    /* issue 9: certificates, keys, CAs and ciphers are checked before anything opens. */
+    if (xport_check_config(cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s\n", err);
+        config_free(cfg);
         return 2;
     }
     if (test_only) {

@@ -18,6 +18,7 @@
 #include "mqtt.h"
 #include "session.h"
 #include "subs.h"
+#include "tls.h"
 #include "worker.h"
 
 /* ---- accessors. [worker thread, during a hook about c] ---- */
@@ -79,9 +80,7 @@ plugin_conn_keep_user_props(struct conn *c, const struct mqtt_props *props)
 int
 plugin_client_tls(const midge_client *c, struct midge_tls_info *info)
 {
-    (void)c;
-    (void)info;
-    return -MIDGE_ENOENT; /* TLS listeners arrive with the TLS issue */
+    return tls_conn_info((const struct conn *)c, info);
 }
 
 /* ---- clients by id. [any thread] ---- */

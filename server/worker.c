@@ -17,6 +17,7 @@
 #include "msg.h"
 #include "plugin.h"
 #include "session.h"
+#include "xport.h"
 
 static __thread struct worker *current;
 
@@ -67,6 +68,7 @@ witem_discard(struct witem *it)
     case WI_HANDOFF:
         close(it->u.conn->fd);
         atomic_fetch_sub(&it->u.conn->listener->nconns, 1);
+        xport_free(it->u.conn); /* issue 9 */
         outbuf_clear(&it->u.conn->out);
         free(it->u.conn->inbuf);
         plugin_conn_release(it->u.conn);
