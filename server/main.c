@@ -305,6 +305,14 @@ main(int argc, char **argv)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     loop = ev_default_loop(0);
     main_calls_start(loop);
+    /* Before the listeners open: a SIGHUP or SIGTERM sent as soon as the port answers is
+     * handled (queued until the loop runs), never the default action. */
+    ev_signal_init(&sig_term, stop_cb, SIGTERM);
+    ev_signal_init(&sig_int, stop_cb, SIGINT);
+    ev_signal_init(&sig_hup, reload_cb, SIGHUP);
+    ev_signal_start(loop, &sig_term);
+    ev_signal_start(loop, &sig_int);
+    ev_signal_start(loop, &sig_hup);
     /* Stored state comes back before any client can connect. */
     if (persist_restore(err, sizeof(err)) != 0) {
         fprintf(stderr, "%s\n", err);
@@ -326,12 +334,6 @@ main(int argc, char **argv)
     midge_log(MLOG_NOTICE, "midge %s running workers=%u config=%s", PACKAGE_VERSION, n,
               config_path ? config_path : "(defaults)");
     sys_start(loop);
-    ev_signal_init(&sig_term, stop_cb, SIGTERM);
-    ev_signal_init(&sig_int, stop_cb, SIGINT);
-    ev_signal_init(&sig_hup, reload_cb, SIGHUP);
-    ev_signal_start(loop, &sig_term);
-    ev_signal_start(loop, &sig_int);
-    ev_signal_start(loop, &sig_hup);
     if (plugins != NULL) {
         ev_timer_init(&plugin_tick, plugin_tick_cb, 1.0, 1.0);
         ev_timer_start(loop, &plugin_tick);

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <arpa/inet.h>
 #include <string.h>
 
 #include <openssl/err.h>
@@ -16,6 +17,9 @@
 #include "config.h"
 #include "midge/plugin.h"
 #include "xport.h"
+
+/* Subject alternative names kept per connection (a certificate may carry many). */
+#define TLS_MAX_SANS 64
 
 /*
  * One connection's TLS state. Owned by its connection (through struct
@@ -31,6 +35,9 @@ struct tls_conn {
     char *subject;     /* client certificate subject, RFC 2253; NULL: none */
     char *cn;          /* its common name */
     char *san;         /* first DNS/email/URI subject alternative name */
+    char *issuer;      /* certificate issuer, RFC 2253 */
+    char **sans;       /* every DNS/email/URI/IP alternative name (at most TLS_MAX_SANS) */
+    uint32_t nsans;
     char err[256];
 };
 
@@ -224,12 +231,32 @@ handshake_done(struct tls_conn *t)
         0) {
         t->cn = strdup(cn);
     }
+    t->issuer = name_rfc2253(X509_get_issuer_name(cert));
     sans = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
-    for (i = 0; sans != NULL && i < sk_GENERAL_NAME_num(sans) && t->san == NULL; i++) {
-        const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
-        if (g->type == GEN_DNS || g->type == GEN_EMAIL || g->type == GEN_URI) {
-            const ASN1_IA5STRING *s = g->d.ia5;
-            t->san = strndup((const char *)ASN1_STRING_get0_data(s), (size_t)ASN1_STRING_length(s));
+    if (sans != NULL && sk_GENERAL_NAME_num(sans) > 0) {
+        int n = sk_GENERAL_NAME_num(sans) < TLS_MAX_SANS ? sk_GENERAL_NAME_num(sans) : TLS_MAX_SANS;
+        t->sans = calloc((size_t)n, sizeof(*t->sans));
+        for (i = 0; t->sans != NULL && i < n; i++) {
+            const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
+            char *v = NULL;
+            if (g->type == GEN_DNS || g->type == GEN_EMAIL || g->type == GEN_URI) {
+                const ASN1_IA5STRING *s = g->d.ia5;
+                v = strndup((const char *)ASN1_STRING_get0_data(s), (size_t)ASN1_STRING_length(s));
+                if (t->san == NULL && v != NULL) {
+                    t->san = strdup(v);
+                }
+            } else if (g->type == GEN_IPADD) {
+                char ip[INET6_ADDRSTRLEN];
+                int len = ASN1_STRING_length(g->d.ip);
+                const unsigned char *b = ASN1_STRING_get0_data(g->d.ip);
+                if ((len == 4 && inet_ntop(AF_INET, b, ip, sizeof(ip)) != NULL) ||
+                    (len == 16 && inet_ntop(AF_INET6, b, ip, sizeof(ip)) != NULL)) {
+                    v = strdup(ip);
+                }
+            }
+            if (v != NULL) {
+                t->sans[t->nsans++] = v;
+            }
         }
     }
     GENERAL_NAMES_free(sans);
@@ -394,6 +421,11 @@ tls_conn_free(struct tls_conn *t)
     free(t->subject);
     free(t->cn);
     free(t->san);
+    free(t->issuer);
+    while (t->nsans > 0) {
+        free(t->sans[--t->nsans]);
+    }
+    free(t->sans);
     free(t);
 }
 
@@ -420,6 +452,9 @@ tls_conn_info(const struct conn *c, struct midge_tls_info *info)
         full.subject = t->subject;
         full.san = t->san;
         full.verified = t->verified;
+        full.issuer = t->issuer;
+        full.sans = (const char *const *)t->sans;
+        full.san_count = t->nsans;
         memcpy(info, &full, size);
     }
     return 0;

@@ -275,6 +275,9 @@ struct midge_tls_info {
     const char *subject;      /* client certificate subject (RFC 2253), NULL: no certificate */
     const char *san;          /* first DNS/email/URI subject alternative name, or NULL */
     int verified;             /* 1: the client certificate chain was verified */
+    const char *issuer;       /* client certificate issuer (RFC 2253), NULL: no certificate */
+    const char *const *sans;  /* every DNS, email, URI and IP subject alternative name */
+    uint32_t san_count;
 };
 
 /*

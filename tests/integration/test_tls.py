@@ -227,6 +227,8 @@ class TestIdentityAsUsername(TLSCase):
         self.assertIn("subject=O=Midge Test,CN=alice", info)
         self.assertIn("san=alice@example.com", info)
         self.assertIn("verified=1", info)
+        self.assertIn("issuer=CN=midge test ca", info)
+        self.assertIn("sans=alice@example.com,alice.example.com,10.1.2.3", info)
 
 
 class TestSubjectAsUsername(TLSCase):

@@ -108,7 +108,7 @@ class PKI:
         self.server2_crt, self.server2_key = ca.issue(
             "server2", "/CN=localhost", san="DNS:localhost,IP:127.0.0.1")
         self.alice_crt, self.alice_key = ca.issue(
-            "alice", "/O=Midge Test/CN=alice", san="email:alice@example.com")
+            "alice", "/O=Midge Test/CN=alice", san="email:alice@example.com,DNS:alice.example.com,IP:10.1.2.3")
         self.bob_crt, self.bob_key = ca.issue("bob", "/CN=bob")
         self.old_crt, self.old_key = ca.issue("old", "/CN=old", start="20200101000000Z",
                                               end="20200201000000Z")

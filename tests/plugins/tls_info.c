@@ -35,10 +35,16 @@ connected(void *st, midge_client *client)
     if (s->api->client_tls(client, &info) == -MIDGE_ENOENT) {
         snprintf(buf, sizeof(buf), "plain");
     } else {
-        snprintf(buf, sizeof(buf), "user=%s version=%s cipher=%s subject=%s san=%s verified=%d",
-                 user ? user : "-", info.version ? info.version : "-",
-                 info.cipher ? info.cipher : "-", info.subject ? info.subject : "-",
-                 info.san ? info.san : "-", info.verified);
+        uint32_t i;
+        int n = snprintf(buf, sizeof(buf),
+                         "user=%s version=%s cipher=%s subject=%s san=%s verified=%d issuer=%s sans=",
+                         user ? user : "-", info.version ? info.version : "-",
+                         info.cipher ? info.cipher : "-", info.subject ? info.subject : "-",
+                         info.san ? info.san : "-", info.verified,
+                         info.issuer ? info.issuer : "-");
+        for (i = 0; i < info.san_count && n > 0 && (size_t)n < sizeof(buf); i++) {
+            n += snprintf(buf + n, sizeof(buf) - (size_t)n, "%s%s", i ? "," : "", info.sans[i]);
+        }
     }
     snprintf(topic, sizeof(topic), "tls/info/%s", id ? id : "");
     s->api->publish(s->self, topic, buf, (uint32_t)strlen(buf), 0, 0);
