@@ -328,9 +328,10 @@ int midge_test_acl(midge_plugin *p, midge_client *c, const struct midge_acl_requ
                    uint8_t *reason, midge_ticket **ticket);
 
 /*
- * Waits up to `timeout_ms` for api->complete() on a ticket whose hook
- * returned PENDING (returns at once when already completed). Returns the
- * completed verdict (MIDGE_ALLOW, MIDGE_DENY, MIDGE_DEFER) and sets
+ * Waits up to `timeout_ms` for api->complete() (or api->complete_auth())
+ * on a ticket whose hook returned PENDING (returns at once when already
+ * completed). Returns the completed verdict (MIDGE_ALLOW, MIDGE_DENY,
+ * MIDGE_DEFER; MIDGE_CONTINUE for an enhanced_auth step) and sets
  * *reason (if non-NULL); MIDGE_TEST_TIMEDOUT when not completed in time (the
  * ticket stays pending); -MIDGE_ESTATE when it can no longer complete
  * (expired, client left, unloaded, hook did not return PENDING) or -MIDGE_EINVAL. [any thread]

@@ -119,6 +119,11 @@ fake_props_next(const struct fake_props *ps, size_t *pos, const char **key, size
 
 /* ---- Client accessors -------------------------------------------------------- */
 
+/*
+ * 1 when c is not NULL. Records a plugin bug when the calling thread is not
+ * running a hook about c (the accessor still answers, as the broker's would
+ * in a release build).
+ */
 int
 fake_client_check(const midge_client *c, const char *fn)
 {
