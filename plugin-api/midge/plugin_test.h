@@ -65,10 +65,19 @@
  * publish, instance_name, the message accessors, client_disconnect,
  * client_find, the metric updates) are thread-safe here too, and so are
  * midge_test_wait(), midge_test_auth_data(), midge_test_disconnect_count(),
- * midge_test_disconnect_request(),
- * midge_test_wait_published(), midge_test_logged(), midge_test_log_count(),
- * midge_test_published_count() and midge_test_bug_count(). Everything else
- * is for the test's main thread.
+ * midge_test_disconnect_request(), midge_test_wait_published(),
+ * midge_test_logged(), midge_test_log_count(), midge_test_published_count()
+ * and midge_test_bug_count(). Everything else is for the test's main
+ * thread, the one that created the broker (it plays the broker's main
+ * thread: api->unsubscribe from elsewhere is a plugin bug). Timer, fd
+ * watcher, done, client_find and subscription callbacks run on the thread
+ * that calls the midge_test_*() function running them; run_blocking work
+ * runs on the instance's own worker thread.
+ *
+ * Messages: a midge_message made by midge_test_message_new() is also freed
+ * with the broker, so a test need not free it; midge_test_message_free()
+ * matters when the test checks that the plugin's references alone keep it
+ * alive.
  *
  * Ownership: every object belongs to its fake broker and is freed by
  * midge_test_broker_free(); the strings and messages returned are borrowed
@@ -90,7 +99,7 @@ extern "C" {
 /* A fake broker. */
 typedef struct midge_test_broker midge_test_broker;
 
-/* midge_test_wait(), midge_test_wait_published(), midge_test_wait_blocking(): nothing happened in time. */
+/* midge_test_wait(), midge_test_wait_published(), midge_test_wait_blocking(): not in time. */
 #define MIDGE_TEST_TIMEDOUT (-100)
 
 /* The plugin linked into the test program (it must define midge_plugin_cleanup). */

@@ -254,7 +254,9 @@ decide(midge_plugin *p, midge_client *c, enum kind k, const void *req, uint8_t *
         rc = -MIDGE_ESTATE;
         goto out;
     }
-    has = k == K_AUTH ? HOOK_HAS(p, auth) : k == K_ACL ? HOOK_HAS(p, acl) : HOOK_HAS(p, enhanced_auth);
+    has = k == K_AUTH  ? HOOK_HAS(p, auth)
+          : k == K_ACL ? HOOK_HAS(p, acl)
+                       : HOOK_HAS(p, enhanced_auth);
     if (!has) {
         rc = -MIDGE_ENOTSUP;
         goto out;
