@@ -344,6 +344,9 @@ int midge_test_acl(midge_plugin *p, midge_client *c, const struct midge_acl_requ
  * *reason (if non-NULL); MIDGE_TEST_TIMEDOUT when not completed in time (the
  * ticket stays pending); -MIDGE_ESTATE when it can no longer complete
  * (expired, client left, unloaded, hook did not return PENDING) or -MIDGE_EINVAL. [any thread]
+ * On the test's main thread, waiting also runs the done callbacks of
+ * finished run_blocking jobs (as the broker's loop would), so a plugin
+ * that completes tickets from done needs nothing more.
  */
 int midge_test_wait(midge_ticket *t, unsigned timeout_ms, uint8_t *reason);
 

@@ -466,14 +466,24 @@ midge_test_wait(midge_ticket *t, unsigned timeout_ms, uint8_t *reason)
 {
     midge_test_broker *fb;
     struct timespec until = fake_deadline_in(timeout_ms);
+    int pump;
     int rc = -MIDGE_EINVAL;
 
     if (t == NULL) {
         goto out;
     }
     fb = t->fb;
+    /* The main thread's loop keeps running while it waits: done callbacks of
+     * run_blocking jobs (which often complete the ticket) run here. */
+    pump = fake_this_thread() == fb->main_thread;
     pthread_mutex_lock(&fb->lock);
     while (t->state == T_RUNNING || t->state == T_PENDING) {
+        if (pump && fb->done_head != NULL) {
+            pthread_mutex_unlock(&fb->lock);
+            midge_test_run_done(fb);
+            pthread_mutex_lock(&fb->lock);
+            continue;
+        }
         if (pthread_cond_timedwait(&fb->cond, &fb->lock, &until) == ETIMEDOUT) {
             break;
         }

@@ -78,11 +78,13 @@ test_blocking_auth(void **state)
     midge_ticket *t2;
     uint8_t reason = 0;
 
+    midge_test_blocking_pause(f->p, 1);
     assert_int_equal(auth(f->p, c, "secret", NULL, &t1), MIDGE_PENDING);
     assert_int_equal(auth(f->p, c, "wrong", NULL, &t2), MIDGE_PENDING);
     assert_int_equal(f->pr->blocking_rc, 0);
-    /* done callbacks wait for the test's thread: nothing is complete yet. */
+    /* Held before the work: nothing is complete yet. */
     assert_int_equal(midge_test_wait(t1, 0, NULL), MIDGE_TEST_TIMEDOUT);
+    midge_test_blocking_pause(f->p, 0);
     assert_int_equal(midge_test_wait_blocking(f->fb, WAIT_MS), 2);
     assert_int_equal(midge_test_wait(t1, 0, &reason), MIDGE_ALLOW);
     assert_int_equal(midge_test_wait(t2, 0, &reason), MIDGE_DENY);
@@ -91,6 +93,23 @@ test_blocking_auth(void **state)
     assert_false(pthread_equal(f->pr->work_thread, f->pr->hook_thread));
     assert_true(pthread_equal(f->pr->done_thread, pthread_self()));
     assert_int_equal(midge_test_run_done(f->fb), 0);
+    assert_int_equal(midge_test_bug_count(f->fb), 0);
+}
+
+/* midge_test_wait on the main thread runs done callbacks, as the broker's loop would. */
+static void
+test_blocking_wait_runs_done(void **state)
+{
+    struct fixture *f = *state;
+    midge_client *c = midge_test_client_new(f->fb, "c1", "alice");
+    midge_ticket *t;
+    uint8_t reason = 0;
+
+    assert_int_equal(auth(f->p, c, "wrong", NULL, &t), MIDGE_PENDING);
+    assert_int_equal(midge_test_wait(t, WAIT_MS, &reason), MIDGE_DENY);
+    assert_int_equal(reason, 0x86);
+    assert_true(pthread_equal(f->pr->done_thread, pthread_self()));
+    assert_int_equal(midge_test_wait_blocking(f->fb, WAIT_MS), 0);
     assert_int_equal(midge_test_bug_count(f->fb), 0);
 }
 
@@ -621,6 +640,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_blocking_auth, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_blocking_wait_runs_done, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blocking_queue_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blocking_runs_before_cleanup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blocking_misuse, setup, teardown),
