@@ -94,6 +94,9 @@ struct sessions *sessions_new(void);
 /* Destroys every session of a table (shutdown; no wills). */
 void sessions_free(struct sessions *t);
 
+/* The worker's sessions, linked by all_next. [worker thread] */
+struct session *sessions_all(struct worker *w);
+
 struct session *session_find(struct worker *w, const char *id, size_t len);
 struct session *session_find_uid(struct worker *w, uint64_t uid);
 
@@ -132,6 +135,12 @@ void session_pump(struct session *s);
  * [MQTT-4.4.0-1].
  */
 void session_resume(struct session *s);
+
+/*
+ * Completes inflight message `pid` whatever its QoS (an internal session's
+ * plugin is done with it). Returns 0, or -1 when no such message is in flight.
+ */
+int session_release(struct session *s, uint16_t pid);
 
 /* Handles PUBACK / PUBREC / PUBCOMP from the client. Returns 0, or -1 for a protocol error. */
 int session_ack(struct session *s, int type, uint16_t pid, uint8_t rc);
