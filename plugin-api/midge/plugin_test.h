@@ -431,6 +431,12 @@ const char *midge_test_message_user_property(const midge_message *m, const char 
                                              size_t nth);
 size_t midge_test_message_user_property_count(const midge_message *m);
 
+/* The MQTT 5 Message Expiry Interval api->message_expiry returns (default 0: none). */
+int midge_test_message_set_expiry(midge_message *m, uint32_t seconds);
+
+/* The id api->message_id returns (unique in the fake broker, or a restored message's). */
+uint64_t midge_test_message_id(const midge_message *m);
+
 /* Number of references plugins hold on m now (api->message_ref minus api->message_unref). */
 long midge_test_message_refs(const midge_message *m);
 

@@ -371,6 +371,25 @@ midge_test_set_api_size(midge_test_broker *fb, size_t size)
     API_CUT(a, size, metric_observe);
     API_CUT(a, size, subscribe);
     API_CUT(a, size, unsubscribe);
+    API_CUT(a, size, session_open);
+    API_CUT(a, size, session_subscribe);
+    API_CUT(a, size, session_unsubscribe);
+    API_CUT(a, size, session_publish);
+    API_CUT(a, size, session_ack);
+    API_CUT(a, size, session_redeliver);
+    API_CUT(a, size, session_close);
+    API_CUT(a, size, message_id);
+    API_CUT(a, size, message_properties);
+    API_CUT(a, size, message_expiry);
+    API_CUT(a, size, message_new);
+    API_CUT(a, size, persist_durable);
+    API_CUT(a, size, persist_failing);
+    API_CUT(a, size, restore_session);
+    API_CUT(a, size, restore_subscription);
+    API_CUT(a, size, restore_retained);
+    API_CUT(a, size, restore_message);
+    API_CUT(a, size, restore_qos2_in);
+    API_CUT(a, size, restore_will);
     rc = 0;
 out:
     return rc;

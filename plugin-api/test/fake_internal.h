@@ -218,6 +218,7 @@ struct midge_test_broker {
     struct fake_find *find_tail;
     /* fake_messages.c: every message and edit ever made, kept until the broker is freed. */
     struct midge_message *messages;    /* Protected by lock. */
+    uint64_t msg_seq;                  /* the last message id. Protected by lock. */
     struct midge_message_edit *edits;  /* Protected by lock. */
     /* fake_subscriptions.c: live and removed subscriptions. Protected by lock. */
     struct midge_subscription *subs;

@@ -32,7 +32,13 @@ struct midge_message {
     uint32_t len;
     int qos;
     int retain;
-    struct fake_props props;
+    struct fake_props props; /* user properties */
+    uint8_t *other;          /* the other properties, encoded as given to message_new */
+    uint32_t other_len;
+    uint8_t *enc;            /* message_properties: `other` then the user properties */
+    uint32_t enc_len;
+    uint32_t expiry;         /* seconds, 0: none */
+    uint64_t id;
     struct midge_message *next;
 };
 
@@ -56,6 +62,9 @@ contents_free(struct midge_message *m)
     fake_borrowed_free(m->topic, m->topic != NULL ? strlen(m->topic) : 0);
     fake_borrowed_free(m->payload, m->len);
     fake_props_free(&m->props);
+    free(m->other);
+    free(m->enc);
+    m->other = m->enc = NULL;
     m->topic = NULL;
     m->payload = NULL;
     m->live = 0;
@@ -235,6 +244,210 @@ api_edit_user_property_add(midge_message_edit *e, const char *key, const char *v
     return fake_props_add(&e->add, key, strlen(key), value, strlen(value));
 }
 
+
+/* ---- Test side -------------------------------------------------------------- */
+
+/* Appends n bytes to a growing buffer. 0 or -MIDGE_ENOMEM. */
+static int
+buf_add(uint8_t **buf, uint32_t *len, const void *src, size_t n)
+{
+    uint8_t *nb = realloc(*buf, *len + n + 1);
+
+    if (nb == NULL) {
+        return -MIDGE_ENOMEM;
+    }
+    if (n > 0) {
+        memcpy(nb + *len, src, n);
+    }
+    *buf = nb;
+    *len += (uint32_t)n;
+    return 0;
+}
+
+/* Appends an MQTT string or binary: two-byte length, then the bytes. */
+static int
+buf_add_str(uint8_t **buf, uint32_t *len, const char *s, size_t n)
+{
+    uint8_t hdr[2] = {(uint8_t)(n >> 8), (uint8_t)n};
+
+    return n > 65535 || buf_add(buf, len, hdr, 2) != 0 || buf_add(buf, len, s, n) != 0
+               ? -MIDGE_ENOMEM
+               : 0;
+}
+
+/* Rebuilds m->enc from m->other and m->props. 0 or -MIDGE_ENOMEM. */
+static int
+encode(midge_message *m)
+{
+    uint8_t *enc = NULL;
+    uint32_t len = 0;
+    size_t i;
+    int rc = buf_add(&enc, &len, m->other, m->other_len);
+
+    for (i = 0; i < m->props.n && rc == 0; i++) {
+        static const uint8_t user_property = 0x26;
+        rc = buf_add(&enc, &len, &user_property, 1);
+        rc = rc != 0 ? rc : buf_add_str(&enc, &len, m->props.v[i].key, m->props.v[i].key_len);
+        rc = rc != 0 ? rc
+                     : buf_add_str(&enc, &len, m->props.v[i].value, m->props.v[i].value_len);
+    }
+    if (rc != 0) {
+        free(enc);
+        return rc;
+    }
+    free(m->enc);
+    m->enc = enc;
+    m->enc_len = len;
+    return 0;
+}
+
+/*
+ * Splits PUBLISH properties as message_properties returns them into user
+ * properties (added to *user) and the others (appended to *other). Only
+ * the properties that travel with a message are accepted: payload format
+ * (0x01), content type (0x03), response topic (0x08), correlation data
+ * (0x09), user property (0x26). 0, -MIDGE_EINVAL or -MIDGE_ENOMEM.
+ */
+static int
+decode(const uint8_t *p, uint32_t n, struct fake_props *user, uint8_t **other,
+       uint32_t *other_len)
+{
+    uint32_t i = 0;
+
+    while (i < n) {
+        uint8_t id = p[i];
+        uint32_t start = i++;
+        size_t l1;
+        size_t l2;
+
+        switch (id) {
+        case 0x01:
+            if (i >= n || p[i] > 1) {
+                return -MIDGE_EINVAL;
+            }
+            i++;
+            break;
+        case 0x03:
+        case 0x08:
+        case 0x09:
+            if (i + 2 > n || i + 2 + (l1 = (size_t)p[i] << 8 | p[i + 1]) > n ||
+                (id != 0x09 && !fake_utf8_ok((const char *)p + i + 2, l1))) {
+                return -MIDGE_EINVAL;
+            }
+            i += 2 + (uint32_t)l1;
+            break;
+        case 0x26:
+            if (i + 2 > n || i + 2 + (l1 = (size_t)p[i] << 8 | p[i + 1]) + 2 > n) {
+                return -MIDGE_EINVAL;
+            }
+            l2 = (size_t)p[i + 2 + l1] << 8 | p[i + 3 + l1];
+            if (i + 4 + l1 + l2 > n || !fake_utf8_ok((const char *)p + i + 2, l1) ||
+                !fake_utf8_ok((const char *)p + i + 4 + l1, l2)) {
+                return -MIDGE_EINVAL;
+            }
+            if (fake_props_add(user, (const char *)p + i + 2, l1, (const char *)p + i + 4 + l1,
+                               l2) != 0) {
+                return -MIDGE_ENOMEM;
+            }
+            i += 4 + (uint32_t)(l1 + l2);
+            continue;
+        default:
+            return -MIDGE_EINVAL;
+        }
+        if (buf_add(other, other_len, p + start, i - start) != 0) {
+            return -MIDGE_ENOMEM;
+        }
+    }
+    return 0;
+}
+
+/*
+ * A new message with one reference (the test's when `test_ref`, else the
+ * caller plugin's), the given contents copied: user properties `props` (may
+ * be NULL) after the other properties `other`. `id` 0: a new id. NULL when
+ * out of memory.
+ */
+static midge_message *
+message_make(midge_test_broker *fb, const char *topic, const void *payload, uint32_t len,
+             int qos, int retain, const struct fake_props *props, const uint8_t *other,
+             uint32_t other_len, uint32_t expiry, uint64_t id, int test_ref)
+{
+    midge_message *m = calloc(1, sizeof(*m));
+
+    if (m == NULL) {
+        return NULL;
+    }
+    m->fb = fb;
+    m->refs = 1;
+    m->test_refs = test_ref ? 1 : 0;
+    m->live = 1;
+    m->topic = strdup(topic);
+    m->payload = len > 0 ? fake_memdup(payload, len) : NULL;
+    m->len = len;
+    m->qos = qos;
+    m->retain = retain ? 1 : 0;
+    m->expiry = expiry;
+    if (m->topic == NULL || (len > 0 && m->payload == NULL) ||
+        (props != NULL && fake_props_copy(&m->props, props) != 0) ||
+        buf_add(&m->other, &m->other_len, other, other_len) != 0 || encode(m) != 0) {
+        contents_free(m);
+        free(m);
+        return NULL;
+    }
+    pthread_mutex_lock(&fb->lock);
+    m->id = id != 0 ? id : ++fb->msg_seq;
+    m->next = fb->messages;
+    fb->messages = m;
+    pthread_mutex_unlock(&fb->lock);
+    return m;
+}
+
+static uint64_t
+api_message_id(const midge_message *m)
+{
+    return readable(m, "message_id") ? m->id : 0;
+}
+
+static const void *
+api_message_properties(const midge_message *m, uint32_t *len)
+{
+    int ok = readable(m, "message_properties");
+
+    if (len != NULL) {
+        *len = ok ? m->enc_len : 0;
+    }
+    return ok ? m->enc : NULL;
+}
+
+static uint32_t
+api_message_expiry(const midge_message *m)
+{
+    return readable(m, "message_expiry") ? m->expiry : 0;
+}
+
+static const midge_message *
+api_message_new(midge_plugin *self, const char *topic, const void *payload, uint32_t len,
+                int qos, int retain, const void *props, uint32_t props_len, uint32_t expiry,
+                uint64_t id)
+{
+    struct fake_props user = {NULL, 0, 0};
+    uint8_t *other = NULL;
+    uint32_t other_len = 0;
+    midge_message *m = NULL;
+
+    if (self == NULL || !fake_topic_ok(topic) || qos < 0 || qos > 2 ||
+        (payload == NULL && len > 0) || (props == NULL && props_len > 0) ||
+        decode(props, props_len, &user, &other, &other_len) != 0) {
+        goto out;
+    }
+    m = message_make(self->fb, topic, payload, len, qos, retain, &user, other, other_len, expiry,
+                     id, 0);
+out:
+    fake_props_free(&user);
+    free(other);
+    return m;
+}
+
 /* The entries of the API table that this file implements. */
 void
 fake_messages_api_fill(struct midge_api *a)
@@ -249,40 +462,10 @@ fake_messages_api_fill(struct midge_api *a)
     a->edit_topic = api_edit_topic;
     a->edit_payload = api_edit_payload;
     a->edit_user_property_add = api_edit_user_property_add;
-}
-
-/* ---- Test side -------------------------------------------------------------- */
-
-/* A new message holding one test reference, or NULL; with the given contents (copied). */
-static midge_message *
-message_make(midge_test_broker *fb, const char *topic, const void *payload, uint32_t len,
-             int qos, int retain, const struct fake_props *props)
-{
-    midge_message *m = calloc(1, sizeof(*m));
-
-    if (m == NULL) {
-        return NULL;
-    }
-    m->fb = fb;
-    m->refs = 1;
-    m->test_refs = 1;
-    m->live = 1;
-    m->topic = strdup(topic);
-    m->payload = len > 0 ? fake_memdup(payload, len) : NULL;
-    m->len = len;
-    m->qos = qos;
-    m->retain = retain ? 1 : 0;
-    if (m->topic == NULL || (len > 0 && m->payload == NULL) ||
-        (props != NULL && fake_props_copy(&m->props, props) != 0)) {
-        contents_free(m);
-        free(m);
-        return NULL;
-    }
-    pthread_mutex_lock(&fb->lock);
-    m->next = fb->messages;
-    fb->messages = m;
-    pthread_mutex_unlock(&fb->lock);
-    return m;
+    a->message_id = api_message_id;
+    a->message_properties = api_message_properties;
+    a->message_expiry = api_message_expiry;
+    a->message_new = api_message_new;
 }
 
 /* Creates a message; see plugin_test.h. */
@@ -294,7 +477,7 @@ midge_test_message_new(midge_test_broker *fb, const char *topic, const void *pay
         (payload == NULL && len > 0)) {
         return NULL;
     }
-    return message_make(fb, topic, payload, (uint32_t)len, qos, retain, NULL);
+    return message_make(fb, topic, payload, (uint32_t)len, qos, retain, NULL, NULL, 0, 0, 0, 1);
 }
 
 /* Adds a user property; see plugin_test.h. */
@@ -307,7 +490,28 @@ midge_test_message_add_user_property(midge_message *m, const char *key, const ch
     if (!m->live) {
         return -MIDGE_ESTATE;
     }
-    return fake_props_add(&m->props, key, strlen(key), value, strlen(value));
+    if (fake_props_add(&m->props, key, strlen(key), value, strlen(value)) != 0) {
+        return -MIDGE_ENOMEM;
+    }
+    return encode(m);
+}
+
+/* Sets the expiry interval; see plugin_test.h. */
+int
+midge_test_message_set_expiry(midge_message *m, uint32_t seconds)
+{
+    if (m == NULL || !m->live) {
+        return -MIDGE_EINVAL;
+    }
+    m->expiry = seconds;
+    return 0;
+}
+
+/* The process-unique id; see plugin_test.h. */
+uint64_t
+midge_test_message_id(const midge_message *m)
+{
+    return m != NULL ? m->id : 0;
 }
 
 /* Drops one test reference; see plugin_test.h. */
@@ -404,9 +608,11 @@ apply_edit(const midge_message *msg, const midge_message_edit *e)
         fake_props_free(&props);
         return NULL;
     }
+    /* The edited message is a new one: a new id, the same expiry and other properties. */
     m = message_make(msg->fb, e->topic != NULL ? e->topic : msg->topic,
                      e->has_payload ? e->payload : msg->payload,
-                     e->has_payload ? e->len : msg->len, msg->qos, msg->retain, &props);
+                     e->has_payload ? e->len : msg->len, msg->qos, msg->retain, &props,
+                     msg->other, msg->other_len, msg->expiry, 0, 1);
     fake_props_free(&props);
     return m;
 }
