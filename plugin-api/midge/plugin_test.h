@@ -114,6 +114,7 @@ struct midge_test_message {
     size_t len;
     int qos;
     int retain;
+    const char *session;  /* api->session_publish: the internal session's client id; else NULL */
 };
 
 /* An api->client_disconnect() request. Borrowed from the fake broker. */
@@ -132,6 +133,47 @@ struct midge_test_metric {
     double sum;            /* histogram: their sum */
     double p50;            /* histogram: nearest-rank percentiles; 0 without observations */
     double p99;
+};
+
+/* What an api->restore_*() call restored (struct midge_test_restored.kind). */
+enum midge_test_restore_kind {
+    MIDGE_TEST_R_SESSION = 1,
+    MIDGE_TEST_R_SUBSCRIPTION = 2,
+    MIDGE_TEST_R_RETAINED = 3,
+    MIDGE_TEST_R_MESSAGE = 4,
+    MIDGE_TEST_R_QOS2_IN = 5,
+    MIDGE_TEST_R_WILL = 6,
+};
+
+/* One accepted api->restore_*() call, its arguments as given. Borrowed from the fake broker. */
+struct midge_test_restored {
+    int kind;                  /* enum midge_test_restore_kind */
+    const char *instance;
+    const char *client_id;     /* NULL for RETAINED */
+    const char *filter;        /* SUBSCRIPTION */
+    const midge_message *msg;  /* RETAINED, MESSAGE, WILL (the fake broker holds a reference) */
+    uint32_t expiry;           /* SESSION */
+    int protocol;              /* SESSION */
+    uint32_t expires_in;       /* SESSION */
+    int options;               /* SUBSCRIPTION */
+    uint32_t sub_id;           /* SUBSCRIPTION */
+    uint64_t delivery_id;      /* MESSAGE */
+    int qos;                   /* MESSAGE */
+    int retain;                /* MESSAGE */
+    int state;                 /* MESSAGE: enum midge_delivery_state */
+    uint16_t packet_id;        /* MESSAGE, QOS2_IN */
+    uint32_t delay;            /* WILL */
+};
+
+/* What midge_test_isession() reports about an internal session. */
+struct midge_test_isession {
+    const char *instance;      /* the instance that opened it last */
+    int open;                  /* a plugin holds the handle */
+    uint32_t expiry;
+    uint16_t window;
+    size_t subscriptions;
+    size_t inflight;           /* delivered with QoS 1/2, waiting for api->session_ack */
+    size_t waiting;            /* behind a full window, or queued while closed */
 };
 
 /* ---- The fake broker ---------------------------------------------------- */
@@ -549,6 +591,67 @@ void midge_test_disconnect_clear(midge_test_broker *fb);
  * meanwhile are dropped. Returns the number of callbacks run.
  */
 size_t midge_test_run_finds(midge_test_broker *fb);
+
+/* ---- Persistence ----------------------------------------------------------- */
+
+/*
+ * Runs p's persist hook with event `ev` (copied; `size` set, strings passed
+ * as copies freed after the hook; `msg` passed as is). Returns 0,
+ * -MIDGE_ENOTSUP, -MIDGE_ESTATE or -MIDGE_EINVAL.
+ */
+int midge_test_persist(midge_plugin *p, const struct midge_persist_event *ev);
+
+/* The highest seq p declared with api->persist_durable (0: none); moving back is a plugin bug. */
+uint64_t midge_test_persist_durable(const midge_plugin *p);
+
+/* 1 while p says storage fails (api->persist_failing). */
+int midge_test_persist_failing(const midge_plugin *p);
+
+/*
+ * Runs p's restore hook; only inside it the api->restore_*() calls are
+ * allowed (elsewhere: -MIDGE_ESTATE and a plugin bug), and
+ * api->set_error() explains a refusal (midge_test_error()). Accepted calls
+ * are recorded (midge_test_restored()); invalid ones get -MIDGE_EINVAL: a
+ * subscription, message, QoS 2 id or will for a session not restored
+ * before, a bad filter or options byte, QoS 0 or a delivery state without
+ * packet id. Returns the hook's result, -MIDGE_ENOTSUP or -MIDGE_ESTATE.
+ */
+int midge_test_restore(midge_plugin *p);
+
+/* Number of restored items, item `i` (0: first; NULL past the end), forgetting them. */
+size_t midge_test_restored_count(midge_test_broker *fb);
+const struct midge_test_restored *midge_test_restored(midge_test_broker *fb, size_t i);
+void midge_test_restored_clear(midge_test_broker *fb);
+
+/* ---- Internal sessions ---------------------------------------------------- */
+
+/*
+ * Runs the queued api->session_open() requests on the calling thread (the
+ * sessions' home worker): creates or resumes each session and calls its
+ * `opened` (s NULL when another handle holds that client id), then delivers
+ * what was queued for it while closed. Requests of instances unloaded
+ * meanwhile get no callback. Returns the number of opens run.
+ */
+size_t midge_test_run_sessions(midge_test_broker *fb);
+
+/*
+ * Delivers msg to every internal session with a matching subscription,
+ * once per session at the highest matching QoS (capped by the message's;
+ * RETAIN kept only with MIDGE_SUB_RETAIN_AS_PUBLISHED), calling `deliver`
+ * on the calling thread. QoS 1/2 deliveries stay inflight until
+ * api->session_ack; beyond the window, and while a session is closed, they
+ * wait. Returns the number of sessions that got or queued it. Retained
+ * messages, expiry and takeover of fake clients are not simulated.
+ */
+int midge_test_isessions_deliver(midge_test_broker *fb, midge_message *msg);
+
+/* Fills *out for the session `client_id`. 0, -MIDGE_ENOENT (none, or ended) or -MIDGE_EINVAL. */
+int midge_test_isession(midge_test_broker *fb, const char *client_id,
+                        struct midge_test_isession *out);
+
+/* QoS (and *flags) of the session's subscription to `filter`, or -MIDGE_ENOENT. */
+int midge_test_isession_subscription(midge_test_broker *fb, const char *client_id,
+                                     const char *filter, int *flags);
 
 /* ---- Metrics -------------------------------------------------------------- */
 

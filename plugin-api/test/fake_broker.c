@@ -196,9 +196,14 @@ fake_topic_ok(const char *topic)
     return n > 0 && n <= 65535 && strpbrk(topic, "+#") == NULL;
 }
 
-static int
-api_publish(midge_plugin *self, const char *topic, const void *payload, uint32_t len, int qos,
-            int retain)
+/*
+ * Records a publish of instance `self` (or of its internal session
+ * `session`, NULL: none), as midge_test_published() shows it. Returns 0,
+ * -MIDGE_EINVAL (bad topic, QoS or payload) or -MIDGE_ENOMEM.
+ */
+int
+fake_publish_record(midge_plugin *self, const char *session, const char *topic,
+                    const void *payload, uint32_t len, int qos, int retain)
 {
     midge_test_broker *fb = self->fb;
     struct pub *m = NULL;
@@ -213,9 +218,11 @@ api_publish(midge_plugin *self, const char *topic, const void *payload, uint32_t
         goto out;
     }
     m->instance = strdup(self->name != NULL ? self->name : "?");
+    m->session = session != NULL ? strdup(session) : NULL;
     m->topic = strdup(topic);
     m->payload = malloc((size_t)len + 1);
-    if (m->instance == NULL || m->topic == NULL || m->payload == NULL) {
+    if (m->instance == NULL || m->topic == NULL || m->payload == NULL ||
+        (session != NULL && m->session == NULL)) {
         goto out;
     }
     if (len > 0) {
@@ -223,6 +230,7 @@ api_publish(midge_plugin *self, const char *topic, const void *payload, uint32_t
     }
     m->payload[len] = '\0';
     m->m.instance = m->instance;
+    m->m.session = m->session;
     m->m.topic = m->topic;
     m->m.payload = m->payload;
     m->m.len = len;
@@ -243,11 +251,19 @@ api_publish(midge_plugin *self, const char *topic, const void *payload, uint32_t
 out:
     if (m != NULL) {
         free(m->instance);
+        free(m->session);
         free(m->topic);
         free(m->payload);
         free(m);
     }
     return rc;
+}
+
+static int
+api_publish(midge_plugin *self, const char *topic, const void *payload, uint32_t len, int qos,
+            int retain)
+{
+    return fake_publish_record(self, NULL, topic, payload, len, qos, retain);
 }
 
 /* Fills the whole table: each file of the fake broker sets its own entries. */
@@ -268,6 +284,8 @@ api_fill(struct midge_api *a)
     fake_blocking_api_fill(a);
     fake_metrics_api_fill(a);
     fake_subs_api_fill(a);
+    fake_persist_api_fill(a);
+    fake_isessions_api_fill(a);
 }
 
 /* ---- The fake broker ------------------------------------------------------ */
@@ -437,6 +455,8 @@ midge_test_broker_free(midge_test_broker *fb)
     fake_loop_free(fb);
     fake_subs_free(fb);
     fake_metrics_free(fb);
+    fake_persist_free(fb);
+    fake_isessions_free(fb);
     fake_messages_free(fb);
     fake_plugins_free(fb);
     midge_test_log_clear(fb);
@@ -621,6 +641,7 @@ midge_test_published_clear(midge_test_broker *fb)
     while (m != NULL) {
         struct pub *next = m->next;
         free(m->instance);
+        free(m->session);
         free(m->topic);
         free(m->payload);
         free(m);

@@ -15,6 +15,8 @@
  *   fake_loop.c          timers on a manual clock, fd watchers polled on demand
  *   fake_blocking.c      run_blocking: a worker thread per instance
  *   fake_metrics.c       plugin metrics
+ *   fake_persist.c       the persist and restore hooks, persist_durable, restore_*
+ *   fake_isessions.c     internal sessions (session_open and friends)
  *
  * Locking: one mutex per fake broker (fb->lock) protects every list a plugin
  * can reach from another thread; fb->cond (CLOCK_MONOTONIC) is broadcast on
@@ -83,6 +85,7 @@ struct log_line {
 struct pub {
     struct midge_test_message m;
     char *instance;
+    char *session;
     char *topic;
     char *payload;
     struct pub *next;
@@ -181,6 +184,9 @@ struct midge_plugin {
     int in_init;            /* hooks_set() and metric_new() allowed */
     atomic_uintptr_t config_thread; /* marker of the thread in init/reload, else 0 */
     atomic_uintptr_t tick_thread;   /* marker of the thread in the tick hook, else 0 */
+    atomic_uintptr_t restore_thread; /* marker of the thread in the restore hook, else 0 */
+    uint64_t durable_seq;   /* api->persist_durable. Protected by fb->lock. */
+    int persist_failing;    /* api->persist_failing. Protected by fb->lock. */
     char err[512];          /* midge_test_error() */
     struct fake_pool *pool; /* run_blocking's worker (fake_blocking.c), NULL until used */
     size_t queue_limit;     /* plugin_queue. Protected by fb->lock. */
@@ -190,6 +196,8 @@ struct midge_plugin {
 
 struct fake_disc;
 struct fake_find;
+struct fake_restored;
+struct fake_open;
 struct fake_job;
 
 struct midge_test_broker {
@@ -233,6 +241,14 @@ struct midge_test_broker {
     size_t jobs_busy;            /* queued or running, all instances */
     /* fake_metrics.c. Protected by lock. */
     struct midge_metric *metrics;
+    /* fake_persist.c: what restore hooks restored. Protected by lock. */
+    struct fake_restored *restored_head;
+    struct fake_restored *restored_tail;
+    size_t restored_n;
+    /* fake_isessions.c: internal sessions, open or kept. Protected by lock. */
+    struct midge_session *isessions;
+    struct fake_open *opens_head; /* session_open requests not run yet */
+    struct fake_open *opens_tail;
 };
 
 /* fake_broker.c */
@@ -246,6 +262,8 @@ struct timespec fake_deadline_in(unsigned ms);
 int fake_topic_ok(const char *topic);
 int fake_utf8_ok(const char *s, size_t n);
 void *fake_memdup(const void *src, size_t n);
+int fake_publish_record(midge_plugin *self, const char *session, const char *topic,
+                        const void *payload, uint32_t len, int qos, int retain);
 
 /* fake_plugins.c */
 void fake_plugins_api_fill(struct midge_api *a);
@@ -275,12 +293,16 @@ void fake_tickets_free(midge_test_broker *fb);
 /* fake_messages.c */
 void fake_messages_api_fill(struct midge_api *a);
 void fake_messages_check(midge_test_broker *fb);
+int fake_message_hold(const midge_message *m);
+void fake_message_drop(const midge_message *m);
 void fake_messages_free(midge_test_broker *fb);
 
 /* fake_subscriptions.c */
 void fake_subs_api_fill(struct midge_api *a);
 void fake_subs_unload(midge_plugin *p);
 void fake_subs_free(midge_test_broker *fb);
+int fake_filter_ok(const char *f);
+int fake_topic_match(const char *filter, const char *topic);
 
 /* fake_loop.c */
 void fake_loop_api_fill(struct midge_api *a);
@@ -292,6 +314,15 @@ void fake_blocking_api_fill(struct midge_api *a);
 int fake_in_blocking_worker(void);
 void fake_blocking_unload(midge_plugin *p);
 void fake_blocking_free(midge_test_broker *fb);
+
+/* fake_persist.c */
+void fake_persist_api_fill(struct midge_api *a);
+void fake_persist_free(midge_test_broker *fb);
+
+/* fake_isessions.c */
+void fake_isessions_api_fill(struct midge_api *a);
+void fake_isessions_unload(midge_plugin *p);
+void fake_isessions_free(midge_test_broker *fb);
 
 /* fake_metrics.c */
 void fake_metrics_api_fill(struct midge_api *a);

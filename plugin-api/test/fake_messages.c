@@ -739,6 +739,33 @@ out:
     return rc;
 }
 
+/*
+ * Takes a reference for the fake broker itself (counted like the test's, so
+ * not as a plugin's). 0, or -MIDGE_EINVAL when m was released.
+ */
+int
+fake_message_hold(const midge_message *cm)
+{
+    midge_message *m = (midge_message *)cm;
+    int live;
+
+    pthread_mutex_lock(&m->fb->lock);
+    live = m->live;
+    if (live) {
+        m->refs++;
+        m->test_refs++;
+    }
+    pthread_mutex_unlock(&m->fb->lock);
+    return live ? 0 : -MIDGE_EINVAL;
+}
+
+/* Drops a reference taken with fake_message_hold(). */
+void
+fake_message_drop(const midge_message *m)
+{
+    midge_test_message_free((midge_message *)m);
+}
+
 /* Reports references plugins still hold (every instance is unloaded by now). */
 void
 fake_messages_check(midge_test_broker *fb)

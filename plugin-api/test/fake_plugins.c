@@ -413,6 +413,7 @@ release(midge_plugin *p)
     fake_blocking_unload(p);
     fake_loop_unload(p);
     fake_subs_unload(p);
+    fake_isessions_unload(p);
 }
 
 /* Loads (checks, init); see plugin_test.h. */

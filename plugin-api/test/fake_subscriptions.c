@@ -28,8 +28,8 @@ struct midge_subscription {
  * '+' and '#' only as whole levels, '#' only last [MQTT-4.7.1-1],
  * [MQTT-4.7.1-2], [MQTT-4.7.1-3]; no shared subscription ($share/).
  */
-static int
-filter_ok(const char *f)
+int
+fake_filter_ok(const char *f)
 {
     size_t n;
     size_t i;
@@ -56,8 +56,8 @@ filter_ok(const char *f)
  * not match topics starting with '$' [MQTT-4.7.2-1]; "a/#" matches "a"
  * [MQTT-4.7.1-2]; '+' matches one level, empty too.
  */
-static int
-match(const char *f, const char *t)
+int
+fake_topic_match(const char *f, const char *t)
 {
     if (t[0] == '$' && (f[0] == '+' || f[0] == '#')) {
         return 0;
@@ -97,7 +97,7 @@ api_subscribe(midge_plugin *self, const char *filter,
                  filter != NULL ? filter : "(null)");
         goto out;
     }
-    if (cb == NULL || !filter_ok(filter) || (s = calloc(1, sizeof(*s))) == NULL) {
+    if (cb == NULL || !fake_filter_ok(filter) || (s = calloc(1, sizeof(*s))) == NULL) {
         goto out;
     }
     if ((s->filter = strdup(filter)) == NULL) {
@@ -170,7 +170,7 @@ midge_test_publish_to_subscriptions(midge_test_broker *fb, midge_message *msg)
     /* Matches are taken first: a callback subscribing or removing does not change this run. */
     pthread_mutex_lock(&fb->lock);
     for (s = fb->subs; s != NULL; s = s->next) {
-        n += s->live && s->plugin->loaded && match(s->filter, topic);
+        n += s->live && s->plugin->loaded && fake_topic_match(s->filter, topic);
     }
     hits = calloc(n > 0 ? n : 1, sizeof(*hits));
     if (hits == NULL) {
@@ -179,7 +179,7 @@ midge_test_publish_to_subscriptions(midge_test_broker *fb, midge_message *msg)
     }
     n = 0;
     for (s = fb->subs; s != NULL; s = s->next) {
-        if (s->live && s->plugin->loaded && match(s->filter, topic)) {
+        if (s->live && s->plugin->loaded && fake_topic_match(s->filter, topic)) {
             hits[n++] = (struct midge_subscription *)s;
         }
     }
@@ -205,7 +205,7 @@ midge_test_publish_to_subscriptions(midge_test_broker *fb, midge_message *msg)
 int
 midge_test_topic_matches(const char *filter, const char *topic)
 {
-    return filter_ok(filter) && fake_topic_ok(topic) && match(filter, topic);
+    return fake_filter_ok(filter) && fake_topic_ok(topic) && fake_topic_match(filter, topic);
 }
 
 /* The broker frees the subscriptions p still has after cleanup. */
