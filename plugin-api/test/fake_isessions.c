@@ -230,6 +230,8 @@ pump(midge_session *s)
     for (;;) {
         struct iflight *f = NULL;
         struct iflight **tail;
+        const midge_message *msg;
+        int qos;
 
         pthread_mutex_lock(&s->fb->lock);
         if (s->open && s->waiting != NULL &&
@@ -248,11 +250,17 @@ pump(midge_session *s)
         if (f == NULL) {
             break;
         }
-        if (s->h.deliver != NULL) { /* NULL too when the plugin's struct ends before it */
-            s->h.deliver(s->arg, s, f->msg, f->qos, f->retain, f->id, 0);
+        /* The callback may ack (and so free) f: keep what is needed past it. */
+        msg = f->msg;
+        qos = f->qos;
+        if (fake_message_hold(msg) == 0) {
+            if (s->h.deliver != NULL) { /* NULL too when the plugin's struct ends before it */
+                s->h.deliver(s->arg, s, msg, qos, f->retain, f->id, 0);
+            }
+            fake_message_drop(msg);
         }
-        if (f->qos == 0) {
-            fake_message_drop(f->msg);
+        if (qos == 0) {
+            fake_message_drop(msg);
             free(f);
         }
     }
@@ -289,41 +297,44 @@ static void
 api_session_redeliver(midge_session *s)
 {
     struct iflight *f;
-    size_t n;
+    uint32_t *ids = NULL;
+    size_t n = 0;
     size_t i;
 
     if (!usable(s, "session_redeliver")) {
         return;
     }
+    /* The ids unacknowledged now: an ack or a new delivery from a callback changes the list. */
     pthread_mutex_lock(&s->fb->lock);
-    n = count_flights(s->inflight);
+    ids = calloc(count_flights(s->inflight) + 1, sizeof(*ids));
+    for (f = s->inflight; f != NULL && ids != NULL; f = f->next) {
+        ids[n++] = f->id;
+    }
     pthread_mutex_unlock(&s->fb->lock);
-    /* By position, so an ack from a callback does not break the walk. */
     for (i = 0; i < n; i++) {
         const midge_message *msg = NULL;
-        uint32_t id = 0;
         int qos = 0;
         int retain = 0;
-        size_t k;
 
         pthread_mutex_lock(&s->fb->lock);
-        for (f = s->inflight, k = 0; f != NULL && k < i; f = f->next, k++) {
+        for (f = s->inflight; f != NULL && f->id != ids[i]; f = f->next) {
         }
-        if (f != NULL && fake_message_hold(f->msg) == 0) {
+        if (f != NULL) {
             msg = f->msg;
-            id = f->id;
             qos = f->qos;
             retain = f->retain;
         }
         pthread_mutex_unlock(&s->fb->lock);
-        if (msg == NULL) {
-            break;
+        /* Only this (home) thread acks, so the flight's reference keeps msg alive here. */
+        if (msg == NULL || fake_message_hold(msg) != 0) {
+            continue;
         }
         if (s->h.deliver != NULL) {
-            s->h.deliver(s->arg, s, msg, qos, retain, id, 1);
+            s->h.deliver(s->arg, s, msg, qos, retain, ids[i], 1);
         }
         fake_message_drop(msg);
     }
+    free(ids);
 }
 
 static void

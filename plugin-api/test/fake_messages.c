@@ -416,7 +416,7 @@ api_message_properties(const midge_message *m, uint32_t *len)
     if (len != NULL) {
         *len = ok ? m->enc_len : 0;
     }
-    return ok ? m->enc : NULL;
+    return ok && m->enc_len > 0 ? m->enc : NULL;
 }
 
 static uint32_t

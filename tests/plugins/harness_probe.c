@@ -322,6 +322,67 @@ probe_enhanced_auth(void *state, midge_client *c, const struct midge_enhanced_au
     return MIDGE_DENY;
 }
 
+static void
+probe_persist(void *state, const struct midge_persist_event *ev)
+{
+    struct probe *pr = state;
+
+    /* Queue only: keep what the writer needs, reference the message. */
+    pr->persist_events++;
+    pr->persist_last_type = ev->type;
+    pr->persist_last_seq = ev->seq;
+    if (ev->msg != NULL) {
+        if (pr->persist_msg != NULL) {
+            pr->api->message_unref(pr->persist_msg);
+        }
+        pr->persist_msg = pr->api->message_ref(ev->msg);
+    }
+}
+
+/* Declares everything persisted so far durable; see harness_probe.h. */
+void
+probe_flush(struct probe *pr)
+{
+    pr->api->persist_durable(pr->self, pr->persist_last_seq);
+}
+
+/* Content type "text/plain" and user property a=b, as message_properties encodes them. */
+static const uint8_t restored_props[] = {
+    0x03, 0x00, 0x0a, 't', 'e', 'x', 't', '/', 'p', 'l', 'a', 'i', 'n',
+    0x26, 0x00, 0x01, 'a', 0x00, 0x01, 'b',
+};
+
+static int
+probe_restore(void *state)
+{
+    struct probe *pr = state;
+    const struct midge_api *api = pr->api;
+    const midge_message *m;
+    int *rc = pr->restore_rc;
+
+    if (pr->restore_fail) {
+        api->set_error(pr->self, "store is corrupt");
+        return -MIDGE_EINVAL;
+    }
+    m = api->message_new(pr->self, "a/state", "on", 2, 1, 1, restored_props,
+                         sizeof(restored_props), 30, 77);
+    if (m == NULL) {
+        return -MIDGE_ENOMEM;
+    }
+    pr->restored_msg_id = api->message_id(m);
+    rc[0] = api->restore_session(pr->self, "s1", 3600, 5, 120);
+    rc[1] = api->restore_subscription(pr->self, "s1", "a/#", 1, 0);
+    rc[2] = api->restore_retained(pr->self, m);
+    rc[3] = api->restore_message(pr->self, "s1", 7, m, 1, 0, MIDGE_DELIVERY_SENT, 3);
+    rc[4] = api->restore_qos2_in(pr->self, "s1", 9);
+    rc[5] = api->restore_will(pr->self, "s1", m, 10);
+    rc[6] = api->restore_subscription(pr->self, "ghost", "a", 0, 0); /* no such session */
+    rc[7] = api->restore_message(pr->self, "s1", 8, m, 0, 0, MIDGE_DELIVERY_QUEUED, 0);
+    rc[8] = api->restore_subscription(pr->self, "s1", "a/#/b", 0, 0);
+    api->message_unref(m); /* the broker keeps its own */
+    return 0;
+}
+
 static const struct midge_hooks probe_hooks = {
     .size = sizeof(struct midge_hooks),
     .auth = probe_auth,
@@ -336,7 +397,54 @@ static const struct midge_hooks probe_hooks = {
     .session_created = probe_session_created,
     .session_ended = probe_session_ended,
     .will_published = probe_will,
+    .persist = probe_persist,
+    .restore = probe_restore,
 };
+
+static void
+session_opened(void *arg, midge_session *s, int present)
+{
+    struct probe *pr = arg;
+
+    pr->session_opened++;
+    pr->session = s;
+    pr->session_present = present;
+    if (s != NULL) {
+        pr->session_sub_rc = pr->api->session_subscribe(s, "bridge/#", 1,
+                                                        MIDGE_SUB_NO_LOCAL);
+        pr->session_pub_rc = pr->api->session_publish(s, "bridge/hello", "up", 2, 1, 0);
+    }
+}
+
+static void
+session_deliver(void *arg, midge_session *s, const midge_message *msg, int qos, int retain,
+                uint32_t id, int dup)
+{
+    struct probe *pr = arg;
+
+    (void)retain;
+    pr->deliveries++;
+    pr->last_id = id;
+    pr->last_dup = dup;
+    pr->last_qos = qos;
+    copy_str(pr->last_topic, sizeof(pr->last_topic), pr->api->message_topic(msg));
+    if (pr->auto_ack && id != 0) {
+        pr->api->session_ack(s, id);
+    }
+}
+
+static const struct midge_session_handlers session_handlers = {
+    .size = sizeof(struct midge_session_handlers),
+    .opened = session_opened,
+    .deliver = session_deliver,
+};
+
+/* Asks for the internal session; see harness_probe.h. */
+int
+probe_open_session(struct probe *pr)
+{
+    return pr->api->session_open(pr->self, "bridge-1", 60, 2, &session_handlers, pr);
+}
 
 static void
 on_timer(void *arg, midge_timer *t)
@@ -436,6 +544,12 @@ midge_plugin_cleanup(midge_plugin *self, void *state)
     }
     if (pr->kept != NULL) {
         pr->api->message_unref(pr->kept);
+    }
+    if (pr->persist_msg != NULL) {
+        pr->api->message_unref(pr->persist_msg);
+    }
+    if (pr->session != NULL) {
+        pr->api->session_close(pr->session, 0);
     }
     if (pr->pipe_r >= 0) {
         close(pr->pipe_r);

@@ -96,9 +96,37 @@ struct probe {
     uint32_t ea_step;
     int ea_reauth;
     char ea_password[64];
+
+    /* Persistence. */
+    int persist_events;
+    int persist_last_type;
+    uint64_t persist_last_seq;
+    const midge_message *persist_msg; /* referenced from the last event that had one */
+    int restore_fail;            /* set by the test: restore refuses to start */
+    int restore_rc[9];           /* what each restore_* call answered, in order */
+    uint64_t restored_msg_id;
+
+    /* Internal session "bridge-1" (probe_open_session). */
+    midge_session *session;
+    int session_present;
+    int session_opened;          /* opened callbacks */
+    int session_sub_rc;
+    int session_pub_rc;
+    int deliveries;
+    uint32_t last_id;
+    int last_dup;
+    int last_qos;
+    char last_topic[128];
+    int auto_ack;                /* set by the test: ack every delivery at once */
 };
 
 /* Starts the one-shot timer `once` (as a hook would). */
 void probe_once(struct probe *pr, double after);
+
+/* Asks for the internal session "bridge-1" (window 2, expiry 60). */
+int probe_open_session(struct probe *pr);
+
+/* Declares everything persisted so far durable. */
+void probe_flush(struct probe *pr);
 
 #endif
