@@ -40,8 +40,10 @@
  * broker freed it, timers, fd watchers or run_blocking from a run_blocking
  * work function, a watched fd closed without fd_unwatch, an accessor or
  * api->message_ref() on a message whose last reference went, an unbalanced
- * api->message_unref(), and message references still held once every
- * instance is unloaded (midge_test_unload_all()). End every test with
+ * api->message_unref(), api->session_*() on a closed internal session,
+ * api->persist_durable() moving back, api->restore_*() outside the restore
+ * hook, and message references still held once every instance is unloaded
+ * (midge_test_unload_all()). End every test with
  * assert_int_equal(midge_test_bug_count(fb), 0), or with
  * assert_int_equal(midge_test_unload_all(fb), 0) to include the checks made
  * at unload.
@@ -52,7 +54,9 @@
  * (midge_test_advance), real fds for watchers (midge_test_poll), a real
  * worker thread per instance for run_blocking (midge_test_wait_blocking),
  * recorded client_disconnect requests, client_find answered from the fake
- * clients (midge_test_run_finds) and readable metrics (midge_test_metric).
+ * clients (midge_test_run_finds), readable metrics (midge_test_metric),
+ * persist/restore hooks (midge_test_persist, midge_test_restore) and
+ * internal sessions (midge_test_run_sessions, midge_test_isessions_deliver).
  *
  * What it does not do: chains (each call runs one instance's hook), the
  * plugin_timeout clock (simulate it with midge_test_expire()), listeners,
