@@ -591,8 +591,9 @@ void midge_test_disconnect_clear(midge_test_broker *fb);
 /*
  * Answers the queued api->client_find() requests from the fake clients
  * (by id; NULL info when there is none), calling each callback on the
- * calling thread (the session's worker). Requests of instances unloaded
- * meanwhile are dropped. Returns the number of callbacks run.
+ * calling thread (the session's worker), and the api->client_list()
+ * requests (cb per fake client, then done). Requests of instances unloaded
+ * meanwhile are dropped. Returns the number of requests answered.
  */
 size_t midge_test_run_finds(midge_test_broker *fb);
 
@@ -656,6 +657,26 @@ int midge_test_isession(midge_test_broker *fb, const char *client_id,
 /* QoS (and *flags) of the session's subscription to `filter`, or -MIDGE_ENOENT. */
 int midge_test_isession_subscription(midge_test_broker *fb, const char *client_id,
                                      const char *filter, int *flags);
+
+/* ---- Administration ------------------------------------------------------- */
+
+/*
+ * What api->stats answers (copied; NULL: all zero). Queued api->client_list
+ * requests are answered by midge_test_run_finds(): cb for every fake client
+ * (as client_find reports it), then done, on the calling thread.
+ */
+void midge_test_set_stats(midge_test_broker *fb, const struct midge_broker_stats *stats);
+
+/*
+ * Makes msg the retained message of its topic for api->retained_list (the
+ * fake broker takes its own reference); a message with an empty payload
+ * clears the topic's. Nothing else reads this store. 0, -MIDGE_EINVAL or
+ * -MIDGE_ENOMEM.
+ */
+int midge_test_retain(midge_test_broker *fb, midge_message *msg);
+
+/* Number of api->reload_request() calls (nothing is reloaded: call midge_test_reload()). */
+unsigned midge_test_reload_requests(midge_test_broker *fb);
 
 /* ---- Metrics -------------------------------------------------------------- */
 

@@ -286,6 +286,7 @@ api_fill(struct midge_api *a)
     fake_subs_api_fill(a);
     fake_persist_api_fill(a);
     fake_isessions_api_fill(a);
+    fake_admin_api_fill(a);
 }
 
 /* ---- The fake broker ------------------------------------------------------ */
@@ -307,6 +308,7 @@ midge_test_broker_new(void)
     pthread_cond_init(&fb->cond, &ca);
     pthread_condattr_destroy(&ca);
     api_fill(&fb->api);
+    fb->stats.size = sizeof(fb->stats);
     fb->main_thread = fake_this_thread();
     fb->echo = echo != NULL && echo[0] != '\0' && strcmp(echo, "0") != 0;
 out:
@@ -408,6 +410,10 @@ midge_test_set_api_size(midge_test_broker *fb, size_t size)
     API_CUT(a, size, restore_message);
     API_CUT(a, size, restore_qos2_in);
     API_CUT(a, size, restore_will);
+    API_CUT(a, size, stats);
+    API_CUT(a, size, client_list);
+    API_CUT(a, size, retained_list);
+    API_CUT(a, size, reload_request);
     rc = 0;
 out:
     return rc;
@@ -457,6 +463,7 @@ midge_test_broker_free(midge_test_broker *fb)
     fake_metrics_free(fb);
     fake_persist_free(fb);
     fake_isessions_free(fb);
+    fake_admin_free(fb);
     fake_messages_free(fb);
     fake_plugins_free(fb);
     midge_test_log_clear(fb);

@@ -23,7 +23,8 @@ struct fake_disc {
 /* A queued api->client_find(). Owned by the broker's queue until run. */
 struct fake_find {
     midge_plugin *plugin;
-    char *client_id;
+    char *client_id;   /* NULL: a client_list request */
+    void (*done)(void *arg);
     void (*cb)(void *arg, const struct midge_client_info *info);
     void *arg;
     struct fake_find *next;
@@ -396,10 +397,45 @@ out:
     return rc;
 }
 
+static int
+api_client_list(midge_plugin *self, void (*cb)(void *arg, const struct midge_client_info *info),
+                void (*done)(void *arg), void *arg)
+{
+    midge_test_broker *fb;
+    struct fake_find *r;
+
+    if (self == NULL || cb == NULL) {
+        return -MIDGE_EINVAL;
+    }
+    fb = self->fb;
+    if (fake_in_blocking_worker()) {
+        fake_bug(fb, self, "api->client_list() called from a run_blocking work function (it "
+                 "has no loop for done)");
+        return -MIDGE_ESTATE;
+    }
+    if ((r = calloc(1, sizeof(*r))) == NULL) {
+        return -MIDGE_ENOMEM;
+    }
+    r->plugin = self;
+    r->cb = cb;
+    r->done = done;
+    r->arg = arg;
+    pthread_mutex_lock(&fb->lock);
+    if (fb->find_tail != NULL) {
+        fb->find_tail->next = r;
+    } else {
+        fb->find_head = r;
+    }
+    fb->find_tail = r;
+    pthread_mutex_unlock(&fb->lock);
+    return 0;
+}
+
 /* The entries of the API table that this file implements. */
 void
 fake_clients_api_fill(struct midge_api *a)
 {
+    a->client_list = api_client_list;
     a->client_id = api_client_id;
     a->client_username = api_client_username;
     a->client_protocol = api_client_protocol;
@@ -759,7 +795,48 @@ borrowed_str_free(char *s)
     fake_borrowed_free(s, s != NULL ? strlen(s) : 0);
 }
 
-/* Answers the queued client_find requests; see plugin_test.h. */
+/* A client_info with its own (borrowed-style) string copies. */
+struct info_copy {
+    struct midge_client_info info;
+    char *id;
+    char *user;
+    char *addr;
+};
+
+/* Fills *x from c, copying the strings; with fb->lock held. Sets *oom on failure. */
+static void
+info_fill_locked(const midge_client *c, struct info_copy *x, int *oom)
+{
+    memset(x, 0, sizeof(*x));
+    x->info.size = sizeof(x->info);
+    x->info.client_id = x->id = fake_borrowed_copy(c->id, strlen(c->id), oom);
+    if (c->connected) {
+        if (c->username != NULL) {
+            x->info.username = x->user = fake_borrowed_copy(c->username, strlen(c->username),
+                                                            oom);
+        }
+        x->info.address = x->addr = fake_borrowed_copy(c->address, strlen(c->address), oom);
+        x->info.listener_port = c->port;
+    }
+    x->info.connected = c->connected;
+    x->info.protocol = c->protocol;
+    x->info.keepalive = c->keepalive;
+    x->info.clean_start = c->clean_start;
+    x->info.session_expiry = c->session_expiry;
+    x->info.subscriptions = c->subscriptions;
+    x->info.queued = c->queued;
+    x->info.inflight = c->inflight;
+}
+
+static void
+info_free(struct info_copy *x)
+{
+    borrowed_str_free(x->id);
+    borrowed_str_free(x->user);
+    borrowed_str_free(x->addr);
+}
+
+/* Answers the queued client_find and client_list requests; see plugin_test.h. */
 size_t
 midge_test_run_finds(midge_test_broker *fb)
 {
@@ -767,12 +844,10 @@ midge_test_run_finds(midge_test_broker *fb)
 
     for (;;) {
         struct fake_find *r;
-        struct midge_client_info info;
+        struct info_copy *xs = NULL;
         const midge_client *c;
-        char *id = NULL;
-        char *user = NULL;
-        char *addr = NULL;
-        int found = 0;
+        size_t nx = 0;
+        size_t i;
         int oom = 0;
 
         pthread_mutex_lock(&fb->lock);
@@ -782,34 +857,18 @@ midge_test_run_finds(midge_test_broker *fb)
             if (fb->find_head == NULL) {
                 fb->find_tail = NULL;
             }
-        }
-        for (c = fb->clients; r != NULL && c != NULL; c = c->next) {
-            if (strcmp(c->id, r->client_id) == 0) {
-                break;
+            /* Copies made under the lock: the callbacks see borrowed strings. */
+            for (c = fb->clients; c != NULL; c = c->next) {
+                nx += r->client_id == NULL || strcmp(c->id, r->client_id) == 0;
             }
-        }
-        memset(&info, 0, sizeof(info));
-        if (r != NULL && c != NULL) {
-            /* Copies made under the lock: the callback sees borrowed strings. */
-            found = 1;
-            info.size = sizeof(info);
-            info.client_id = id = fake_borrowed_copy(c->id, strlen(c->id), &oom);
-            if (c->connected) {
-                info.username = user = c->username != NULL
-                                           ? fake_borrowed_copy(c->username,
-                                                                strlen(c->username), &oom)
-                                           : NULL;
-                info.address = addr = fake_borrowed_copy(c->address, strlen(c->address), &oom);
-                info.listener_port = c->port;
+            xs = calloc(nx + 1, sizeof(*xs));
+            oom = xs == NULL;
+            nx = 0;
+            for (c = fb->clients; xs != NULL && c != NULL; c = c->next) {
+                if (r->client_id == NULL || strcmp(c->id, r->client_id) == 0) {
+                    info_fill_locked(c, &xs[nx++], &oom);
+                }
             }
-            info.connected = c->connected;
-            info.protocol = c->protocol;
-            info.keepalive = c->keepalive;
-            info.clean_start = c->clean_start;
-            info.session_expiry = c->session_expiry;
-            info.subscriptions = c->subscriptions;
-            info.queued = c->queued;
-            info.inflight = c->inflight;
         }
         pthread_mutex_unlock(&fb->lock);
         if (r == NULL) {
@@ -817,12 +876,22 @@ midge_test_run_finds(midge_test_broker *fb)
         }
         /* An instance unloaded since asking gets no callback, as in the broker. */
         if (r->plugin->loaded && !oom) {
-            r->cb(r->arg, found ? &info : NULL);
+            if (r->client_id != NULL) {
+                r->cb(r->arg, nx > 0 ? &xs[0].info : NULL);
+            } else {
+                for (i = 0; i < nx; i++) {
+                    r->cb(r->arg, &xs[i].info);
+                }
+                if (r->done != NULL) {
+                    r->done(r->arg);
+                }
+            }
             n++;
         }
-        borrowed_str_free(id);
-        borrowed_str_free(user);
-        borrowed_str_free(addr);
+        for (i = 0; i < nx; i++) {
+            info_free(&xs[i]);
+        }
+        free(xs);
         free(r->client_id);
         free(r);
     }

@@ -8,7 +8,7 @@
  *   fake_broker.c        the broker object, the API table, log/publish/bug capture
  *   fake_plugins.c       options, instances: load, reload, unload
  *   fake_clients.c       fake clients, their accessors and extras, per-client data,
- *                        client_disconnect and client_find requests
+ *                        client_disconnect, client_find and client_list requests
  *   fake_hooks.c         tickets, the decision hooks (auth, acl, enhanced_auth) and event hooks
  *   fake_messages.c      messages, their accessors, edits, the message hooks
  *   fake_subscriptions.c internal subscriptions and topic matching
@@ -17,6 +17,7 @@
  *   fake_metrics.c       plugin metrics
  *   fake_persist.c       the persist and restore hooks, persist_durable, restore_*
  *   fake_isessions.c     internal sessions (session_open and friends)
+ *   fake_admin.c         stats, retained_list, reload_request
  *
  * Locking: one mutex per fake broker (fb->lock) protects every list a plugin
  * can reach from another thread; fb->cond (CLOCK_MONOTONIC) is broadcast on
@@ -198,6 +199,7 @@ struct fake_disc;
 struct fake_find;
 struct fake_restored;
 struct fake_open;
+struct fake_retained_msg;
 struct fake_job;
 
 struct midge_test_broker {
@@ -249,6 +251,10 @@ struct midge_test_broker {
     struct midge_session *isessions;
     struct fake_open *opens_head; /* session_open requests not run yet */
     struct fake_open *opens_tail;
+    /* fake_admin.c. Protected by lock. */
+    struct midge_broker_stats stats;
+    struct fake_retained_msg *retained;
+    unsigned reload_requests;
 };
 
 /* fake_broker.c */
@@ -323,6 +329,10 @@ void fake_persist_free(midge_test_broker *fb);
 void fake_isessions_api_fill(struct midge_api *a);
 void fake_isessions_unload(midge_plugin *p);
 void fake_isessions_free(midge_test_broker *fb);
+
+/* fake_admin.c */
+void fake_admin_api_fill(struct midge_api *a);
+void fake_admin_free(midge_test_broker *fb);
 
 /* fake_metrics.c */
 void fake_metrics_api_fill(struct midge_api *a);

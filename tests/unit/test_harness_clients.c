@@ -618,12 +618,104 @@ test_metric_misuse(void **state)
     assert_int_equal(midge_test_bug_count(f->fb), 6);
 }
 
+/* ---- Administration -------------------------------------------------------- */
+
+struct listing {
+    int clients;
+    int done;
+    int connected;
+    int retained;
+    char last_topic[64];
+};
+
+static void
+on_client(void *arg, const struct midge_client_info *info)
+{
+    struct listing *l = arg;
+
+    l->clients++;
+    l->connected += info->connected;
+}
+
+static void
+on_list_done(void *arg)
+{
+    ((struct listing *)arg)->done++;
+}
+
+static int
+on_retained(void *arg, const midge_message *msg)
+{
+    struct listing *l = arg;
+
+    l->retained++;
+    snprintf(l->last_topic, sizeof(l->last_topic), "%s", midge_test_message_topic(msg));
+    return l->retained >= 2; /* stop after two */
+}
+
+static void
+test_admin(void **state)
+{
+    struct fixture *f = *state;
+    struct midge_broker_stats st = {0};
+    struct midge_broker_stats set = {0};
+    struct listing l = {0};
+    midge_client *c2 = midge_test_client_new(f->fb, "c2", NULL);
+    midge_message *m;
+    static const char *const topics[] = {"r/a", "r/b", "r/c", "other"};
+    size_t i;
+
+    /* stats: what the test set, only up to the plugin's struct size. */
+    set.clients_connected = 7;
+    set.uptime = 12.5;
+    midge_test_set_stats(f->fb, &set);
+    st.size = sizeof(st);
+    assert_int_equal(f->api->stats(f->p, &st), 0);
+    assert_int_equal(st.clients_connected, 7);
+    assert_true(st.uptime == 12.5);
+    memset(&st, 0xff, sizeof(st));
+    st.size = offsetof(struct midge_broker_stats, sessions);
+    assert_int_equal(f->api->stats(f->p, &st), 0);
+    assert_int_equal(st.clients_connected, 7);
+    assert_int_equal(st.sessions, UINT64_MAX); /* beyond its size: not written */
+
+    /* client_list: every fake client, then done, when the test runs the requests. */
+    (void)midge_test_client_new(f->fb, "c1", "alice");
+    midge_test_client_set_session(c2, 0, 60, 0, 0, 0);
+    assert_int_equal(f->api->client_list(f->p, on_client, on_list_done, &l), 0);
+    assert_int_equal(l.done, 0);
+    assert_int_equal(midge_test_run_finds(f->fb), 1);
+    assert_int_equal(l.clients, 2);
+    assert_int_equal(l.connected, 1);
+    assert_int_equal(l.done, 1);
+
+    /* retained_list: matching topics, synchronously, until cb says stop. */
+    for (i = 0; i < 4; i++) {
+        m = midge_test_message_new(f->fb, topics[i], "x", 1, 0, 1);
+        assert_int_equal(midge_test_retain(f->fb, m), 0);
+        midge_test_message_free(m);
+    }
+    m = midge_test_message_new(f->fb, "r/c", NULL, 0, 0, 1);
+    assert_int_equal(midge_test_retain(f->fb, m), 0); /* empty payload clears r/c */
+    midge_test_message_free(m);
+    assert_int_equal(f->api->retained_list(f->p, "r/+", on_retained, &l), 2);
+    assert_int_equal(l.retained, 2);
+    l.retained = -10;
+    assert_int_equal(f->api->retained_list(f->p, "r/#", on_retained, &l), 2);
+    assert_int_equal(f->api->retained_list(f->p, "r/#/x", on_retained, &l), -MIDGE_EINVAL);
+
+    assert_int_equal(f->api->reload_request(f->p), 0);
+    assert_int_equal(midge_test_reload_requests(f->fb), 1);
+    assert_int_equal(midge_test_bug_count(f->fb), 0);
+}
+
 static void
 test_api_size_new_entries(void **state)
 {
     struct fixture *f = *state;
 
     assert_true(MIDGE_API_HAS(f->api, unsubscribe));
+    assert_true(MIDGE_API_HAS(f->api, reload_request));
     /* An older broker without run_blocking and what follows it. */
     assert_int_equal(midge_test_set_api_size(f->fb, offsetof(struct midge_api, run_blocking)),
                      0);
@@ -654,6 +746,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_fd_write_and_closed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),
         cmocka_unit_test_setup_teardown(test_metric_misuse, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_admin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_api_size_new_entries, setup, teardown),
     };
 
