@@ -113,7 +113,7 @@ median() { # median of the numbers on stdin
     sort -g | awk '{v[NR]=$1} END {if (NR == 0) print "n/a"; else if (NR % 2) print v[(NR+1)/2]; else printf "%.2f\n", (v[NR/2]+v[NR/2+1])/2}'
 }
 
-declare -A res stalled
+declare -A res stalled p50
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # logins LABEL PARALLEL KIND [config...]: right-password logins/s.
@@ -156,6 +156,7 @@ stream() {
     log "$label: p99 $(field p99_us "$out") us, ok=$(field ok "$out")"
     if [ "$(field ok "$out")" = 1 ] && [ "$(field p99_us "$out")" != -1.0 ]; then
         res[$label]="${res[$label]:-} $(field p99_us "$out")"
+        p50[$label]="${p50[$label]:-} $(field p50_us "$out")"
     else
         # p99 -1: not one message arrived in the measured window (the broker stalled).
         stalled[$label]=$(( ${stalled[$label]:-0} + 1 ))
@@ -188,18 +189,19 @@ report() {
     echo "p99 latency of a QoS 0 stream (pair 4->4, 4,000 msg/s in total), with and"
     echo "without 100 clients logging in with a wrong password in a loop:"
     echo
-    echo "| setup | p99 ms | vs no storm |"
-    echo "|---|---:|---:|"
+    echo "| setup | p50 ms | p99 ms | p99 vs no storm |"
+    echo "|---|---:|---:|---:|"
     local base
     for k in "midge, no storm" "midge, storm, limiter on (defaults)" "midge, storm, limiter off" "mosquitto, no storm" "mosquitto, storm"; do
-        local m st=${stalled[$k]:-0} note=""
+        local m st=${stalled[$k]:-0} note="" q
         m=$(echo "${res[$k]:-}" | tr ' ' '\n' | grep . | median)
+        q=$(echo "${p50[$k]:-}" | tr ' ' '\n' | grep . | median)
         case $k in *"no storm") base=$m ;; esac
         [ "$st" -gt 0 ] && note=" (no message delivered in the window in $st of $runs runs)"
         if [ "$m" = n/a ]; then
-            echo "| $k | stalled$note | - |"
+            echo "| $k | - | stalled$note | - |"
         else
-            echo "| $k | $(awk -v v="$m" 'BEGIN{printf "%.3f", v/1000}')$note | $(awk -v v="$m" -v b="$base" 'BEGIN{if (b > 0 && b != "n/a") printf "%.2fx", v/b; else print "-"}') |"
+            echo "| $k | $(awk -v v="$q" 'BEGIN{printf "%.3f", v/1000}') | $(awk -v v="$m" 'BEGIN{printf "%.3f", v/1000}')$note | $(awk -v v="$m" -v b="$base" 'BEGIN{if (b > 0 && b != "n/a") printf "%.2fx", v/b; else print "-"}') |"
         fi
     done
 }

@@ -32,7 +32,9 @@ enum conn_auth {
 struct auth_wait;
 struct plugin_slot;
 struct eauth;
+struct held_ring;
 struct midge_session;
+struct xport;
 
 /* The peer's address, kept binary (an idle connection should cost little); see conn_addr(). */
 struct peer {
@@ -89,6 +91,8 @@ struct conn {
     uint32_t connect_uprops_len;
     struct eauth *eauth;        /* MQTT 5 enhanced authentication state, or NULL */
     struct midge_session *sink; /* set on the stand-in connection of an internal session */
+    struct held_ring *held;     /* acks waiting for durability (persist.c), or NULL */
+    struct xport *xp;      /* TLS/WebSocket layers (xport.c), owned; NULL: plain TCP */
 };
 
 /* "ip:port" / "[ip6]:port" of the peer, in a buffer of the calling thread (next call overwrites). */

@@ -12,12 +12,14 @@
 #include "listener.h"
 #include "log.h"
 #include "msg.h"
+#include "persist.h"
 #include "plugin.h"
 #include "proto.h"
 #include "session.h"
 #include "subs.h"
 #include "topic.h"
 #include "worker.h"
+#include "xport.h"
 
 /* Refuses a CONNECT with a v5 reason code, mapped to the v3 return code for older clients. */
 static int
@@ -139,6 +141,9 @@ auth_decide(struct conn *c, const struct mqtt_connect *cp)
                       "denied by plugin");
     default:
         break;
+    }
+    if (xport_identity_required(c)) {
+        return PROTO_OK; /* issue 9: a verified certificate authenticated the client */
     }
     if (c->auth_any && cp->has_username) {
         return refuse(c, MQTT_RC_BAD_USERNAME_OR_PASSWORD, MQTT_V3_REFUSED_BAD_USERNAME_PASSWORD,
@@ -291,6 +296,18 @@ proto_connect(struct conn *c, const uint8_t *raw, size_t raw_len, const struct m
         return refuse(c, MQTT_RC_SERVER_UNAVAILABLE, MQTT_V3_REFUSED_SERVER_UNAVAILABLE,
                       "out of memory");
     }
+    /* issue 9: use_identity_as_username / use_subject_as_username: the certificate names the user. */
+    if (xport_identity_required(c)) {
+        if (xport_identity(c) == NULL) {
+            return refuse(c, MQTT_RC_NOT_AUTHORIZED, MQTT_V3_REFUSED_NOT_AUTHORIZED,
+                          "no verified client certificate identity");
+        }
+        free(c->username);
+        if ((c->username = strdup(xport_identity(c))) == NULL) {
+            return refuse(c, MQTT_RC_SERVER_UNAVAILABLE, MQTT_V3_REFUSED_SERVER_UNAVAILABLE,
+                          "out of memory");
+        }
+    }
 
     /* The session's home worker owns it: move there before touching sessions. */
     {
@@ -399,6 +416,12 @@ proto_connect(struct conn *c, const uint8_t *raw, size_t raw_len, const struct m
         m->origin_session = s->uid;
         s->will = m;
         s->will_delay = cp->version == MQTT_V5 ? cp->will_props.will_delay : 0;
+    }
+    if (persist_active) {
+        session_persist_update(s, 1);
+        if (s->persist) {
+            persist_will(s);
+        }
     }
 
     if (send_connack(c, present, id == assigned ? assigned : NULL, (uint16_t)server_ka) < 0) {

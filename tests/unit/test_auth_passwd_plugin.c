@@ -3,10 +3,9 @@
  * loading (missing option, missing file, broken file: FILE:LINE), verdicts
  * and reason codes for mosquitto_passwd's fixture file, anonymous and
  * unknown users, the cache, the limiter, SIGHUP reload (a broken file keeps
- * the old table; a changed file empties the cache) and an older broker
- * without run_blocking. Works whether the fake broker answers through
- * run_blocking (PENDING, then complete) or not (the plugin then hashes in
- * the hook).
+ * the old table; a changed file empties the cache), the asynchronous path
+ * (hashing on the run_blocking pool, a full queue, delayed failures on
+ * timers) and an older broker without run_blocking.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -33,16 +32,6 @@
 /* alice's and dave's lines from tests/fixtures/passwd/mosquitto-2.0.11-sha512.passwd. */
 #define ALICE6 "alice:$6$uzvekI4pDHzPFiAD$GwW+Jakn6OUNBqMtJq6IQIDSiNW9jc9jm8F+ZZG669qiqWgx+Yurh6EU3lm98Zn2RRl5MXtLnDjThIWrtgHwTQ==\n"
 #define DAVE6 "dave:$6$lk8q3W43R1WMpefi$tsoejw6hKJrNSVBVjrnMaZbT57iYctHcMKMP7jWQ6tKjX6rFxusc38y6ktKuVG0ZgapPX5XdOGCVUiJveWHZgw==\n"
-
-/*
- * The harness of branch `harness` runs api->run_blocking's done callbacks
- * only when the test asks (midge_test_wait_blocking); the harness on this
- * branch has no run_blocking, and the plugin then hashes in the hook. A
- * weak declaration lets these tests run against both until they meet in
- * main: drop it (the header declares the function) once they have.
- */
-extern int midge_test_wait_blocking(midge_test_broker *fb, unsigned timeout_ms)
-    __attribute__((weak));
 
 struct fixture {
     midge_test_broker *fb;
@@ -117,10 +106,8 @@ auth(struct fixture *f, midge_client *c, const char *pw, uint8_t *reason)
     *reason = 0;
     v = midge_test_auth(f->p, c, pw, pw != NULL ? strlen(pw) : 0, reason, &t);
     if (v == MIDGE_PENDING) {
-        if (midge_test_wait_blocking != NULL) {
-            /* The hash runs on the pool; its done callback completes the ticket here. */
-            assert_true(midge_test_wait_blocking(f->fb, WAIT_MS) >= 0);
-        }
+        /* The hash runs on the pool; its done callback completes the ticket here. */
+        assert_true(midge_test_wait_blocking(f->fb, WAIT_MS) >= 0);
         v = midge_test_wait(t, WAIT_MS, reason);
     }
     return v;
@@ -358,14 +345,92 @@ test_connected_clients_tracked(void **state)
     /* alice's password changes: on a broker with client_disconnect she is disconnected. */
     write_file(f->path, DAVE6 "alice:$7$101$tCBbRf0QA2vktgin$rV/8HqiYtqO5Xg/xzGrPR8ey3RK97vvjN/nXKD90o1WBcDetqynaonX+oxLN6gv81QZfkzSSUxRKOH9gK0paMA==\n");
     assert_int_equal(midge_test_reload(f->p), 0);
-    if (MIDGE_API_HAS(midge_test_api(f->fb), client_disconnect)) {
-        assert_int_equal(midge_test_logged(f->fb, MIDGE_LOG_NOTICE, "disconnecting client=c1"), 1);
-    } else {
-        assert_int_equal(midge_test_logged(f->fb, MIDGE_LOG_WARNING, "cannot disconnect"), 1);
-    }
-    assert_int_equal(midge_test_logged(f->fb, -1, "client=c2"), 0);
+    /* Only alice (c1) is disconnected, with 0x98 Administrative action. */
+    assert_int_equal(midge_test_disconnect_count(f->fb), 1);
+    assert_string_equal(midge_test_disconnect_request(f->fb, 0)->client_id, "c1");
+    assert_int_equal(midge_test_disconnect_request(f->fb, 0)->reason, 0x98);
+    assert_int_equal(midge_test_logged(f->fb, MIDGE_LOG_NOTICE, "disconnecting client=c1"), 1);
+    /* An unchanged file disconnects nobody. */
+    assert_int_equal(midge_test_reload(f->p), 0);
+    assert_int_equal(midge_test_disconnect_count(f->fb), 1);
     assert_int_equal(midge_test_client_disconnected(f->p, alice, 0), 0);
     assert_int_equal(midge_test_client_disconnected(f->p, anon, 0), 0);
+    assert_int_equal(midge_test_bug_count(f->fb), 0);
+}
+
+/* ---- The asynchronous path -------------------------------------------------------- */
+
+static void
+test_async_hashing_off_the_worker(void **state)
+{
+    struct fixture *f = *state;
+    midge_client *alice = midge_test_client_new(f->fb, "c1", "alice");
+    midge_ticket *t = NULL;
+    uint8_t reason = 0;
+
+    assert_int_equal(load(f, PBKDF2_FILE), 0);
+    assert_int_equal(midge_test_logged(f->fb, MIDGE_LOG_NOTICE, "mode=async"), 1);
+    /* The hook only queues the hash: the answer comes from the done callback. */
+    midge_test_blocking_pause(f->p, 1);
+    assert_int_equal(midge_test_auth(f->p, alice, "correct horse", 13, &reason, &t),
+                     MIDGE_PENDING);
+    assert_int_equal(midge_test_wait(t, 0, &reason), MIDGE_TEST_TIMEDOUT);
+    midge_test_blocking_pause(f->p, 0);
+    assert_true(midge_test_wait_blocking(f->fb, WAIT_MS) >= 1);
+    assert_int_equal(midge_test_wait(t, WAIT_MS, &reason), MIDGE_ALLOW);
+    assert_int_equal(midge_test_bug_count(f->fb), 0);
+}
+
+static void
+test_async_full_queue_answers_busy(void **state)
+{
+    struct fixture *f = *state;
+    midge_client *a = midge_test_client_new(f->fb, "c1", "alice");
+    midge_client *b = midge_test_client_new(f->fb, "c2", "bob");
+    midge_ticket *t = NULL;
+    uint8_t reason = 0;
+
+    assert_int_equal(load(f, PBKDF2_FILE), 0);
+    assert_int_equal(midge_test_set_queue_limit(f->p, 1), 0);
+    midge_test_blocking_pause(f->p, 1);
+    assert_int_equal(midge_test_auth(f->p, a, "correct horse", 13, &reason, &t), MIDGE_PENDING);
+    /* plugin_queue is full: refused at once with 0x89 Server busy, nothing hashed. */
+    assert_int_equal(midge_test_auth(f->p, b, "b0b:with:colons", 15, &reason, NULL), MIDGE_DENY);
+    assert_int_equal(reason, 0x89);
+    assert_int_equal(midge_test_logged(f->fb, MIDGE_LOG_WARNING, "user=bob client=c2 addr=127.0.0.1 "
+                                                                 "reason=busy"), 1);
+    midge_test_blocking_pause(f->p, 0);
+    assert_true(midge_test_wait_blocking(f->fb, WAIT_MS) >= 1);
+    assert_int_equal(midge_test_wait(t, WAIT_MS, &reason), MIDGE_ALLOW);
+    assert_int_equal(midge_test_bug_count(f->fb), 0);
+}
+
+static void
+test_async_failure_delayed_by_timer(void **state)
+{
+    struct fixture *f = *state;
+    midge_client *alice = midge_test_client_new(f->fb, "c1", "alice");
+    midge_ticket *t = NULL;
+    uint8_t reason = 0;
+
+    midge_test_option(f->p, "fail_delay", "1");
+    midge_test_option(f->p, "fail_delay_max", "1");
+    assert_int_equal(load(f, PBKDF2_FILE), 0);
+    /* The first failure is answered at once. */
+    assert_int_equal(auth(f, alice, "guess1", &reason), MIDGE_DENY);
+    assert_int_equal(midge_test_timer_count(f->p), 0);
+    /* The second waits for a timer on the worker's loop, not on a sleeping thread. */
+    assert_int_equal(midge_test_auth(f->p, alice, "guess2", 6, &reason, &t), MIDGE_PENDING);
+    assert_true(midge_test_wait_blocking(f->fb, WAIT_MS) >= 1);
+    assert_int_equal(midge_test_timer_count(f->p), 1);
+    assert_int_equal(midge_test_wait(t, 0, &reason), MIDGE_TEST_TIMEDOUT);
+    assert_int_equal(midge_test_advance(f->fb, 0.5), 0);
+    assert_int_equal(midge_test_advance(f->fb, 0.6), 1);
+    assert_int_equal(midge_test_wait(t, WAIT_MS, &reason), MIDGE_DENY);
+    assert_int_equal(reason, 0x86);
+    assert_int_equal(midge_test_timer_count(f->p), 0); /* the fired timer was stopped */
+    assert_int_equal(midge_test_logged(f->fb, MIDGE_LOG_NOTICE, "reason=wrong-password "
+                                                                "delay=1.0s"), 1);
     assert_int_equal(midge_test_bug_count(f->fb), 0);
 }
 
@@ -402,6 +467,9 @@ main(void)
         cmocka_unit_test_setup_teardown(test_rate_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connected_clients_tracked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_async_hashing_off_the_worker, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_async_full_queue_answers_busy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_async_failure_delayed_by_timer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_broker_without_run_blocking, setup, teardown),
     };
 
