@@ -534,8 +534,10 @@ struct midge_api {
 
     /*
      * Completes a PENDING enhanced_auth step (or an auth decision) with
-     * Authentication Data to send (copied; NULL/0: none). `verdict` may be
-     * ALLOW, DENY, DEFER or CONTINUE. Otherwise as api->complete(). [any thread]
+     * Authentication Data to send (copied; NULL/0: none); for a step it
+     * replaces what api->auth_data_set stored, for a plain auth decision it
+     * is ignored. `verdict` may be ALLOW, DENY, DEFER or CONTINUE (steps
+     * only). Otherwise as api->complete(). [any thread]
      */
     int (*complete_auth)(midge_ticket *ticket, int verdict, uint8_t reason, const void *data,
                          uint32_t len);
@@ -550,7 +552,11 @@ struct midge_api {
     /* Iterates the CONNECT's user properties (MQTT 5), as message_user_property_next. */
     int (*client_user_property_next)(const midge_client *c, size_t *pos, const char **key,
                                      size_t *key_len, const char **value, size_t *value_len);
-    /* Fills *info for a TLS connection and returns 0; -MIDGE_ENOENT on plain TCP. */
+    /*
+     * Fills *info for a TLS connection and returns 0; -MIDGE_ENOENT on plain
+     * TCP. Set info->size = sizeof(*info) first: fields beyond it are not
+     * written (an older plugin gets what it knows). Strings borrowed.
+     */
     int (*client_tls)(const midge_client *c, struct midge_tls_info *info);
 
     /*
@@ -593,7 +599,8 @@ struct midge_api {
      * threads, default 1, at lower scheduling priority), then done(arg) on
      * the calling thread's loop (done may be NULL). Returns 0, or
      * -MIDGE_EBUSY when plugin_queue jobs already wait. Jobs still queued at
-     * shutdown run before cleanup. [worker thread, main thread]
+     * shutdown run before cleanup, and so do their done callbacks (on the
+     * main thread then: the workers have stopped). [worker thread, main thread]
      */
     int (*run_blocking)(midge_plugin *self, void (*work)(void *arg), void (*done)(void *arg),
                         void *arg);
@@ -725,6 +732,8 @@ struct midge_api {
     /*
      * Restore calls, only inside the restore hook. Each returns 0,
      * -MIDGE_EINVAL (bad data: the broker logs and skips it) or -MIDGE_ENOMEM.
+     * Messages passed in are borrowed: the broker takes its own reference,
+     * the plugin still unrefs the one it got from api->message_new.
      * `expires_in`: seconds the disconnected session has left (0xFFFFFFFF
      * never; ignored while expiry is 0xFFFFFFFF).
      */
