@@ -9,6 +9,7 @@
 
 #include "hash.h"
 #include "msg.h"
+#include "plugin.h"
 #include "retain.h"
 #include "session.h"
 #include "subs.h"
@@ -157,4 +158,5 @@ broker_publish(struct msg *m, uint64_t publisher)
         retain_set(m);
     }
     broker_route(m, publisher);
+    plugin_internal_route(m);
 }

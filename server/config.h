@@ -50,6 +50,8 @@ struct plugin_conf {
     struct plugin_opt *opts; /* in file order */
     unsigned timeout_ms;     /* plugin_timeout for PENDING decisions; default 5000 */
     int timeout_allow;       /* plugin_timeout_verdict: 1 allow, 0 deny (default) */
+    unsigned threads;        /* plugin_threads: blocking pool size; default 1 */
+    unsigned queue;          /* plugin_queue: jobs that may wait for the pool; default 1024 */
     char *file;              /* where the plugin line was */
     int line;
     struct plugin_conf *next; /* chain order = file order */

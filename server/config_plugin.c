@@ -47,6 +47,8 @@ conf_set_plugin(struct parser *p, const struct directive *d, char *args)
     pc->file = strdup(p->file);
     pc->line = p->line;
     pc->timeout_ms = 5000;
+    pc->threads = 1;
+    pc->queue = 1024;
     if (d->off == 1) {
         pc->per_listener = 1;
         pc->listener_port = p->last->port;
@@ -98,7 +100,10 @@ conf_set_plugin_opt(struct parser *p, const char *key, char *args)
     return 0;
 }
 
-/* plugin_instance (off 1), plugin_timeout (2), plugin_timeout_verdict (3). */
+/*
+ * plugin_instance (off 1), plugin_timeout (2), plugin_timeout_verdict (3),
+ * plugin_threads (4), plugin_queue (5).
+ */
 int
 conf_set_plugin_setting(struct parser *p, const struct directive *d, char *args)
 {
@@ -127,6 +132,22 @@ conf_set_plugin_setting(struct parser *p, const struct directive *d, char *args)
         pc->timeout_ms = (unsigned)(s * 1000 + 0.5);
         if (pc->timeout_ms == 0) {
             pc->timeout_ms = 1;
+        }
+        return 0;
+    }
+    if (d->off == 4 || d->off == 5) {
+        char *end;
+        long n;
+        long max = d->off == 4 ? 64 : 1000000;
+        errno = 0;
+        n = strtol(w, &end, 10);
+        if (errno != 0 || *end != '\0' || end == w || n < 1 || n > max) {
+            return conf_error(p, "%s: expected a number from 1 to %ld, got '%s'", d->name, max, w);
+        }
+        if (d->off == 4) {
+            pc->threads = (unsigned)n;
+        } else {
+            pc->queue = (unsigned)n;
         }
         return 0;
     }

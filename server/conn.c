@@ -259,7 +259,8 @@ process_input(struct conn *c, const uint8_t *data, size_t len, int from_inbuf)
             return -1;
         }
         total = hl + rem;
-        if (c->state == CONN_NEW && (b0 >> 4) != MQTT_CONNECT) {
+        if (c->state == CONN_NEW && (b0 >> 4) != MQTT_CONNECT &&
+            !(c->eauth != NULL && (b0 >> 4) == MQTT_AUTH)) {
             /* [MQTT-3.1.0-1]: the first packet must be CONNECT. */
             conn_close(c, 0, 0, "first packet is not CONNECT");
             return -1;
@@ -498,6 +499,9 @@ conn_free(struct conn *c)
         }
         free(c->aliases);
     }
+    plugin_conn_release(c);
+    plugin_eauth_free(c);
+    free(c->connect_uprops);
     free(c->username);
     free(c->client_id);
     free(c->addr_str);

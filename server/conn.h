@@ -30,6 +30,8 @@ enum conn_auth {
 };
 
 struct auth_wait;
+struct plugin_slot;
+struct eauth;
 
 /* The peer's address, kept binary (an idle connection should cost little); see conn_addr(). */
 struct peer {
@@ -81,6 +83,10 @@ struct conn {
     struct conn *grave_next;
     struct peer peer;
     char *addr_str;        /* formatted peer address for plugins; lazily allocated */
+    struct plugin_slot *pslots; /* per-plugin client data [plugins_count]; lazily allocated */
+    uint8_t *connect_uprops;    /* CONNECT user properties (encoded) for plugins, or NULL */
+    uint32_t connect_uprops_len;
+    struct eauth *eauth;        /* MQTT 5 enhanced authentication state, or NULL */
 };
 
 /* "ip:port" / "[ip6]:port" of the peer, in a buffer of the calling thread (next call overwrites). */

@@ -19,6 +19,7 @@
 #include "midge_build.h"
 #include "listener.h"
 #include "log.h"
+#include "mainloop.h"
 #include "plugin.h"
 #include "retain.h"
 #include "subs.h"
@@ -248,6 +249,7 @@ main(int argc, char **argv)
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     loop = ev_default_loop(0);
+    main_calls_start(loop);
     if (listeners_apply(cfg, loop) != 0) {
         worker_stop_all();
         return 1;
@@ -267,6 +269,7 @@ main(int argc, char **argv)
     }
     ev_run(loop, 0);
 
+    main_calls_stop();
     listeners_close(loop);
     sys_stop(loop);
     worker_stop_all();

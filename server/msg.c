@@ -115,3 +115,55 @@ msg_expiry_left(const struct msg *m, double now)
     left = ceil(m->expiry_at - now);
     return left < 1 ? 1 : (uint32_t)left;
 }
+
+/*
+ * A copy of m with another topic and/or payload and extra encoded
+ * properties appended (a plugin's message_in edits). Keeps QoS, retain,
+ * expiry, payload format and origin. The caller owns the reference returned.
+ */
+struct msg *
+msg_rebuild(const struct msg *m, const char *topic, size_t topic_len, const uint8_t *payload,
+            uint32_t payload_len, const uint8_t *extra_props, size_t extra_len)
+{
+    size_t props_len = m->props_len + extra_len;
+    struct msg *n;
+    uint8_t *p;
+
+    if (props_len > UINT32_MAX / 2) {
+        return NULL;
+    }
+    n = malloc(sizeof(*n) + 2 + topic_len + 1 + props_len + payload_len);
+    if (n == NULL) {
+        return NULL;
+    }
+    atomic_init(&n->refs, 1);
+    n->qos = m->qos;
+    n->retain = m->retain;
+    n->payload_format = m->payload_format;
+    n->topic_len = (uint16_t)topic_len;
+    n->props_len = (uint32_t)props_len;
+    n->payload_len = payload_len;
+    n->expiry_at = m->expiry_at;
+    n->origin_session = m->origin_session;
+    p = n->data;
+    n->topic_wire = p;
+    p[0] = (uint8_t)(topic_len >> 8);
+    p[1] = (uint8_t)topic_len;
+    memcpy(p + 2, topic, topic_len);
+    p[2 + topic_len] = 0;
+    n->topic = (const char *)p + 2;
+    p += 2 + topic_len + 1;
+    n->props = p;
+    if (m->props_len > 0) {
+        memcpy(p, m->props, m->props_len);
+    }
+    if (extra_len > 0) {
+        memcpy(p + m->props_len, extra_props, extra_len);
+    }
+    p += props_len;
+    n->payload = p;
+    if (payload_len > 0) {
+        memcpy(p, payload, payload_len);
+    }
+    return n;
+}

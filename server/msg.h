@@ -47,6 +47,15 @@ struct msg *msg_new(const char *topic, size_t topic_len, const uint8_t *payload,
                     uint32_t payload_len, uint8_t qos, uint8_t retain,
                     const struct mqtt_props *props, double now);
 
+/*
+ * A copy of m with another topic and payload and `extra_props` (encoded
+ * properties, no length prefix) appended to its properties. Returns NULL
+ * when out of memory; the caller owns the reference returned.
+ */
+struct msg *msg_rebuild(const struct msg *m, const char *topic, size_t topic_len,
+                        const uint8_t *payload, uint32_t payload_len,
+                        const uint8_t *extra_props, size_t extra_len);
+
 /* Takes a reference. [any thread] */
 static inline struct msg *
 msg_ref(struct msg *m)

@@ -12,12 +12,18 @@
 
 #include "config.h"
 #include "log.h"
+#include "mainloop.h"
 #include "midge_build.h"
 
 struct midge_plugin *plugins;
 int plugins_auth_active;
 int plugins_acl_active;
 int plugins_events_active;
+int plugins_message_in_active;
+int plugins_message_out_active;
+int plugins_sub_events_active;
+int plugins_session_events_active;
+unsigned plugins_count;
 
 static unsigned metric_threads; /* shards: workers + 1 for the main thread */
 
@@ -57,6 +63,8 @@ instance_free(struct midge_plugin *p)
     free(p->path);
     free(p->listener_address);
     free(p->metrics);
+    plugin_user_metrics_free(p);
+    pthread_mutex_destroy(&p->svc_lock);
     free(p);
 }
 
@@ -110,6 +118,7 @@ open_one(const struct config *cfg, const struct plugin_conf *pc, char *err, size
         snprintf(err, len, "out of memory");
         return NULL;
     }
+    pthread_mutex_init(&p->svc_lock, NULL);
     n = where(err, len, pc);
     p->path = resolve(cfg, pc->path);
     if (p->path == NULL) {
@@ -160,6 +169,8 @@ open_one(const struct config *cfg, const struct plugin_conf *pc, char *err, size
     p->listener_port = pc->listener_port;
     p->timeout_ms = pc->timeout_ms;
     p->timeout_allow = pc->timeout_allow;
+    p->pool_threads = pc->threads ? pc->threads : 1;
+    p->pool_queue = pc->queue ? pc->queue : 1024;
     if (check_options(p, pc, err, len) < 0) {
         goto fail;
     }
@@ -208,6 +219,7 @@ plugins_load(const struct config *cfg, unsigned nthreads, int call_init, char *e
                 return -1;
             }
         }
+        p->index = plugins_count++;
         *tail = p;
         tail = &p->next;
     }
@@ -217,7 +229,9 @@ plugins_load(const struct config *cfg, unsigned nthreads, int call_init, char *e
     for (p = plugins; p != NULL; p = p->next) {
         int r;
         p->err[0] = 0;
+        p->in_init = 1;
         r = p->init(p, &plugin_api, &p->state);
+        p->in_init = 0;
         if (r != 0) {
             snprintf(err, len, "%s:%d: plugin '%s': init failed: %s", p->conf->file,
                      p->conf->line, p->name, p->err[0] ? p->err : "no reason given");
@@ -228,6 +242,12 @@ plugins_load(const struct config *cfg, unsigned nthreads, int call_init, char *e
         plugins_acl_active |= PLUGIN_HAS(p, acl);
         plugins_events_active |= PLUGIN_HAS(p, client_connected) ||
                                  PLUGIN_HAS(p, client_disconnected);
+        plugins_message_in_active |= PLUGIN_HAS(p, message_in);
+        plugins_message_out_active |= PLUGIN_HAS(p, message_out);
+        plugins_sub_events_active |= PLUGIN_HAS(p, subscribed) || PLUGIN_HAS(p, unsubscribed);
+        plugins_session_events_active |= PLUGIN_HAS(p, session_created) ||
+                                         PLUGIN_HAS(p, session_ended) ||
+                                         PLUGIN_HAS(p, will_published);
         midge_log(MLOG_NOTICE, "plugin loaded plugin=%s file=%s version=%s abi=%u.%u", p->name,
                   p->path, p->desc->version ? p->desc->version : "?", p->desc->abi_major,
                   p->desc->abi_minor);
@@ -235,10 +255,22 @@ plugins_load(const struct config *cfg, unsigned nthreads, int call_init, char *e
     return 0;
 }
 
-/* Cleans up and unloads every instance, last loaded first. */
+/*
+ * Cleans up and unloads every instance, last loaded first. The blocking
+ * pools finish their queued jobs first and every `done` callback and other
+ * call still queued runs (on this thread: the workers are gone), so cleanup
+ * sees no job in flight.
+ */
 void
 plugins_unload(void)
 {
+    struct midge_plugin *q;
+
+    for (q = plugins; q != NULL; q = q->next) {
+        plugin_services_stop(q);
+    }
+    main_calls_run();
+    plugin_internal_subs_clear();
     while (plugins != NULL) {
         struct midge_plugin *p = plugins;
         struct midge_plugin *prev = NULL;
@@ -250,6 +282,7 @@ plugins_unload(void)
         if (p->initialised && p->cleanup != NULL) {
             p->cleanup(p, p->state);
         }
+        plugin_services_free(p);
         if (prev != NULL) {
             prev->next = NULL;
         } else {
@@ -258,6 +291,9 @@ plugins_unload(void)
         instance_free(p);
     }
     plugins_auth_active = plugins_acl_active = plugins_events_active = 0;
+    plugins_message_in_active = plugins_message_out_active = 0;
+    plugins_sub_events_active = plugins_session_events_active = 0;
+    plugins_count = 0;
 }
 
 /* The plugin line of the new config that is the same instance as p. */
@@ -300,6 +336,7 @@ void
 plugins_reload(const struct config *cfg)
 {
     struct midge_plugin *p;
+    int acl_reloaded = 0;
 
     for (p = plugins; p != NULL; p = p->next) {
         const struct plugin_conf *pc = match_new(cfg, p);
@@ -311,15 +348,16 @@ plugins_reload(const struct config *cfg)
         }
         p->timeout_ms = pc->timeout_ms;
         p->timeout_allow = pc->timeout_allow;
-        if (options_equal(old, pc)) {
-            p->conf = pc;
-            continue;
-        }
         if (!PLUGIN_HAS(p, reload)) {
-            midge_log(MLOG_WARNING, "reload: plugin=%s has no reload hook and keeps its old "
-                      "options until a restart", p->name);
+            if (options_equal(old, pc)) {
+                p->conf = pc;
+            } else {
+                midge_log(MLOG_WARNING, "reload: plugin=%s has no reload hook and keeps its old "
+                          "options until a restart", p->name);
+            }
             continue;
         }
+        /* Called even with unchanged options: SIGHUP is how admins make plugins re-read files. */
         p->conf = pc;
         p->err[0] = 0;
         if (p->hooks->reload(p->state) != 0) {
@@ -327,8 +365,14 @@ plugins_reload(const struct config *cfg)
             midge_log(MLOG_ERROR, "reload: plugin=%s refused its new options, keeping the old "
                       "ones: %s", p->name, p->err[0] ? p->err : "no reason given");
         } else {
-            midge_log(MLOG_NOTICE, "reload: plugin=%s options reloaded", p->name);
+            midge_log(MLOG_NOTICE, "reload: plugin=%s reloaded", p->name);
+            if (PLUGIN_HAS(p, acl)) {
+                acl_reloaded = 1;
+            }
         }
+    }
+    if (acl_reloaded) {
+        plugin_acl_recheck_all();
     }
 }
 

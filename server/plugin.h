@@ -11,6 +11,7 @@
 #ifndef MIDGE_PLUGIN_INTERNAL_H
 #define MIDGE_PLUGIN_INTERNAL_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -24,11 +25,14 @@ struct plugin_conf;
 struct conn;
 struct listener;
 struct mqtt_connect;
+struct mqtt_reason;
 
 /* Hooks whose calls the broker measures. */
 enum plugin_hook_id {
     PH_AUTH = 0,
     PH_ACL = 1,
+    PH_EAUTH = 2,
+    PH_MSG_IN = 3,
     PH_COUNT,
 };
 
@@ -64,8 +68,20 @@ struct midge_plugin {
     int initialised;
     char err[512];         /* api->set_error() during init/reload */
     struct hook_metrics *metrics; /* [nthreads][PH_COUNT] shards, see plugin_metrics() */
+    unsigned index;        /* chain position: the slot of its per-client data */
+    unsigned pool_threads; /* plugin_threads */
+    unsigned pool_queue;   /* plugin_queue */
+    int in_init;           /* inside init: metric_new allowed */
+    pthread_mutex_t svc_lock;     /* guards pool creation and the timer/watch lists */
+    struct plugin_pool *pool;     /* run_blocking threads, created on first use */
+    struct midge_timer *timers;   /* Protected by svc_lock: every live timer, any loop */
+    struct midge_watch *watches;  /* Protected by svc_lock: every live fd watcher */
+    struct midge_metric *user_metrics; /* api->metric_new, fixed after init */
     struct midge_plugin *next;
 };
+
+/* Number of instances (fixed after load): size of a connection's data slots. */
+extern unsigned plugins_count;
 
 /* The instance list, in chain order. */
 extern struct midge_plugin *plugins;
@@ -74,6 +90,10 @@ extern struct midge_plugin *plugins;
 extern int plugins_auth_active;
 extern int plugins_acl_active;
 extern int plugins_events_active;
+extern int plugins_message_in_active;
+extern int plugins_message_out_active;
+extern int plugins_sub_events_active;     /* subscribed / unsubscribed */
+extern int plugins_session_events_active; /* session_created / session_ended / will_published */
 
 /* plugin.c */
 
@@ -104,6 +124,64 @@ struct hook_metrics *plugin_metrics(struct midge_plugin *p, int h);
 
 /* Sums an instance's metrics over threads (for $SYS). */
 void plugin_metrics_sum(const struct midge_plugin *p, int h, struct hook_metrics *out);
+
+/* plugin_services.c: run_blocking, timers, fd watchers, per-client data */
+
+int plugin_run_blocking(midge_plugin *self, void (*work)(void *), void (*done)(void *),
+                        void *arg);
+midge_timer *plugin_timer_start(midge_plugin *self, double after, double repeat,
+                                void (*cb)(void *, midge_timer *), void *arg);
+void plugin_timer_stop(midge_plugin *self, midge_timer *t);
+midge_watch *plugin_fd_watch(midge_plugin *self, int fd, int events,
+                             void (*cb)(void *, int, int), void *arg);
+int plugin_fd_watch_set(midge_plugin *self, midge_watch *w, int events);
+void plugin_fd_unwatch(midge_plugin *self, midge_watch *w);
+void *plugin_client_data(midge_plugin *self, const midge_client *c);
+int plugin_client_data_set(midge_plugin *self, midge_client *c, void *data,
+                           void (*free_fn)(void *));
+
+/* Frees a connection's per-client data (free_fn of each). [the connection's thread] */
+void plugin_conn_release(struct conn *c);
+
+/* Shutdown, after the workers stopped: runs the queued jobs, joins the pool. Main thread. */
+void plugin_services_stop(struct midge_plugin *p);
+
+/* Frees timers and watchers the plugin left (after cleanup). Main thread. */
+void plugin_services_free(struct midge_plugin *p);
+
+/* plugin_clients.c: accessors, clients by id, ACL re-check */
+
+const char *plugin_client_listener_name(const midge_client *c);
+const char *plugin_client_peer_ip(const midge_client *c);
+int plugin_client_peer_port(const midge_client *c);
+int plugin_client_user_property_next(const midge_client *c, size_t *pos, const char **key,
+                                     size_t *key_len, const char **value, size_t *value_len);
+int plugin_client_tls(const midge_client *c, struct midge_tls_info *info);
+int plugin_client_disconnect(midge_plugin *self, const char *client_id, uint8_t reason);
+int plugin_client_find(midge_plugin *self, const char *client_id,
+                       void (*cb)(void *arg, const struct midge_client_info *info), void *arg);
+
+struct mqtt_props;
+/* Keeps a copy of the CONNECT's user properties for plugins. Returns 0 or -1 (no memory). */
+int plugin_conn_keep_user_props(struct conn *c, const struct mqtt_props *props);
+
+/*
+ * After an ACL plugin reloaded: every worker re-checks its connected
+ * clients' subscriptions and removes (and logs) those now denied. Main thread.
+ */
+void plugin_acl_recheck_all(void);
+
+/* plugin_metrics.c: metrics defined by plugins */
+
+midge_metric *plugin_metric_new(midge_plugin *self, const char *name, int kind, const char *help);
+void plugin_metric_add(midge_metric *m, int64_t delta);
+void plugin_metric_set(midge_metric *m, int64_t value);
+void plugin_metric_observe(midge_metric *m, double value);
+
+/* Emits every metric of p as ($SYS topic, value). Main thread. */
+void plugin_user_metrics_report(const struct midge_plugin *p,
+                                void (*emit)(const char *topic, const char *value));
+void plugin_user_metrics_free(struct midge_plugin *p);
 
 /* plugin_api.c */
 
@@ -137,8 +215,53 @@ enum plugin_result {
 int plugin_auth(struct conn *c, const struct mqtt_connect *cp, const uint8_t *raw, size_t raw_len,
                 size_t start, uint8_t *reason, int *any);
 
-/* api->complete(): see plugin-api/midge/plugin.h. [any thread] */
+/* api->complete() and api->complete_auth(): see plugin-api/midge/plugin.h. [any thread] */
 int plugin_complete(midge_ticket *ticket, int verdict, uint8_t reason);
+int plugin_complete_auth(midge_ticket *ticket, int verdict, uint8_t reason, const void *data,
+                         uint32_t len);
+
+/*
+ * A decision hook of p (chain position idx) is about to run for c: creates
+ * the pending-decision record and its ticket (plugin_wait_ticket). After
+ * the hook returned verdict v, plugin_wait_end() arms it when v is PENDING
+ * (timeout started, c->auth_wait set, a copy of `raw` kept when not NULL)
+ * or releases it. plugin_wait_begin returns NULL and plugin_wait_end -1
+ * when out of memory. [worker thread]
+ */
+struct auth_wait *plugin_wait_begin(struct conn *c, struct midge_plugin *p, size_t idx, int eauth);
+midge_ticket *plugin_wait_ticket(const struct auth_wait *aw);
+int plugin_wait_end(struct auth_wait *aw, struct conn *c, int v, const uint8_t *raw,
+                    size_t raw_len);
+
+/* plugin_eauth.c: MQTT 5 enhanced authentication */
+
+/* State of an enhanced authentication exchange. Owned by its connection (c->eauth). */
+struct eauth;
+
+/*
+ * CONNECT with an Authentication Method: runs step 0 through the chain.
+ * Returns PROTO_OK when authenticated (c->auth_state is AUTH_DONE and
+ * proto_connect should go on), PROTO_WAIT while the exchange continues
+ * (AUTH sent or a plugin pending), PROTO_CLOSE when refused. [worker thread]
+ */
+int plugin_eauth_connect(struct conn *c, const struct mqtt_connect *cp, const uint8_t *raw,
+                         size_t raw_len);
+
+/* An AUTH packet from the client (any state). Returns a PROTO_* result. [worker thread] */
+int plugin_eauth_packet(struct conn *c, const struct mqtt_reason *auth);
+
+/* A pending enhanced_auth step was completed (or timed out). [worker thread] */
+void plugin_eauth_resume(struct conn *c, size_t index, int verdict, uint8_t reason,
+                         const uint8_t *data, uint32_t len);
+
+/* api->auth_data_set. [worker thread, during the enhanced_auth hook] */
+int plugin_auth_data_set(midge_client *c, const void *data, uint32_t len);
+
+/* Adds the Authentication Method/Data to a CONNACK's properties (when enhanced auth ran). */
+void plugin_eauth_connack_props(struct conn *c, struct mqtt_props *props);
+
+/* Frees c->eauth. */
+void plugin_eauth_free(struct conn *c);
 
 /* Inbox item WI_TICKET: a decision arrived for a pending CONNECT. [worker thread] */
 void plugin_auth_completed(void *wait);
@@ -157,8 +280,52 @@ void plugin_auth_cancel(struct conn *c);
 int plugin_acl(struct conn *c, int action, const char *topic, size_t topic_len, int qos,
                int retain, const uint8_t *payload, uint32_t payload_len, uint8_t *reason);
 
+/* Counts one call of hook `hook` with its verdict and (when ns != 0) latency. */
+void plugin_record(struct midge_plugin *p, int hook, int verdict, uint64_t ns);
+
+struct msg;
+
 /* Event hooks. [worker thread] */
 void plugin_client_connected(struct conn *c);
 void plugin_client_disconnected(struct conn *c, int reason);
+void plugin_subscribed(struct conn *c, const char *filter, int qos);
+void plugin_unsubscribed(struct conn *c, const char *filter);
+void plugin_session_event(const char *client_id, int created);
+void plugin_will_published(const char *client_id, const struct msg *will);
+
+/* plugin_msg.c: messages, message_in/out, internal subscriptions */
+
+const char *plugin_message_topic(const midge_message *m);
+const void *plugin_message_payload(const midge_message *m, uint32_t *len);
+int plugin_message_qos(const midge_message *m);
+int plugin_message_retain(const midge_message *m);
+int plugin_message_user_property_next(const midge_message *m, size_t *pos, const char **key,
+                                      size_t *key_len, const char **value, size_t *value_len);
+const midge_message *plugin_message_ref(const midge_message *m);
+void plugin_message_unref(const midge_message *m);
+int plugin_edit_topic(midge_message_edit *e, const char *topic);
+int plugin_edit_payload(midge_message_edit *e, const void *payload, uint32_t len);
+int plugin_edit_user_property_add(midge_message_edit *e, const char *key, const char *value);
+
+/*
+ * Runs the message_in chain on *mp (a message the caller owns). An edit
+ * replaces *mp with the edited copy (the old reference is dropped). Returns
+ * PLUGIN_ALLOW, or PLUGIN_DENY with *reason (0: acknowledge as success).
+ * [worker thread]
+ */
+int plugin_message_in(struct conn *c, struct msg **mp, uint8_t *reason);
+
+/* message_out hooks. [worker thread] */
+void plugin_message_out(struct conn *c, const struct msg *m);
+
+midge_subscription *plugin_subscribe(midge_plugin *self, const char *filter,
+                                     void (*cb)(void *arg, const midge_message *msg), void *arg);
+void plugin_unsubscribe(midge_plugin *self, midge_subscription *sub);
+
+/* Calls the internal subscriptions that match m. [any thread] */
+void plugin_internal_route(const struct msg *m);
+
+/* Frees every internal subscription left. Main thread, at unload. */
+void plugin_internal_subs_clear(void);
 
 #endif

@@ -160,7 +160,7 @@ api_instance_name(const midge_plugin *self)
     return self->name;
 }
 
-/* Every entry is set: ABI 1.0 is complete in this broker. */
+/* Every entry is set: ABI 1.0 is complete in this broker (services in plugin_*.c). */
 const struct midge_api plugin_api = {
     .size = sizeof(struct midge_api),
     .abi_major = MIDGE_ABI_MAJOR,
@@ -180,4 +180,37 @@ const struct midge_api plugin_api = {
     .client_keepalive = api_client_keepalive,
     .publish = api_publish,
     .instance_name = api_instance_name,
+    .message_topic = plugin_message_topic,
+    .message_payload = plugin_message_payload,
+    .message_qos = plugin_message_qos,
+    .message_retain = plugin_message_retain,
+    .message_user_property_next = plugin_message_user_property_next,
+    .message_ref = plugin_message_ref,
+    .message_unref = plugin_message_unref,
+    .edit_topic = plugin_edit_topic,
+    .edit_payload = plugin_edit_payload,
+    .edit_user_property_add = plugin_edit_user_property_add,
+    .auth_data_set = plugin_auth_data_set,
+    .complete_auth = plugin_complete_auth,
+    .client_listener_name = plugin_client_listener_name,
+    .client_peer_ip = plugin_client_peer_ip,
+    .client_peer_port = plugin_client_peer_port,
+    .client_user_property_next = plugin_client_user_property_next,
+    .client_tls = plugin_client_tls,
+    .client_data = plugin_client_data,
+    .client_data_set = plugin_client_data_set,
+    .timer_start = plugin_timer_start,
+    .timer_stop = plugin_timer_stop,
+    .fd_watch = plugin_fd_watch,
+    .fd_watch_set = plugin_fd_watch_set,
+    .fd_unwatch = plugin_fd_unwatch,
+    .run_blocking = plugin_run_blocking,
+    .client_disconnect = plugin_client_disconnect,
+    .client_find = plugin_client_find,
+    .metric_new = plugin_metric_new,
+    .metric_add = plugin_metric_add,
+    .metric_set = plugin_metric_set,
+    .metric_observe = plugin_metric_observe,
+    .subscribe = plugin_subscribe,
+    .unsubscribe = plugin_unsubscribe,
 };

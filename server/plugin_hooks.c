@@ -37,6 +37,9 @@ struct auth_wait {
     size_t connect_len;
     int verdict;                 /* set by complete() or the timeout */
     uint8_t reason;
+    int eauth;                   /* an enhanced_auth step (plugin_eauth.c), else CONNECT auth */
+    uint8_t *data;               /* Authentication Data from complete_auth(), owned */
+    uint32_t data_len;
     struct auth_wait *tnext;     /* ticket table chain, under tickets.lock */
 };
 
@@ -54,6 +57,7 @@ wait_unref(struct auth_wait *aw)
 {
     if (atomic_fetch_sub(&aw->refs, 1) == 1) {
         free(aw->connect);
+        free(aw->data);
         free(aw);
     }
 }
@@ -112,8 +116,8 @@ timed(struct midge_plugin *p, int hook)
     return STAT_GET(plugin_metrics(p, hook), calls) % LAT_SAMPLE == 0;
 }
 
-static void
-record(struct midge_plugin *p, int hook, int verdict, uint64_t ns)
+void
+plugin_record(struct midge_plugin *p, int hook, int verdict, uint64_t ns)
 {
     struct hook_metrics *m = plugin_metrics(p, hook);
     unsigned b = 0;
@@ -174,6 +178,68 @@ valid_verdict(struct midge_plugin *p, const char *hook, int v, int pending_ok)
 
 static void timeout_cb(struct ev_loop *loop, ev_timer *t, int revents);
 
+/* Starts a possible pending decision of p about c; see plugin.h. [worker thread] */
+struct auth_wait *
+plugin_wait_begin(struct conn *c, struct midge_plugin *p, size_t idx, int eauth)
+{
+    struct auth_wait *aw = calloc(1, sizeof(*aw));
+
+    if (aw == NULL) {
+        return NULL;
+    }
+    atomic_init(&aw->refs, 2); /* ours (then the connection's) and the table's */
+    /* complete() may run on another thread before the hook even returns: it needs w. */
+    aw->w = c->w;
+    aw->plugin = p;
+    aw->index = idx;
+    aw->eauth = eauth;
+    ticket_add(aw);
+    return aw;
+}
+
+midge_ticket *
+plugin_wait_ticket(const struct auth_wait *aw)
+{
+    return (midge_ticket *)(uintptr_t)aw->id;
+}
+
+/* The hook answered v; see plugin.h. [worker thread] */
+int
+plugin_wait_end(struct auth_wait *aw, struct conn *c, int v, const uint8_t *raw, size_t raw_len)
+{
+    struct midge_plugin *p = aw->plugin;
+
+    if (v == MIDGE_PENDING) {
+        /* Set only now: a decision posted during the hook is processed after this. */
+        aw->conn = c;
+        if (raw != NULL) {
+            aw->connect = malloc(raw_len);
+            if (aw->connect == NULL) {
+                if (ticket_take(aw->id) != NULL) {
+                    wait_unref(aw);
+                }
+                aw->conn = NULL;
+                wait_unref(aw);
+                return -1;
+            }
+            memcpy(aw->connect, raw, raw_len);
+            aw->connect_len = raw_len;
+        }
+        c->auth_wait = aw;
+        ev_timer_init(&aw->timer, timeout_cb, p->timeout_ms / 1000.0, 0.0);
+        ev_timer_start(c->w->loop, &aw->timer);
+        return 0;
+    }
+    if (ticket_take(aw->id) != NULL) {
+        wait_unref(aw); /* the table's reference */
+    } else {
+        midge_log(MLOG_ERROR, "plugin bug plugin=%s completed a ticket and also returned a "
+                  "verdict", p->name);
+    }
+    wait_unref(aw);
+    return 0;
+}
+
 /* Runs the auth chain; see plugin.h. [worker thread] */
 int
 plugin_auth(struct conn *c, const struct mqtt_connect *cp, const uint8_t *raw, size_t raw_len,
@@ -202,48 +268,22 @@ plugin_auth(struct conn *c, const struct mqtt_connect *cp, const uint8_t *raw, s
             continue;
         }
         *any = 1;
-        aw = calloc(1, sizeof(*aw));
+        aw = plugin_wait_begin(c, p, idx, 0);
         if (aw == NULL) {
             *reason = MQTT_RC_SERVER_UNAVAILABLE;
             return PLUGIN_DENY;
         }
-        atomic_init(&aw->refs, 2); /* ours (then the connection's) and the table's */
-        /* complete() may run on another thread before the hook even returns: it needs w. */
-        aw->w = c->w;
-        aw->plugin = p;
-        aw->index = idx;
-        ticket_add(aw);
         t0 = now_ns();
-        v = p->hooks->auth(p->state, (midge_client *)c, &req, &r,
-                           (midge_ticket *)(uintptr_t)aw->id);
+        v = p->hooks->auth(p->state, (midge_client *)c, &req, &r, plugin_wait_ticket(aw));
         v = valid_verdict(p, "auth", v, 1);
-        record(p, PH_AUTH, v, now_ns() - t0 + 1);
+        plugin_record(p, PH_AUTH, v, now_ns() - t0 + 1);
+        if (plugin_wait_end(aw, c, v, raw, raw_len) < 0) {
+            *reason = MQTT_RC_SERVER_UNAVAILABLE;
+            return PLUGIN_DENY;
+        }
         if (v == MIDGE_PENDING) {
-            /* Set only now: a decision posted during the hook is processed after this. */
-            aw->conn = c;
-            aw->connect = malloc(raw_len);
-            if (aw->connect == NULL) {
-                if (ticket_take(aw->id) != NULL) {
-                    wait_unref(aw);
-                }
-                wait_unref(aw);
-                *reason = MQTT_RC_SERVER_UNAVAILABLE;
-                return PLUGIN_DENY;
-            }
-            memcpy(aw->connect, raw, raw_len);
-            aw->connect_len = raw_len;
-            c->auth_wait = aw;
-            ev_timer_init(&aw->timer, timeout_cb, p->timeout_ms / 1000.0, 0.0);
-            ev_timer_start(c->w->loop, &aw->timer);
             return PLUGIN_PENDING;
         }
-        if (ticket_take(aw->id) != NULL) {
-            wait_unref(aw); /* the table's reference */
-        } else {
-            midge_log(MLOG_ERROR, "plugin bug plugin=%s completed a ticket and also returned a "
-                      "verdict", p->name);
-        }
-        wait_unref(aw);
         if (v != MIDGE_DEFER) {
             *reason = r;
             return v;
@@ -256,6 +296,14 @@ plugin_auth(struct conn *c, const struct mqtt_connect *cp, const uint8_t *raw, s
 int
 plugin_complete(midge_ticket *ticket, int verdict, uint8_t reason)
 {
+    return plugin_complete_auth(ticket, verdict, reason, NULL, 0);
+}
+
+/* api->complete_auth: a decision with Authentication Data. [any thread] */
+int
+plugin_complete_auth(midge_ticket *ticket, int verdict, uint8_t reason, const void *data,
+                     uint32_t len)
+{
     uint64_t id = (uint64_t)(uintptr_t)ticket;
     struct auth_wait *aw = ticket_take(id);
     struct witem it;
@@ -265,10 +313,21 @@ plugin_complete(midge_ticket *ticket, int verdict, uint8_t reason)
                   "completed, timed out, or whose client left", (unsigned long long)id);
         return -MIDGE_ESTATE;
     }
-    if (verdict != MIDGE_ALLOW && verdict != MIDGE_DENY && verdict != MIDGE_DEFER) {
+    if (verdict != MIDGE_ALLOW && verdict != MIDGE_DENY && verdict != MIDGE_DEFER &&
+        !(aw->eauth && verdict == MIDGE_CONTINUE)) {
         midge_log(MLOG_ERROR, "plugin bug: api->complete() with verdict %d: treated as deny",
                   verdict);
         verdict = MIDGE_DENY;
+    }
+    if (data != NULL && len > 0) {
+        aw->data = malloc(len);
+        if (aw->data == NULL) {
+            verdict = MIDGE_DENY;
+            reason = MQTT_RC_SERVER_UNAVAILABLE;
+        } else {
+            memcpy(aw->data, data, len);
+            aw->data_len = len;
+        }
     }
     aw->verdict = verdict;
     aw->reason = reason;
@@ -289,9 +348,9 @@ timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (ticket_take(aw->id) == NULL) {
         return; /* completed just now: the decision is on its way */
     }
-    MADD(plugin_metrics(aw->plugin, PH_AUTH), timeouts);
-    midge_log(MLOG_WARNING, "plugin timeout plugin=%s hook=auth client=%s after_ms=%u verdict=%s",
-              aw->plugin->name, aw->conn && aw->conn->client_id ? aw->conn->client_id : "",
+    MADD(plugin_metrics(aw->plugin, aw->eauth ? PH_EAUTH : PH_AUTH), timeouts);
+    midge_log(MLOG_WARNING, "plugin timeout plugin=%s hook=%s client=%s after_ms=%u verdict=%s",
+              aw->plugin->name, aw->eauth ? "enhanced_auth" : "auth", aw->conn && aw->conn->client_id ? aw->conn->client_id : "",
               aw->plugin->timeout_ms, aw->plugin->timeout_allow ? "allow" : "deny");
     aw->verdict = aw->plugin->timeout_allow ? MIDGE_ALLOW : MIDGE_DENY;
     aw->reason = 0;
@@ -312,7 +371,12 @@ plugin_auth_completed(void *wait)
     ev_timer_stop(c->w->loop, &aw->timer);
     c->auth_wait = NULL;
     aw->conn = NULL;
-    proto_connect_resume(c, aw->connect, aw->connect_len, aw->index, aw->verdict, aw->reason);
+    if (aw->eauth) {
+        plugin_eauth_resume(c, aw->index, aw->verdict, aw->reason, aw->data, aw->data_len);
+    } else {
+        proto_connect_resume(c, aw->connect, aw->connect_len, aw->index, aw->verdict,
+                             aw->reason);
+    }
     wait_unref(aw); /* the connection's */
     wait_unref(aw); /* the table's, carried by the item or the timeout */
 }
@@ -381,7 +445,7 @@ plugin_acl(struct conn *c, int action, const char *topic, size_t topic_len, int 
         }
         t0 = timed(p, PH_ACL) ? now_ns() : 0;
         v = valid_verdict(p, "acl", p->hooks->acl(p->state, (midge_client *)c, &req, &r, NULL), 0);
-        record(p, PH_ACL, v, t0 ? now_ns() - t0 + 1 : 0);
+        plugin_record(p, PH_ACL, v, t0 ? now_ns() - t0 + 1 : 0);
         if (v == MIDGE_ALLOW) {
             break;
         }
@@ -419,6 +483,60 @@ plugin_client_disconnected(struct conn *c, int reason)
     for (p = plugins; p != NULL; p = p->next) {
         if (PLUGIN_HAS(p, client_disconnected) && plugin_applies(p, c->listener)) {
             p->hooks->client_disconnected(p->state, (midge_client *)c, reason);
+        }
+    }
+}
+
+/* subscribed hooks, after the SUBACK. [worker thread] */
+void
+plugin_subscribed(struct conn *c, const char *filter, int qos)
+{
+    struct midge_plugin *p;
+
+    for (p = plugins; p != NULL; p = p->next) {
+        if (PLUGIN_HAS(p, subscribed) && plugin_applies(p, c->listener)) {
+            p->hooks->subscribed(p->state, (midge_client *)c, filter, qos);
+        }
+    }
+}
+
+/* unsubscribed hooks. [worker thread] */
+void
+plugin_unsubscribed(struct conn *c, const char *filter)
+{
+    struct midge_plugin *p;
+
+    for (p = plugins; p != NULL; p = p->next) {
+        if (PLUGIN_HAS(p, unsubscribed) && plugin_applies(p, c->listener)) {
+            p->hooks->unsubscribed(p->state, (midge_client *)c, filter);
+        }
+    }
+}
+
+/* session_created (created 1) / session_ended (0) hooks. [the session's worker] */
+void
+plugin_session_event(const char *client_id, int created)
+{
+    struct midge_plugin *p;
+
+    for (p = plugins; p != NULL; p = p->next) {
+        if (created && PLUGIN_HAS(p, session_created)) {
+            p->hooks->session_created(p->state, client_id);
+        } else if (!created && PLUGIN_HAS(p, session_ended)) {
+            p->hooks->session_ended(p->state, client_id);
+        }
+    }
+}
+
+/* will_published hooks. [the session's worker] */
+void
+plugin_will_published(const char *client_id, const struct msg *will)
+{
+    struct midge_plugin *p;
+
+    for (p = plugins; p != NULL; p = p->next) {
+        if (PLUGIN_HAS(p, will_published)) {
+            p->hooks->will_published(p->state, client_id, (const midge_message *)will);
         }
     }
 }

@@ -7,6 +7,7 @@
 #include "broker.h"
 #include "conn.h"
 #include "log.h"
+#include "plugin.h"
 #include "session.h"
 #include "worker.h"
 
@@ -82,6 +83,11 @@ proto_packet(struct conn *c, const uint8_t *buf, size_t len)
     r = mqtt_decode(buf, len, version, &p, &rc);
 
     STAT_ADD(&c->w->stats, msgs_received, 1);
+    if (c->state == CONN_NEW && type == MQTT_AUTH) {
+        /* Only while enhanced authentication runs (conn.c lets nothing else through). */
+        return r != MQTT_OK ? proto_fail(c, rc, "invalid AUTH")
+                            : plugin_eauth_packet(c, &p.u.reason);
+    }
     if (c->state == CONN_NEW) {
         if (r != MQTT_OK && type == MQTT_CONNECT && rc != MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION) {
             /* Answer in the client's version when it can be read. */
@@ -118,8 +124,7 @@ proto_packet(struct conn *c, const uint8_t *buf, size_t len)
         /* [MQTT-3.1.0-2]: a second CONNECT is a protocol error. */
         return proto_fail(c, MQTT_RC_PROTOCOL_ERROR, "second CONNECT");
     case MQTT_AUTH:
-        /* Enhanced authentication arrives with the plugin ABI. */
-        return proto_fail(c, MQTT_RC_PROTOCOL_ERROR, "AUTH without authentication method");
+        return plugin_eauth_packet(c, &p.u.reason);
     default:
         /* CONNACK, SUBACK, UNSUBACK, PINGRESP never go to a server. */
         return proto_fail(c, MQTT_RC_PROTOCOL_ERROR, "unexpected packet type");

@@ -99,6 +99,7 @@ send_connack(struct conn *c, int session_present, const char *assigned, uint16_t
             pr->present |= MQTT_PBIT(MQTT_PROP_MAXIMUM_QOS);
             pr->maximum_qos = (uint8_t)cfg->max_qos;
         }
+        plugin_eauth_connack_props(c, pr);
     }
     return conn_send(c, &p);
 }
@@ -230,11 +231,6 @@ proto_connect(struct conn *c, const uint8_t *raw, size_t raw_len, const struct m
         return proto_fail(c, decode_rc, "invalid CONNECT");
     }
     c->version = cp->version;
-    if (cp->version == MQTT_V5 && (cp->props.present & MQTT_PBIT(MQTT_PROP_AUTH_METHOD))) {
-        /* No enhanced authentication method is supported yet [MQTT-4.12.0-1]. */
-        return refuse(c, MQTT_RC_BAD_AUTHENTICATION_METHOD, MQTT_V3_REFUSED_NOT_AUTHORIZED,
-                      "authentication method not supported");
-    }
     id = (const char *)cp->client_id.ptr;
     id_len = cp->client_id.len;
     clean = cp->clean_start;
@@ -290,7 +286,8 @@ proto_connect(struct conn *c, const uint8_t *raw, size_t raw_len, const struct m
     c->username = cp->has_username ? strndup((const char *)cp->username.ptr, cp->username.len)
                                    : NULL;
     c->clean_start = (uint8_t)clean;
-    if (c->client_id == NULL || (cp->has_username && c->username == NULL)) {
+    if (c->client_id == NULL || (cp->has_username && c->username == NULL) ||
+        plugin_conn_keep_user_props(c, &cp->props) < 0) {
         return refuse(c, MQTT_RC_SERVER_UNAVAILABLE, MQTT_V3_REFUSED_SERVER_UNAVAILABLE,
                       "out of memory");
     }
@@ -305,6 +302,14 @@ proto_connect(struct conn *c, const uint8_t *raw, size_t raw_len, const struct m
     }
 
     /* Authentication: the plugin chain, possibly asynchronous (the client waits, not the worker). */
+    if (c->auth_state != AUTH_DONE && cp->version == MQTT_V5 &&
+        (cp->props.present & MQTT_PBIT(MQTT_PROP_AUTH_METHOD))) {
+        /* Enhanced authentication replaces the auth hooks (plugin_eauth.c). */
+        int r = plugin_eauth_connect(c, cp, raw, raw_len);
+        if (r != 1) {
+            return r;
+        }
+    }
     if (c->auth_state != AUTH_DONE) {
         uint8_t reason = 0;
         int any = 0;

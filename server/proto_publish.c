@@ -120,7 +120,12 @@ proto_publish(struct conn *c, const struct mqtt_publish *p)
             ack_rc = MQTT_RC_SERVER_BUSY;
         } else {
             m->origin_session = s->uid;
-            broker_publish(m, s->uid);
+            if (plugins_message_in_active && plugin_message_in(c, &m, &ack_rc) == PLUGIN_DENY) {
+                /* Dropped by a plugin: its reason code, 0 acknowledges as if delivered. */
+                STAT_ADD(&c->w->stats, pub_dropped, ack_rc == 0 ? 1 : 0);
+            } else {
+                broker_publish(m, s->uid);
+            }
             msg_unref(m);
         }
     }
@@ -198,6 +203,9 @@ proto_send_publish(struct conn *c, const struct qentry *e, uint16_t pid, int dup
                        m->payload_len, &r) == PLUGIN_DENY) {
             return 2;
         }
+    }
+    if (plugins_message_out_active && !dup) {
+        plugin_message_out(c, m);
     }
     head = total - (big ? m->payload_len : 0);
     d = outbuf_reserve(&c->out, head);

@@ -103,6 +103,19 @@ proto_subscribe(struct conn *c, const struct mqtt_subscribe *sp)
         result = proto_fail(c, MQTT_RC_SERVER_BUSY, "out of memory");
         goto out;
     }
+    if (plugins_sub_events_active) {
+        /* After the SUBACK, for the filters granted. */
+        pos = 0;
+        for (k = 0; k < i && mqtt_subscribe_next(sp, &pos, &e); k++) {
+            if (rcs[k] < 0x80) {
+                char *f = strndup((const char *)e.filter.ptr, e.filter.len);
+                if (f != NULL) {
+                    plugin_subscribed(c, f, rcs[k]);
+                    free(f);
+                }
+            }
+        }
+    }
     /* Retained messages carry RETAIN 1 [MQTT-3.3.1-8] at min(message QoS, granted QoS). */
     for (k = 0; k < i; k++) {
         size_t j;
@@ -152,6 +165,13 @@ proto_unsubscribe(struct conn *c, const struct mqtt_unsubscribe *u)
         }
         session_sub_remove(s, fs, f.len);
         rcs[i++] = subs_remove(fs, f.len, s->sub) ? 0 : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
+        if (rcs[i - 1] == 0 && plugins_sub_events_active) {
+            char *copy = strndup(fs, f.len);
+            if (copy != NULL) {
+                plugin_unsubscribed(c, copy);
+                free(copy);
+            }
+        }
         if (log_enabled(MLOG_UNSUBSCRIBE)) {
             midge_log(MLOG_UNSUBSCRIBE, "unsubscribe client=%s topic=%.*s", s->client_id,
                       (int)f.len, fs);

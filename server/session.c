@@ -13,6 +13,7 @@
 #include "log.h"
 #include "hash.h"
 #include "msg.h"
+#include "plugin.h"
 #include "proto.h"
 #include "retain.h"
 #include "subs.h"
@@ -87,6 +88,12 @@ table_grow(struct sessions *t)
 
 /* Finds a session by client id on worker w. */
 struct session *
+sessions_all(struct worker *w)
+{
+    return w->sessions->all;
+}
+
+struct session *
 session_find(struct worker *w, const char *id, size_t len)
 {
     struct sessions *t = w->sessions;
@@ -152,6 +159,9 @@ session_new(struct worker *w, const char *id, size_t len)
     t->all = s;
     t->count++;
     STAT_ADD(&w->stats, sessions, 1);
+    if (plugins_session_events_active) {
+        plugin_session_event(s->client_id, 1);
+    }
     return s;
 }
 
@@ -605,6 +615,9 @@ session_publish_will(struct session *s)
     s->will_at = 0;
     midge_log(MLOG_INFO, "will published client=%s topic=%s", s->client_id, m->topic);
     broker_publish(m, s->uid);
+    if (plugins_session_events_active) {
+        plugin_will_published(s->client_id, m);
+    }
     msg_unref(m);
 }
 
@@ -635,9 +648,9 @@ session_detach(struct session *s, int send_will)
     s->expire_at = s->expiry == UINT32_MAX ? 0 : now + s->expiry;
 }
 
-/* Ends a session; see session.h. [worker thread] */
-void
-session_destroy(struct session *s)
+/* Frees a session; `ended` runs the session_ended hooks (not at shutdown). */
+static void
+destroy(struct session *s, int ended)
 {
     struct sessions *t = s->w->sessions;
     struct session **pp;
@@ -677,7 +690,17 @@ session_destroy(struct session *s)
         atomic_fetch_sub(&broker.pressure, 1);
     }
     subscriber_unref(s->sub);
+    if (ended && plugins_session_events_active) {
+        plugin_session_event(s->client_id, 0);
+    }
     free(s);
+}
+
+/* Ends a session; see session.h. [worker thread] */
+void
+session_destroy(struct session *s)
+{
+    destroy(s, 1);
 }
 
 /* Frees every session of a table at shutdown (no wills). */
@@ -692,7 +715,7 @@ sessions_free(struct sessions *t)
         if (s->conn != NULL) {
             s->conn->session = NULL;
         }
-        session_destroy(s);
+        destroy(s, 0); /* shutdown: the session is not ended (persistence keeps it) */
     }
     free(t->by_id);
     free(t->by_uid);

@@ -94,6 +94,9 @@ struct sessions *sessions_new(void);
 /* Destroys every session of a table (shutdown; no wills). */
 void sessions_free(struct sessions *t);
 
+/* The worker's sessions, linked by all_next. [worker thread] */
+struct session *sessions_all(struct worker *w);
+
 struct session *session_find(struct worker *w, const char *id, size_t len);
 struct session *session_find_uid(struct worker *w, uint64_t uid);
 

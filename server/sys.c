@@ -99,7 +99,7 @@ percentile(const struct hook_metrics *m, double q)
 static void
 publish_plugins(void)
 {
-    static const char *const hooks[PH_COUNT] = {"auth", "acl"};
+    static const char *const hooks[PH_COUNT] = {"auth", "acl", "enhanced_auth", "message_in"};
     const struct midge_plugin *p;
     char topic[256];
     char val[32];
@@ -131,6 +131,7 @@ publish_plugins(void)
             snprintf(val, sizeof(val), "%.1f", percentile(&m, 0.99));
             publish(topic, val);
         }
+        plugin_user_metrics_report(p, publish);
     }
 }
 

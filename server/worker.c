@@ -13,6 +13,7 @@
 #include "conn.h"
 #include "listener.h"
 #include "log.h"
+#include "mainloop.h"
 #include "msg.h"
 #include "plugin.h"
 #include "session.h"
@@ -59,11 +60,18 @@ witem_discard(struct witem *it)
     case WI_TICKET:
         plugin_auth_completed_discard(it->u.ptr);
         break;
+    case WI_CALL:
+        /* Never dropped: fn owns its argument. The main thread runs it instead. */
+        main_call(it->fn, it->u.ptr);
+        break;
     case WI_HANDOFF:
         close(it->u.conn->fd);
         atomic_fetch_sub(&it->u.conn->listener->nconns, 1);
         outbuf_clear(&it->u.conn->out);
         free(it->u.conn->inbuf);
+        plugin_conn_release(it->u.conn);
+        plugin_eauth_free(it->u.conn);
+        free(it->u.conn->connect_uprops);
         free(it->u.conn->client_id);
         free(it->u.conn->username);
         free(it->u.conn);
@@ -82,6 +90,15 @@ post_many(unsigned to, const struct witem *items, size_t n)
     size_t before;
 
     pthread_mutex_lock(&w->inbox_lock);
+    if (w->dead) {
+        /* Shutdown: the worker is gone; calls go to the main thread, the rest is released. */
+        pthread_mutex_unlock(&w->inbox_lock);
+        for (i = 0; i < n; i++) {
+            struct witem it = items[i];
+            witem_discard(&it);
+        }
+        return;
+    }
     before = w->inbox.n;
     for (i = 0; i < n; i++) {
         if (witems_push(&w->inbox, &items[i]) < 0) {
@@ -101,6 +118,28 @@ void
 worker_post(unsigned to, const struct witem *it)
 {
     post_many(to, it, 1);
+}
+
+unsigned
+call_target_current(void)
+{
+    return current != NULL ? current->id : CALL_MAIN;
+}
+
+void
+call_post(unsigned target, void (*fn)(void *arg), void *arg)
+{
+    struct witem it;
+
+    if (target == CALL_MAIN || target >= broker.nworkers) {
+        main_call(fn, arg);
+        return;
+    }
+    memset(&it, 0, sizeof(it));
+    it.kind = WI_CALL;
+    it.fn = fn;
+    it.u.ptr = arg;
+    worker_post(target, &it);
 }
 
 /* Batches an item for another worker; posted in this worker's prepare. [worker thread] */
@@ -220,6 +259,9 @@ wake_cb(struct ev_loop *loop, ev_async *a, int revents)
         case WI_TICKET:
             plugin_auth_completed(it->u.ptr);
             break;
+        case WI_CALL:
+            it->fn(it->u.ptr);
+            break;
         default:
             break;
         }
@@ -283,13 +325,26 @@ worker_main(void *arg)
     plugins_thread_start(w->id);
     ev_run(w->loop, 0);
     plugins_thread_stop(w->id);
-    /* Anything posted after the loop ended still owns resources. */
-    pthread_mutex_lock(&w->inbox_lock);
-    for (size_t i = 0; i < w->inbox.n; i++) {
-        witem_discard(&w->inbox.v[i]);
+    /* Anything posted after the loop ended still owns resources; calls still run here. */
+    for (;;) {
+        struct witems rest;
+        pthread_mutex_lock(&w->inbox_lock);
+        rest = w->inbox;
+        memset(&w->inbox, 0, sizeof(w->inbox));
+        pthread_mutex_unlock(&w->inbox_lock);
+        if (rest.n == 0) {
+            free(rest.v);
+            break;
+        }
+        for (size_t i = 0; i < rest.n; i++) {
+            if (rest.v[i].kind == WI_CALL) {
+                rest.v[i].fn(rest.v[i].u.ptr);
+            } else {
+                witem_discard(&rest.v[i]);
+            }
+        }
+        free(rest.v);
     }
-    w->inbox.n = 0;
-    pthread_mutex_unlock(&w->inbox_lock);
     conn_reap(w);
     sessions_free(w->sessions);
     w->sessions = NULL;
@@ -369,9 +424,20 @@ worker_stop_all(void)
     for (i = 0; i < broker.nworkers; i++) {
         struct worker *w = broker.workers[i];
         unsigned j;
+        struct witems rest;
+        size_t k;
         pthread_join(w->thread, NULL);
+        /* From now on posts to this worker are redirected (post_many). */
+        pthread_mutex_lock(&w->inbox_lock);
+        w->dead = 1;
+        rest = w->inbox;
+        memset(&w->inbox, 0, sizeof(w->inbox));
+        pthread_mutex_unlock(&w->inbox_lock);
+        for (k = 0; k < rest.n; k++) {
+            witem_discard(&rest.v[k]);
+        }
+        free(rest.v);
         for (j = 0; j < broker.nworkers; j++) {
-            size_t k;
             for (k = 0; k < w->outbox[j].n; k++) {
                 witem_discard(&w->outbox[j].v[k]);
             }

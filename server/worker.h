@@ -27,6 +27,7 @@ enum witem_kind {
     WI_HANDOFF,     /* a connection whose session lives here */
     WI_STOP,        /* graceful shutdown */
     WI_TICKET,      /* a plugin completed a pending decision (struct auth_wait *) */
+    WI_CALL,        /* run fn(u.ptr) on the worker (plugin services: call_post) */
 };
 
 /*
@@ -48,7 +49,10 @@ struct witem {
         void *ptr;
     } u;
     uint32_t *ids;
-    struct listener *listener;
+    union {
+        struct listener *listener; /* WI_ACCEPT */
+        void (*fn)(void *arg);     /* WI_CALL */
+    };
 };
 
 /* A growable array of items. Owned by whoever embeds it. */
@@ -73,6 +77,7 @@ struct worker {
 
     pthread_mutex_t inbox_lock;
     struct witems inbox;         /* Protected by inbox_lock */
+    int dead;                    /* Protected by inbox_lock: the thread ended (shutdown) */
     atomic_size_t inbox_len;     /* mirror of inbox.n for back-pressure checks */
 
     struct witems *outbox;       /* one per target worker, flushed in prepare */
@@ -118,6 +123,20 @@ void worker_send(struct worker *w, unsigned to, const struct witem *it);
  * above its high-water mark. Starts the timer that resumes them. [worker thread]
  */
 int worker_throttled(struct worker *w);
+
+/*
+ * Deferred calls for plugin services: fn(arg) runs later on a worker's loop
+ * or on the main thread's. A call for a worker that has already stopped
+ * (shutdown) runs on the main thread instead, where worker_current() is
+ * NULL: fn must check that before touching worker state.
+ */
+#define CALL_MAIN UINT32_MAX
+
+/* The calling thread as a call target: its worker id, or CALL_MAIN. */
+unsigned call_target_current(void);
+
+/* Queues fn(arg) for `target` (a worker id or CALL_MAIN). [any thread] */
+void call_post(unsigned target, void (*fn)(void *arg), void *arg);
 
 /* Appends to a witems array. Returns 0 or -1 when out of memory. */
 int witems_push(struct witems *a, const struct witem *it);
