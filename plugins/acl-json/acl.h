@@ -57,6 +57,15 @@ struct acl_entry {
     struct acl_trie *trie;    /* the compiled rules (acl_trie.c) */
 };
 
+/* Who is asking: what %u and %c stand for (NULL or "" never match). */
+struct acl_subject {
+    const char *client_id;
+    size_t client_len;
+    const char *username;
+    size_t user_len;
+    unsigned bad;  /* ACL_PH_* whose value is absent, empty or holds '+', '#' or '/' */
+};
+
 /* A loaded, compiled rule file. Immutable; freed with acl_ruleset_free(). */
 struct acl_ruleset;
 
@@ -91,6 +100,38 @@ void acl_ruleset_free(struct acl_ruleset *rs);
 size_t acl_ruleset_rules(const struct acl_ruleset *rs);
 size_t acl_ruleset_entries(const struct acl_ruleset *rs);
 
+/* A number no other ruleset of this process has had: tells caches apart across reloads. */
+uint64_t acl_ruleset_id(const struct acl_ruleset *rs);
+
+/*
+ * What the rules make of one client: its %u / %c values and the entries that
+ * apply to it, in search order. Resolved once per connection and ruleset
+ * (acl_client_resolve), then used for every check of that client. Owns
+ * `buf` and `chain`; the entries belong to the ruleset `ruleset_id`, so it
+ * is valid only while that ruleset is.
+ */
+struct acl_client {
+    uint64_t ruleset_id;
+    struct acl_subject s;             /* client_id and username point into buf */
+    const struct acl_entry **chain;   /* entries with rules, in search order */
+    size_t n;
+    char *buf;
+};
+
+/*
+ * Fills *c for a client (username NULL: anonymous). Returns 0, or -1 when
+ * out of memory (*c is then empty and safe to clear). [any thread]
+ */
+int acl_client_resolve(const struct acl_ruleset *rs, const char *client_id, const char *username,
+                       struct acl_client *c);
+
+/* Frees what *c owns and empties it. */
+void acl_client_clear(struct acl_client *c);
+
+/* acl_check() for a resolved client (c->ruleset_id must be rs's). Returns d->allow. */
+int acl_check_client(const struct acl_ruleset *rs, const struct acl_client *c, int action,
+                     const char *topic, struct acl_decision *d);
+
 /*
  * Decides `action` on `topic` (a topic name; for ACL_SUBSCRIBE a topic
  * filter, `$share/GROUP/` already stripped) for a client with `client_id`
@@ -109,14 +150,6 @@ const char *acl_decision_place(const struct acl_decision *d, int action, char *b
 
 /* ---- acl_trie.c: the compiled form of one entry's rules ---- */
 
-/* Who is asking: what %u and %c stand for (NULL or "" never match). */
-struct acl_subject {
-    const char *client_id;
-    size_t client_len;
-    const char *username;
-    size_t user_len;
-    unsigned bad;  /* ACL_PH_* whose value is absent, empty or holds '+', '#' or '/' */
-};
 
 /*
  * Builds the trie of entry->rules. Patterns were validated by the loader.

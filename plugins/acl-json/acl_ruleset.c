@@ -2,6 +2,7 @@
  * The container of a loaded rule file: entries in one array, found by
  * (kind, name) through an open-addressing index, and the defaults.
  */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,6 +14,7 @@
  * the index; freed with acl_ruleset_free(). Immutable after loading.
  */
 struct acl_ruleset {
+    uint64_t id;                 /* unique in the process (acl_ruleset_id) */
     char *file;
     int defaults[ACL_NACTIONS];  /* 1 allow, 0 deny */
     struct acl_entry *entries;   /* named entries, capacity `cap` */
@@ -35,6 +37,15 @@ name_hash(int kind, const char *name, size_t len)
     return h ^ (h >> 31);
 }
 
+/* The source of ruleset ids: a counter, not state (any number of instances may share it). */
+static atomic_uint_fast64_t next_id = 1;
+
+uint64_t
+acl_ruleset_id(const struct acl_ruleset *rs)
+{
+    return rs->id;
+}
+
 /* A ruleset for `capacity` named entries; see acl_ruleset.h. */
 struct acl_ruleset *
 acl_ruleset_new(const char *file, size_t capacity)
@@ -52,6 +63,7 @@ acl_ruleset_new(const char *file, size_t capacity)
     rs->entries = calloc(capacity + 1, sizeof(*rs->entries));
     rs->index = calloc(slots, sizeof(*rs->index));
     rs->cap = capacity;
+    rs->id = atomic_fetch_add(&next_id, 1);
     rs->mask = slots - 1;
     /* Without a "default" object: subscribe and publish are refused, receive and retain allowed. */
     rs->defaults[ACL_PUBLISH] = 0;

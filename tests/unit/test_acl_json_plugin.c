@@ -144,6 +144,19 @@ verdicts_and_reason(void **state)
     assert_int_equal(ask(f, f->alice, MIDGE_ACL_SUBSCRIBE, "+/+", 0, &reason), MIDGE_DENY);
     assert_int_equal(ask(f, f->alice, MIDGE_ACL_RECEIVE, "secret/x", 0, &reason), MIDGE_DENY);
     assert_int_equal(ask(f, f->alice, MIDGE_ACL_RECEIVE, "b/x", 0, &reason), MIDGE_ALLOW);
+    /* The per-connection memo of the last allowed topic matches whole topics only. */
+    assert_int_equal(ask(f, f->alice, MIDGE_ACL_PUBLISH, "a", 0, &reason), MIDGE_ALLOW);
+    assert_int_equal(ask(f, f->alice, MIDGE_ACL_PUBLISH, "a", 0, &reason), MIDGE_ALLOW);
+    assert_int_equal(ask(f, f->alice, MIDGE_ACL_PUBLISH, "ab", 0, &reason), MIDGE_DENY);
+    assert_int_equal(ask(f, f->alice, MIDGE_ACL_SUBSCRIBE, "a", 0, &reason), MIDGE_ALLOW);
+    assert_int_equal(ask(f, f->alice, MIDGE_ACL_RECEIVE, "a", 0, &reason), MIDGE_ALLOW);
+    assert_int_equal(ask(f, f->alice, MIDGE_ACL_RETAIN, "a", 1, &reason), MIDGE_ALLOW);
+    assert_int_equal(ask(f, f->alice, MIDGE_ACL_RECEIVE, "secret/x", 0, &reason), MIDGE_DENY);
+    /* Each connection is resolved on its own: same topic, another user. */
+    {
+        midge_client *anon = midge_test_client_new(f->fb, "c9", NULL);
+        assert_int_equal(ask(f, anon, MIDGE_ACL_PUBLISH, "a", 0, &reason), MIDGE_DENY);
+    }
 }
 
 /* A will is checked as a publish; RETAIN is its own action; $share/G/ is stripped. */
@@ -248,6 +261,7 @@ reload_good_replaces(void **state)
 
     assert_int_equal(load(f), 0);
     assert_int_equal(ask(f, f->alice, MIDGE_ACL_PUBLISH, "c/1", 0, &reason), MIDGE_DENY);
+    assert_int_equal(ask(f, f->alice, MIDGE_ACL_PUBLISH, "a/1", 0, &reason), MIDGE_ALLOW);
     write_file(f->path, RULES_B);
     assert_int_equal(midge_test_reload(f->p), 0);
     assert_int_equal(midge_test_logged(f->fb, MIDGE_LOG_NOTICE, "acl reloaded file="), 1);
