@@ -75,6 +75,34 @@ run "acl-json, 10 rules" MIDGE=build/server/midge \
     MIDGE_EXTRA_CONF="$(printf 'plugin %s\nplugin_opt_acl_file %s' "$plugin" "$small")"
 run "acl-json, 10,000 rules" MIDGE=build/server/midge \
     MIDGE_EXTRA_CONF="$(printf 'plugin %s\nplugin_opt_acl_file %s' "$plugin" "$big")"
+
+# The same run against mosquitto, without and with its own acl_file holding
+# the 10-rule file's anonymous rules (bench/run.sh has no extra mosquitto
+# lines, so a wrapper appends acl_file to the config it is given).
+mosq=${MOSQUITTO:-/usr/sbin/mosquitto}
+cat >"$tmpdir/mosq.acl" <<'ACL'
+topic deny bench/secret/#
+topic read public/#
+pattern readwrite dev/%c/#
+topic readwrite bench/+
+topic read bench/#
+ACL
+cat >"$tmpdir/mosquitto-acl" <<WRAP
+#!/bin/sh
+echo "acl_file $tmpdir/mosq.acl" >>"\$2"
+exec "$mosq" "\$@"
+WRAP
+chmod +x "$tmpdir/mosquitto-acl"
+runm() {
+    label=$1
+    out=$tmpdir/run.md
+    shift
+    env "$@" bench/run.sh -n "$n" -s qos0-pair -b mosquitto -o "$out" >/dev/null 2>&1
+    rate=$(grep '^| QoS 0 pair 4->4 max rate, delivered msg/s' "$out" | cut -d'|' -f4 | tr -d ' ')
+    echo "- $label: $rate msg/s (median of $n)" | tee -a "$results"
+}
+runm "mosquitto, no acl_file" MOSQUITTO="$mosq"
+runm "mosquitto, acl_file (5 lines)" MOSQUITTO="$tmpdir/mosquitto-acl"
 if [ -n "$file" ]; then
     tmp=$tmpdir/doc
     awk '/^## acl-json overhead/{skip=1; next} /^## /{skip=0} !skip' "$file" >"$tmp"

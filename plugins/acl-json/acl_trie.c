@@ -21,39 +21,54 @@
 
 #include "acl.h"
 
-/* One trie node. Owned by its trie (nodes[]). */
+/*
+ * One trie node. Lives in its trie's arena, with the text of its level right
+ * after it (literal children), so that finding a child touches the edge slot
+ * and one node, and the nodes of one rule sit next to each other.
+ */
 struct acl_node {
     const struct acl_node *parent; /* literal children: for the edge table key */
     const char *level;             /* literal children: the level text (unescaped) */
-    size_t level_len;
     struct acl_node *plus;         /* the '+' child */
     struct acl_node *hash;         /* the '#' child */
-    struct acl_tmpl *tmpls;        /* children whose level holds %u / %c */
-    size_t ntmpls;
-    long first[ACL_NACTIONS];      /* first rule ending here naming the action, or -1 */
-    long first_deny[ACL_NACTIONS]; /* the same among deny rules */
+    struct acl_tmpl *tmpls;        /* children whose level holds %u / %c (in the arena) */
+    uint32_t ntmpls, tmpls_cap;
+    uint32_t level_len;
+    int32_t first[ACL_NACTIONS];      /* first rule ending here naming the action, or -1 */
+    int32_t first_deny[ACL_NACTIONS]; /* the same among deny rules */
 };
 
 /* A child whose level is a template such as "%u" or "dev-%c". */
 struct acl_tmpl {
-    const char *text; /* the level as written ("%%" is a literal '%') */
+    const char *text; /* the level as written ("%%" is a literal '%'), in the arena */
     size_t len;
     unsigned ph;      /* ACL_PH_* it uses */
     struct acl_node *child;
 };
 
+/* One slot of the literal edge table: the edge's hash and the child node. */
+struct acl_edge {
+    uint64_t hash;
+    struct acl_node *node; /* NULL: free slot */
+};
+
+/* A block of the trie's arena. */
+struct acl_chunk {
+    struct acl_chunk *next;
+    size_t used, cap;
+    _Alignas(16) char data[];
+};
+
 /*
- * The trie of one entry. Owns every node (nodes[]), the level texts
- * (a copy of each pattern in texts[]) and the literal edge table.
+ * The trie of one entry. Owns the arena (every node, level text and
+ * template array) and the literal edge table.
  */
 struct acl_trie {
     struct acl_node *root;
-    struct acl_node **nodes; /* every node, for freeing */
-    size_t nnodes, nodes_cap;
-    char **texts;            /* one mutable copy per pattern: levels point into them */
-    size_t ntexts;
-    struct acl_node **edges; /* open addressing: literal children by (parent, level) */
-    size_t edges_mask;       /* slots - 1 (a power of two minus one) */
+    struct acl_chunk *chunks; /* the arena, newest first */
+    size_t nnodes;
+    struct acl_edge *edges;   /* open addressing: literal children by (parent, level) */
+    size_t edges_mask;        /* slots - 1 (a power of two minus one) */
     size_t nedges;
 };
 
@@ -64,6 +79,32 @@ struct walk {
     int action;
     long best;
 };
+
+#define CHUNK_SIZE 65536
+
+/* Zeroed memory from the trie's arena, 16-byte aligned; NULL when out of memory. */
+static void *
+arena_alloc(struct acl_trie *t, size_t size)
+{
+    struct acl_chunk *c = t->chunks;
+    void *p;
+
+    size = (size + 15) & ~(size_t)15;
+    if (c == NULL || c->cap - c->used < size) {
+        size_t cap = size > CHUNK_SIZE ? size : CHUNK_SIZE;
+        if ((c = malloc(sizeof(*c) + cap)) == NULL) {
+            return NULL;
+        }
+        c->next = t->chunks;
+        c->used = 0;
+        c->cap = cap;
+        t->chunks = c;
+    }
+    p = c->data + c->used;
+    c->used += size;
+    memset(p, 0, size);
+    return p;
+}
 
 /*
  * Hash of a literal edge: the level's bytes, eight at a time (a check hashes
@@ -99,42 +140,50 @@ edge_hash(const struct acl_node *parent, const char *level, size_t len)
 static struct acl_node *
 edge_find(const struct acl_trie *t, const struct acl_node *parent, const char *level, size_t len)
 {
+    uint64_t h;
     size_t i;
 
     if (t->edges == NULL) {
         return NULL;
     }
-    for (i = edge_hash(parent, level, len) & t->edges_mask;; i = (i + 1) & t->edges_mask) {
-        struct acl_node *n = t->edges[i];
-        if (n == NULL) {
+    h = edge_hash(parent, level, len);
+    for (i = h & t->edges_mask;; i = (i + 1) & t->edges_mask) {
+        const struct acl_edge *e = &t->edges[i];
+        if (e->node == NULL) {
             return NULL;
         }
-        if (n->parent == parent && n->level_len == len && memcmp(n->level, level, len) == 0) {
-            return n;
+        if (e->hash == h && e->node->parent == parent && e->node->level_len == len &&
+            memcmp(e->node->level, level, len) == 0) {
+            return e->node;
         }
     }
+}
+
+static void
+edge_put(struct acl_edge *edges, size_t mask, uint64_t h, struct acl_node *n)
+{
+    size_t i;
+
+    for (i = h & mask; edges[i].node != NULL; i = (i + 1) & mask) {
+    }
+    edges[i].hash = h;
+    edges[i].node = n;
 }
 
 static int
 edge_grow(struct acl_trie *t)
 {
     size_t slots = t->edges ? (t->edges_mask + 1) * 2 : 64;
-    struct acl_node **e = calloc(slots, sizeof(*e));
+    struct acl_edge *e = calloc(slots, sizeof(*e));
     size_t i;
 
     if (e == NULL) {
         return -1;
     }
     for (i = 0; t->edges != NULL && i <= t->edges_mask; i++) {
-        struct acl_node *n = t->edges[i];
-        size_t j;
-        if (n == NULL) {
-            continue;
+        if (t->edges[i].node != NULL) {
+            edge_put(e, slots - 1, t->edges[i].hash, t->edges[i].node);
         }
-        for (j = edge_hash(n->parent, n->level, n->level_len) & (slots - 1); e[j] != NULL;
-             j = (j + 1) & (slots - 1)) {
-        }
-        e[j] = n;
     }
     free(t->edges);
     t->edges = e;
@@ -142,29 +191,20 @@ edge_grow(struct acl_trie *t)
     return 0;
 }
 
+/* A node, with `text_len` bytes for its level text after it. */
 static struct acl_node *
-node_new(struct acl_trie *t)
+node_new(struct acl_trie *t, size_t text_len)
 {
-    struct acl_node *n;
+    struct acl_node *n = arena_alloc(t, sizeof(*n) + text_len);
     int a;
 
-    if (t->nnodes == t->nodes_cap) {
-        size_t cap = t->nodes_cap ? t->nodes_cap * 2 : 16;
-        struct acl_node **v = realloc(t->nodes, cap * sizeof(*v));
-        if (v == NULL) {
-            return NULL;
-        }
-        t->nodes = v;
-        t->nodes_cap = cap;
-    }
-    n = calloc(1, sizeof(*n));
     if (n == NULL) {
         return NULL;
     }
     for (a = 0; a < ACL_NACTIONS; a++) {
         n->first[a] = n->first_deny[a] = -1;
     }
-    t->nodes[t->nnodes++] = n;
+    t->nnodes++;
     return n;
 }
 
@@ -184,14 +224,14 @@ level_placeholders(const char *p, size_t len)
     return ph;
 }
 
-/* Rewrites "%%" to "%" in place; returns the new length. */
+/* Copies a literal level, "%%" -> "%", into dst; returns the new length. */
 static size_t
-level_unescape(char *p, size_t len)
+level_unescape(char *dst, const char *p, size_t len)
 {
     size_t i, o = 0;
 
     for (i = 0; i < len; i++) {
-        p[o++] = p[i];
+        dst[o++] = p[i];
         if (p[i] == '%' && i + 1 < len && p[i + 1] == '%') {
             i++;
         }
@@ -199,13 +239,52 @@ level_unescape(char *p, size_t len)
     return o;
 }
 
+static struct acl_node *
+tmpl_child(struct acl_trie *t, struct acl_node *n, const char *level, size_t len, unsigned ph)
+{
+    struct acl_node *c;
+    struct acl_tmpl *v;
+    char *text;
+    size_t i;
+
+    for (i = 0; i < n->ntmpls; i++) {
+        if (n->tmpls[i].len == len && memcmp(n->tmpls[i].text, level, len) == 0) {
+            return n->tmpls[i].child;
+        }
+    }
+    if (n->ntmpls == n->tmpls_cap) {
+        uint32_t cap = n->tmpls_cap ? n->tmpls_cap * 2 : 2;
+        if ((v = arena_alloc(t, cap * sizeof(*v))) == NULL) {
+            return NULL;
+        }
+        if (n->ntmpls > 0) {
+            memcpy(v, n->tmpls, n->ntmpls * sizeof(*v)); /* the old array stays in the arena */
+        }
+        n->tmpls = v;
+        n->tmpls_cap = cap;
+    }
+    if ((text = arena_alloc(t, len + 1)) == NULL || (c = node_new(t, 0)) == NULL) {
+        return NULL;
+    }
+    memcpy(text, level, len);
+    v = &n->tmpls[n->ntmpls++];
+    v->text = text;
+    v->len = len;
+    v->ph = ph;
+    v->child = c;
+    return c;
+}
+
 /* The child of n for one pattern level, created when missing. */
 static struct acl_node *
-child_get(struct acl_trie *t, struct acl_node *n, char *level, size_t len)
+child_get(struct acl_trie *t, struct acl_node *n, const char *level, size_t len)
 {
     struct acl_node **slot = NULL;
     struct acl_node *c;
+    char buf[256];
+    char *text = buf;
     unsigned ph;
+    uint64_t h;
 
     if (len == 1 && level[0] == '+') {
         slot = &n->plus;
@@ -214,56 +293,35 @@ child_get(struct acl_trie *t, struct acl_node *n, char *level, size_t len)
     }
     if (slot != NULL) {
         if (*slot == NULL) {
-            *slot = node_new(t);
+            *slot = node_new(t, 0);
         }
         return *slot;
     }
-    ph = level_placeholders(level, len);
-    if (ph != 0) {
-        size_t i;
-        struct acl_tmpl *v;
-        for (i = 0; i < n->ntmpls; i++) {
-            if (n->tmpls[i].len == len && memcmp(n->tmpls[i].text, level, len) == 0) {
-                return n->tmpls[i].child;
-            }
-        }
-        if ((c = node_new(t)) == NULL) {
-            return NULL;
-        }
-        v = realloc(n->tmpls, (n->ntmpls + 1) * sizeof(*v));
-        if (v == NULL) {
-            return NULL;
-        }
-        n->tmpls = v;
-        v[n->ntmpls].text = level;
-        v[n->ntmpls].len = len;
-        v[n->ntmpls].ph = ph;
-        v[n->ntmpls].child = c;
-        n->ntmpls++;
-        return c;
+    if ((ph = level_placeholders(level, len)) != 0) {
+        return tmpl_child(t, n, level, len, ph);
     }
-    len = level_unescape(level, len);
-    if ((c = edge_find(t, n, level, len)) != NULL) {
-        return c;
-    }
-    if (t->edges == NULL || (t->nedges + 1) * 2 > t->edges_mask + 1) {
-        if (edge_grow(t) < 0) {
-            return NULL;
-        }
-    }
-    if ((c = node_new(t)) == NULL) {
+    if (len > sizeof(buf) && (text = malloc(len)) == NULL) {
         return NULL;
     }
-    c->parent = n;
-    c->level = level;
-    c->level_len = len;
-    {
-        size_t j;
-        for (j = edge_hash(n, level, len) & t->edges_mask; t->edges[j] != NULL;
-             j = (j + 1) & t->edges_mask) {
-        }
-        t->edges[j] = c;
+    len = level_unescape(text, level, len);
+    c = edge_find(t, n, text, len);
+    if (c == NULL && (t->edges == NULL || (t->nedges + 1) * 2 > t->edges_mask + 1) &&
+        edge_grow(t) < 0) {
+        goto out;
+    }
+    if (c == NULL && (c = node_new(t, len + 1)) != NULL) {
+        char *own = (char *)(c + 1);
+        memcpy(own, text, len);
+        c->parent = n;
+        c->level = own;
+        c->level_len = (uint32_t)len;
+        h = edge_hash(n, own, len);
+        edge_put(t->edges, t->edges_mask, h, c);
         t->nedges++;
+    }
+out:
+    if (text != buf) {
+        free(text);
     }
     return c;
 }
@@ -279,22 +337,17 @@ acl_trie_build(struct acl_entry *e)
         return -1;
     }
     e->trie = t;
-    if ((t->root = node_new(t)) == NULL ||
-        (t->texts = calloc(e->nrules ? e->nrules : 1, sizeof(char *))) == NULL) {
+    if ((t->root = node_new(t, 0)) == NULL) {
         return -1;
     }
     for (i = 0; i < e->nrules; i++) {
         const struct acl_rule *r = &e->rules[i];
         struct acl_node *n = t->root;
-        char *p = strdup(r->pattern);
+        const char *p = r->pattern;
         int a;
 
-        if (p == NULL) {
-            return -1;
-        }
-        t->texts[t->ntexts++] = p;
         for (;;) {
-            char *slash = strchr(p, '/');
+            const char *slash = strchr(p, '/');
             size_t len = slash ? (size_t)(slash - p) : strlen(p);
             if ((n = child_get(t, n, p, len)) == NULL) {
                 return -1;
@@ -309,10 +362,10 @@ acl_trie_build(struct acl_entry *e)
                 continue;
             }
             if (n->first[a] < 0) {
-                n->first[a] = (long)i;
+                n->first[a] = (int32_t)i;
             }
             if (!r->allow && n->first_deny[a] < 0) {
-                n->first_deny[a] = (long)i;
+                n->first_deny[a] = (int32_t)i;
             }
         }
     }
@@ -323,20 +376,15 @@ acl_trie_build(struct acl_entry *e)
 void
 acl_trie_free(struct acl_trie *t)
 {
-    size_t i;
+    struct acl_chunk *c;
 
     if (t == NULL) {
         return;
     }
-    for (i = 0; i < t->nnodes; i++) {
-        free(t->nodes[i]->tmpls);
-        free(t->nodes[i]);
+    while ((c = t->chunks) != NULL) {
+        t->chunks = c->next;
+        free(c);
     }
-    for (i = 0; i < t->ntexts; i++) {
-        free(t->texts[i]);
-    }
-    free(t->nodes);
-    free(t->texts);
     free(t->edges);
     free(t);
 }
@@ -489,7 +537,7 @@ acl_trie_first(const struct acl_trie *t, const struct acl_subject *s, int action
 {
     struct walk w = {t, s, action, -1};
 
-    if (t == NULL || t->nedges + t->nnodes <= 1) {
+    if (t == NULL || t->nnodes <= 1) {
         return -1;
     }
     if (action == ACL_SUBSCRIBE) {
