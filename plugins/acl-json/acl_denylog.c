@@ -14,6 +14,7 @@ mix(uint64_t h, const char *s)
     return h * 1099511628211ull;
 }
 
+/* Empties the table and fills the budget. [init] */
 void
 acl_denylog_init(struct acl_denylog *l)
 {

@@ -93,6 +93,7 @@ acl_client_resolve(const struct acl_ruleset *rs, const char *client_id, const ch
     return 0;
 }
 
+/* See acl.h. */
 void
 acl_client_clear(struct acl_client *c)
 {

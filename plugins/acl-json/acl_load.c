@@ -27,12 +27,14 @@ struct ctx {
 static const char *const action_names[ACL_NACTIONS] = {"publish", "subscribe", "receive",
                                                         "retain"};
 
+/* The action's name in rule files; "?" for none. [any thread] */
 const char *
 acl_action_name(int action)
 {
     return action >= 0 && action < ACL_NACTIONS ? action_names[action] : "?";
 }
 
+/* enum acl_action for a name, or -1. [any thread] */
 int
 acl_action_parse(const char *name)
 {
@@ -46,6 +48,7 @@ acl_action_parse(const char *name)
     return -1;
 }
 
+/* The top-level key an entry kind lives under. [any thread] */
 const char *
 acl_entry_kind_name(int kind)
 {

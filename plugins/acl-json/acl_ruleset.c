@@ -40,6 +40,7 @@ name_hash(int kind, const char *name, size_t len)
 /* The source of ruleset ids: a counter, not state (any number of instances may share it). */
 static atomic_uint_fast64_t next_id = 1;
 
+/* See acl.h. [any thread] */
 uint64_t
 acl_ruleset_id(const struct acl_ruleset *rs)
 {
@@ -125,24 +126,28 @@ acl_ruleset_entry(const struct acl_ruleset *rs, int kind, const char *name, size
     }
 }
 
+/* The same for the loader, which still fills the entry (users' groups). */
 struct acl_entry *
 acl_ruleset_entry_mut(struct acl_ruleset *rs, int kind, const char *name)
 {
     return (struct acl_entry *)acl_ruleset_entry(rs, kind, name, strlen(name));
 }
 
+/* See acl_ruleset.h. [any thread] */
 const struct acl_entry *
 acl_ruleset_anonymous(const struct acl_ruleset *rs)
 {
     return rs->anonymous;
 }
 
+/* Defaults: set by the loader, read by the evaluator (1 allow, 0 deny). */
 void
 acl_ruleset_set_default(struct acl_ruleset *rs, int action, int allow)
 {
     rs->defaults[action] = allow;
 }
 
+/* See acl_ruleset.h. [any thread] */
 int
 acl_ruleset_default(const struct acl_ruleset *rs, int action)
 {
@@ -197,6 +202,7 @@ acl_ruleset_rules(const struct acl_ruleset *rs)
     return n;
 }
 
+/* Entries with or without rules, anonymous included. */
 size_t
 acl_ruleset_entries(const struct acl_ruleset *rs)
 {

@@ -48,7 +48,9 @@ struct acl_bad_case {
 extern const struct acl_bad_case acl_bad_cases[];
 extern const size_t acl_nbad_cases;
 
-/* Runs the plugin glue tests (test_acl_json_plugin.c); returns the number failed. */
-int acl_plugin_tests_run(void);
+struct CMUnitTest;
+
+/* The plugin glue tests (test_acl_json_plugin.c): *n tests, static storage. */
+const struct CMUnitTest *acl_plugin_tests(size_t *n);
 
 #endif

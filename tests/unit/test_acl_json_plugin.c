@@ -287,10 +287,10 @@ anonymous_logged(void **state)
                      1);
 }
 
-int
-acl_plugin_tests_run(void)
+const struct CMUnitTest *
+acl_plugin_tests(size_t *n)
 {
-    const struct CMUnitTest tests[] = {
+    static const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(requires_acl_file, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_file_at_start, setup, teardown),
         cmocka_unit_test_setup_teardown(verdicts_and_reason, setup, teardown),
@@ -302,5 +302,6 @@ acl_plugin_tests_run(void)
         cmocka_unit_test_setup_teardown(anonymous_logged, setup, teardown),
     };
 
-    return cmocka_run_group_tests_name("acl_json_plugin", tests, NULL, NULL);
+    *n = sizeof(tests) / sizeof(tests[0]);
+    return tests;
 }
