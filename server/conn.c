@@ -405,6 +405,9 @@ conn_send(struct conn *c, const struct mqtt_packet *p)
     if (n == 0 || c->state == CONN_CLOSED) {
         return -1;
     }
+    if (c->sink != NULL) {
+        return 0; /* an internal session: acks (PUBREL) have no wire */
+    }
     dst = outbuf_reserve(&c->out, n);
     if (dst == NULL) {
         return -1;

@@ -32,6 +32,7 @@ enum conn_auth {
 struct auth_wait;
 struct plugin_slot;
 struct eauth;
+struct midge_session;
 
 /* The peer's address, kept binary (an idle connection should cost little); see conn_addr(). */
 struct peer {
@@ -87,6 +88,7 @@ struct conn {
     uint8_t *connect_uprops;    /* CONNECT user properties (encoded) for plugins, or NULL */
     uint32_t connect_uprops_len;
     struct eauth *eauth;        /* MQTT 5 enhanced authentication state, or NULL */
+    struct midge_session *sink; /* set on the stand-in connection of an internal session */
 };
 
 /* "ip:port" / "[ip6]:port" of the peer, in a buffer of the calling thread (next call overwrites). */

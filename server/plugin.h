@@ -24,6 +24,7 @@ struct config;
 struct plugin_conf;
 struct conn;
 struct listener;
+struct worker;
 struct mqtt_connect;
 struct mqtt_reason;
 
@@ -170,6 +171,25 @@ int plugin_conn_keep_user_props(struct conn *c, const struct mqtt_props *props);
  * clients' subscriptions and removes (and logs) those now denied. Main thread.
  */
 void plugin_acl_recheck_all(void);
+
+/* plugin_isession.c: internal sessions */
+
+int plugin_session_open(midge_plugin *self, const char *client_id, uint32_t expiry,
+                        uint16_t window, const struct midge_session_handlers *h, void *arg);
+int plugin_session_subscribe(midge_session *s, const char *filter, int qos, int flags);
+int plugin_session_unsubscribe(midge_session *s, const char *filter);
+int plugin_session_publish(midge_session *s, const char *topic, const void *payload,
+                           uint32_t len, int qos, int retain);
+int plugin_session_ack(midge_session *s, uint32_t id);
+void plugin_session_redeliver(midge_session *s);
+void plugin_session_close(midge_session *s, int end);
+
+struct qentry;
+/* proto_send_publish for an internal session's stand-in connection. Returns 0. [worker thread] */
+int plugin_isession_deliver(struct conn *c, const struct qentry *e, uint16_t pid, int dup);
+
+/* Worker shutdown: frees the internal sessions' handles of worker w. [that worker] */
+void plugin_isessions_free(struct worker *w);
 
 /* plugin_metrics.c: metrics defined by plugins */
 

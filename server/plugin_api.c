@@ -213,4 +213,11 @@ const struct midge_api plugin_api = {
     .metric_observe = plugin_metric_observe,
     .subscribe = plugin_subscribe,
     .unsubscribe = plugin_unsubscribe,
+    .session_open = plugin_session_open,
+    .session_subscribe = plugin_session_subscribe,
+    .session_unsubscribe = plugin_session_unsubscribe,
+    .session_publish = plugin_session_publish,
+    .session_ack = plugin_session_ack,
+    .session_redeliver = plugin_session_redeliver,
+    .session_close = plugin_session_close,
 };

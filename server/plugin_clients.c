@@ -142,7 +142,10 @@ disconnect_run(void *arg)
     struct session *s = w != NULL ? session_find(w, r->id, r->id_len) : NULL;
     char why[160];
 
-    if (s != NULL && s->conn != NULL && s->conn->state == CONN_ACTIVE) {
+    if (s != NULL && s->conn != NULL && s->conn->sink != NULL) {
+        midge_log(MLOG_WARNING, "plugin=%s asked to disconnect client=%s: an internal session, "
+                  "not disconnected", r->plugin->name, r->id);
+    } else if (s != NULL && s->conn != NULL && s->conn->state == CONN_ACTIVE) {
         uint8_t rc = r->reason >= 0x80 ? r->reason : MQTT_RC_ADMINISTRATIVE_ACTION;
         midge_log(MLOG_NOTICE, "plugin=%s disconnects client=%s reason=0x%02x", r->plugin->name,
                   r->id, rc);
@@ -168,7 +171,7 @@ plugin_client_disconnect(midge_plugin *self, const char *client_id, uint8_t reas
         return client_id[0] == '\0' || strlen(client_id) > 65535 ? -MIDGE_EINVAL : -MIDGE_ENOMEM;
     }
     r->reason = reason;
-    call_post(broker_home_worker(r->id, r->id_len), disconnect_run, r);
+    call_post_home(r->id, r->id_len, disconnect_run, r);
     return 0;
 }
 
@@ -196,7 +199,9 @@ find_run(void *arg)
     info.subscriptions = s->nsubs;
     info.queued = s->queue.count;
     info.inflight = s->inflight.count;
-    if (info.connected) {
+    if (info.connected && c->sink != NULL) {
+        info.address = "(internal session)";
+    } else if (info.connected) {
         info.username = c->username;
         info.address = conn_addr(c);
         info.listener_port = c->listener->port;
@@ -222,7 +227,7 @@ plugin_client_find(midge_plugin *self, const char *client_id,
     }
     r->find_cb = cb;
     r->arg = arg;
-    call_post(broker_home_worker(r->id, r->id_len), find_run, r);
+    call_post_home(r->id, r->id_len, find_run, r);
     return 0;
 }
 
@@ -243,8 +248,8 @@ recheck_run(void *arg)
     for (s = sessions_all(w); s != NULL; s = s->all_next) {
         struct conn *c = s->conn;
         uint32_t i = s->nsubs;
-        if (c == NULL || c->state != CONN_ACTIVE) {
-            continue; /* checked again when it reconnects and subscribes */
+        if (c == NULL || c->state != CONN_ACTIVE || c->sink != NULL) {
+            continue; /* checked again when it reconnects and subscribes; plugins are trusted */
         }
         while (i-- > 0) {
             char *f = s->subs[i].filter;

@@ -83,6 +83,10 @@ proto_packet(struct conn *c, const uint8_t *buf, size_t len)
     r = mqtt_decode(buf, len, version, &p, &rc);
 
     STAT_ADD(&c->w->stats, msgs_received, 1);
+    if (c->state == CONN_NEW && c->eauth != NULL && type == MQTT_CONNECT) {
+        /* [MQTT-3.1.0-2]: a second CONNECT, here during enhanced authentication. */
+        return proto_fail(c, MQTT_RC_PROTOCOL_ERROR, "second CONNECT");
+    }
     if (c->state == CONN_NEW && type == MQTT_AUTH) {
         /* Only while enhanced authentication runs (conn.c lets nothing else through). */
         return r != MQTT_OK ? proto_fail(c, rc, "invalid AUTH")

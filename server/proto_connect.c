@@ -343,6 +343,10 @@ proto_connect(struct conn *c, const uint8_t *raw, size_t raw_len, const struct m
     }
 
     s = session_find(w, id, id_len);
+    if (s != NULL && s->conn != NULL && s->conn->sink != NULL) {
+        return refuse(c, MQTT_RC_CLIENT_ID_NOT_VALID, MQTT_V3_REFUSED_IDENTIFIER_REJECTED,
+                      "client identifier in use by a plugin's internal session");
+    }
     if (s != NULL && s->conn != NULL) {
         /* Takeover [MQTT-3.1.4-3]: the old connection goes, v5 with 0x8E. */
         conn_close(s->conn, MQTT_RC_SESSION_TAKEN_OVER, 1, "session taken over");

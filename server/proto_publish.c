@@ -175,6 +175,9 @@ proto_send_publish(struct conn *c, const struct qentry *e, uint16_t pid, int dup
     uint8_t *d;
     uint16_t i;
 
+    if (c->sink != NULL) {
+        return plugin_isession_deliver(c, e, pid, dup);
+    }
     if (v5) {
         expiry = msg_expiry_left(m, now);
         if (expiry) {

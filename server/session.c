@@ -521,6 +521,19 @@ inflight_done(struct session *s, struct qentry *e)
     session_pump(s);
 }
 
+/* See session.h. [worker thread] */
+int
+session_release(struct session *s, uint16_t pid)
+{
+    struct qentry *e = inflight_find(s, pid);
+
+    if (e == NULL) {
+        return -1;
+    }
+    inflight_done(s, e);
+    return 0;
+}
+
 /* Handles PUBACK / PUBREC / PUBCOMP. [worker thread] */
 int
 session_ack(struct session *s, int type, uint16_t pid, uint8_t rc)

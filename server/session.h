@@ -136,6 +136,12 @@ void session_pump(struct session *s);
  */
 void session_resume(struct session *s);
 
+/*
+ * Completes inflight message `pid` whatever its QoS (an internal session's
+ * plugin is done with it). Returns 0, or -1 when no such message is in flight.
+ */
+int session_release(struct session *s, uint16_t pid);
+
 /* Handles PUBACK / PUBREC / PUBCOMP from the client. Returns 0, or -1 for a protocol error. */
 int session_ack(struct session *s, int type, uint16_t pid, uint8_t rc);
 

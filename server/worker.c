@@ -142,6 +142,45 @@ call_post(unsigned target, void (*fn)(void *arg), void *arg)
     worker_post(target, &it);
 }
 
+/* Calls made before the workers ran (plugin init), posted by worker_start_all. */
+struct early_call {
+    const char *id; /* owned by arg */
+    size_t len;
+    void (*fn)(void *arg);
+    void *arg;
+};
+
+static struct {
+    pthread_mutex_t lock;
+    int running;            /* the workers accept calls */
+    struct early_call *v;   /* Protected by lock */
+    size_t n;
+} early = {PTHREAD_MUTEX_INITIALIZER, 0, NULL, 0};
+
+void
+call_post_home(const char *id, size_t len, void (*fn)(void *arg), void *arg)
+{
+    pthread_mutex_lock(&early.lock);
+    if (!early.running) {
+        struct early_call *v = realloc(early.v, (early.n + 1) * sizeof(*v));
+        if (v != NULL) {
+            early.v = v;
+            v[early.n].id = id;
+            v[early.n].len = len;
+            v[early.n].fn = fn;
+            v[early.n].arg = arg;
+            early.n++;
+            pthread_mutex_unlock(&early.lock);
+            return;
+        }
+        pthread_mutex_unlock(&early.lock);
+        main_call(fn, arg); /* no memory: it runs without a worker (fn copes) */
+        return;
+    }
+    pthread_mutex_unlock(&early.lock);
+    call_post(broker_home_worker(id, len), fn, arg);
+}
+
 /* Batches an item for another worker; posted in this worker's prepare. [worker thread] */
 void
 worker_send(struct worker *w, unsigned to, const struct witem *it)
@@ -346,6 +385,7 @@ worker_main(void *arg)
         free(rest.v);
     }
     conn_reap(w);
+    plugin_isessions_free(w);
     sessions_free(w->sessions);
     w->sessions = NULL;
     outbuf_thread_cleanup();
@@ -405,6 +445,22 @@ worker_start_all(unsigned n)
             midge_log(MLOG_ERROR, "cannot start worker %u: %s", i, strerror(r));
             return -1;
         }
+    }
+    {
+        struct early_call *v;
+        size_t k;
+        size_t m;
+        pthread_mutex_lock(&early.lock);
+        early.running = 1;
+        v = early.v;
+        m = early.n;
+        early.v = NULL;
+        early.n = 0;
+        pthread_mutex_unlock(&early.lock);
+        for (k = 0; k < m; k++) {
+            call_post(broker_home_worker(v[k].id, v[k].len), v[k].fn, v[k].arg);
+        }
+        free(v);
     }
     return 0;
 }

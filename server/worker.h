@@ -88,6 +88,7 @@ struct worker {
     struct conn *dirty;          /* connections with output to flush */
     struct conn *graveyard;      /* closed, freed in prepare */
     struct sessions *sessions;
+    struct midge_session *isessions; /* internal sessions' handles living here (plugin_isession.c) */
     int stopping;
     size_t paused;               /* connections whose reading is paused for back-pressure */
 
@@ -137,6 +138,13 @@ unsigned call_target_current(void);
 
 /* Queues fn(arg) for `target` (a worker id or CALL_MAIN). [any thread] */
 void call_post(unsigned target, void (*fn)(void *arg), void *arg);
+
+/*
+ * Queues fn(arg) for the home worker of client id `id` (which must stay
+ * valid until fn runs: keep it in arg). Before the workers start (plugins'
+ * init) the call waits for them. [any thread]
+ */
+void call_post_home(const char *id, size_t len, void (*fn)(void *arg), void *arg);
 
 /* Appends to a witems array. Returns 0 or -1 when out of memory. */
 int witems_push(struct witems *a, const struct witem *it);

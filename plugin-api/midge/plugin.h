@@ -68,6 +68,13 @@ typedef struct midge_watch midge_watch;
 typedef struct midge_metric midge_metric;
 /* An internal subscription (api->subscribe). Owned by the broker until api->unsubscribe. */
 typedef struct midge_subscription midge_subscription;
+/*
+ * An internal session (api->session_open): a plugin-owned MQTT session with
+ * its own subscriptions, queue and inflight window, kept like a client's
+ * session (expiry, persistence). Owned by the broker; the plugin's handle is
+ * valid from `opened` until api->session_close() or shutdown.
+ */
+typedef struct midge_session midge_session;
 
 /* ---- Results ----------------------------------------------------------- */
 
@@ -120,6 +127,40 @@ enum midge_metric_kind {
     MIDGE_METRIC_HISTOGRAM = 3, /* api->metric_observe(m, v); $SYS shows count, p50, p99 */
 };
 
+/* Flags of api->session_subscribe. */
+enum midge_sub_flags {
+    MIDGE_SUB_NO_LOCAL = 1,              /* not the session's own publishes (bridges: no loops) */
+    MIDGE_SUB_RETAIN_AS_PUBLISHED = 2,   /* keep the RETAIN flag of live messages */
+    MIDGE_SUB_NO_RETAINED = 4,           /* do not send retained messages on subscribe */
+};
+
+/* What a persistence event is about (struct midge_persist_event). */
+enum midge_persist_type {
+    MIDGE_P_SESSION = 1,      /* session client_id exists with `expiry` (created, resumed, updated,
+                                 disconnected: `connected` says which); upsert */
+    MIDGE_P_SESSION_END = 2,  /* the session ended: forget client_id and everything it had */
+    MIDGE_P_SUB_ADD = 3,      /* subscription `filter` with `options`, `sub_id` (upsert) */
+    MIDGE_P_SUB_REMOVE = 4,   /* subscription `filter` removed */
+    MIDGE_P_RETAIN_SET = 5,   /* retained message `msg` on its topic (replaces the previous) */
+    MIDGE_P_RETAIN_CLEAR = 6, /* no retained message on `filter` (a topic) any more */
+    MIDGE_P_MSG_QUEUED = 7,   /* delivery `delivery_id` of `msg` (id `msg_id`) to client_id with
+                                 `qos`, `retain`, queued in this order */
+    MIDGE_P_MSG_SENT = 8,     /* delivery_id was sent with `packet_id` (outgoing inflight) */
+    MIDGE_P_MSG_RELEASED = 9, /* PUBREC received for delivery_id, PUBREL sent (QoS 2) */
+    MIDGE_P_MSG_DONE = 10,    /* delivery_id is finished (acknowledged, dropped, expired) */
+    MIDGE_P_QOS2_IN = 11,     /* incoming QoS 2 `packet_id` of client_id awaits PUBREL */
+    MIDGE_P_QOS2_IN_DONE = 12, /* ... released */
+    MIDGE_P_WILL_SET = 13,    /* client_id's will is `msg`, delayed by `expiry` seconds */
+    MIDGE_P_WILL_CLEAR = 14,  /* client_id has no will (published or cancelled) */
+};
+
+/* Delivery states for api->restore_message. */
+enum midge_delivery_state {
+    MIDGE_DELIVERY_QUEUED = 0,
+    MIDGE_DELIVERY_SENT = 1,     /* PUBLISH sent with packet_id, not acknowledged */
+    MIDGE_DELIVERY_RELEASED = 2, /* QoS 2: PUBREL sent with packet_id */
+};
+
 /* ---- Hook arguments (each starts with its size; fields only ever appended) */
 
 /* CONNECT credentials for the auth hook. Borrowed. */
@@ -164,6 +205,32 @@ struct midge_enhanced_auth_request {
     uint32_t password_len;
 };
 
+/*
+ * One persistence event (the `persist` hook). Borrowed during the hook:
+ * copy what you keep, api->message_ref() the message. Only sessions that
+ * outlive their connection (Session Expiry Interval > 0, or MQTT 3 clean
+ * session 0) and their QoS 1/2 deliveries produce events; QoS 0 is never
+ * persisted.
+ */
+struct midge_persist_event {
+    uint32_t size;
+    int type;                  /* enum midge_persist_type */
+    uint64_t seq;              /* 1, 2, 3, ...: every event of the process in one order */
+    const char *client_id;     /* NULL for RETAIN_* */
+    const char *filter;        /* SUB_*: the filter; RETAIN_CLEAR: the topic */
+    const midge_message *msg;  /* RETAIN_SET, MSG_QUEUED, WILL_SET */
+    uint64_t msg_id;           /* api->message_id(msg): store the payload once per id */
+    uint64_t delivery_id;      /* MSG_*: one delivery of one message to one session */
+    uint32_t expiry;           /* SESSION: expiry interval (s, 0xFFFFFFFF never); WILL_SET: delay */
+    int connected;             /* SESSION: 1 connected, 0 disconnected (expiry counts from now) */
+    int protocol;              /* SESSION: 3, 4 or 5 */
+    int qos;                   /* MSG_QUEUED: delivery QoS */
+    int retain;                /* MSG_QUEUED: RETAIN flag to deliver with */
+    int options;               /* SUB_ADD: MQTT 5 options byte (QoS, NL, RAP, RH) */
+    uint32_t sub_id;           /* SUB_ADD: subscription identifier, 0 none */
+    uint16_t packet_id;        /* MSG_SENT, MSG_RELEASED, QOS2_IN*: the packet id */
+};
+
 /* What api->client_find() reports about a client. Borrowed during the callback. */
 struct midge_client_info {
     uint32_t size;
@@ -189,6 +256,30 @@ struct midge_tls_info {
     const char *subject;      /* client certificate subject (RFC 2253), NULL: no certificate */
     const char *san;          /* first DNS/email/URI subject alternative name, or NULL */
     int verified;             /* 1: the client certificate chain was verified */
+};
+
+/*
+ * Callbacks of an internal session (api->session_open), run on the
+ * session's home worker thread. Copied by session_open.
+ */
+struct midge_session_handlers {
+    uint32_t size;
+    /*
+     * The session is ready: `present` 1 when it existed (its subscriptions and
+     * queued messages are kept), 0 when new. s is NULL when it could not be
+     * opened (its client id belongs to another internal session, or no memory).
+     */
+    void (*opened)(void *arg, midge_session *s, int present);
+    /*
+     * A message for the session, delivered with QoS `qos` (<= the message's)
+     * and `retain`. For QoS 1 and 2, `id` is non-zero: the message stays in
+     * the session (counted in its inflight window) until the plugin calls
+     * api->session_ack(s, id); `dup` is 1 when it is delivered again after
+     * api->session_redeliver(). The message is borrowed (api->message_ref to
+     * keep it).
+     */
+    void (*deliver)(void *arg, midge_session *s, const midge_message *msg, int qos, int retain,
+                    uint32_t id, int dup);
 };
 
 /*
@@ -296,6 +387,26 @@ struct midge_hooks {
 
     /* A client's will was published. [the session's worker thread] */
     void (*will_published)(void *state, const char *client_id, const midge_message *will);
+
+    /*
+     * Persistence (one plugin per broker may have it). Every change of
+     * durable state, in `seq` order: the broker calls this hook under its
+     * own lock, from any worker thread, so it must only queue the event
+     * (copy, message_ref) and return at once, never block and never call
+     * back into the broker. The plugin writes events in seq order and calls
+     * api->persist_durable(self, seq) once everything up to seq is on disk.
+     * The broker holds PUBACK/PUBREC and SUBACK for operations whose events
+     * are not durable yet (the worker keeps serving others).
+     */
+    void (*persist)(void *state, const struct midge_persist_event *ev);
+
+    /*
+     * Start-up, before any listener opens (main thread): load the stored
+     * state back with the api->restore_* functions, sessions first, each
+     * session's deliveries in their queue order. Return 0, or negative to
+     * refuse to start (with api->set_error).
+     */
+    int (*restore)(void *state);
 };
 
 /* ---- The API table ----------------------------------------------------- */
@@ -510,6 +621,102 @@ struct midge_api {
                                      void (*cb)(void *arg, const midge_message *msg), void *arg);
     /* Removes and frees it; no callback runs after this returns. [main thread] */
     void (*unsubscribe)(midge_plugin *self, midge_subscription *sub);
+
+    /* ---- Internal sessions (bridges, queues owned by a plugin) ---- */
+
+    /*
+     * Opens the session `client_id` for this plugin, creating it or resuming
+     * the one that exists (a client connected with that id is disconnected
+     * with 0x8E, as by a takeover; clients cannot take it over while the
+     * plugin holds it: they get CONNACK 0x85). `expiry` is its Session Expiry
+     * Interval in seconds (0: it ends at session_close; 0xFFFFFFFF: never),
+     * `window` how many QoS 1/2 messages may wait for session_ack (1-65535).
+     * h->opened runs on the session's home worker once it is ready; every
+     * other session_* call is made on that thread (from the callbacks, or
+     * from timers and fd watchers started there). Returns 0 once queued,
+     * -MIDGE_EINVAL or -MIDGE_ENOMEM. [any thread, also in init]
+     */
+    int (*session_open)(midge_plugin *self, const char *client_id, uint32_t expiry,
+                        uint16_t window, const struct midge_session_handlers *h, void *arg);
+    /*
+     * Subscribes the session (qos 0-2, enum midge_sub_flags). Retained
+     * messages matching it are delivered unless MIDGE_SUB_NO_RETAINED.
+     * Returns 0 or -MIDGE_EINVAL (bad filter). [home worker]
+     */
+    int (*session_subscribe)(midge_session *s, const char *filter, int qos, int flags);
+    /* Returns 0, or -MIDGE_ENOENT when the session had no such subscription. [home worker] */
+    int (*session_unsubscribe)(midge_session *s, const char *filter);
+    /*
+     * Publishes as the session (its MIDGE_SUB_NO_LOCAL subscriptions do not
+     * get it back; no ACL). Copies. Returns 0, -MIDGE_EINVAL or -MIDGE_ENOMEM.
+     * [home worker]
+     */
+    int (*session_publish)(midge_session *s, const char *topic, const void *payload,
+                           uint32_t len, int qos, int retain);
+    /* The plugin is done with delivered message `id`. 0, or -MIDGE_ENOENT. [home worker] */
+    int (*session_ack)(midge_session *s, uint32_t id);
+    /* Delivers every unacknowledged message again (dup 1), in order, e.g. after a reconnect. [home worker] */
+    void (*session_redeliver)(midge_session *s);
+    /*
+     * Releases the handle (no callback after this returns). With `end` 1 the
+     * session ends now; else it stays per its expiry and queues what matches
+     * its subscriptions until it is opened again. [home worker]
+     */
+    void (*session_close)(midge_session *s, int end);
+
+    /* ---- More about messages. [any thread holding the message] ---- */
+
+    /* A process-unique id (restored messages keep theirs). */
+    uint64_t (*message_id)(const midge_message *m);
+    /*
+     * The MQTT 5 properties that travel with the message (payload format,
+     * content type, response topic, correlation data, user properties),
+     * encoded as in a PUBLISH without the length prefix. Borrowed.
+     */
+    const void *(*message_properties)(const midge_message *m, uint32_t *len);
+    /* Seconds left before the message expires; 0 when it has no expiry. */
+    uint32_t (*message_expiry)(const midge_message *m);
+    /*
+     * Builds a message (copied), e.g. to restore or to forward one: `props`
+     * as message_properties returns them (validated), `expiry` seconds (0
+     * none), `id` 0 for a new id or a restored message's id. Returns it with
+     * one reference owned by the caller (api->message_unref), or NULL on
+     * bad arguments or out of memory. [any thread]
+     */
+    const midge_message *(*message_new)(midge_plugin *self, const char *topic,
+                                        const void *payload, uint32_t len, int qos, int retain,
+                                        const void *props, uint32_t props_len, uint32_t expiry,
+                                        uint64_t id);
+
+    /* ---- Persistence (the plugin with the persist hook). ---- */
+
+    /* Every event with seq <= `seq` is durable: held acknowledgements go out. [any thread] */
+    void (*persist_durable)(midge_plugin *self, uint64_t seq);
+    /*
+     * Storage failed (1) or works again (0). While it fails, new QoS 1/2
+     * publishes that need it are refused (MQTT 5: 0x97 Quota exceeded; MQTT
+     * 3: not acknowledged, so the client sends again) and logged once.
+     * [any thread]
+     */
+    void (*persist_failing)(midge_plugin *self, int failing);
+
+    /*
+     * Restore calls, only inside the restore hook. Each returns 0,
+     * -MIDGE_EINVAL (bad data: the broker logs and skips it) or -MIDGE_ENOMEM.
+     * `expires_in`: seconds the disconnected session has left (0xFFFFFFFF
+     * never; ignored while expiry is 0xFFFFFFFF).
+     */
+    int (*restore_session)(midge_plugin *self, const char *client_id, uint32_t expiry,
+                           int protocol, uint32_t expires_in);
+    int (*restore_subscription)(midge_plugin *self, const char *client_id, const char *filter,
+                                int options, uint32_t sub_id);
+    int (*restore_retained)(midge_plugin *self, const midge_message *msg);
+    int (*restore_message)(midge_plugin *self, const char *client_id, uint64_t delivery_id,
+                           const midge_message *msg, int qos, int retain, int state,
+                           uint16_t packet_id);
+    int (*restore_qos2_in)(midge_plugin *self, const char *client_id, uint16_t packet_id);
+    int (*restore_will)(midge_plugin *self, const char *client_id, const midge_message *will,
+                        uint32_t delay);
 };
 
 /* 1 when the broker's table has function `fn` (it lies within api->size and is set). */
