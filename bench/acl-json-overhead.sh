@@ -60,9 +60,71 @@ big=$tmpdir/acl-10000.json
 build/plugins/acl-json/midge_acl --check "$small" >/dev/null
 build/plugins/acl-json/midge_acl --check "$big" >/dev/null
 
-echo "check cost (build/bench/acl-check-bench -r 7):" | tee -a "$results"
+echo "Check cost, ns per check (build/bench/acl-check-bench -r 7):" | tee -a "$results"
+echo | tee -a "$results"
 build/bench/acl-check-bench -r 7 | tee -a "$results"
 echo | tee -a "$results"
+
+# Broker CPU per delivered message at a fixed rate: on a shared machine this
+# moves much less with other people's load than the max rate does. Each run
+# starts a fresh midge, sends RATE msg/s for 8 s (QoS 0 pair 4->4) and reads
+# the broker's utime + stime from /proc before stopping it by PID.
+rate=${ACL_BENCH_RATE:-300000}
+cpu_run() {
+    key=$1
+    extra=$2
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    conf=$tmpdir/cpu.conf
+    {
+        echo "listener $port 127.0.0.1"
+        echo "allow_anonymous true"
+        echo "max_inflight_messages 0"
+        echo "max_queued_messages 100000"
+        echo "set_tcp_nodelay true"
+        echo "worker_threads 2"
+        [ -n "$extra" ] && printf '%s\n' "$extra"
+    } >"$conf"
+    build/server/midge -c "$conf" >>"$tmpdir/cpu.log" 2>&1 &
+    pid=$!
+    i=0
+    until ss -Htln "( sport = :$port )" | grep -q LISTEN; do
+        i=$((i + 1))
+        if [ $i -gt 100 ] || ! kill -0 $pid 2>/dev/null; then
+            echo "midge did not start" >&2
+            kill $pid 2>/dev/null
+            return 1
+        fi
+        sleep 0.05
+    done
+    line=$(build/bench/midge-bench -p "$port" -T pair -P 4 -S 4 -q 0 -r "$rate" -d 8 -w 1 | grep '^RESULT')
+    ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    kill $pid
+    wait $pid 2>/dev/null || true
+    recv=$(echo "$line" | sed -n 's/.* recv=\([0-9]*\).*/\1/p')
+    awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v n="$recv" \
+        'BEGIN { if (n > 0) printf "%.3f\n", t / hz * 1e6 / n }' >>"$tmpdir/$key.cpu"
+}
+cmedian() {
+    sort -n "$tmpdir/$1.cpu" | awk '{v[NR]=$1} END {print (NR ? v[int((NR+1)/2)] : "n/a")}'
+}
+conf_small=$(printf 'plugin %s\nplugin_opt_acl_file %s' "$plugin" "$small")
+conf_big=$(printf 'plugin %s\nplugin_opt_acl_file %s' "$plugin" "$big")
+round=1
+while [ $round -le "$n" ]; do
+    cpu_run none ""
+    cpu_run small "$conf_small"
+    cpu_run big "$conf_big"
+    round=$((round + 1))
+done
+{
+    echo "Broker CPU per delivered message at $rate msg/s (QoS 0 pair 4->4, 8 s), median of $n"
+    echo "interleaved runs, in microseconds (user + system, connection set-up included):"
+    echo
+    echo "- midge, no plugin: $(cmedian none) (runs: $(sort -n "$tmpdir/none.cpu" | tr '\n' ' ' | sed 's/ $//'))"
+    echo "- midge, acl-json with 10 rules: $(cmedian small) (runs: $(sort -n "$tmpdir/small.cpu" | tr '\n' ' ' | sed 's/ $//'))"
+    echo "- midge, acl-json with 10,000 rules: $(cmedian big) (runs: $(sort -n "$tmpdir/big.cpu" | tr '\n' ' ' | sed 's/ $//'))"
+    echo
+} | tee -a "$results"
 
 # One run of bench/run.sh (-n 1) for setup LABEL with the environment given;
 # appends the delivered rate to $tmpdir/LABEL.rates. Brokers: midge or mosquitto.
@@ -100,10 +162,8 @@ WRAP
 chmod +x "$tmpdir/mosquitto-acl"
 chmod 644 "$tmpdir/mosq.acl"
 
-# Rounds interleave the setups, so that load from elsewhere on the machine
-# falls on all of them alike; each setup's number is the median of its runs.
-conf_small=$(printf 'plugin %s\nplugin_opt_acl_file %s' "$plugin" "$small")
-conf_big=$(printf 'plugin %s\nplugin_opt_acl_file %s' "$plugin" "$big")
+# Max rate. Rounds interleave the setups, so that load from elsewhere on the
+# machine falls on all of them alike; each setup's number is the median of its runs.
 round=1
 while [ $round -le "$n" ]; do
     one none midge MIDGE=build/server/midge

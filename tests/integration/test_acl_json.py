@@ -179,6 +179,14 @@ class Publish(AclJsonTest):
         self.assertEqual(pub.publish("dev/x/y/t", b"1", qos=1).rc, 0x87)
         self.assertEqual(pub.publish("dev/x/t", b"1", qos=1).rc, 0x87)
 
+    def test_client_id_with_wildcards_cannot_widen(self):
+        """Client ids '+' and '#' are names, not wildcards: dev/%c/# gives them no filter with
+        '+' or '#' in that level, and no other client's topics."""
+        for cid in ("+", "#"):
+            c = self.raw(5, client_id=cid)
+            self.assertEqual(c.subscribe([("dev/+/#", 0), ("dev/#", 0)]).codes, [0x87, 0x87])
+            self.assertEqual(c.publish("dev/other/t", b"1", qos=1).rc, 0x87)
+
     def test_username_substitution(self):
         """%u is the username (example-auth logins): bob publishes to home/bob only."""
         bob = self.user("bob", "bobpw", client_id="bob-1")
