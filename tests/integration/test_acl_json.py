@@ -354,6 +354,34 @@ class Reload(AclJsonTest):
         self.assertIn(self.acl_file + ":1:26: unexpected token near '}'", self.broker.log_text())
         self.assertEqual(c.publish("public/a", b"1", qos=1).rc, 0)
 
+    def test_reload_under_load(self):
+        """SIGHUPs while a client publishes: every PUBACK is 0x00 or 0x87, never anything else,
+        the broker stays up, and the last file decides once the reloads are done."""
+        c = self.raw(5, client_id="rl-load")
+        a = json.loads(json.dumps(RULES))
+        b = json.loads(json.dumps(RULES))
+        b["anonymous"]["rules"] = [{"topic": "other/#", "allow": ["publish"]}]
+        codes = set()
+        for i in range(20):
+            self.write_rules(a if i % 2 else b)
+            self.broker.proc.send_signal(signal.SIGHUP)
+            for _ in range(10):
+                codes.add(c.publish("public/a", b"x", qos=1).rc)
+        # b in place, and a reload that read it (b has 4 rules, a 7) as the last one logged:
+        # any reload still pending reads b too.
+        self.write_rules(b)
+        before = self.broker.log_text().count("acl reloaded")
+        self.broker.proc.send_signal(signal.SIGHUP)
+
+        def b_in_force():
+            lines = [l for l in self.broker.log_text().splitlines() if "acl reloaded" in l]
+            return len(lines) > before and lines[-1].endswith("rules=4")
+        wait_until(b_in_force, what="a reload of the second file")
+        self.assertTrue(codes <= {0, 0x87}, codes)
+        self.assertEqual(c.publish("public/a", b"x", qos=1).rc, 0x87)
+        self.assertEqual(c.publish("other/a", b"x", qos=1).rc, 0)
+        self.assertTrue(self.broker.alive())
+
     def test_reload_removes_subscription(self):
         """After a reload, subscriptions the new rules no longer allow are removed, logged with the
         client and filter, and the subscriber stops receiving (the broker re-checks them)."""

@@ -4,6 +4,7 @@
  * reload (a bad file keeps the old rules), and the denial log (once per
  * client, action and topic, at info level, with the deciding rule; bounded).
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -271,6 +272,54 @@ reload_good_replaces(void **state)
     assert_int_equal(midge_test_logged(f->fb, MIDGE_LOG_INFO, "topic=c/1"), 2);
 }
 
+/* Checks on two threads while the main thread reloads: every answer comes from one file or the other. */
+struct checker {
+    struct fixture *f;
+    midge_client *c;
+    int bad;
+};
+
+static void *
+check_loop(void *arg)
+{
+    struct checker *k = arg;
+    uint8_t reason;
+    int i;
+
+    for (i = 0; i < 20000; i++) {
+        int a = ask(k->f, k->c, MIDGE_ACL_PUBLISH, i % 2 ? "a/1" : "b/1", 0, &reason);
+        int b = ask(k->f, k->c, MIDGE_ACL_PUBLISH, "c/1", 0, &reason);
+        k->bad += (a != MIDGE_ALLOW && a != MIDGE_DENY) || b != MIDGE_DENY;
+    }
+    return NULL;
+}
+
+static void
+reload_while_checking(void **state)
+{
+    struct fixture *f = *state;
+    struct checker k[2];
+    pthread_t t[2];
+    int i;
+
+    assert_int_equal(load(f), 0);
+    for (i = 0; i < 2; i++) {
+        k[i].f = f;
+        k[i].bad = 0;
+        k[i].c = midge_test_client_new(f->fb, i ? "t1" : "t0", "alice");
+        assert_non_null(k[i].c);
+        assert_int_equal(pthread_create(&t[i], NULL, check_loop, &k[i]), 0);
+    }
+    for (i = 0; i < 40; i++) {
+        write_file(f->path, i % 2 ? RULES_A : RULES_B);
+        assert_int_equal(midge_test_reload(f->p), 0);
+    }
+    for (i = 0; i < 2; i++) {
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+        assert_int_equal(k[i].bad, 0);
+    }
+}
+
 /* An anonymous client (no username) is logged as such. */
 static void
 anonymous_logged(void **state)
@@ -300,6 +349,7 @@ acl_plugin_tests(size_t *n)
         cmocka_unit_test_setup_teardown(reload_bad_keeps_old, setup, teardown),
         cmocka_unit_test_setup_teardown(reload_good_replaces, setup, teardown),
         cmocka_unit_test_setup_teardown(anonymous_logged, setup, teardown),
+        cmocka_unit_test_setup_teardown(reload_while_checking, setup, teardown),
     };
 
     *n = sizeof(tests) / sizeof(tests[0]);
