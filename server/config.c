@@ -111,6 +111,10 @@ static const struct directive directives[] = {
       "accepted for mosquitto compatibility; timestamps are always written", NULL },
     { "connection_messages", set_bool, GK(FK_INT, connection_messages), 0, 0, "true",
       "log client connections and disconnections", NULL },
+    { "user", set_string, SCOPE_GLOBAL, 0, FK_STR, offsetof(struct config, user), 0, 0, "none",
+      "when started as root, switch to this user after opening the listeners", NULL },
+    { "memory_limit", set_int, GK(FK_LLONG, memory_limit), 0, LLONG_MAX, "0",
+      "bytes of messages held in memory above which publishes are refused; 0 no limit", NULL },
     { "pid_file", set_string, SCOPE_GLOBAL, 0, FK_STR, offsetof(struct config, pid_file), 0, 0,
       "none", "write the broker's process id to this file", NULL },
     { "include_dir", set_include_dir, SCOPE_GLOBAL, 1, FK_NONE, 0, 0, 0, "none",
@@ -153,13 +157,13 @@ static const char *const mosquitto_only[] = {
     "cleansession", "clientid", "clientid_prefixes", "connection", "crlfile", "dhparamfile",
     "enable_control_api", "http_dir", "keepalive_interval", "keyfile", "local_clientid",
     "local_password", "local_username", "log_facility", "log_timestamp_format",
-    "max_inflight_bytes", "memory_limit", "mount_point", "notification_topic", "notifications",
+    "max_inflight_bytes", "mount_point", "notification_topic", "notifications",
     "password_file", "persistence", "persistence_file", "persistence_location",
     "psk_file", "psk_hint", "remote_clientid", "remote_password", "remote_username",
     "require_certificate", "restart_timeout", "retry_interval", "start_type",
     "store_clean_interval", "tls_engine", "tls_keyform", "tls_version", "topic", "try_private",
     "upgrade_outgoing_qos", "use_identity_as_username", "use_subject_as_username",
-    "use_username_as_clientid", "user", "websockets_headers_size", "websockets_log_level",
+    "use_username_as_clientid", "websockets_headers_size", "websockets_log_level",
 };
 
 static int parse_file(struct parser *p, const char *path);
@@ -950,6 +954,7 @@ config_free(struct config *cfg)
     free(cfg->auto_id_prefix);
     free(cfg->log_file);
     free(cfg->pid_file);
+    free(cfg->user);
     free(cfg->plugin_dir);
     while (cfg->plugins != NULL) {
         struct plugin_conf *pc = cfg->plugins;
@@ -1030,6 +1035,9 @@ config_restart_needed(const struct config *old, const struct config *new_cfg, ch
     }
     if (str_differs(old->pid_file, new_cfg->pid_file)) {
         append(buf, len, "pid_file");
+    }
+    if (str_differs(old->user, new_cfg->user)) {
+        append(buf, len, "user");
     }
 }
 

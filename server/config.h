@@ -82,6 +82,8 @@ struct config {
     unsigned log_types;           /* MLOG_BIT() set; default error|warning|notice|information */
     int connection_messages;      /* log connects/disconnects; default 1 */
     char *pid_file;               /* NULL: none */
+    char *user;                   /* user to switch to when started as root; NULL: none */
+    long long memory_limit;       /* bytes of messages; 0: no limit */
     struct plugin_conf *plugins;  /* every plugin line, in file order */
     char *plugin_dir;             /* where bare plugin names are found; default the install dir */
 };

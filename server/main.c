@@ -5,11 +5,14 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <ev.h>
@@ -20,6 +23,7 @@
 #include "listener.h"
 #include "log.h"
 #include "mainloop.h"
+#include "persist.h"
 #include "plugin.h"
 #include "retain.h"
 #include "subs.h"
@@ -68,6 +72,48 @@ usage(FILE *out)
             "\n"
             "Exit status: 0 success, 1 runtime failure (e.g. a port in use), 2 bad\n"
             "configuration or command line.\n");
+}
+
+/*
+ * `user NAME`: started as root, switch to NAME and its groups for good once
+ * the listeners are open. Returns 0, or -1 (logged) when that fails.
+ */
+static int
+drop_privileges(const struct config *cfg)
+{
+    struct passwd *pw;
+
+    if (getuid() != 0 && geteuid() != 0) {
+        if (cfg->user != NULL) {
+            midge_log(MLOG_NOTICE, "user %s ignored: not started as root", cfg->user);
+        }
+        return 0;
+    }
+    if (cfg->user == NULL) {
+        midge_log(MLOG_WARNING, "running as root: set `user` to switch to an unprivileged user");
+        return 0;
+    }
+    errno = 0;
+    pw = getpwnam(cfg->user);
+    if (pw == NULL) {
+        midge_log(MLOG_ERROR, "user %s: %s", cfg->user, errno ? strerror(errno) : "no such user");
+        fprintf(stderr, "midge: user %s: %s\n", cfg->user, errno ? strerror(errno) : "no such user");
+        return -1;
+    }
+    if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
+        setuid(pw->pw_uid) != 0) {
+        midge_log(MLOG_ERROR, "cannot switch to user %s: %s", cfg->user, strerror(errno));
+        fprintf(stderr, "midge: cannot switch to user %s: %s\n", cfg->user, strerror(errno));
+        return -1;
+    }
+    if (setuid(0) == 0) {
+        midge_log(MLOG_ERROR, "switched to user %s but could get root back: refusing to run",
+                  cfg->user);
+        return -1;
+    }
+    midge_log(MLOG_NOTICE, "switched to user=%s uid=%u gid=%u", pw->pw_name, (unsigned)pw->pw_uid,
+              (unsigned)pw->pw_gid);
+    return 0;
 }
 
 static void
@@ -227,6 +273,8 @@ main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     srandom((unsigned)time(NULL) ^ (unsigned)getpid());
+    /* Files midge and its plugins create (logs, databases, pid file) are not world-readable. */
+    umask(027);
     atomic_init(&broker.cfg, cfg);
     atomic_init(&broker.next_uid, 0);
     broker.start_wall = (double)time(NULL);
@@ -250,7 +298,21 @@ main(int argc, char **argv)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     loop = ev_default_loop(0);
     main_calls_start(loop);
+    /* Stored state comes back before any client can connect. */
+    if (persist_restore(err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s\n", err);
+        midge_log(MLOG_ERROR, "%s", err);
+        worker_stop_all();
+        plugins_unload();
+        worker_free_all();
+        return 2;
+    }
+    worker_post_early_calls();
     if (listeners_apply(cfg, loop) != 0) {
+        worker_stop_all();
+        return 1;
+    }
+    if (drop_privileges(cfg) != 0) {
         worker_stop_all();
         return 1;
     }
@@ -273,7 +335,8 @@ main(int argc, char **argv)
     listeners_close(loop);
     sys_stop(loop);
     worker_stop_all();
-    plugins_unload();
+    plugins_unload(); /* pools drained: their last calls run here, on the main thread */
+    worker_free_all();
     listeners_free();
     retain_free();
     subs_free();

@@ -30,6 +30,40 @@ passthrough_props(const struct mqtt_props *p, struct mqtt_props *keep)
 }
 
 /*
+ * Bytes of live messages, in per-thread shards (a shared counter would be a
+ * contended cache line on every publish). A message may be freed on another
+ * thread than the one that made it: shards are signed, only the sum means
+ * something.
+ */
+#define MEM_SHARDS 64
+static struct {
+    _Alignas(64) atomic_llong v;
+} mem[MEM_SHARDS];
+static atomic_uint mem_next;
+static __thread int mem_shard = -1;
+
+static void
+mem_add(long long n)
+{
+    if (mem_shard < 0) {
+        mem_shard = (int)(atomic_fetch_add(&mem_next, 1) % MEM_SHARDS);
+    }
+    atomic_fetch_add_explicit(&mem[mem_shard].v, n, memory_order_relaxed);
+}
+
+long long
+msg_mem_in_use(void)
+{
+    long long sum = 0;
+    int i;
+
+    for (i = 0; i < MEM_SHARDS; i++) {
+        sum += atomic_load_explicit(&mem[i].v, memory_order_relaxed);
+    }
+    return sum;
+}
+
+/*
  * Creates a message; see msg.h. The returned reference belongs to the caller.
  */
 struct msg *
@@ -44,11 +78,14 @@ msg_new(const char *topic, size_t topic_len, const uint8_t *payload, uint32_t pa
     passthrough_props(props, &keep);
     props_len = (keep.present != 0 || keep.user_props.len != 0) ? mqtt_props_size(&keep) : 0;
     /* 4 spare bytes: mqtt_props_write() puts a length prefix we then drop. */
-    m = malloc(sizeof(*m) + 2 + topic_len + 1 + props_len + 4 + payload_len);
+    size_t bytes = sizeof(*m) + 2 + topic_len + 1 + props_len + 4 + payload_len;
 
+    m = malloc(bytes);
     if (m == NULL) {
         return NULL;
     }
+    m->mem = (uint32_t)bytes;
+    mem_add((long long)bytes);
     atomic_init(&m->refs, 1);
     m->qos = qos;
     m->retain = retain;
@@ -58,6 +95,7 @@ msg_new(const char *topic, size_t topic_len, const uint8_t *payload, uint32_t pa
     m->payload_len = payload_len;
     m->expiry_at = 0;
     m->origin_session = 0;
+    atomic_init(&m->id, 0);
     p = m->data;
     m->topic_wire = p;
     p[0] = (uint8_t)(topic_len >> 8);
@@ -95,6 +133,7 @@ void
 msg_unref(struct msg *m)
 {
     if (m != NULL && atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1) {
+        mem_add(-(long long)m->mem);
         free(m);
     }
 }
@@ -136,6 +175,8 @@ msg_rebuild(const struct msg *m, const char *topic, size_t topic_len, const uint
     if (n == NULL) {
         return NULL;
     }
+    n->mem = (uint32_t)(sizeof(*n) + 2 + topic_len + 1 + props_len + payload_len);
+    mem_add((long long)n->mem);
     atomic_init(&n->refs, 1);
     n->qos = m->qos;
     n->retain = m->retain;
@@ -145,6 +186,7 @@ msg_rebuild(const struct msg *m, const char *topic, size_t topic_len, const uint
     n->payload_len = payload_len;
     n->expiry_at = m->expiry_at;
     n->origin_session = m->origin_session;
+    atomic_init(&n->id, 0);
     p = n->data;
     n->topic_wire = p;
     p[0] = (uint8_t)(topic_len >> 8);
@@ -166,4 +208,32 @@ msg_rebuild(const struct msg *m, const char *topic, size_t topic_len, const uint
         memcpy(p, payload, payload_len);
     }
     return n;
+}
+
+static atomic_uint_fast64_t next_msg_id;
+
+uint64_t
+msg_id(struct msg *m)
+{
+    uint64_t id = atomic_load_explicit(&m->id, memory_order_relaxed);
+    uint64_t fresh;
+
+    if (id != 0) {
+        return id;
+    }
+    fresh = atomic_fetch_add_explicit(&next_msg_id, 1, memory_order_relaxed) + 1;
+    /* Two threads may race for the first id: the first store wins, both return it. */
+    if (atomic_compare_exchange_strong(&m->id, &id, fresh)) {
+        return fresh;
+    }
+    return id;
+}
+
+void
+msg_id_floor(uint64_t id)
+{
+    uint_fast64_t cur = atomic_load(&next_msg_id);
+
+    while (cur < id && !atomic_compare_exchange_weak(&next_msg_id, &cur, id)) {
+    }
 }

@@ -191,6 +191,19 @@ int plugin_isession_deliver(struct conn *c, const struct qentry *e, uint16_t pid
 /* Worker shutdown: frees the internal sessions' handles of worker w. [that worker] */
 void plugin_isessions_free(struct worker *w);
 
+struct session;
+/* Describes a session for plugins (client_find, client_list). [its worker] */
+void plugin_session_info(const struct session *s, struct midge_client_info *info);
+
+/* plugin_admin.c: administration services */
+
+int plugin_stats(midge_plugin *self, struct midge_broker_stats *out);
+int plugin_client_list(midge_plugin *self, void (*cb)(void *, const struct midge_client_info *),
+                       void (*done)(void *), void *arg);
+int plugin_retained_list(midge_plugin *self, const char *filter,
+                         int (*cb)(void *arg, const midge_message *msg), void *arg);
+int plugin_reload_request(midge_plugin *self);
+
 /* plugin_metrics.c: metrics defined by plugins */
 
 midge_metric *plugin_metric_new(midge_plugin *self, const char *name, int kind, const char *help);
@@ -315,6 +328,10 @@ void plugin_will_published(const char *client_id, const struct msg *will);
 
 /* plugin_msg.c: messages, message_in/out, internal subscriptions */
 
+/* User properties in an encoded property list, as api->message_user_property_next. */
+int plugin_uprop_next(const uint8_t *props, uint32_t props_len, size_t *pos, const char **key,
+                      size_t *key_len, const char **value, size_t *value_len);
+
 const char *plugin_message_topic(const midge_message *m);
 const void *plugin_message_payload(const midge_message *m, uint32_t *len);
 int plugin_message_qos(const midge_message *m);
@@ -341,6 +358,14 @@ void plugin_message_out(struct conn *c, const struct msg *m);
 midge_subscription *plugin_subscribe(midge_plugin *self, const char *filter,
                                      void (*cb)(void *arg, const midge_message *msg), void *arg);
 void plugin_unsubscribe(midge_plugin *self, midge_subscription *sub);
+
+uint64_t plugin_message_id(const midge_message *m);
+const void *plugin_message_properties(const midge_message *m, uint32_t *len);
+uint32_t plugin_message_expiry(const midge_message *m);
+const midge_message *plugin_message_new(midge_plugin *self, const char *topic,
+                                        const void *payload, uint32_t len, int qos, int retain,
+                                        const void *props, uint32_t props_len, uint32_t expiry,
+                                        uint64_t id);
 
 /* Calls the internal subscriptions that match m. [any thread] */
 void plugin_internal_route(const struct msg *m);

@@ -52,9 +52,9 @@ plugin_message_retain(const midge_message *m)
     return ((const struct msg *)m)->retain;
 }
 
-/* Iterates user properties in an encoded property list (others skipped). */
-static int
-uprop_next(const uint8_t *props, uint32_t props_len, size_t *pos, const char **key,
+/* Iterates user properties in an encoded property list (others skipped); see plugin.h. */
+int
+plugin_uprop_next(const uint8_t *props, uint32_t props_len, size_t *pos, const char **key,
            size_t *key_len, const char **value, size_t *value_len)
 {
     struct mqtt_props pr;
@@ -86,7 +86,7 @@ plugin_message_user_property_next(const midge_message *m, size_t *pos, const cha
 {
     const struct msg *msg = (const struct msg *)m;
 
-    return uprop_next(msg->props, msg->props_len, pos, key, key_len, value, value_len);
+    return plugin_uprop_next(msg->props, msg->props_len, pos, key, key_len, value, value_len);
 }
 
 const midge_message *
@@ -310,6 +310,7 @@ struct midge_subscription {
 static pthread_rwlock_t isubs_lock = PTHREAD_RWLOCK_INITIALIZER;
 static struct midge_subscription *isubs; /* Protected by isubs_lock */
 static atomic_int isubs_n;
+static int isubs_cleared; /* Protected by isubs_lock: set by plugin_internal_subs_clear() */
 static __thread int in_isub_cb;
 
 midge_subscription *
@@ -343,6 +344,7 @@ plugin_subscribe(midge_plugin *self, const char *filter,
     s->cb = cb;
     s->arg = arg;
     pthread_rwlock_wrlock(&isubs_lock);
+    isubs_cleared = 0; /* plugins loaded again */
     s->next = isubs;
     isubs = s;
     atomic_fetch_add(&isubs_n, 1);
@@ -354,6 +356,8 @@ void
 plugin_unsubscribe(midge_plugin *self, midge_subscription *sub)
 {
     struct midge_subscription **pp;
+    int found = 0;
+    int cleared;
 
     if (sub == NULL) {
         return;
@@ -368,12 +372,25 @@ plugin_unsubscribe(midge_plugin *self, midge_subscription *sub)
         if (*pp == sub) {
             *pp = sub->next;
             atomic_fetch_sub(&isubs_n, 1);
+            found = 1;
             break;
         }
     }
+    cleared = isubs_cleared;
     pthread_rwlock_unlock(&isubs_lock);
-    free(sub->filter);
-    free(sub);
+    if (found) {
+        free(sub->filter);
+        free(sub);
+    } else if (!cleared) {
+        /* Not ours (any more): never dereference it. */
+        midge_log(MLOG_ERROR, "plugin bug plugin=%s: unsubscribe of an unknown or already "
+                  "removed subscription: ignored", self->name);
+    }
+    /*
+     * After plugin_internal_subs_clear() (unload, before the cleanup hooks)
+     * the broker already freed every subscription: a plugin that
+     * unsubscribes in cleanup, as the ABI allows, must not free it again.
+     */
 }
 
 /* Runs the internal subscriptions matching m. [any thread publishing] */
@@ -381,6 +398,7 @@ void
 plugin_internal_route(const struct msg *m)
 {
     struct midge_subscription *s;
+    int outer = in_isub_cb;
 
     if (atomic_load_explicit(&isubs_n, memory_order_relaxed) == 0) {
         return;
@@ -392,7 +410,12 @@ plugin_internal_route(const struct msg *m)
             s->cb(s->arg, (const midge_message *)m);
         }
     }
-    in_isub_cb = 0;
+    /*
+     * A callback that publishes routes again, nested: restore, not clear, so
+     * that the outer callback's subscribe/unsubscribe is still refused (it
+     * would wait for the write lock while this thread holds a read lock).
+     */
+    in_isub_cb = outer;
     pthread_rwlock_unlock(&isubs_lock);
 }
 
@@ -408,5 +431,84 @@ plugin_internal_subs_clear(void)
         free(s);
     }
     atomic_store(&isubs_n, 0);
+    isubs_cleared = 1;
     pthread_rwlock_unlock(&isubs_lock);
+}
+
+/* ---- more about messages ---- */
+
+uint64_t
+plugin_message_id(const midge_message *m)
+{
+    return msg_id((struct msg *)m);
+}
+
+const void *
+plugin_message_properties(const midge_message *m, uint32_t *len)
+{
+    const struct msg *msg = (const struct msg *)m;
+
+    if (len != NULL) {
+        *len = msg->props_len;
+    }
+    return msg->props_len ? msg->props : NULL;
+}
+
+uint32_t
+plugin_message_expiry(const midge_message *m)
+{
+    return msg_expiry_left((const struct msg *)m, ev_time());
+}
+
+const midge_message *
+plugin_message_new(midge_plugin *self, const char *topic, const void *payload, uint32_t len,
+                   int qos, int retain, const void *props, uint32_t props_len, uint32_t expiry,
+                   uint64_t id)
+{
+    size_t tl = topic != NULL ? strlen(topic) : 0;
+    struct mqtt_props pr;
+    struct msg *m;
+    double now = ev_time();
+
+    (void)self;
+    if (tl == 0 || tl > 65535 || !topic_name_valid(topic, tl) ||
+        !mqtt_utf8_valid((const uint8_t *)topic, tl) || qos < 0 || qos > 2 ||
+        (payload == NULL && len > 0) || (props == NULL && props_len > 0) ||
+        props_len > 1024 * 1024) {
+        return NULL;
+    }
+    memset(&pr, 0, sizeof(pr));
+    if (props_len > 0) {
+        /* Validate as a PUBLISH's property block: the codec wants the length prefix. */
+        uint8_t *buf = malloc(props_len + 4);
+        size_t used = 0;
+        uint8_t rc = 0;
+        size_t pre;
+        if (buf == NULL) {
+            return NULL;
+        }
+        pre = mqtt_varint_write(props_len, buf);
+        memcpy(buf + pre, props, props_len);
+        if (mqtt_props_read(buf, pre + props_len, MQTT_PUBLISH, &pr, &used, &rc) != MQTT_OK ||
+            (pr.present & (MQTT_PBIT(MQTT_PROP_TOPIC_ALIAS) | MQTT_PBIT(MQTT_PROP_SUBSCRIPTION_ID) |
+                           MQTT_PBIT(MQTT_PROP_MESSAGE_EXPIRY)))) {
+            free(buf);
+            return NULL;
+        }
+        m = msg_new(topic, tl, payload, len, (uint8_t)qos, retain ? 1 : 0, &pr, now);
+        free(buf);
+    } else {
+        m = msg_new(topic, tl, payload, len, (uint8_t)qos, retain ? 1 : 0, NULL, now);
+    }
+    if (m == NULL) {
+        return NULL;
+    }
+    if (expiry > 0) {
+        m->expiry_at = now + (double)expiry;
+    }
+    if (id != 0) {
+        atomic_store(&m->id, id);
+        msg_id_floor(id);
+    }
+    return (const midge_message *)m;
 }

@@ -7,7 +7,9 @@
 
 #include "broker.h"
 #include "conn.h"
+#include "log.h"
 #include "msg.h"
+#include "persist.h"
 #include "plugin.h"
 #include "proto.h"
 #include "session.h"
@@ -62,6 +64,41 @@ publish_allowed(struct conn *c, const struct mqtt_publish *p, const char *topic,
     return 1;
 }
 
+/*
+ * memory_limit: 1 while messages hold more; logged once per episode.
+ * Summing the counter's shards costs ~64 cache lines, so each thread looks
+ * at most every 10 ms (the limit is a guard, not an exact quota).
+ */
+static int
+over_memory_limit(long long limit, double now)
+{
+    static atomic_int logged;
+    static __thread double checked_at;
+    static __thread int over;
+    long long used;
+
+    if (now - checked_at < 0.01) {
+        return over;
+    }
+    checked_at = now;
+    used = msg_mem_in_use();
+    over = used > limit;
+
+    if (used <= limit) {
+        if (atomic_load_explicit(&logged, memory_order_relaxed)) {
+            atomic_store(&logged, 0);
+            midge_log(MLOG_NOTICE, "memory_limit: below the limit again (%lld of %lld bytes): "
+                      "publishes accepted", used, limit);
+        }
+        return 0;
+    }
+    if (!atomic_exchange(&logged, 1)) {
+        midge_log(MLOG_WARNING, "memory_limit reached (%lld of %lld bytes): publishes refused "
+                  "until memory is freed", used, limit);
+    }
+    return 1;
+}
+
 /* Handles an inbound PUBLISH. */
 int
 proto_publish(struct conn *c, const struct mqtt_publish *p)
@@ -73,6 +110,7 @@ proto_publish(struct conn *c, const struct mqtt_publish *p)
     struct msg *m;
     int ack_type = p->qos == 1 ? MQTT_PUBACK : MQTT_PUBREC;
     uint8_t ack_rc = 0;
+    uint64_t mark = persist_active ? persist_thread_mark() : 0;
 
     STAT_ADD(&c->w->stats, pub_received, 1);
     c->is_publisher = 1;
@@ -91,6 +129,20 @@ proto_publish(struct conn *c, const struct mqtt_publish *p)
         /* [MQTT-3.2.2-14] */
         return proto_fail(c, MQTT_RC_RETAIN_NOT_SUPPORTED, "retain not available");
     }
+    if ((p->qos > 0 && persist_refusing()) ||
+        (cfg->memory_limit > 0 && over_memory_limit(cfg->memory_limit, ev_now(c->w->loop)))) {
+        /*
+         * Storage failing or memory_limit reached: not accepted. QoS 0 is dropped;
+         * v5 QoS 1/2 is told so (0x97); v3 gets no ack and sends again later.
+         */
+        STAT_ADD(&c->w->stats, pub_dropped, 1);
+        if (p->qos == 0 || c->version != MQTT_V5) {
+            return PROTO_OK;
+        }
+        return proto_send_ack(c, ack_type, p->packet_id, MQTT_RC_QUOTA_EXCEEDED) < 0
+                   ? PROTO_CLOSE
+                   : PROTO_OK;
+    }
     if (p->qos == 2) {
         int r = session_qos2_mark(s, p->packet_id);
         if (r < 0) {
@@ -98,7 +150,8 @@ proto_publish(struct conn *c, const struct mqtt_publish *p)
         }
         if (r == 1) {
             /* Already received, PUBREL pending: acknowledge, do not deliver again [MQTT-4.3.3-9]. */
-            return proto_send_ack(c, MQTT_PUBREC, p->packet_id, 0) < 0 ? PROTO_CLOSE : PROTO_OK;
+            return persist_send_ack(c, MQTT_PUBREC, p->packet_id, 0, 0) < 0 ? PROTO_CLOSE
+                                                                               : PROTO_OK;
         }
         if (cfg->max_inflight_messages > 0 && s->in_qos2_count > (uint32_t)cfg->max_inflight_messages &&
             c->version == MQTT_V5) {
@@ -138,8 +191,14 @@ proto_publish(struct conn *c, const struct mqtt_publish *p)
     if (p->qos == 0) {
         return PROTO_OK;
     }
-    /* v3 has no reason codes: a refused message is acknowledged and dropped. */
-    return proto_send_ack(c, ack_type, p->packet_id, c->version == MQTT_V5 ? ack_rc : 0) < 0
+    /*
+     * v3 has no reason codes: a refused message is acknowledged and dropped.
+     * With persistence the ack waits until what this PUBLISH stored is durable.
+     */
+    return persist_send_ack(c, ack_type, p->packet_id, c->version == MQTT_V5 ? ack_rc : 0,
+                            persist_active && persist_thread_mark() != mark
+                                ? persist_thread_mark()
+                                : 0) < 0
                ? PROTO_CLOSE
                : PROTO_OK;
 }
@@ -150,8 +209,9 @@ proto_pubrel(struct conn *c, const struct mqtt_ack *a)
 {
     int known = session_qos2_release(c->session, a->packet_id);
 
-    return proto_send_ack(c, MQTT_PUBCOMP, a->packet_id,
-                          known ? 0 : MQTT_RC_PACKET_ID_NOT_FOUND) < 0
+    /* After held PUBRECs, in order (the release itself need not be durable first). */
+    return persist_send_ack(c, MQTT_PUBCOMP, a->packet_id,
+                            known ? 0 : MQTT_RC_PACKET_ID_NOT_FOUND, 0) < 0
                ? PROTO_CLOSE
                : PROTO_OK;
 }

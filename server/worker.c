@@ -126,12 +126,26 @@ call_target_current(void)
     return current != NULL ? current->id : CALL_MAIN;
 }
 
+/*
+ * Workers that accept posts, published with release order once they exist:
+ * a plugin thread started in init (before the workers) reads it with
+ * acquire order before touching broker.workers.
+ */
+static atomic_uint workers_ready;
+
+unsigned
+workers_ready_count(void)
+{
+    return atomic_load_explicit(&workers_ready, memory_order_acquire);
+}
+
 void
 call_post(unsigned target, void (*fn)(void *arg), void *arg)
 {
     struct witem it;
 
-    if (target == CALL_MAIN || target >= broker.nworkers) {
+    if (target == CALL_MAIN ||
+        target >= atomic_load_explicit(&workers_ready, memory_order_acquire)) {
         main_call(fn, arg);
         return;
     }
@@ -181,6 +195,26 @@ call_post_home(const char *id, size_t len, void (*fn)(void *arg), void *arg)
     call_post(broker_home_worker(id, len), fn, arg);
 }
 
+/* Posts the calls plugins made before the workers ran (see worker.h). Main thread. */
+void
+worker_post_early_calls(void)
+{
+    struct early_call *v;
+    size_t k;
+    size_t m;
+
+    pthread_mutex_lock(&early.lock);
+    v = early.v;
+    m = early.n;
+    early.v = NULL;
+    early.n = 0;
+    pthread_mutex_unlock(&early.lock);
+    for (k = 0; k < m; k++) {
+        call_post(broker_home_worker(v[k].id, v[k].len), v[k].fn, v[k].arg);
+    }
+    free(v);
+}
+
 /* Batches an item for another worker; posted in this worker's prepare. [worker thread] */
 void
 worker_send(struct worker *w, unsigned to, const struct witem *it)
@@ -197,8 +231,8 @@ deliver(struct worker *w, struct witem *it)
     struct session *s = session_find_uid(w, it->uid);
 
     if (s != NULL) {
-        session_deliver(s, it->u.m, it->qos, it->retain, it->sub_id, it->ids,
-                        it->n_ids > 1 ? (uint16_t)(it->n_ids - 1) : 0);
+        session_deliver_id(s, it->u.m, it->qos, it->retain, it->sub_id, it->ids,
+                           it->n_ids > 1 ? (uint16_t)(it->n_ids - 1) : 0, it->delivery_id);
     }
     msg_unref(it->u.m);
     free(it->ids);
@@ -446,22 +480,12 @@ worker_start_all(unsigned n)
             return -1;
         }
     }
-    {
-        struct early_call *v;
-        size_t k;
-        size_t m;
-        pthread_mutex_lock(&early.lock);
-        early.running = 1;
-        v = early.v;
-        m = early.n;
-        early.v = NULL;
-        early.n = 0;
-        pthread_mutex_unlock(&early.lock);
-        for (k = 0; k < m; k++) {
-            call_post(broker_home_worker(v[k].id, v[k].len), v[k].fn, v[k].arg);
-        }
-        free(v);
-    }
+    atomic_store_explicit(&workers_ready, n, memory_order_release);
+    /* From now on calls go straight to the workers; those made in init wait for
+     * worker_post_early_calls(), after the restore. */
+    pthread_mutex_lock(&early.lock);
+    early.running = 1;
+    pthread_mutex_unlock(&early.lock);
     return 0;
 }
 
@@ -498,8 +522,23 @@ worker_stop_all(void)
                 witem_discard(&w->outbox[j].v[k]);
             }
             free(w->outbox[j].v);
+            w->outbox[j].v = NULL;
+            w->outbox[j].n = 0;
         }
     }
+}
+
+/*
+ * Frees the stopped workers. Kept apart from worker_stop_all() because
+ * plugin pool threads may still post to them until plugins_unload() joined
+ * those threads (posts to a dead worker go to the main thread). Main thread.
+ */
+void
+worker_free_all(void)
+{
+    unsigned i;
+
+    atomic_store_explicit(&workers_ready, 0, memory_order_release);
     for (i = 0; i < broker.nworkers; i++) {
         struct worker *w = broker.workers[i];
         free(w->outbox);

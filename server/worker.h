@@ -49,6 +49,7 @@ struct witem {
         void *ptr;
     } u;
     uint32_t *ids;
+    uint64_t delivery_id; /* WI_DELIVER to a persistent session: its MSG_QUEUED event's id */
     union {
         struct listener *listener; /* WI_ACCEPT */
         void (*fn)(void *arg);     /* WI_CALL */
@@ -89,6 +90,8 @@ struct worker {
     struct conn *graveyard;      /* closed, freed in prepare */
     struct sessions *sessions;
     struct midge_session *isessions; /* internal sessions' handles living here (plugin_isession.c) */
+    struct conn *held_conns;     /* connections holding acks until durable (persist.c) */
+    atomic_int held_wake;        /* a release call is queued for this worker */
     int stopping;
     size_t paused;               /* connections whose reading is paused for back-pressure */
 
@@ -105,6 +108,16 @@ int worker_start_all(unsigned n);
 
 /* Asks every worker to shut down gracefully and joins them. Main thread. */
 void worker_stop_all(void);
+
+/*
+ * Posts the calls plugins made in init (held until then, so that an
+ * internal session opened in init finds its restored state). Main thread,
+ * after the restore.
+ */
+void worker_post_early_calls(void);
+
+/* Frees the workers after worker_stop_all() and plugins_unload(). Main thread. */
+void worker_free_all(void);
 
 /*
  * Appends an item to worker `to`'s inbox and wakes it. Ownership of the
@@ -135,6 +148,9 @@ int worker_throttled(struct worker *w);
 
 /* The calling thread as a call target: its worker id, or CALL_MAIN. */
 unsigned call_target_current(void);
+
+/* Workers started and not yet freed (0 before start and after worker_free_all). [any thread] */
+unsigned workers_ready_count(void);
 
 /* Queues fn(arg) for `target` (a worker id or CALL_MAIN). [any thread] */
 void call_post(unsigned target, void (*fn)(void *arg), void *arg);

@@ -248,6 +248,25 @@ struct midge_client_info {
     uint32_t inflight;        /* QoS 1/2 messages sent and not yet acknowledged */
 };
 
+/* Broker-wide counters (api->stats), totals since start unless said otherwise. */
+struct midge_broker_stats {
+    uint32_t size;
+    uint64_t clients_connected;  /* now */
+    uint64_t sessions;           /* now: connected and disconnected persistent sessions */
+    uint64_t subscriptions;      /* now */
+    uint64_t retained;           /* now: retained messages */
+    uint64_t packets_received;
+    uint64_t packets_sent;
+    uint64_t publish_received;
+    uint64_t publish_sent;
+    uint64_t publish_dropped;    /* queue limits, output caps, memory_limit, oversize, expiry */
+    uint64_t bytes_received;
+    uint64_t bytes_sent;
+    uint64_t connects;           /* successful CONNECTs */
+    uint64_t message_bytes;      /* now: bytes held by messages (memory_limit counts these) */
+    double uptime;               /* seconds */
+};
+
 /* TLS details of a connection (api->client_tls). Borrowed during the hook. */
 struct midge_tls_info {
     uint32_t size;
@@ -717,6 +736,30 @@ struct midge_api {
     int (*restore_qos2_in)(midge_plugin *self, const char *client_id, uint16_t packet_id);
     int (*restore_will)(midge_plugin *self, const char *client_id, const midge_message *will,
                         uint32_t delay);
+
+    /* ---- Administration (dashboards, admin APIs) ---- */
+
+    /* Fills *out (set out->size first; fields beyond it are not written). [any thread] */
+    int (*stats)(midge_plugin *self, struct midge_broker_stats *out);
+    /*
+     * Calls cb(arg, info) for every session, on each session's worker thread
+     * (workers run in parallel: cb must be thread-safe), then done(arg) once,
+     * on the calling thread's loop, after the last cb. Returns 0 once queued.
+     * [worker thread, main thread]
+     */
+    int (*client_list)(midge_plugin *self,
+                       void (*cb)(void *arg, const struct midge_client_info *info),
+                       void (*done)(void *arg), void *arg);
+    /*
+     * Calls cb(arg, msg) for each retained message whose topic matches
+     * `filter`, on the calling thread, before returning; cb returns 0 to go
+     * on, non-zero to stop. Returns the number of calls, or -MIDGE_EINVAL.
+     * [any thread]
+     */
+    int (*retained_list)(midge_plugin *self, const char *filter,
+                         int (*cb)(void *arg, const midge_message *msg), void *arg);
+    /* Asks for a configuration reload, as SIGHUP does. [any thread] */
+    int (*reload_request)(midge_plugin *self);
 };
 
 /* 1 when the broker's table has function `fn` (it lies within api->size and is set). */
