@@ -68,8 +68,9 @@ RULES = {
 @only_midge("acl-json is a midge plugin")
 @need_build
 class AclJsonTest(BrokerTest):
-    """A broker with example-auth (usernames) and acl-json on RULES."""
+    """A broker with example-auth (usernames) and acl-json on RULES (plus EXTRA config lines)."""
     RULES = RULES
+    EXTRA = []
 
     def setUp(self):
         self._clients = []
@@ -78,7 +79,8 @@ class AclJsonTest(BrokerTest):
         self.acl_file = os.path.join(self.acl_dir, "acl.json")
         self.write_rules(self.RULES)
         self.broker = Broker(["plugin " + bundled("example-auth"), "plugin_opt_users " + USERS,
-                              "plugin " + bundled("acl-json"), "plugin_opt_acl_file " + self.acl_file])
+                              "plugin " + bundled("acl-json"), "plugin_opt_acl_file " + self.acl_file]
+                             + self.EXTRA)
         self.broker.start()
         self.port = self.broker.port
 
@@ -399,6 +401,30 @@ class Reload(AclJsonTest):
                              what="a log line naming rl-sub and the filter public/# it lost")
         self.assertEqual(pub.publish("public/a", b"after", qos=1).rc, 0)
         sub.no_publish(timeout=QUIET)
+
+
+class Metrics(AclJsonTest):
+    """The plugin's counters under $SYS (when the broker has plugin metrics)."""
+    RULES = json.loads(json.dumps(RULES))
+    RULES["users"]["alice"]["rules"].insert(0, {"topic": "$SYS/broker/plugin/#", "allow": ["subscribe"]})
+    EXTRA = ["sys_interval 1"]
+
+    def test_denied_and_reloads_counters(self):
+        """$SYS/broker/plugin/acl-json/metric/denied counts denials, .../reloads reloads."""
+        w = self.user("alice", "secret", client_id="m-watch")
+        self.assertEqual(w.subscribe("$SYS/broker/plugin/acl-json/metric/#", 0).codes, [0])
+        c = self.raw(5, client_id="m-pub")
+        for _ in range(3):
+            self.assertEqual(c.publish("private/m", b"x", qos=1).rc, 0x87)
+        self.hup("acl reloaded")
+        want = {"$SYS/broker/plugin/acl-json/metric/denied": b"3",
+                "$SYS/broker/plugin/acl-json/metric/reloads": b"1"}
+        seen = {}
+        end = time.monotonic() + 3 * TIMEOUT
+        while any(seen.get(t) != v for t, v in want.items()):
+            p = w.recv_publish(timeout=max(0.1, end - time.monotonic()))
+            seen[p.topic] = p.payload
+        self.assertEqual({t: seen[t] for t in want}, want)
 
 
 @only_midge("acl-json is a midge plugin")
