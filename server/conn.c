@@ -300,8 +300,10 @@ process_input(struct conn *c, const uint8_t *data, size_t len, int from_inbuf)
 }
 
 /*
- * While a plugin decides on the CONNECT, input is kept unparsed (up to
- * CONN_HOLD_MAX) so that a client that leaves is noticed at once.
+ * While a plugin decides (auth of the CONNECT, or an ACL decision about a
+ * PUBLISH, SUBSCRIBE or will), input is kept unparsed (up to CONN_HOLD_MAX):
+ * the client's packets are handled in order afterwards (conn_continue), and
+ * a client that leaves is noticed at once.
  */
 static void
 hold_input(struct conn *c)

@@ -1,14 +1,15 @@
 /*
- * Hook chains: auth with asynchronous decisions (tickets, timeouts), ACL,
- * events, and the per-hook metrics the broker measures itself.
+ * Hook chains: auth and ACL with asynchronous decisions (tickets,
+ * timeouts), events, and the per-hook metrics the broker measures itself.
  *
- * A pending auth decision is a struct auth_wait with two references: one
+ * A pending decision is a struct auth_wait with two references: one
  * held by its connection, one by the global ticket table. api->complete()
  * (any thread) takes the table's reference out and posts it to the
  * connection's worker; a timeout or the connection closing takes it out on
  * the worker. Whoever removes the ticket from the table owns that
  * reference, so a decision is applied at most once and never to a freed
- * connection.
+ * connection. While it waits, the connection holds its further input
+ * (conn.c), so a client's packets are still handled in order.
  */
 #include "plugin.h"
 
@@ -37,7 +38,8 @@ struct auth_wait {
     size_t connect_len;
     int verdict;                 /* set by complete() or the timeout */
     uint8_t reason;
-    int eauth;                   /* an enhanced_auth step (plugin_eauth.c), else CONNECT auth */
+    int kind;                    /* enum plugin_wait_kind */
+    struct acl_hold *hold;       /* PLUGIN_WAIT_ACL: the waiting packet, owned; worker thread */
     uint8_t *data;               /* Authentication Data from complete_auth(), owned */
     uint32_t data_len;
     struct auth_wait *tnext;     /* ticket table chain, under tickets.lock */
@@ -56,6 +58,9 @@ static void
 wait_unref(struct auth_wait *aw)
 {
     if (atomic_fetch_sub(&aw->refs, 1) == 1) {
+        if (aw->hold != NULL) {
+            aw->hold->release(NULL, aw->hold);
+        }
         free(aw->connect);
         free(aw->data);
         free(aw);
@@ -178,9 +183,12 @@ valid_verdict(struct midge_plugin *p, const char *hook, int v, int pending_ok)
 
 static void timeout_cb(struct ev_loop *loop, ev_timer *t, int revents);
 
+static const char *const wait_hook_names[] = {"auth", "enhanced_auth", "acl"};
+static const int wait_hook_ids[] = {PH_AUTH, PH_EAUTH, PH_ACL};
+
 /* Starts a possible pending decision of p about c; see plugin.h. [worker thread] */
 struct auth_wait *
-plugin_wait_begin(struct conn *c, struct midge_plugin *p, size_t idx, int eauth)
+plugin_wait_begin(struct conn *c, struct midge_plugin *p, size_t idx, int kind)
 {
     struct auth_wait *aw = calloc(1, sizeof(*aw));
 
@@ -192,7 +200,7 @@ plugin_wait_begin(struct conn *c, struct midge_plugin *p, size_t idx, int eauth)
     aw->w = c->w;
     aw->plugin = p;
     aw->index = idx;
-    aw->eauth = eauth;
+    aw->kind = kind;
     ticket_add(aw);
     return aw;
 }
@@ -268,7 +276,7 @@ plugin_auth(struct conn *c, const struct mqtt_connect *cp, const uint8_t *raw, s
             continue;
         }
         *any = 1;
-        aw = plugin_wait_begin(c, p, idx, 0);
+        aw = plugin_wait_begin(c, p, idx, PLUGIN_WAIT_AUTH);
         if (aw == NULL) {
             *reason = MQTT_RC_SERVER_UNAVAILABLE;
             return PLUGIN_DENY;
@@ -314,7 +322,7 @@ plugin_complete_auth(midge_ticket *ticket, int verdict, uint8_t reason, const vo
         return -MIDGE_ESTATE;
     }
     if (verdict != MIDGE_ALLOW && verdict != MIDGE_DENY && verdict != MIDGE_DEFER &&
-        !(aw->eauth && verdict == MIDGE_CONTINUE)) {
+        !(aw->kind == PLUGIN_WAIT_EAUTH && verdict == MIDGE_CONTINUE)) {
         midge_log(MLOG_ERROR, "plugin bug: api->complete() with verdict %d: treated as deny",
                   verdict);
         verdict = MIDGE_DENY;
@@ -348,9 +356,10 @@ timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (ticket_take(aw->id) == NULL) {
         return; /* completed just now: the decision is on its way */
     }
-    MADD(plugin_metrics(aw->plugin, aw->eauth ? PH_EAUTH : PH_AUTH), timeouts);
+    MADD(plugin_metrics(aw->plugin, wait_hook_ids[aw->kind]), timeouts);
     midge_log(MLOG_WARNING, "plugin timeout plugin=%s hook=%s client=%s after_ms=%u verdict=%s",
-              aw->plugin->name, aw->eauth ? "enhanced_auth" : "auth", aw->conn && aw->conn->client_id ? aw->conn->client_id : "",
+              aw->plugin->name, wait_hook_names[aw->kind],
+              aw->conn && aw->conn->client_id ? aw->conn->client_id : "",
               aw->plugin->timeout_ms, aw->plugin->timeout_allow ? "allow" : "deny");
     aw->verdict = aw->plugin->timeout_allow ? MIDGE_ALLOW : MIDGE_DENY;
     aw->reason = 0;
@@ -371,7 +380,16 @@ plugin_auth_completed(void *wait)
     ev_timer_stop(c->w->loop, &aw->timer);
     c->auth_wait = NULL;
     aw->conn = NULL;
-    if (aw->eauth) {
+    if (aw->kind == PLUGIN_WAIT_ACL) {
+        struct acl_hold *h = aw->hold;
+        aw->hold = NULL;
+        if (h != NULL) {
+            h->resume(c, h, aw->index, aw->verdict, aw->reason);
+        } else {
+            /* plugin_acl_hold was never called: the caller ran out of memory. */
+            conn_close(c, MQTT_RC_SERVER_BUSY, 1, "out of memory");
+        }
+    } else if (aw->kind == PLUGIN_WAIT_EAUTH) {
         plugin_eauth_resume(c, aw->index, aw->verdict, aw->reason, aw->data, aw->data_len);
     } else {
         proto_connect_resume(c, aw->connect, aw->connect_len, aw->index, aw->verdict,
@@ -400,13 +418,55 @@ plugin_auth_cancel(struct conn *c)
     ev_timer_stop(c->w->loop, &aw->timer);
     c->auth_wait = NULL;
     aw->conn = NULL;
+    if (aw->hold != NULL) {
+        aw->hold->release(c, aw->hold); /* c is still whole: undo what the packet started */
+        aw->hold = NULL;
+    }
     if (ticket_take(aw->id) != NULL) {
         wait_unref(aw); /* the table's */
     }
     wait_unref(aw); /* the connection's */
 }
 
-/* Runs the ACL chain; see plugin.h. [worker thread] */
+/* Fills req for an ACL question; *t is the NUL-terminated topic (buf, or malloc'd when long). */
+static int
+acl_request(struct midge_acl_request *req, int action, const char *topic, size_t topic_len,
+            int qos, int retain, const uint8_t *payload, uint32_t payload_len, char *buf,
+            size_t bufsz, char **t)
+{
+    *t = buf;
+    if (topic_len >= bufsz) {
+        *t = malloc(topic_len + 1);
+        if (*t == NULL) {
+            return -1;
+        }
+    }
+    memcpy(*t, topic, topic_len);
+    (*t)[topic_len] = 0;
+    memset(req, 0, sizeof(*req));
+    req->size = sizeof(*req);
+    req->action = action;
+    req->topic = *t;
+    req->qos = qos;
+    req->retain = retain;
+    req->payload = payload;
+    req->payload_len = payload_len;
+    return 0;
+}
+
+/* A PENDING answer without a ticket: the instance's timeout verdict, logged once per instance. */
+static int
+acl_untimely_pending(struct midge_plugin *p, int action)
+{
+    if (atomic_exchange(&p->acl_sync_pending_logged, 1) == 0) {
+        midge_log(MLOG_ERROR, "plugin bug plugin=%s hook=acl returned PENDING without a ticket "
+                  "(action %d must be answered at once): treated as its timeout verdict; "
+                  "logged once", p->name, action);
+    }
+    return p->timeout_allow ? MIDGE_ALLOW : MIDGE_DENY;
+}
+
+/* Runs the ACL chain synchronously; see plugin.h. [worker thread] */
 int
 plugin_acl(struct conn *c, int action, const char *topic, size_t topic_len, int qos, int retain,
            const uint8_t *payload, uint32_t payload_len, uint8_t *reason)
@@ -414,27 +474,15 @@ plugin_acl(struct conn *c, int action, const char *topic, size_t topic_len, int 
     struct midge_acl_request req;
     struct midge_plugin *p;
     char buf[256];
-    char *t = buf;
+    char *t;
     int result = PLUGIN_ALLOW;
 
-    if (topic_len >= sizeof(buf)) {
-        t = malloc(topic_len + 1);
-        if (t == NULL) {
-            *reason = MQTT_RC_SERVER_UNAVAILABLE;
-            return PLUGIN_DENY;
-        }
-    }
-    memcpy(t, topic, topic_len);
-    t[topic_len] = 0;
-    memset(&req, 0, sizeof(req));
-    req.size = sizeof(req);
-    req.action = action;
-    req.topic = t;
-    req.qos = qos;
-    req.retain = retain;
-    req.payload = payload;
-    req.payload_len = payload_len;
     *reason = 0;
+    if (acl_request(&req, action, topic, topic_len, qos, retain, payload, payload_len, buf,
+                    sizeof(buf), &t) < 0) {
+        *reason = MQTT_RC_SERVER_UNAVAILABLE;
+        return PLUGIN_DENY;
+    }
     for (p = plugins; p != NULL; p = p->next) {
         uint64_t t0;
         uint8_t r = 0;
@@ -444,7 +492,8 @@ plugin_acl(struct conn *c, int action, const char *topic, size_t topic_len, int 
             continue;
         }
         t0 = timed(p, PH_ACL) ? now_ns() : 0;
-        v = valid_verdict(p, "acl", p->hooks->acl(p->state, (midge_client *)c, &req, &r, NULL), 0);
+        v = p->hooks->acl(p->state, (midge_client *)c, &req, &r, NULL);
+        v = v == MIDGE_PENDING ? acl_untimely_pending(p, action) : valid_verdict(p, "acl", v, 0);
         plugin_record(p, PH_ACL, v, t0 ? now_ns() - t0 + 1 : 0);
         if (v == MIDGE_ALLOW) {
             break;
@@ -459,6 +508,81 @@ plugin_acl(struct conn *c, int action, const char *topic, size_t topic_len, int 
         free(t);
     }
     return result;
+}
+
+/* Runs the ACL chain with tickets; see plugin.h. [worker thread] */
+int
+plugin_acl_wait(struct conn *c, int action, const char *topic, size_t topic_len, int qos,
+                int retain, const uint8_t *payload, uint32_t payload_len, size_t start,
+                uint8_t *reason)
+{
+    struct midge_acl_request req;
+    struct midge_plugin *p;
+    char buf[256];
+    char *t;
+    size_t idx = 0;
+    int result = PLUGIN_ALLOW;
+
+    *reason = 0;
+    if (acl_request(&req, action, topic, topic_len, qos, retain, payload, payload_len, buf,
+                    sizeof(buf), &t) < 0) {
+        *reason = MQTT_RC_SERVER_UNAVAILABLE;
+        return PLUGIN_DENY;
+    }
+    for (p = plugins; p != NULL; p = p->next, idx++) {
+        struct auth_wait *aw;
+        uint64_t t0;
+        uint8_t r = 0;
+        int v;
+
+        if (idx < start || !PLUGIN_HAS(p, acl) || !plugin_applies(p, c->listener)) {
+            continue;
+        }
+        aw = plugin_wait_begin(c, p, idx, PLUGIN_WAIT_ACL);
+        if (aw == NULL) {
+            *reason = MQTT_RC_SERVER_UNAVAILABLE;
+            result = PLUGIN_DENY;
+            break;
+        }
+        t0 = timed(p, PH_ACL) ? now_ns() : 0;
+        v = p->hooks->acl(p->state, (midge_client *)c, &req, &r, plugin_wait_ticket(aw));
+        v = valid_verdict(p, "acl", v, 1);
+        plugin_record(p, PH_ACL, v, t0 ? now_ns() - t0 + 1 : 0);
+        if (plugin_wait_end(aw, c, v, NULL, 0) < 0) {
+            *reason = MQTT_RC_SERVER_UNAVAILABLE;
+            result = PLUGIN_DENY;
+            break;
+        }
+        if (v == MIDGE_PENDING) {
+            result = PLUGIN_PENDING;
+            break;
+        }
+        if (v == MIDGE_ALLOW) {
+            break;
+        }
+        if (v == MIDGE_DENY) {
+            *reason = r;
+            result = PLUGIN_DENY;
+            break;
+        }
+    }
+    if (t != buf) {
+        free(t);
+    }
+    return result;
+}
+
+/* Gives the pending ACL decision its packet; see plugin.h. [worker thread] */
+void
+plugin_acl_hold(struct conn *c, struct acl_hold *h)
+{
+    struct auth_wait *aw = c->auth_wait;
+
+    if (aw == NULL || aw->kind != PLUGIN_WAIT_ACL || aw->hold != NULL) {
+        h->release(c, h); /* cannot happen: plugin_acl_wait just answered PENDING */
+        return;
+    }
+    aw->hold = h;
 }
 
 /* client_connected hooks. [worker thread] */
