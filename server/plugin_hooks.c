@@ -42,17 +42,34 @@ struct auth_wait {
     struct acl_hold *hold;       /* PLUGIN_WAIT_ACL: the waiting packet, owned; worker thread */
     uint8_t *data;               /* Authentication Data from complete_auth(), owned */
     uint32_t data_len;
-    struct auth_wait *tnext;     /* ticket table chain, under tickets.lock */
+    struct auth_wait *tnext;     /* ticket table chain, under its bucket's lock */
 };
 
 #define TICKET_BUCKETS 1024
+/*
+ * Every ACL check that may wait takes a ticket (a PUBLISH on each worker at
+ * full rate), so the table is locked by stripes: bucket i is protected by
+ * lock[i % TICKET_STRIPES] (TICKET_BUCKETS is a multiple of it).
+ */
+#define TICKET_STRIPES 64
 
-/* Pending tickets. Everything under `lock`. */
+/* Pending tickets. */
 static struct {
-    pthread_mutex_t lock;
-    struct auth_wait *b[TICKET_BUCKETS];
-    uint64_t next_id;
-} tickets = {PTHREAD_MUTEX_INITIALIZER, {NULL}, 0};
+    pthread_mutex_t lock[TICKET_STRIPES];
+    struct auth_wait *b[TICKET_BUCKETS]; /* Protected by lock[bucket % TICKET_STRIPES] */
+} tickets;
+static pthread_once_t tickets_once = PTHREAD_ONCE_INIT;
+static atomic_uint_fast64_t ticket_last; /* the last id handed out; 0 is never a ticket */
+
+static void
+tickets_init(void)
+{
+    unsigned i;
+
+    for (i = 0; i < TICKET_STRIPES; i++) {
+        pthread_mutex_init(&tickets.lock[i], NULL);
+    }
+}
 
 static void
 wait_unref(struct auth_wait *aw)
@@ -71,11 +88,15 @@ wait_unref(struct auth_wait *aw)
 static void
 ticket_add(struct auth_wait *aw)
 {
-    pthread_mutex_lock(&tickets.lock);
-    aw->id = ++tickets.next_id;
+    pthread_mutex_t *lock;
+
+    pthread_once(&tickets_once, tickets_init);
+    aw->id = atomic_fetch_add(&ticket_last, 1) + 1;
+    lock = &tickets.lock[aw->id % TICKET_STRIPES];
+    pthread_mutex_lock(lock);
     aw->tnext = tickets.b[aw->id % TICKET_BUCKETS];
     tickets.b[aw->id % TICKET_BUCKETS] = aw;
-    pthread_mutex_unlock(&tickets.lock);
+    pthread_mutex_unlock(lock);
 }
 
 /* Removes ticket `id`; returns it (the caller now owns the table's reference) or NULL. */
@@ -84,8 +105,10 @@ ticket_take(uint64_t id)
 {
     struct auth_wait **pp;
     struct auth_wait *aw = NULL;
+    pthread_mutex_t *lock = &tickets.lock[id % TICKET_STRIPES];
 
-    pthread_mutex_lock(&tickets.lock);
+    pthread_once(&tickets_once, tickets_init);
+    pthread_mutex_lock(lock);
     for (pp = &tickets.b[id % TICKET_BUCKETS]; *pp != NULL; pp = &(*pp)->tnext) {
         if ((*pp)->id == id) {
             aw = *pp;
@@ -93,7 +116,7 @@ ticket_take(uint64_t id)
             break;
         }
     }
-    pthread_mutex_unlock(&tickets.lock);
+    pthread_mutex_unlock(lock);
     return aw;
 }
 
