@@ -61,6 +61,7 @@ struct conn {
     uint8_t got_disconnect; /* the client sent DISCONNECT, with disconnect_rc */
     uint8_t disconnect_rc;
     uint8_t will_acl_done; /* the CONNECT's will passed an ACL decision that was pending */
+    uint8_t rd_eof;        /* end of input seen while a decision was pending (see hold_input) */
     struct auth_wait *auth_wait; /* pending plugin decision (plugin_hooks.c), or NULL */
     uint16_t keepalive;    /* effective keep alive, s */
     uint16_t recv_max_out; /* client's Receive Maximum: our QoS>0 window */

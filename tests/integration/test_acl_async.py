@@ -11,6 +11,8 @@ CONNACK (3.2.2.2); MQTT 3.1.1 SUBACK 0x80 (3.9.3), CONNACK return code 5 (3.2.2.
 
 import re
 import socket
+import struct
+import subprocess
 import threading
 import time
 
@@ -20,6 +22,13 @@ from midgetest import (Closed, RawClient, ack_packet, connect_packet, only_midge
 from test_plugins import PluginTest, need_plugins, plug
 
 ACL_PUBLISH, ACL_SUBSCRIBE, ACL_RETAIN, ACL_WILL = 1, 3, 4, 5
+
+
+def leave(c):
+    """The client goes away abortively (TCP RST), as a crashed or unplugged client does; a client that
+    only shuts down its side has its packets handled first (test_half_closed_client_...)."""
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
 
 
 @only_midge("midge plugins")
@@ -106,7 +115,7 @@ class AsyncAcl(PluginTest):
         pub = self.raw(5, client_id="q2-leaver", clean=False, props={"session_expiry": 60})
         pub.send(publish_packet("ok/r", b"again", qos=2, pid=9, version=5))
         self.queued("ok/r")
-        pub.close()
+        leave(pub)
         pub2 = self.raw(5, client_id="q2-leaver", clean=False, props={"session_expiry": 60})
         self.assertTrue(pub2.connack.session_present)
         pub2.send(publish_packet("ok/r", b"again", qos=2, pid=9, dup=True, version=5))
@@ -349,7 +358,7 @@ class AsyncAcl(PluginTest):
         self.queued("ok/w")
         self.assertEqual([p for p in a.pending + b.pending if p.type in (PUBACK, SUBACK)], [])
         for x in (a, b, c):
-            x.close()
+            leave(x)
         other = self.raw(5)
         other.subscribe("sync/x", 1, expect_codes=[1])
         self.assertEqual(other.publish("sync/x", b"fine", qos=1).rc, 0)
@@ -361,7 +370,7 @@ class AsyncAcl(PluginTest):
         a = self.raw(5)
         a.send(publish_packet("ok/late", b"x", qos=1, pid=1, version=5))
         self.queued("ok/late")
-        a.close()
+        leave(a)
         line = self.broker.wait_log(lambda l: "acl-async: answered " in l and "topic=ok/late " in l,
                                     what="the plugin's answer")
         self.assertIn("complete()=-4", line)
@@ -404,3 +413,21 @@ class AsyncAcl(PluginTest):
             pub.publish("sync/r", b"%d" % i, qos=1)
         self.assertEqual([p.payload for p in sub.recv_publishes(3)], [b"0", b"1", b"2"])
         self.assertEqual(len(self.log_lines("returned PENDING without a ticket")), 1)
+
+    def test_half_closed_client_has_its_packets_handled(self):
+        """mosquitto_pub at QoS 0 sends PUBLISH and DISCONNECT and closes while the PUBLISH waits for its
+        decision: the message is still delivered, as without the wait, and no will is published for a
+        client that sent DISCONNECT [MQTT-3.1.2-10]."""
+        self.start("delay_ms 300")
+        sub = self.raw(5)
+        sub.subscribe("ok/#", 0, expect_codes=[0])
+        r = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(self.port), "-V", "5",
+                            "-i", "half-closed", "-t", "ok/q0", "-m", "fire and forget",
+                            "--will-topic", "ok/will", "--will-payload", "lost"],
+                           timeout=10, capture_output=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        p = sub.recv_publish()
+        self.assertEqual((p.topic, p.payload), ("ok/q0", b"fire and forget"))
+        self.broker.wait_log(lambda l: "client=half-closed" in l and "client sent DISCONNECT" in l,
+                             what="the held DISCONNECT to be handled")
+        sub.no_publish()
