@@ -3,7 +3,7 @@
  * timeouts), events, and the per-hook metrics the broker measures itself.
  *
  * A pending decision is a struct auth_wait with two references: one
- * held by its connection, one by the global ticket table. api->complete()
+ * held by its connection, one by the ticket table. api->complete()
  * (any thread) takes the table's reference out and posts it to the
  * connection's worker; a timeout or the connection closing takes it out on
  * the worker. Whoever removes the ticket from the table owns that
@@ -42,24 +42,30 @@ struct auth_wait {
     struct acl_hold *hold;       /* PLUGIN_WAIT_ACL: the waiting packet, owned; worker thread */
     uint8_t *data;               /* Authentication Data from complete_auth(), owned */
     uint32_t data_len;
-    struct auth_wait *tnext;     /* ticket table chain, under its bucket's lock */
+    struct auth_wait *tnext;     /* ticket table chain, under its stripe's lock */
 };
 
-#define TICKET_BUCKETS 1024
 /*
- * Every ACL check that may wait takes a ticket (a PUBLISH on each worker at
- * full rate), so the table is locked by stripes: bucket i is protected by
- * lock[i % TICKET_STRIPES] (TICKET_BUCKETS is a multiple of it).
+ * Every ACL check that may wait takes a ticket, so a PUBLISH on every
+ * worker at full rate adds and removes one: the table must not make
+ * workers share cache lines. A ticket id is (seq << 16 | worker), seq
+ * counted by the worker's own thread; its stripe (lock and buckets, one
+ * cache line apart) is one of TICKET_OWN stripes of that worker, so with up
+ * to TICKET_STRIPES / TICKET_OWN workers no two workers touch the same
+ * stripe. api->complete() from any thread finds the stripe from the id.
  */
 #define TICKET_STRIPES 64
+#define TICKET_OWN 4
+#define TICKET_STRIPE_BUCKETS 64
 
-/* Pending tickets. */
-static struct {
-    pthread_mutex_t lock[TICKET_STRIPES];
-    struct auth_wait *b[TICKET_BUCKETS]; /* Protected by lock[bucket % TICKET_STRIPES] */
-} tickets;
+struct ticket_stripe {
+    _Alignas(64) pthread_mutex_t lock;
+    struct auth_wait *b[TICKET_STRIPE_BUCKETS]; /* Protected by lock */
+};
+
+static struct ticket_stripe tickets[TICKET_STRIPES];
 static pthread_once_t tickets_once = PTHREAD_ONCE_INIT;
-static atomic_uint_fast64_t ticket_last; /* the last id handed out; 0 is never a ticket */
+static __thread uint64_t ticket_seq; /* tickets handed out by this (worker) thread */
 
 static void
 tickets_init(void)
@@ -67,8 +73,21 @@ tickets_init(void)
     unsigned i;
 
     for (i = 0; i < TICKET_STRIPES; i++) {
-        pthread_mutex_init(&tickets.lock[i], NULL);
+        pthread_mutex_init(&tickets[i].lock, NULL);
     }
+}
+
+/* The stripe of ticket `id`, and in *head its bucket. */
+static struct ticket_stripe *
+ticket_stripe(uint64_t id, struct auth_wait ***head)
+{
+    uint64_t worker = id & 0xFFFF;
+    uint64_t seq = id >> 16;
+    struct ticket_stripe *ts =
+        &tickets[(worker * TICKET_OWN + seq % TICKET_OWN) % TICKET_STRIPES];
+
+    *head = &ts->b[(seq / TICKET_OWN) % TICKET_STRIPE_BUCKETS];
+    return ts;
 }
 
 static void
@@ -84,19 +103,24 @@ wait_unref(struct auth_wait *aw)
     }
 }
 
-/* Registers a new ticket (table reference taken). */
+/* Registers a new ticket (table reference taken). [aw->w's thread] */
 static void
 ticket_add(struct auth_wait *aw)
 {
-    pthread_mutex_t *lock;
+    struct ticket_stripe *ts;
+    struct auth_wait **head;
 
     pthread_once(&tickets_once, tickets_init);
-    aw->id = atomic_fetch_add(&ticket_last, 1) + 1;
-    lock = &tickets.lock[aw->id % TICKET_STRIPES];
-    pthread_mutex_lock(lock);
-    aw->tnext = tickets.b[aw->id % TICKET_BUCKETS];
-    tickets.b[aw->id % TICKET_BUCKETS] = aw;
-    pthread_mutex_unlock(lock);
+    /*
+     * seq is per thread and the worker id (below 65536: worker_threads is at
+     * most 1024) is this thread's: the id is unique and never 0.
+     */
+    aw->id = (++ticket_seq << 16) | (aw->w->id & 0xFFFFu);
+    ts = ticket_stripe(aw->id, &head);
+    pthread_mutex_lock(&ts->lock);
+    aw->tnext = *head;
+    *head = aw;
+    pthread_mutex_unlock(&ts->lock);
 }
 
 /* Removes ticket `id`; returns it (the caller now owns the table's reference) or NULL. */
@@ -105,18 +129,19 @@ ticket_take(uint64_t id)
 {
     struct auth_wait **pp;
     struct auth_wait *aw = NULL;
-    pthread_mutex_t *lock = &tickets.lock[id % TICKET_STRIPES];
+    struct ticket_stripe *ts;
 
     pthread_once(&tickets_once, tickets_init);
-    pthread_mutex_lock(lock);
-    for (pp = &tickets.b[id % TICKET_BUCKETS]; *pp != NULL; pp = &(*pp)->tnext) {
+    ts = ticket_stripe(id, &pp);
+    pthread_mutex_lock(&ts->lock);
+    for (; *pp != NULL; pp = &(*pp)->tnext) {
         if ((*pp)->id == id) {
             aw = *pp;
             *pp = aw->tnext;
             break;
         }
     }
-    pthread_mutex_unlock(lock);
+    pthread_mutex_unlock(&ts->lock);
     return aw;
 }
 

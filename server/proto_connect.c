@@ -189,7 +189,12 @@ will_release(struct conn *c, struct acl_hold *h)
     free(h);
 }
 
-static int refuse_will(struct conn *c);
+/* A will the ACL denied: CONNACK 0x87 (MQTT 3: 5). */
+static int
+refuse_will(struct conn *c)
+{
+    return refuse(c, MQTT_RC_NOT_AUTHORIZED, MQTT_V3_REFUSED_NOT_AUTHORIZED, "will denied by ACL");
+}
 
 /* A decision about a CONNECT's will arrived: refuse, or complete the CONNECT. */
 static void
@@ -240,12 +245,6 @@ will_hold(struct conn *c, const uint8_t *raw, size_t raw_len, int action)
     h->release = will_release;
     plugin_acl_hold(c, h);
     return PROTO_WAIT;
-}
-
-static int
-refuse_will(struct conn *c)
-{
-    return refuse(c, MQTT_RC_NOT_AUTHORIZED, MQTT_V3_REFUSED_NOT_AUTHORIZED, "will denied by ACL");
 }
 
 /* Continues a CONNECT after a pending decision; see proto.h. [worker thread] */
