@@ -12,7 +12,8 @@ class Interop(BrokerTest):
     def sub_proc(self, *args):
         """Start mosquitto_sub -d and wait until it has its SUBACK. Returns the process."""
         p = self.track(subprocess.Popen(["stdbuf", "-oL", "-eL", "mosquitto_sub", "-h", HOST, "-p", str(self.port), "-d"] + list(args),
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        bufsize=0))  # unbuffered: select() must see every line
         self._lines = {p.pid: []}
         end = time.monotonic() + 5
         while time.monotonic() < end:
