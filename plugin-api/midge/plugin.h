@@ -325,10 +325,18 @@ struct midge_hooks {
 
     /*
      * Authorizes an action. [worker thread] ALLOW, DENY (*reason: an MQTT 5
-     * reason code, or 0 for 0x87) or DEFER. In ABI 1.0 ACL decisions are
-     * synchronous: `ticket` is NULL, and a PENDING answer is taken as the
-     * instance's plugin_timeout_verdict at once. Keep it fast: RECEIVE runs
-     * for every message delivered to the client.
+     * reason code, or 0 for 0x87), DEFER, or, when `ticket` is not NULL,
+     * PENDING and later api->complete(ticket, ...) from any thread (ALLOW,
+     * DENY or DEFER: the next plugin is asked), as for auth: after the
+     * plugin_timeout the plugin_timeout_verdict applies, and completing after
+     * the timeout, after the client left, or twice returns -MIDGE_ESTATE.
+     * PUBLISH, RETAIN, SUBSCRIBE and WILL get a ticket: while the decision
+     * is pending that client's packets wait (their order is kept; the PUBLISH
+     * is acknowledged, the SUBACK or CONNACK sent, once it is decided) and
+     * the worker serves other clients. RECEIVE (and the re-check of
+     * subscriptions after a reload) gets NULL: answer at once; PENDING then
+     * is taken as the plugin_timeout_verdict (logged once as a plugin bug).
+     * Keep RECEIVE fast: it runs for every message delivered to the client.
      */
     int (*acl)(void *state, midge_client *client, const struct midge_acl_request *req,
                uint8_t *reason, midge_ticket *ticket);
