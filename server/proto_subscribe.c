@@ -6,6 +6,7 @@
 #include "conn.h"
 #include "log.h"
 #include "msg.h"
+#include "persist.h"
 #include "plugin.h"
 #include "proto.h"
 #include "retain.h"
@@ -33,7 +34,83 @@ struct sub_hold {
     uint32_t count;
     uint32_t pos;                 /* decoder position of the next filter to handle */
     uint32_t i;                   /* filters handled */
+    uint64_t mark;                /* persistence: the thread's last event before it; 0 after a wait */
 };
+
+/*
+ * What follows the subscriptions: the SUBACK, the `subscribed` events, the
+ * retained messages. With persistence it waits until the subscriptions are
+ * durable (persist_after). Owned by that wait, then by tail_run.
+ */
+struct sub_tail {
+    uint16_t packet_id;
+    uint32_t sub_id;
+    uint32_t n;                   /* filters */
+    uint8_t *rcs;                 /* [n] */
+    char **filters;               /* [n] granted filters for the events, or NULL */
+    struct pending_retained *ret; /* [n] */
+};
+
+static void
+tail_free(void *arg)
+{
+    struct sub_tail *t = arg;
+    uint32_t k;
+
+    for (k = 0; k < t->n; k++) {
+        size_t j;
+        for (j = 0; t->ret != NULL && j < t->ret[k].n; j++) {
+            msg_unref(t->ret[k].msgs[j]);
+        }
+        if (t->ret != NULL) {
+            free(t->ret[k].msgs);
+        }
+        if (t->filters != NULL) {
+            free(t->filters[k]);
+        }
+    }
+    free(t->ret);
+    free(t->filters);
+    free(t->rcs);
+    free(t);
+}
+
+/* SUBACK [MQTT-3.8.4], then events, then retained messages (RETAIN 1 [MQTT-3.3.1-8]). */
+static void
+tail_run(struct conn *c, void *arg)
+{
+    struct sub_tail *t = arg;
+    struct session *s = c->session;
+    struct mqtt_packet ack;
+    uint32_t k;
+
+    memset(&ack, 0, sizeof(ack));
+    ack.type = MQTT_SUBACK;
+    ack.u.suback.packet_id = t->packet_id;
+    ack.u.suback.rcs.ptr = t->rcs;
+    ack.u.suback.rcs.len = t->n;
+    if (conn_send(c, &ack) < 0) {
+        proto_fail(c, MQTT_RC_SERVER_BUSY, "out of memory");
+        tail_free(t);
+        return;
+    }
+    for (k = 0; t->filters != NULL && k < t->n; k++) {
+        if (t->filters[k] != NULL && c->state == CONN_ACTIVE) {
+            plugin_subscribed(c, t->filters[k], t->rcs[k]);
+        }
+    }
+    for (k = 0; k < t->n && s != NULL; k++) {
+        size_t j;
+        for (j = 0; j < t->ret[k].n; j++) {
+            struct msg *m = t->ret[k].msgs[j];
+            uint8_t q = m->qos < t->ret[k].qos ? m->qos : t->ret[k].qos;
+            if (c->state == CONN_ACTIVE) {
+                session_deliver(s, m, q, 1, t->sub_id, NULL, 0);
+            }
+        }
+    }
+    tail_free(t);
+}
 
 static void
 sub_release(struct conn *c, struct acl_hold *h)
@@ -75,7 +152,6 @@ subscribe_run(struct conn *c, const struct mqtt_subscribe *sp, struct sub_hold *
 {
     const struct config *cfg = broker_cfg();
     struct session *s = c->session;
-    struct mqtt_packet ack;
     struct mqtt_sub_entry e;
     uint8_t *rcs = sh->rcs;
     struct pending_retained *ret = sh->ret;
@@ -167,37 +243,34 @@ subscribe_run(struct conn *c, const struct mqtt_subscribe *sp, struct sub_hold *
         }
         sh->i++;
     }
-    memset(&ack, 0, sizeof(ack));
-    ack.type = MQTT_SUBACK;
-    ack.u.suback.packet_id = sp->packet_id;
-    ack.u.suback.rcs.ptr = rcs;
-    ack.u.suback.rcs.len = sh->i;
-    if (conn_send(c, &ack) < 0) {
-        result = proto_fail(c, MQTT_RC_SERVER_BUSY, "out of memory");
-        goto out;
-    }
-    if (plugins_sub_events_active) {
-        /* After the SUBACK, for the filters granted. */
-        pos = 0;
-        for (k = 0; k < sh->i && mqtt_subscribe_next(sp, &pos, &e); k++) {
-            if (rcs[k] < 0x80) {
-                char *f = strndup((const char *)e.filter.ptr, e.filter.len);
-                if (f != NULL) {
-                    plugin_subscribed(c, f, rcs[k]);
-                    free(f);
+    {
+        struct sub_tail *t = calloc(1, sizeof(*t));
+        uint64_t need = 0;
+        if (t == NULL || (t->rcs = malloc(sh->i ? sh->i : 1)) == NULL) {
+            free(t);
+            result = proto_fail(c, MQTT_RC_SERVER_BUSY, "out of memory");
+            goto out;
+        }
+        t->packet_id = sp->packet_id;
+        t->sub_id = sub_id;
+        t->n = sh->i;
+        memcpy(t->rcs, rcs, sh->i);
+        t->ret = ret; /* moves: sub_release frees no retained list now */
+        sh->ret = NULL;
+        if (plugins_sub_events_active && (t->filters = calloc(t->n ? t->n : 1, sizeof(char *)))) {
+            pos = 0;
+            for (k = 0; k < t->n && mqtt_subscribe_next(sp, &pos, &e); k++) {
+                if (rcs[k] < 0x80) {
+                    t->filters[k] = strndup((const char *)e.filter.ptr, e.filter.len);
                 }
             }
         }
-    }
-    /* Retained messages carry RETAIN 1 [MQTT-3.3.1-8] at min(message QoS, granted QoS). */
-    for (k = 0; k < sh->i; k++) {
-        size_t j;
-        for (j = 0; j < ret[k].n; j++) {
-            struct msg *m = ret[k].msgs[j];
-            uint8_t q = m->qos < ret[k].qos ? m->qos : ret[k].qos;
-            if (c->state == CONN_ACTIVE) {
-                session_deliver(s, m, q, 1, sub_id, NULL, 0);
-            }
+        if (persist_active && persist_thread_mark() != sh->mark) {
+            need = persist_thread_mark(); /* the subscriptions just stored */
+        }
+        if (persist_after(c, need, tail_run, tail_free, t) < 0) {
+            tail_free(t);
+            result = proto_fail(c, MQTT_RC_SERVER_BUSY, "out of memory");
         }
     }
 out:
@@ -218,6 +291,7 @@ sub_resume(struct conn *c, struct acl_hold *h, size_t index, int verdict, uint8_
         conn_close(c, MQTT_RC_UNSPECIFIED, 1, "stored SUBSCRIBE unreadable");
         return;
     }
+    ((struct sub_hold *)h)->mark = 0; /* others' packets ran meanwhile: wait for the latest */
     if (subscribe_run(c, &pk.u.subscribe, (struct sub_hold *)h, h->raw, h->raw_len, 1, index,
                       verdict, reason) == PROTO_OK) {
         conn_continue(c);
@@ -235,6 +309,7 @@ proto_subscribe(struct conn *c, const struct mqtt_subscribe *sp, const uint8_t *
         sh->h.resume = sub_resume;
         sh->h.release = sub_release;
         sh->count = sp->count;
+        sh->mark = persist_active ? persist_thread_mark() : 0;
         sh->rcs = malloc(sp->count);
         sh->ret = calloc(sp->count, sizeof(*sh->ret));
     }
