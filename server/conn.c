@@ -37,7 +37,7 @@ io_update(struct conn *c)
 {
     int ev = 0;
 
-    if (c->state != CONN_CLOSED && !c->read_paused &&
+    if (c->state != CONN_CLOSED && !c->read_paused && !c->rd_eof &&
         (c->auth_wait == NULL || c->inlen < CONN_HOLD_MAX)) {
         ev |= EV_READ;
     }
@@ -355,8 +355,14 @@ process_input(struct conn *c, const uint8_t *data, size_t len, int from_inbuf)
 }
 
 /*
- * While a plugin decides on the CONNECT, input is kept unparsed (up to
- * CONN_HOLD_MAX) so that a client that leaves is noticed at once.
+ * While a plugin decides (auth of the CONNECT, or an ACL decision about a
+ * PUBLISH, SUBSCRIBE or will), input is kept unparsed (up to CONN_HOLD_MAX):
+ * the client's packets are handled in order afterwards (conn_continue), and
+ * a client that leaves is noticed at once. A connected client that only
+ * shut down its side (e.g. PUBLISH, DISCONNECT, close, as mosquitto_pub
+ * does at QoS 0) sent everything it meant to: its held packets are still
+ * handled, as they would have been without the wait, and the connection
+ * closes after them. Before CONNACK, or on a socket error, it closes at once.
  */
 static void
 hold_input(struct conn *c)
@@ -378,6 +384,11 @@ hold_input(struct conn *c)
     }
     n = conn_read(c, c->inbuf + c->inlen, c->incap - c->inlen);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        return;
+    }
+    if (n == 0 && c->state == CONN_ACTIVE) {
+        c->rd_eof = 1;
+        io_update(c);
         return;
     }
     if (n <= 0) {
@@ -702,6 +713,10 @@ conn_continue(struct conn *c)
         return;
     }
     if (c->inlen > 0 && process_input(c, c->inbuf, c->inlen, 1) < 0) {
+        return;
+    }
+    if (c->rd_eof) {
+        conn_close(c, 0, 1, "closed by client");
         return;
     }
     io_update(c);

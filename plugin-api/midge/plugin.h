@@ -325,10 +325,18 @@ struct midge_hooks {
 
     /*
      * Authorizes an action. [worker thread] ALLOW, DENY (*reason: an MQTT 5
-     * reason code, or 0 for 0x87) or DEFER. In ABI 1.0 ACL decisions are
-     * synchronous: `ticket` is NULL, and a PENDING answer is taken as the
-     * instance's plugin_timeout_verdict at once. Keep it fast: RECEIVE runs
-     * for every message delivered to the client.
+     * reason code, or 0 for 0x87), DEFER, or, when `ticket` is not NULL,
+     * PENDING and later api->complete(ticket, ...) from any thread (ALLOW,
+     * DENY or DEFER: the next plugin is asked), as for auth: after the
+     * plugin_timeout the plugin_timeout_verdict applies, and completing after
+     * the timeout, after the client left, or twice returns -MIDGE_ESTATE.
+     * PUBLISH, RETAIN, SUBSCRIBE and WILL get a ticket: while the decision
+     * is pending that client's packets wait (their order is kept; the PUBLISH
+     * is acknowledged, the SUBACK or CONNACK sent, once it is decided) and
+     * the worker serves other clients. RECEIVE (and the re-check of
+     * subscriptions after a reload) gets NULL: answer at once; PENDING then
+     * is taken as the plugin_timeout_verdict (logged once as a plugin bug).
+     * Keep RECEIVE fast: it runs for every message delivered to the client.
      */
     int (*acl)(void *state, midge_client *client, const struct midge_acl_request *req,
                uint8_t *reason, midge_ticket *ticket);
@@ -534,8 +542,10 @@ struct midge_api {
 
     /*
      * Completes a PENDING enhanced_auth step (or an auth decision) with
-     * Authentication Data to send (copied; NULL/0: none). `verdict` may be
-     * ALLOW, DENY, DEFER or CONTINUE. Otherwise as api->complete(). [any thread]
+     * Authentication Data to send (copied; NULL/0: none); for a step it
+     * replaces what api->auth_data_set stored, for a plain auth decision it
+     * is ignored. `verdict` may be ALLOW, DENY, DEFER or CONTINUE (steps
+     * only). Otherwise as api->complete(). [any thread]
      */
     int (*complete_auth)(midge_ticket *ticket, int verdict, uint8_t reason, const void *data,
                          uint32_t len);
@@ -550,7 +560,11 @@ struct midge_api {
     /* Iterates the CONNECT's user properties (MQTT 5), as message_user_property_next. */
     int (*client_user_property_next)(const midge_client *c, size_t *pos, const char **key,
                                      size_t *key_len, const char **value, size_t *value_len);
-    /* Fills *info for a TLS connection and returns 0; -MIDGE_ENOENT on plain TCP. */
+    /*
+     * Fills *info for a TLS connection and returns 0; -MIDGE_ENOENT on plain
+     * TCP. Set info->size = sizeof(*info) first: fields beyond it are not
+     * written (an older plugin gets what it knows). Strings borrowed.
+     */
     int (*client_tls)(const midge_client *c, struct midge_tls_info *info);
 
     /*
@@ -593,7 +607,8 @@ struct midge_api {
      * threads, default 1, at lower scheduling priority), then done(arg) on
      * the calling thread's loop (done may be NULL). Returns 0, or
      * -MIDGE_EBUSY when plugin_queue jobs already wait. Jobs still queued at
-     * shutdown run before cleanup. [worker thread, main thread]
+     * shutdown run before cleanup, and so do their done callbacks (on the
+     * main thread then: the workers have stopped). [worker thread, main thread]
      */
     int (*run_blocking)(midge_plugin *self, void (*work)(void *arg), void (*done)(void *arg),
                         void *arg);
@@ -725,6 +740,8 @@ struct midge_api {
     /*
      * Restore calls, only inside the restore hook. Each returns 0,
      * -MIDGE_EINVAL (bad data: the broker logs and skips it) or -MIDGE_ENOMEM.
+     * Messages passed in are borrowed: the broker takes its own reference,
+     * the plugin still unrefs the one it got from api->message_new.
      * `expires_in`: seconds the disconnected session has left (0xFFFFFFFF
      * never; ignored while expiry is 0xFFFFFFFF).
      */

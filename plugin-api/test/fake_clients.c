@@ -232,6 +232,9 @@ api_client_tls(const midge_client *c, struct midge_tls_info *info)
     full.subject = c->tls_subject;
     full.san = c->tls_san;
     full.verified = c->tls_verified;
+    full.issuer = c->tls_issuer;
+    full.sans = (const char *const *)c->tls_sans;
+    full.san_count = c->tls_san_count;
     n = info->size < sizeof(full) ? info->size : sizeof(full);
     memcpy((char *)info + sizeof(uint32_t), (const char *)&full + sizeof(uint32_t),
            n - sizeof(uint32_t));
@@ -638,6 +641,13 @@ tls_clear(midge_client *c)
     free(c->tls_cipher);
     free(c->tls_subject);
     free(c->tls_san);
+    free(c->tls_issuer);
+    while (c->tls_san_count > 0) {
+        free(c->tls_sans[--c->tls_san_count]);
+    }
+    free(c->tls_sans);
+    c->tls_sans = NULL;
+    c->tls_issuer = NULL;
     c->tls_version = c->tls_cipher = c->tls_subject = c->tls_san = NULL;
     c->tls_verified = 0;
     c->has_tls = 0;
@@ -670,6 +680,19 @@ midge_test_client_set_tls(midge_client *c, const struct midge_tls_info *info)
     c->tls_subject = dup_or_null(info->subject, &oom);
     c->tls_san = dup_or_null(info->san, &oom);
     c->tls_verified = info->verified ? 1 : 0;
+    if (MIDGE_HAS_FIELD(struct midge_tls_info, info, san_count)) {
+        uint32_t i;
+        c->tls_issuer = dup_or_null(info->issuer, &oom);
+        if (info->san_count > 0 && info->sans != NULL) {
+            c->tls_sans = calloc(info->san_count, sizeof(*c->tls_sans));
+            if (c->tls_sans == NULL) {
+                oom = 1;
+            }
+            for (i = 0; c->tls_sans != NULL && i < info->san_count; i++) {
+                c->tls_sans[c->tls_san_count++] = dup_or_null(info->sans[i], &oom);
+            }
+        }
+    }
     if (oom) {
         tls_clear(c);
         return -MIDGE_ENOMEM;

@@ -155,6 +155,9 @@ struct midge_client {
     char *tls_subject;
     char *tls_san;
     int tls_verified;
+    char *tls_issuer;
+    char **tls_sans;        /* copies, tls_san_count of them */
+    uint32_t tls_san_count;
     int connected;           /* what client_find reports */
     uint32_t session_expiry;
     uint32_t subscriptions;

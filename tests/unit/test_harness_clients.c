@@ -194,8 +194,9 @@ test_client_extras(void **state)
 {
     struct fixture *f = *state;
     midge_client *c = midge_test_client_new(f->fb, "c1", "alice");
+    static const char *const sans[] = {"alice.example", "10.0.0.1"};
     struct midge_tls_info tls = {sizeof(tls), "TLSv1.3", "TLS_AES_128_GCM_SHA256",
-                                 "CN=alice,O=midge", "alice.example", 1};
+                                 "CN=alice,O=midge", "alice.example", 1, "CN=test ca", sans, 2};
 
     /* Defaults. */
     assert_int_equal(auth(f->p, c, "secret", NULL, NULL), MIDGE_PENDING);
@@ -272,7 +273,7 @@ test_client_tls_older_struct(void **state)
     struct fixture *f = *state;
     midge_plugin *p = midge_test_plugin_new(f->fb, &older_desc, older_init, NULL);
     midge_client *c = midge_test_client_new(f->fb, "c1", NULL);
-    struct midge_tls_info tls = {sizeof(tls), "TLSv1.2", "ECDHE", "CN=x", NULL, 0};
+    struct midge_tls_info tls = {sizeof(tls), "TLSv1.2", "ECDHE", "CN=x", NULL, 0, NULL, NULL, 0};
 
     assert_int_equal(midge_test_load(p), 0);
     assert_int_equal(midge_test_client_set_tls(c, &tls), 0);
