@@ -9,6 +9,7 @@
 
 #include "hash.h"
 #include "msg.h"
+#include "persist.h"
 #include "plugin.h"
 #include "retain.h"
 #include "session.h"
@@ -49,17 +50,23 @@ dispatch(struct worker *w, struct msg *m, const struct sub_match *sm, uint8_t qo
          const uint32_t *ids, uint16_t n_ids)
 {
     struct witem it;
+    uint64_t delivery_id = 0;
 
+    if (sm->ps != NULL && qos > 0) {
+        /* Announced here, on the publisher's thread, so its PUBACK can wait for it. */
+        delivery_id = persist_queued(sm->ps->client_id, m, qos, retain);
+    }
     if (w != NULL && sm->worker == w->id) {
         struct session *s = session_find_uid(w, sm->uid);
         if (s != NULL) {
-            session_deliver(s, m, qos, retain, n_ids ? ids[0] : 0, ids + 1,
-                            n_ids > 1 ? (uint16_t)(n_ids - 1) : 0);
+            session_deliver_id(s, m, qos, retain, n_ids ? ids[0] : 0, ids + 1,
+                               n_ids > 1 ? (uint16_t)(n_ids - 1) : 0, delivery_id);
         }
         return;
     }
     memset(&it, 0, sizeof(it));
     it.kind = WI_DELIVER;
+    it.delivery_id = delivery_id;
     it.uid = sm->uid;
     it.qos = qos;
     it.retain = retain;
@@ -144,6 +151,9 @@ broker_route(struct msg *m, uint64_t publisher)
         i = j;
     }
 out:
+    for (i = 0; i < ms->n; i++) {
+        subscriber_unref(ms->v[i].ps); /* references taken for persistent subscribers */
+    }
     if (ids != idbuf) {
         free(ids);
     }

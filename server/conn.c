@@ -18,6 +18,7 @@
 #include "listener.h"
 #include "log.h"
 #include "mqtt.h"
+#include "persist.h"
 #include "plugin.h"
 #include "proto.h"
 #include "session.h"
@@ -504,6 +505,7 @@ conn_free(struct conn *c)
     }
     plugin_conn_release(c);
     plugin_eauth_free(c);
+    persist_conn_free(c);
     free(c->connect_uprops);
     free(c->username);
     free(c->client_id);

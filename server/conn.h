@@ -32,6 +32,7 @@ enum conn_auth {
 struct auth_wait;
 struct plugin_slot;
 struct eauth;
+struct held_ring;
 struct midge_session;
 
 /* The peer's address, kept binary (an idle connection should cost little); see conn_addr(). */
@@ -89,6 +90,7 @@ struct conn {
     uint32_t connect_uprops_len;
     struct eauth *eauth;        /* MQTT 5 enhanced authentication state, or NULL */
     struct midge_session *sink; /* set on the stand-in connection of an internal session */
+    struct held_ring *held;     /* acks waiting for durability (persist.c), or NULL */
 };
 
 /* "ip:port" / "[ip6]:port" of the peer, in a buffer of the calling thread (next call overwrites). */

@@ -20,6 +20,7 @@
 #include "listener.h"
 #include "log.h"
 #include "mainloop.h"
+#include "persist.h"
 #include "plugin.h"
 #include "retain.h"
 #include "subs.h"
@@ -250,6 +251,14 @@ main(int argc, char **argv)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     loop = ev_default_loop(0);
     main_calls_start(loop);
+    /* Stored state comes back before any client can connect. */
+    if (persist_restore(err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s\n", err);
+        midge_log(MLOG_ERROR, "%s", err);
+        worker_stop_all();
+        plugins_unload();
+        return 2;
+    }
     if (listeners_apply(cfg, loop) != 0) {
         worker_stop_all();
         return 1;

@@ -58,6 +58,7 @@ msg_new(const char *topic, size_t topic_len, const uint8_t *payload, uint32_t pa
     m->payload_len = payload_len;
     m->expiry_at = 0;
     m->origin_session = 0;
+    atomic_init(&m->id, 0);
     p = m->data;
     m->topic_wire = p;
     p[0] = (uint8_t)(topic_len >> 8);
@@ -145,6 +146,7 @@ msg_rebuild(const struct msg *m, const char *topic, size_t topic_len, const uint
     n->payload_len = payload_len;
     n->expiry_at = m->expiry_at;
     n->origin_session = m->origin_session;
+    atomic_init(&n->id, 0);
     p = n->data;
     n->topic_wire = p;
     p[0] = (uint8_t)(topic_len >> 8);
@@ -166,4 +168,32 @@ msg_rebuild(const struct msg *m, const char *topic, size_t topic_len, const uint
         memcpy(p, payload, payload_len);
     }
     return n;
+}
+
+static atomic_uint_fast64_t next_msg_id;
+
+uint64_t
+msg_id(struct msg *m)
+{
+    uint64_t id = atomic_load_explicit(&m->id, memory_order_relaxed);
+    uint64_t fresh;
+
+    if (id != 0) {
+        return id;
+    }
+    fresh = atomic_fetch_add_explicit(&next_msg_id, 1, memory_order_relaxed) + 1;
+    /* Two threads may race for the first id: the first store wins, both return it. */
+    if (atomic_compare_exchange_strong(&m->id, &id, fresh)) {
+        return fresh;
+    }
+    return id;
+}
+
+void
+msg_id_floor(uint64_t id)
+{
+    uint_fast64_t cur = atomic_load(&next_msg_id);
+
+    while (cur < id && !atomic_compare_exchange_weak(&next_msg_id, &cur, id)) {
+    }
 }

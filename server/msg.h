@@ -30,6 +30,7 @@ struct msg {
     uint32_t payload_len;
     double expiry_at;        /* monotonic seconds when it expires; 0: never */
     uint64_t origin_session; /* uid of the publishing session (No Local); 0: broker */
+    _Atomic uint64_t id;     /* process-unique id, given on first use (msg_id) */
     const uint8_t *topic_wire; /* 2-byte length + topic */
     const char *topic;        /* NUL-terminated */
     const uint8_t *props;
@@ -55,6 +56,12 @@ struct msg *msg_new(const char *topic, size_t topic_len, const uint8_t *payload,
 struct msg *msg_rebuild(const struct msg *m, const char *topic, size_t topic_len,
                         const uint8_t *payload, uint32_t payload_len,
                         const uint8_t *extra_props, size_t extra_len);
+
+/* The message's id (persistence, plugins), assigned on first use. [any thread] */
+uint64_t msg_id(struct msg *m);
+
+/* Ids given from now on are above `id` (restored messages keep theirs). */
+void msg_id_floor(uint64_t id);
 
 /* Takes a reference. [any thread] */
 static inline struct msg *

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "mainloop.h"
 #include "midge_build.h"
+#include "persist.h"
 
 struct midge_plugin *plugins;
 int plugins_auth_active;
@@ -245,6 +246,15 @@ plugins_load(const struct config *cfg, unsigned nthreads, int call_init, char *e
         plugins_message_in_active |= PLUGIN_HAS(p, message_in);
         plugins_message_out_active |= PLUGIN_HAS(p, message_out);
         plugins_sub_events_active |= PLUGIN_HAS(p, subscribed) || PLUGIN_HAS(p, unsubscribed);
+        if (PLUGIN_HAS(p, persist)) {
+            if (persist_active) {
+                snprintf(err, len, "%s:%d: plugin '%s': a persistence plugin is already loaded "
+                         "(only one may keep the broker's state)", p->conf->file, p->conf->line,
+                         p->name);
+                return -1;
+            }
+            persist_set_plugin(p);
+        }
         plugins_session_events_active |= PLUGIN_HAS(p, session_created) ||
                                          PLUGIN_HAS(p, session_ended) ||
                                          PLUGIN_HAS(p, will_published);
@@ -294,6 +304,7 @@ plugins_unload(void)
     plugins_message_in_active = plugins_message_out_active = 0;
     plugins_sub_events_active = plugins_session_events_active = 0;
     plugins_count = 0;
+    persist_set_plugin(NULL);
 }
 
 /* The plugin line of the new config that is the same instance as p. */

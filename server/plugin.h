@@ -342,6 +342,14 @@ midge_subscription *plugin_subscribe(midge_plugin *self, const char *filter,
                                      void (*cb)(void *arg, const midge_message *msg), void *arg);
 void plugin_unsubscribe(midge_plugin *self, midge_subscription *sub);
 
+uint64_t plugin_message_id(const midge_message *m);
+const void *plugin_message_properties(const midge_message *m, uint32_t *len);
+uint32_t plugin_message_expiry(const midge_message *m);
+const midge_message *plugin_message_new(midge_plugin *self, const char *topic,
+                                        const void *payload, uint32_t len, int qos, int retain,
+                                        const void *props, uint32_t props_len, uint32_t expiry,
+                                        uint64_t id);
+
 /* Calls the internal subscriptions that match m. [any thread] */
 void plugin_internal_route(const struct msg *m);
 

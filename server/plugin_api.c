@@ -13,6 +13,7 @@
 #include "listener.h"
 #include "log.h"
 #include "msg.h"
+#include "persist.h"
 #include "topic.h"
 
 static void
@@ -220,4 +221,16 @@ const struct midge_api plugin_api = {
     .session_ack = plugin_session_ack,
     .session_redeliver = plugin_session_redeliver,
     .session_close = plugin_session_close,
+    .message_id = plugin_message_id,
+    .message_properties = plugin_message_properties,
+    .message_expiry = plugin_message_expiry,
+    .message_new = plugin_message_new,
+    .persist_durable = persist_durable,
+    .persist_failing = persist_failing,
+    .restore_session = persist_restore_session,
+    .restore_subscription = persist_restore_subscription,
+    .restore_retained = persist_restore_retained,
+    .restore_message = persist_restore_message,
+    .restore_qos2_in = persist_restore_qos2_in,
+    .restore_will = persist_restore_will,
 };

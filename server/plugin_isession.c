@@ -19,6 +19,7 @@
 #include "log.h"
 #include "msg.h"
 #include "mqtt.h"
+#include "persist.h"
 #include "retain.h"
 #include "session.h"
 #include "subs.h"
@@ -111,6 +112,9 @@ open_run(void *arg)
     s->expire_at = 0;
     s->conn = &ms->vconn;
     atomic_store(&s->sub->online, 1);
+    if (persist_active) {
+        session_persist_update(s, 1);
+    }
     ms->open = 1;
     ms->next = w->isessions;
     w->isessions = ms;

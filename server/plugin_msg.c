@@ -410,3 +410,81 @@ plugin_internal_subs_clear(void)
     atomic_store(&isubs_n, 0);
     pthread_rwlock_unlock(&isubs_lock);
 }
+
+/* ---- more about messages ---- */
+
+uint64_t
+plugin_message_id(const midge_message *m)
+{
+    return msg_id((struct msg *)m);
+}
+
+const void *
+plugin_message_properties(const midge_message *m, uint32_t *len)
+{
+    const struct msg *msg = (const struct msg *)m;
+
+    if (len != NULL) {
+        *len = msg->props_len;
+    }
+    return msg->props_len ? msg->props : NULL;
+}
+
+uint32_t
+plugin_message_expiry(const midge_message *m)
+{
+    return msg_expiry_left((const struct msg *)m, ev_time());
+}
+
+const midge_message *
+plugin_message_new(midge_plugin *self, const char *topic, const void *payload, uint32_t len,
+                   int qos, int retain, const void *props, uint32_t props_len, uint32_t expiry,
+                   uint64_t id)
+{
+    size_t tl = topic != NULL ? strlen(topic) : 0;
+    struct mqtt_props pr;
+    struct msg *m;
+    double now = ev_time();
+
+    (void)self;
+    if (tl == 0 || tl > 65535 || !topic_name_valid(topic, tl) ||
+        !mqtt_utf8_valid((const uint8_t *)topic, tl) || qos < 0 || qos > 2 ||
+        (payload == NULL && len > 0) || (props == NULL && props_len > 0) ||
+        props_len > 1024 * 1024) {
+        return NULL;
+    }
+    memset(&pr, 0, sizeof(pr));
+    if (props_len > 0) {
+        /* Validate as a PUBLISH's property block: the codec wants the length prefix. */
+        uint8_t *buf = malloc(props_len + 4);
+        size_t used = 0;
+        uint8_t rc = 0;
+        size_t pre;
+        if (buf == NULL) {
+            return NULL;
+        }
+        pre = mqtt_varint_write(props_len, buf);
+        memcpy(buf + pre, props, props_len);
+        if (mqtt_props_read(buf, pre + props_len, MQTT_PUBLISH, &pr, &used, &rc) != MQTT_OK ||
+            (pr.present & (MQTT_PBIT(MQTT_PROP_TOPIC_ALIAS) | MQTT_PBIT(MQTT_PROP_SUBSCRIPTION_ID) |
+                           MQTT_PBIT(MQTT_PROP_MESSAGE_EXPIRY)))) {
+            free(buf);
+            return NULL;
+        }
+        m = msg_new(topic, tl, payload, len, (uint8_t)qos, retain ? 1 : 0, &pr, now);
+        free(buf);
+    } else {
+        m = msg_new(topic, tl, payload, len, (uint8_t)qos, retain ? 1 : 0, NULL, now);
+    }
+    if (m == NULL) {
+        return NULL;
+    }
+    if (expiry > 0) {
+        m->expiry_at = now + (double)expiry;
+    }
+    if (id != 0) {
+        atomic_store(&m->id, id);
+        msg_id_floor(id);
+    }
+    return (const midge_message *)m;
+}

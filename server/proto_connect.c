@@ -12,6 +12,7 @@
 #include "listener.h"
 #include "log.h"
 #include "msg.h"
+#include "persist.h"
 #include "plugin.h"
 #include "proto.h"
 #include "session.h"
@@ -399,6 +400,12 @@ proto_connect(struct conn *c, const uint8_t *raw, size_t raw_len, const struct m
         m->origin_session = s->uid;
         s->will = m;
         s->will_delay = cp->version == MQTT_V5 ? cp->will_props.will_delay : 0;
+    }
+    if (persist_active) {
+        session_persist_update(s, 1);
+        if (s->persist) {
+            persist_will(s);
+        }
     }
 
     if (send_connack(c, present, id == assigned ? assigned : NULL, (uint16_t)server_ka) < 0) {

@@ -8,6 +8,7 @@
 #include "broker.h"
 #include "conn.h"
 #include "msg.h"
+#include "persist.h"
 #include "plugin.h"
 #include "proto.h"
 #include "session.h"
@@ -73,6 +74,7 @@ proto_publish(struct conn *c, const struct mqtt_publish *p)
     struct msg *m;
     int ack_type = p->qos == 1 ? MQTT_PUBACK : MQTT_PUBREC;
     uint8_t ack_rc = 0;
+    uint64_t mark = persist_active ? persist_thread_mark() : 0;
 
     STAT_ADD(&c->w->stats, pub_received, 1);
     c->is_publisher = 1;
@@ -91,6 +93,16 @@ proto_publish(struct conn *c, const struct mqtt_publish *p)
         /* [MQTT-3.2.2-14] */
         return proto_fail(c, MQTT_RC_RETAIN_NOT_SUPPORTED, "retain not available");
     }
+    if (p->qos > 0 && persist_refusing()) {
+        /* Storage failing: not accepted. v5 says so (0x97); v3 gets no ack and sends again. */
+        STAT_ADD(&c->w->stats, pub_dropped, 1);
+        if (c->version != MQTT_V5) {
+            return PROTO_OK;
+        }
+        return proto_send_ack(c, ack_type, p->packet_id, MQTT_RC_QUOTA_EXCEEDED) < 0
+                   ? PROTO_CLOSE
+                   : PROTO_OK;
+    }
     if (p->qos == 2) {
         int r = session_qos2_mark(s, p->packet_id);
         if (r < 0) {
@@ -98,7 +110,8 @@ proto_publish(struct conn *c, const struct mqtt_publish *p)
         }
         if (r == 1) {
             /* Already received, PUBREL pending: acknowledge, do not deliver again [MQTT-4.3.3-9]. */
-            return proto_send_ack(c, MQTT_PUBREC, p->packet_id, 0) < 0 ? PROTO_CLOSE : PROTO_OK;
+            return persist_send_ack(c, MQTT_PUBREC, p->packet_id, 0, 0) < 0 ? PROTO_CLOSE
+                                                                               : PROTO_OK;
         }
         if (cfg->max_inflight_messages > 0 && s->in_qos2_count > (uint32_t)cfg->max_inflight_messages &&
             c->version == MQTT_V5) {
@@ -138,8 +151,14 @@ proto_publish(struct conn *c, const struct mqtt_publish *p)
     if (p->qos == 0) {
         return PROTO_OK;
     }
-    /* v3 has no reason codes: a refused message is acknowledged and dropped. */
-    return proto_send_ack(c, ack_type, p->packet_id, c->version == MQTT_V5 ? ack_rc : 0) < 0
+    /*
+     * v3 has no reason codes: a refused message is acknowledged and dropped.
+     * With persistence the ack waits until what this PUBLISH stored is durable.
+     */
+    return persist_send_ack(c, ack_type, p->packet_id, c->version == MQTT_V5 ? ack_rc : 0,
+                            persist_active && persist_thread_mark() != mark
+                                ? persist_thread_mark()
+                                : 0) < 0
                ? PROTO_CLOSE
                : PROTO_OK;
 }
@@ -150,8 +169,9 @@ proto_pubrel(struct conn *c, const struct mqtt_ack *a)
 {
     int known = session_qos2_release(c->session, a->packet_id);
 
-    return proto_send_ack(c, MQTT_PUBCOMP, a->packet_id,
-                          known ? 0 : MQTT_RC_PACKET_ID_NOT_FOUND) < 0
+    /* After held PUBRECs, in order (the release itself need not be durable first). */
+    return persist_send_ack(c, MQTT_PUBCOMP, a->packet_id,
+                            known ? 0 : MQTT_RC_PACKET_ID_NOT_FOUND, 0) < 0
                ? PROTO_CLOSE
                : PROTO_OK;
 }

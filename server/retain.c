@@ -12,6 +12,7 @@
 
 #include "hash.h"
 #include "msg.h"
+#include "persist.h"
 #include "topic.h"
 
 struct rentry {
@@ -120,6 +121,9 @@ retain_set(struct msg *m)
         }
     }
 out:
+    if (r == 0 && persist_active) {
+        persist_retained(m); /* under the store's lock: events in the order of the changes */
+    }
     pthread_mutex_unlock(&rs.lock);
     return r;
 }

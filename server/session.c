@@ -13,6 +13,7 @@
 #include "log.h"
 #include "hash.h"
 #include "msg.h"
+#include "persist.h"
 #include "plugin.h"
 #include "proto.h"
 #include "retain.h"
@@ -134,7 +135,7 @@ session_new(struct worker *w, const char *id, size_t len)
         return NULL;
     }
     s->uid = broker_uid();
-    s->sub = subscriber_new(s->uid, w->id);
+    s->sub = subscriber_new(s->uid, w->id, id, len);
     if (s->sub == NULL) {
         free(s);
         return NULL;
@@ -215,6 +216,15 @@ entry_release(struct qentry *e)
     free(e->more_ids);
     e->msg = NULL;
     e->more_ids = NULL;
+}
+
+/* A persisted delivery is finished (acknowledged, dropped, expired): tell persistence. */
+static void
+delivery_done(struct session *s, const struct qentry *e)
+{
+    if (e->delivery_id != 0 && s->persist) {
+        persist_delivery(MIDGE_P_MSG_DONE, s->client_id, e->delivery_id, 0);
+    }
 }
 
 static void
@@ -331,13 +341,18 @@ send_inflight(struct session *s, struct qentry *e, double now)
     if (r != 0) {
         /* Too big for the client [MQTT-3.1.2-25], denied, or no memory: as if delivered. */
         not_sent(s, r);
+        delivery_done(s, e);
         entry_release(e);
         return;
     }
     if (ring_push(&s->inflight, e) < 0) {
         /* The PUBLISH is out but cannot be tracked: treat it as QoS 0. */
+        delivery_done(s, e);
         entry_release(e);
         return;
+    }
+    if (e->delivery_id != 0 && s->persist) {
+        persist_delivery(MIDGE_P_MSG_SENT, s->client_id, e->delivery_id, pid_of(e->seq));
     }
     s->next_seq++;
     STAT_ADD(&s->w->stats, pub_sent, 1);
@@ -361,14 +376,38 @@ void
 session_deliver(struct session *s, struct msg *m, uint8_t qos, uint8_t retain, uint32_t sub_id,
                 const uint32_t *more_ids, uint16_t n_more)
 {
+    session_deliver_id(s, m, qos, retain, sub_id, more_ids, n_more, 0);
+}
+
+/* The delivery will not be kept: a persisted one is finished. */
+static void
+not_kept(struct session *s, uint64_t delivery_id)
+{
+    if (delivery_id != 0 && s->persist) {
+        persist_delivery(MIDGE_P_MSG_DONE, s->client_id, delivery_id, 0);
+    }
+}
+
+void
+session_deliver_id(struct session *s, struct msg *m, uint8_t qos, uint8_t retain,
+                   uint32_t sub_id, const uint32_t *more_ids, uint16_t n_more,
+                   uint64_t delivery_id)
+{
     const struct config *cfg = broker_cfg();
     double now = ev_now(s->w->loop);
     struct qentry e;
 
+    if (qos == 0) {
+        delivery_id = 0; /* QoS 0 is never persisted */
+    } else if (delivery_id == 0 && s->persist) {
+        delivery_id = persist_queued(s->client_id, m, qos, retain);
+    }
     if (msg_expired(m, now)) {
+        not_kept(s, delivery_id);
         return;
     }
     memset(&e, 0, sizeof(e));
+    e.delivery_id = delivery_id;
     e.qos = qos;
     e.retain = retain;
     e.sub_id = sub_id;
@@ -400,6 +439,7 @@ session_deliver(struct session *s, struct msg *m, uint8_t qos, uint8_t retain, u
                 if (e.more_ids == NULL) {
                     msg_unref(m);
                     drop(s, "out of memory");
+                    not_kept(s, delivery_id);
                     return;
                 }
                 memcpy(e.more_ids, more_ids, n_more * sizeof(uint32_t));
@@ -413,11 +453,13 @@ session_deliver(struct session *s, struct msg *m, uint8_t qos, uint8_t retain, u
     }
     if (cfg->max_queued_messages > 0 && s->queue.count >= (uint32_t)cfg->max_queued_messages) {
         drop(s, "max_queued_messages reached");
+        not_kept(s, delivery_id);
         return;
     }
     if (cfg->max_queued_bytes > 0 &&
         (long long)(s->queue_bytes + m->payload_len) > cfg->max_queued_bytes) {
         drop(s, "max_queued_bytes reached");
+        not_kept(s, delivery_id);
         return;
     }
     e.msg = msg_ref(m);
@@ -430,6 +472,7 @@ session_deliver(struct session *s, struct msg *m, uint8_t qos, uint8_t retain, u
     if (ring_push(&s->queue, &e) < 0) {
         entry_release(&e);
         drop(s, "out of memory");
+        not_kept(s, delivery_id);
         return;
     }
     s->queue_bytes += m->payload_len;
@@ -456,6 +499,7 @@ session_pump(struct session *s)
         ring_pop(&s->queue);
         s->queue_bytes -= e.msg->payload_len;
         if (msg_expired(e.msg, now)) {
+            delivery_done(s, &e);
             entry_release(&e);
         } else if (e.qos == 0) {
             send_qos0(s, &e, now);
@@ -513,6 +557,7 @@ inflight_find(struct session *s, uint16_t pid)
 static void
 inflight_done(struct session *s, struct qentry *e)
 {
+    delivery_done(s, e);
     entry_release(e);
     e->state = QS_DONE;
     while (s->inflight.count > 0 && ring_at(&s->inflight, 0)->state == QS_DONE) {
@@ -556,6 +601,9 @@ session_ack(struct session *s, int type, uint16_t pid, uint8_t rc)
             return 0;
         }
         e->state = QS_RELEASED;
+        if (e->delivery_id != 0 && s->persist) {
+            persist_delivery(MIDGE_P_MSG_RELEASED, s->client_id, e->delivery_id, pid);
+        }
         /* The message is no longer needed: only the id is (MQTT 5 section 4.3.3). */
         msg_unref(e->msg);
         e->msg = NULL;
@@ -597,6 +645,9 @@ session_qos2_mark(struct session *s, uint16_t pid)
     }
     s->in_qos2[pid >> 3] |= (uint8_t)(1u << (pid & 7));
     s->in_qos2_count++;
+    if (s->persist) {
+        persist_qos2_in(s, pid, 1);
+    }
     return 0;
 }
 
@@ -608,6 +659,9 @@ session_qos2_release(struct session *s, uint16_t pid)
         return 0;
     }
     s->in_qos2[pid >> 3] &= (uint8_t)~(1u << (pid & 7));
+    if (s->persist) {
+        persist_qos2_in(s, pid, 0);
+    }
     if (--s->in_qos2_count == 0) {
         free(s->in_qos2);
         s->in_qos2 = NULL;
@@ -626,6 +680,9 @@ session_publish_will(struct session *s)
     }
     s->will = NULL;
     s->will_at = 0;
+    if (s->persist) {
+        persist_will(s);
+    }
     midge_log(MLOG_INFO, "will published client=%s topic=%s", s->client_id, m->topic);
     broker_publish(m, s->uid);
     if (plugins_session_events_active) {
@@ -647,6 +704,9 @@ session_detach(struct session *s, int send_will)
         if (!send_will) {
             msg_unref(s->will);
             s->will = NULL;
+            if (s->persist) {
+                persist_will(s);
+            }
         } else if (s->will_delay == 0 || s->expiry == 0) {
             /* Sent at the earlier of the delay and the session's end [MQTT-3.1.3-9]. */
             session_publish_will(s);
@@ -659,6 +719,9 @@ session_detach(struct session *s, int send_will)
         return;
     }
     s->expire_at = s->expiry == UINT32_MAX ? 0 : now + s->expiry;
+    if (s->persist) {
+        persist_session(s, 0);
+    }
 }
 
 /* Frees a session; `ended` runs the session_ended hooks (not at shutdown). */
@@ -703,6 +766,9 @@ destroy(struct session *s, int ended)
         atomic_fetch_sub(&broker.pressure, 1);
     }
     subscriber_unref(s->sub);
+    if (ended && s->persist) {
+        persist_session_end(s);
+    }
     if (ended && plugins_session_events_active) {
         plugin_session_event(s->client_id, 0);
     }
@@ -770,6 +836,9 @@ session_sub_add(struct session *s, const char *filter, size_t len, uint8_t opts,
         if (strlen(s->subs[i].filter) == len && memcmp(s->subs[i].filter, filter, len) == 0) {
             s->subs[i].opts = opts;
             s->subs[i].sub_id = sub_id;
+            if (s->persist) {
+                persist_sub(s, filter, len, opts, sub_id, 1);
+            }
             return 0;
         }
     }
@@ -788,6 +857,9 @@ session_sub_add(struct session *s, const char *filter, size_t len, uint8_t opts,
     }
     s->subs[s->nsubs].opts = opts;
     s->subs[s->nsubs].sub_id = sub_id;
+    if (s->persist) {
+        persist_sub(s, filter, len, opts, sub_id, 1);
+    }
     s->nsubs++;
     return 0;
 }
@@ -800,11 +872,82 @@ session_sub_remove(struct session *s, const char *filter, size_t len)
 
     for (i = 0; i < s->nsubs; i++) {
         if (strlen(s->subs[i].filter) == len && memcmp(s->subs[i].filter, filter, len) == 0) {
+            if (s->persist) {
+                persist_sub(s, filter, len, 0, 0, 0);
+            }
             free(s->subs[i].filter);
             s->subs[i] = s->subs[s->nsubs - 1];
             s->nsubs--;
             return 1;
         }
     }
+    return 0;
+}
+
+/* See session.h. [worker thread] */
+void
+session_persist_update(struct session *s, int connected)
+{
+    int want = persist_active && s->expiry > 0;
+
+    if (s->persist && !want) {
+        persist_session_end(s); /* it now ends with its connection */
+    }
+    s->persist = (uint8_t)want;
+    atomic_store(&s->sub->persistent, want);
+    if (want) {
+        persist_session(s, connected);
+    }
+}
+
+/* See session.h. [worker thread] */
+int
+session_restore_delivery(struct session *s, struct msg *m, uint8_t qos, uint8_t retain,
+                         uint64_t delivery_id, int state, uint16_t pid)
+{
+    struct qentry e;
+
+    memset(&e, 0, sizeof(e));
+    e.qos = qos;
+    e.retain = retain;
+    e.delivery_id = delivery_id;
+    if (state == MIDGE_DELIVERY_QUEUED) {
+        e.msg = msg_ref(m);
+        if (ring_push(&s->queue, &e) < 0) {
+            msg_unref(m);
+            return -1;
+        }
+        s->queue_bytes += m->payload_len;
+        return 0;
+    }
+    /* Inflight: keep the packet id the client knows; ids were given in send order. */
+    if (s->inflight.count == 0) {
+        e.seq = (uint32_t)pid - 1u;
+    } else {
+        uint32_t last = ring_at(&s->inflight, s->inflight.count - 1)->seq;
+        uint32_t off = ((uint32_t)(pid - 1) + 65535u - last % 65535u) % 65535u;
+        uint32_t k;
+        if (off == 0 || s->inflight.count + off >= 65535u) {
+            return -1;
+        }
+        for (k = 1; k < off; k++) {
+            /* Ids between were acknowledged: placeholders keep the ring indexable. */
+            struct qentry gap;
+            memset(&gap, 0, sizeof(gap));
+            gap.seq = last + k;
+            gap.state = QS_DONE;
+            if (ring_push(&s->inflight, &gap) < 0) {
+                return -1;
+            }
+        }
+        e.seq = last + off;
+    }
+    e.state = state == MIDGE_DELIVERY_SENT ? QS_SENT : QS_RELEASED;
+    e.msg = state == MIDGE_DELIVERY_SENT ? msg_ref(m) : NULL;
+    if (ring_push(&s->inflight, &e) < 0) {
+        msg_unref(e.msg);
+        return -1;
+    }
+    s->next_seq = e.seq + 1;
     return 0;
 }

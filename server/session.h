@@ -31,6 +31,7 @@ struct qentry {
     uint32_t *more_ids;
     uint32_t sub_id;   /* first subscription id; 0: none */
     uint32_t seq;      /* sending sequence; packet id = seq % 65535 + 1 */
+    uint64_t delivery_id; /* persisted delivery (persist.c), 0: not persisted */
     uint16_t n_ids;
     uint8_t qos;
     uint8_t retain;
@@ -78,6 +79,7 @@ struct session {
     uint32_t subcap;
     uint16_t client_id_len;
     uint8_t pressing;         /* counted in broker.pressure (session_press_update) */
+    uint8_t persist;          /* outlives its connection and a persistence plugin keeps it */
     uint64_t dropped;         /* messages dropped for this session (logs) */
     uint64_t dropped_logged;  /* value of `dropped` at the last drop log line */
     double drop_log_at;       /* when that line was written */
@@ -117,6 +119,21 @@ void session_destroy(struct session *s);
  */
 void session_deliver(struct session *s, struct msg *m, uint8_t qos, uint8_t retain,
                      uint32_t sub_id, const uint32_t *more_ids, uint16_t n_ids);
+
+/* session_deliver for a delivery already announced to persistence (id != 0). */
+void session_deliver_id(struct session *s, struct msg *m, uint8_t qos, uint8_t retain,
+                        uint32_t sub_id, const uint32_t *more_ids, uint16_t n_ids,
+                        uint64_t delivery_id);
+
+/*
+ * Restore: appends a stored delivery (queued, or inflight with its packet id
+ * in send order). Returns 0 or -1 (bad packet id order, out of memory).
+ */
+int session_restore_delivery(struct session *s, struct msg *m, uint8_t qos, uint8_t retain,
+                             uint64_t delivery_id, int state, uint16_t pid);
+
+/* Whether the session is persisted now (persistence plugin and expiry > 0); emits the change. */
+void session_persist_update(struct session *s, int connected);
 
 /*
  * Back-pressure bookkeeping: a session whose client is reading but falls

@@ -52,15 +52,17 @@ static struct {
 
 /* Creates a routing handle with one reference (the caller's). */
 struct subscriber *
-subscriber_new(uint64_t uid, unsigned worker)
+subscriber_new(uint64_t uid, unsigned worker, const char *client_id, size_t len)
 {
-    struct subscriber *s = calloc(1, sizeof(*s));
+    struct subscriber *s = calloc(1, sizeof(*s) + len + 1);
 
     if (s == NULL) {
         return NULL;
     }
+    memcpy(s->client_id, client_id, len);
     atomic_init(&s->refs, 1);
     atomic_init(&s->online, 0);
+    atomic_init(&s->persistent, 0);
     s->uid = uid;
     s->worker = worker;
     return s;
@@ -454,6 +456,12 @@ push(struct sub_matches *out, const struct sub_entry *e, int shared)
         out->cap = c;
     }
     m = &out->v[out->n++];
+    m->ps = NULL;
+    if (atomic_load_explicit(&e->s->persistent, memory_order_relaxed)) {
+        /* Kept past the lock: the router names the session in persistence events. */
+        atomic_fetch_add_explicit(&e->s->refs, 1, memory_order_relaxed);
+        m->ps = e->s;
+    }
     m->uid = e->s->uid;
     m->worker = e->s->worker;
     m->opts = e->opts;

@@ -24,8 +24,10 @@
 struct subscriber {
     atomic_uint refs;
     atomic_int online;
+    atomic_int persistent;   /* its session is persisted: routing emits its deliveries */
     uint64_t uid;
     unsigned worker;
+    char client_id[];        /* immutable copy, for persistence events on any thread */
 };
 
 /* Subscription options byte, MQTT 5 layout (bits 0-1 QoS, 2 NL, 3 RAP, 4-5 RH). */
@@ -36,6 +38,7 @@ struct subscriber {
 
 /* One match: a copy, valid after the lock is dropped. */
 struct sub_match {
+    struct subscriber *ps; /* persistent subscribers only: one reference, dropped by the router */
     uint64_t uid;
     unsigned worker;
     uint8_t opts;
@@ -50,7 +53,8 @@ struct sub_matches {
     size_t cap;
 };
 
-struct subscriber *subscriber_new(uint64_t uid, unsigned worker);
+struct subscriber *subscriber_new(uint64_t uid, unsigned worker, const char *client_id,
+                                  size_t len);
 void subscriber_unref(struct subscriber *s);
 
 /* Creates the global store. Start-up only; returns -1 when out of memory. */

@@ -197,8 +197,8 @@ deliver(struct worker *w, struct witem *it)
     struct session *s = session_find_uid(w, it->uid);
 
     if (s != NULL) {
-        session_deliver(s, it->u.m, it->qos, it->retain, it->sub_id, it->ids,
-                        it->n_ids > 1 ? (uint16_t)(it->n_ids - 1) : 0);
+        session_deliver_id(s, it->u.m, it->qos, it->retain, it->sub_id, it->ids,
+                           it->n_ids > 1 ? (uint16_t)(it->n_ids - 1) : 0, it->delivery_id);
     }
     msg_unref(it->u.m);
     free(it->ids);

@@ -49,6 +49,7 @@ struct witem {
         void *ptr;
     } u;
     uint32_t *ids;
+    uint64_t delivery_id; /* WI_DELIVER to a persistent session: its MSG_QUEUED event's id */
     union {
         struct listener *listener; /* WI_ACCEPT */
         void (*fn)(void *arg);     /* WI_CALL */
@@ -89,6 +90,8 @@ struct worker {
     struct conn *graveyard;      /* closed, freed in prepare */
     struct sessions *sessions;
     struct midge_session *isessions; /* internal sessions' handles living here (plugin_isession.c) */
+    struct conn *held_conns;     /* connections holding acks until durable (persist.c) */
+    atomic_int held_wake;        /* a release call is queued for this worker */
     int stopping;
     size_t paused;               /* connections whose reading is paused for back-pressure */
 
