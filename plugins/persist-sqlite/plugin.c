@@ -229,9 +229,23 @@ psq_reload(void *state)
     return 0;
 }
 
+/*
+ * A worker stops: the broker is shutting down and frees its workers before
+ * our cleanup, so durability reports must stop now. [that worker thread]
+ */
+static void
+psq_thread_stop(void *state, unsigned worker)
+{
+    struct psq *p = state;
+
+    (void)worker;
+    psq_writer_quiet(p->writer);
+}
+
 static const struct midge_hooks psq_hooks = {
     .size = sizeof(struct midge_hooks),
     .reload = psq_reload,
+    .thread_stop = psq_thread_stop,
     .persist = psq_persist,
     .restore = psq_restore_hook,
 };

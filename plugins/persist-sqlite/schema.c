@@ -246,10 +246,19 @@ check_content(const struct psq_env *env, sqlite3 *db, const char *path, long lon
         goto out;
     }
     n = 0;
-    if (query_int(db, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1",
-                  "schema_version", &n) != SQLITE_OK || n != 1 ||
-        query_int(db, "SELECT coalesce(max(version), 0) FROM schema_version", NULL, version) !=
-            SQLITE_OK) {
+    rc = query_int(db, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+                   "schema_version", &n);
+    if (rc == SQLITE_OK && n == 1) {
+        rc = query_int(db, "SELECT coalesce(max(version), 0) FROM schema_version", NULL, version);
+    }
+    if ((rc & 0xff) == SQLITE_CORRUPT) {
+        env->api->set_error(env->self,
+                            "database %s is corrupted (%s); it was not modified: move it away to "
+                            "start empty, or try `sqlite3 %s .recover`", path, sqlite3_errmsg(db),
+                            path);
+        goto out;
+    }
+    if (rc != SQLITE_OK || n != 1) {
         env->api->set_error(env->self,
                             "database %s is marked as a midge database but has no readable "
                             "schema_version table; it was not modified", path);

@@ -44,6 +44,8 @@ struct psq_writer {
     pthread_mutex_t stats_lock;
     struct psq_writer_stats stats;  /* Protected by stats_lock. */
     int64_t max_pages;              /* Protected by stats_lock; -1: unchanged since applied */
+    pthread_mutex_t report_lock;    /* held around every persist_durable call */
+    int quiet;                      /* no more reports. Protected by report_lock */
 
     /* Writer thread only. */
     int failing;
@@ -118,6 +120,25 @@ write_batch(struct psq_writer *w, struct psq_event *list, uint64_t *applied, uin
     return rc;
 }
 
+/* api->persist_durable unless the broker is stopping. [writer thread] */
+static void
+report_durable(struct psq_writer *w, uint64_t seq)
+{
+    pthread_mutex_lock(&w->report_lock);
+    if (!w->quiet) {
+        w->env.api->persist_durable(w->env.self, seq);
+    }
+    pthread_mutex_unlock(&w->report_lock);
+}
+
+void
+psq_writer_quiet(struct psq_writer *w)
+{
+    pthread_mutex_lock(&w->report_lock);
+    w->quiet = 1;
+    pthread_mutex_unlock(&w->report_lock);
+}
+
 static uint64_t
 max_seq(const struct psq_event *list)
 {
@@ -170,7 +191,7 @@ writer_main(void *arg)
 
         more = psq_queue_take(w->q, not_before, batch == NULL, &n, &stopping);
         if (more != NULL && w->opts.durability == PSQ_DURABILITY_NONE) {
-            w->env.api->persist_durable(w->env.self, max_seq(more));
+            report_durable(w, max_seq(more));
         }
         *tail = more;
         while (*tail != NULL) {
@@ -187,7 +208,7 @@ writer_main(void *arg)
         rc = write_batch(w, batch, &applied, &skipped, &commit_ns);
         if (rc == SQLITE_OK) {
             if (w->opts.durability != PSQ_DURABILITY_NONE) {
-                w->env.api->persist_durable(w->env.self, max_seq(batch));
+                report_durable(w, max_seq(batch));
             }
             if (w->failing && !w->lost_reported) {
                 w->failing = 0;
@@ -275,8 +296,10 @@ psq_writer_start(const struct psq_env *env, sqlite3 *db, struct psq_store *store
     }
     w->max_pages = -1;
     pthread_mutex_init(&w->stats_lock, NULL);
+    pthread_mutex_init(&w->report_lock, NULL);
     if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
         pthread_mutex_destroy(&w->stats_lock);
+        pthread_mutex_destroy(&w->report_lock);
         free(w);
         return NULL;
     }
@@ -309,6 +332,7 @@ psq_writer_stop(struct psq_writer *w, struct psq_writer_stats *final)
             *final = w->stats;
         }
         pthread_mutex_destroy(&w->stats_lock);
+        pthread_mutex_destroy(&w->report_lock);
         free(w);
     }
 }

@@ -52,6 +52,14 @@ struct psq_writer *psq_writer_start(const struct psq_env *env, sqlite3 *db,
                                     pthread_mutex_t *db_lock, const struct psq_writer_opts *opts,
                                     const struct psq_writer_metrics *metrics);
 
+/*
+ * From now on no durability report reaches the broker: its workers are
+ * stopping (the broker frees them before plugin cleanup, and nobody waits
+ * for an acknowledgement any more). Waits for a report in progress to
+ * return. [any thread]
+ */
+void psq_writer_quiet(struct psq_writer *w);
+
 /* Sets the database size limit (pages, 0: none) for the next transactions. [any thread] */
 void psq_writer_set_max_pages(struct psq_writer *w, int64_t pages);
 
