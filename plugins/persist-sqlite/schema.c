@@ -58,7 +58,7 @@ static const char *const migration_1 =
     "  retain INTEGER NOT NULL,"
     "  state INTEGER NOT NULL,"           /* enum midge_delivery_state */
     "  packet_id INTEGER NOT NULL,"
-    "  seq INTEGER NOT NULL"              /* the MSG_QUEUED event's seq: queue order */
+    "  seq INTEGER NOT NULL"              /* queue order: seq of MSG_QUEUED + the order base */
     ");"
     "CREATE INDEX deliveries_queue ON deliveries(client_id, seq);"
     "CREATE TABLE retained("

@@ -76,6 +76,12 @@ struct psq_store {
     struct psq_env env;
     sqlite3 *db;
     sqlite3_stmt *st[S_COUNT];
+    /*
+     * Queue order is order_base + seq: seq starts at 1 in every broker
+     * process, so the order of this process starts after the highest one
+     * stored by the previous ones.
+     */
+    int64_t order_base;
 };
 
 struct psq_store *
@@ -90,6 +96,18 @@ psq_store_new(const struct psq_env *env, sqlite3 *db, const char **err)
     }
     s->env = *env;
     s->db = db;
+    {
+        sqlite3_stmt *st = NULL;
+
+        if (sqlite3_prepare_v2(db, "SELECT coalesce(max(seq), 0) FROM deliveries", -1, &st,
+                               NULL) != SQLITE_OK || sqlite3_step(st) != SQLITE_ROW) {
+            *err = sqlite3_errmsg(db);
+            sqlite3_finalize(st);
+            goto fail;
+        }
+        s->order_base = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
     for (i = 0; i < S_COUNT; i++) {
         if (sqlite3_prepare_v3(db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL) !=
             SQLITE_OK) {
@@ -405,7 +423,7 @@ apply_queued(struct psq_store *s, const struct psq_event *e, int64_t now)
     bind_i64(st, 3, (int64_t)e->msg_id);
     sqlite3_bind_int(st, 4, e->qos);
     sqlite3_bind_int(st, 5, e->retain ? 1 : 0);
-    bind_i64(st, 6, (int64_t)e->seq);
+    bind_i64(st, 6, s->order_base + (int64_t)e->seq);
     rc = run(st);
     /* A delivery seen before (the event came twice) does not count twice. */
     if (rc == SQLITE_OK && sqlite3_changes(s->db) > 0) {

@@ -804,6 +804,26 @@ test_roundtrip(void **state)
     assert_int_equal(strncmp(f->p.recs[0], "session ", 8), 0);
     assert_non_null(find_log(f, "restored db="));
     assert_false(f->p.durable_backwards);
+
+    /* The next broker process numbers its events from 1 again: its queue still goes last. */
+    f->p.seq = 0;
+    m1 = msg("jobs/4", "four", 106);
+    last = queued(f, "c1", 14, m1);
+    assert_true(wait_durable(f, last));
+    m_unref(m1);
+    restart_and_restore(f);
+    {
+        size_t i;
+        const char *lastmsg = NULL;
+
+        for (i = 0; i < f->p.nrecs; i++) {
+            if (strncmp(f->p.recs[i], "msg ", 4) == 0) {
+                lastmsg = f->p.recs[i];
+            }
+        }
+        assert_non_null(lastmsg);
+        assert_non_null(strstr(lastmsg, "d=14 "));
+    }
 }
 
 /* ---- Session end ---------------------------------------------------------------- */
