@@ -12,6 +12,7 @@
  *   plugin.c   this: descriptor, options, init/cleanup, the hook table
  *   queue.c    the persist hook's copy of each event and the FIFO to the writer
  *   writer.c   the writer thread: group commit, durability reports, retries
+ *   coalesce.c leaving out deliveries that begin and end within one batch
  *   store.c    events to rows (prepared statements, payload reference counts)
  *   schema.c   opening a file: refusal checks, WAL, schema version, migrations
  *   restore.c  the restore hook: rows back into the broker
@@ -262,10 +263,10 @@ psq_free(struct psq *p)
         psq_writer_stop(p->writer, &ws); /* writes what is still queued */
         p->writer = NULL;
         PSQ_LOG(&p->env, MIDGE_LOG_NOTICE,
-                "closed db=%s commits=%llu events=%llu skipped=%llu failures=%llu "
-                "avg_batch=%.1f max_batch=%llu avg_commit_ms=%.3f max_commit_ms=%.3f",
+                "closed db=%s commits=%llu events=%llu coalesced=%llu skipped=%llu "
+                "failures=%llu avg_batch=%.1f max_batch=%llu avg_commit_ms=%.3f max_commit_ms=%.3f",
                 p->path, (unsigned long long)ws.commits, (unsigned long long)ws.events,
-                (unsigned long long)ws.skipped, (unsigned long long)ws.failures,
+                (unsigned long long)ws.coalesced, (unsigned long long)ws.skipped, (unsigned long long)ws.failures,
                 ws.commits > 0 ? (double)ws.events / (double)ws.commits : 0.0,
                 (unsigned long long)ws.max_batch,
                 ws.commits > 0 ? (double)ws.commit_ns / (double)ws.commits / 1e6 : 0.0,

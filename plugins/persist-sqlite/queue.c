@@ -68,6 +68,7 @@ psq_event_new(const struct psq_env *env, const struct midge_persist_event *ev)
     e->retain = ev->retain;
     e->options = ev->options;
     e->packet_id = ev->packet_id;
+    e->skip = 0;
     e->client_id = NULL;
     e->filter = NULL;
     if (cl > 0) {

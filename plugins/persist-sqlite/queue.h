@@ -31,6 +31,7 @@ struct psq_event {
     int retain;
     int options;
     uint16_t packet_id;
+    int skip;                 /* the writer leaves it out (coalesce.c) */
     const char *client_id;    /* into strings[], or NULL */
     const char *filter;       /* into strings[], or NULL */
     char strings[];

@@ -28,7 +28,6 @@ enum {
     S_RET_DELETE,
     S_RET_INSERT,
     S_MSG_REF,
-    S_MSG_INSERT,
     S_MSG_UNREF,
     S_MSG_DELETE,
     S_DLV_INSERT,
@@ -58,9 +57,9 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_SUB_DELETE] = "DELETE FROM subscriptions WHERE client_id = ?1 AND filter = ?2",
     [S_RET_DELETE] = "DELETE FROM retained WHERE topic = ?1 RETURNING msg_id",
     [S_RET_INSERT] = "INSERT INTO retained(topic, msg_id) VALUES(?1, ?2)",
-    [S_MSG_REF] = "UPDATE messages SET refs = refs + 1 WHERE msg_id = ?1",
-    [S_MSG_INSERT] = "INSERT INTO messages(msg_id, topic, payload, qos, retain, props, expire_at, "
-                     "refs) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)",
+    [S_MSG_REF] = "INSERT INTO messages(msg_id, topic, payload, qos, retain, props, expire_at, "
+                  "refs) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, 1) "
+                  "ON CONFLICT(msg_id) DO UPDATE SET refs = refs + 1",
     [S_MSG_UNREF] = "UPDATE messages SET refs = refs - ?2 WHERE msg_id = ?1 RETURNING refs",
     [S_MSG_DELETE] = "DELETE FROM messages WHERE msg_id = ?1",
     [S_DLV_INSERT] = "INSERT OR IGNORE INTO deliveries(delivery_id, client_id, msg_id, qos, "
@@ -211,8 +210,9 @@ session_exists(struct psq_store *s, const char *client_id, int *exists)
 }
 
 /*
- * One more reference to message msg_id: the row is written on the first
- * one only, from `msg`. `now` turns the message's remaining expiry into an
+ * One more reference to message msg_id: the row is written with the first
+ * one (one upsert: binding the payload costs nothing, SQLite reads it only
+ * when it inserts). `now` turns the message's remaining expiry into an
  * absolute time.
  */
 static int
@@ -225,14 +225,7 @@ msg_ref(struct psq_store *s, uint64_t msg_id, const midge_message *msg, int64_t 
     uint32_t len = 0;
     uint32_t props_len = 0;
     uint32_t expiry;
-    int rc;
 
-    bind_i64(st, 1, (int64_t)msg_id);
-    rc = run(st);
-    if (rc != SQLITE_OK || sqlite3_changes(s->db) > 0) {
-        return rc;
-    }
-    st = s->st[S_MSG_INSERT];
     payload = api->message_payload(msg, &len);
     props = api->message_properties(msg, &props_len);
     expiry = api->message_expiry(msg);

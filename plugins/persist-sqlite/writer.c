@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "coalesce.h"
 #include "schema.h"
 #include "writer.h"
 
@@ -92,6 +93,9 @@ write_batch(struct psq_writer *w, struct psq_event *list, uint64_t *applied, uin
     apply_max_pages(w);
     rc = psq_exec(w->db, "BEGIN IMMEDIATE");
     for (e = list; e != NULL && rc == SQLITE_OK; e = e->next) {
+        if (e->skip) {
+            continue;
+        }
         rc = psq_store_apply(w->store, e, now);
         if (rc != SQLITE_OK && !psq_store_rc_is_fatal(rc)) {
             PSQ_LOG(&w->env, MIDGE_LOG_ERROR,
@@ -186,6 +190,7 @@ writer_main(void *arg)
         size_t n = 0;
         uint64_t applied;
         uint64_t skipped;
+        size_t coalesced;
         int64_t commit_ns;
         int rc;
 
@@ -205,6 +210,7 @@ writer_main(void *arg)
             }
             continue;
         }
+        coalesced = psq_coalesce(batch, batch_n);
         rc = write_batch(w, batch, &applied, &skipped, &commit_ns);
         if (rc == SQLITE_OK) {
             if (w->opts.durability != PSQ_DURABILITY_NONE) {
@@ -212,13 +218,14 @@ writer_main(void *arg)
             }
             if (w->failing && !w->lost_reported) {
                 w->failing = 0;
-                w->env.api->persist_failing(w->env.self, 0);
                 PSQ_LOG(&w->env, MIDGE_LOG_NOTICE, "writes succeed again: storage recovered");
+                w->env.api->persist_failing(w->env.self, 0);
             }
             pthread_mutex_lock(&w->stats_lock);
             w->stats.commits++;
             w->stats.events += applied;
             w->stats.skipped += skipped;
+            w->stats.coalesced += coalesced;
             w->stats.max_batch = batch_n > w->stats.max_batch ? batch_n : w->stats.max_batch;
             w->stats.commit_ns += (uint64_t)commit_ns;
             if ((uint64_t)commit_ns > w->stats.max_commit_ns) {
@@ -249,11 +256,11 @@ writer_main(void *arg)
             }
             if (!w->failing) {
                 w->failing = 1;
-                w->env.api->persist_failing(w->env.self, 1);
                 PSQ_LOG(&w->env, MIDGE_LOG_ERROR,
                         "cannot write the database (%s): %zu events kept in memory, retrying; "
                         "acknowledgements that need them are held",
                         sqlite3_errstr(rc), batch_n);
+                w->env.api->persist_failing(w->env.self, 1);
             }
             if (stopping && --retries_left <= 0) {
                 PSQ_LOG(&w->env, MIDGE_LOG_ERROR,

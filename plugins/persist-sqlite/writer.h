@@ -25,6 +25,7 @@ struct psq_writer_stats {
     uint64_t commits;
     uint64_t events;         /* events applied and committed */
     uint64_t skipped;        /* events that could not be applied (bad data) */
+    uint64_t coalesced;      /* events left out: their delivery began and ended in the batch */
     uint64_t max_batch;
     uint64_t commit_ns;      /* total time in COMMIT (the fsync) */
     uint64_t max_commit_ns;

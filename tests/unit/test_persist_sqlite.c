@@ -1195,6 +1195,44 @@ test_group_commit_batch(void **state)
     assert_true(commits <= 3);
 }
 
+static void
+test_batch_coalesces_finished_deliveries(void **state)
+{
+    struct fixture *f = *state;
+    const midge_message *a = msg("t/a", "gone at once", 1);
+    const midge_message *b = msg("t/b", "stays", 2);
+    unsigned long long commits, events;
+    const char *line;
+    uint64_t last;
+
+    opt(f, "durability", "batch");
+    opt(f, "batch_ms", "1000");
+    assert_int_equal(load(f), 0);
+    last = session(f, "c1", NEVER, 1);
+    assert_true(wait_durable(f, last));
+    /* Within the next 1000 ms slot: one transaction. */
+    queued(f, "c1", 1, a);
+    send(f, (struct midge_persist_event){.type = MIDGE_P_MSG_SENT, .delivery_id = 1,
+                                         .packet_id = 1});
+    send(f, (struct midge_persist_event){.type = MIDGE_P_MSG_DONE, .delivery_id = 1});
+    queued(f, "c1", 2, b);
+    last = send(f, (struct midge_persist_event){.type = MIDGE_P_MSG_SENT, .delivery_id = 2,
+                                                .packet_id = 2});
+    assert_true(wait_durable(f, last));
+    m_unref(a);
+    m_unref(b);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM deliveries"), 1);
+    assert_int_equal(db_int(f, "SELECT state FROM deliveries WHERE delivery_id = 2"), 1);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM messages"), 1);
+    assert_int_equal(db_int(f, "SELECT msg_id FROM messages"), 2);
+    unload(f);
+    closed_stats(f, &commits, &events);
+    line = find_log(f, "closed db=");
+    /* Delivery 1's QUEUED, SENT and DONE were never written. */
+    assert_non_null(strstr(line, " coalesced=3 "));
+    assert_int_equal(events, 3);
+}
+
 struct producer {
     struct fixture *f;
     int first;
@@ -1390,6 +1428,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_directory_created_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit_full_many_threads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_coalesces_finished_deliveries, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_durability_none_reports_before_writing, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_disk_full_then_recovers, setup, teardown),
