@@ -60,10 +60,14 @@ class PersistSqlite(BrokerTest):
         self.mounted = None
 
     def tearDown(self):
-        if self.broker is not None:
-            super().tearDown()
-        if self.mounted:
-            subprocess.run(["umount", self.mounted], check=False)
+        try:
+            if self.broker is not None:
+                super().tearDown()
+        finally:
+            if self.mounted:
+                if self.broker is not None and self.broker.alive():
+                    self.broker.kill()
+                subprocess.run(["umount", self.mounted], check=False)
 
     def config(self):
         return ["plugin " + PLUGIN, "plugin_opt_db " + self.db] + self.extra
