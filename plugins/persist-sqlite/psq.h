@@ -26,10 +26,10 @@ enum psq_durability {
     PSQ_DURABILITY_NONE = 2,  /* synchronous=OFF, events reported durable as soon as the writer takes them */
 };
 
-/* Wall-clock seconds (what the database stores: it must survive a reboot). */
+/* Wall-clock seconds (what the database stores: it must survive a reboot). In queue.c. */
 int64_t psq_wall_now(void);
 
-/* Monotonic nanoseconds (for latencies and deadlines). */
+/* Monotonic nanoseconds (for latencies and deadlines). In queue.c. */
 int64_t psq_mono_ns(void);
 
 #define PSQ_LOG(env, level, ...) (env)->api->log((env)->self, (level), __VA_ARGS__)
