@@ -215,7 +215,8 @@ struct midge_enhanced_auth_request {
 struct midge_persist_event {
     uint32_t size;
     int type;                  /* enum midge_persist_type */
-    uint64_t seq;              /* 1, 2, 3, ...: every event of the process in one order */
+    uint64_t seq;              /* 1, 2, 3, ...: every event of this broker process in one order
+                                  (it starts at 1 again after a restart) */
     const char *client_id;     /* NULL for RETAIN_* */
     const char *filter;        /* SUB_*: the filter; RETAIN_CLEAR: the topic */
     const midge_message *msg;  /* RETAIN_SET, MSG_QUEUED, WILL_SET */

@@ -374,9 +374,10 @@ int midge_test_auth(midge_plugin *p, midge_client *c, const void *password, size
 /*
  * Runs p's ACL hook for client c with `req` (copied; a `size` of 0 is
  * replaced by sizeof(*req)). Returns, *reason and *ticket as
- * midge_test_auth(). As the header says, ACL decisions are synchronous in
- * ABI 1.0: the hook gets a NULL ticket, and a PENDING answer (which the
- * broker replaces by the instance's plugin_timeout_verdict) is returned as
+ * midge_test_auth(): for PUBLISH, RETAIN, SUBSCRIBE and WILL the hook gets
+ * a ticket and may answer PENDING (then midge_test_wait() on *ticket); for
+ * RECEIVE, as in the broker, the ticket is NULL and a PENDING answer (the
+ * broker applies the instance's plugin_timeout_verdict) is returned as
  * MIDGE_PENDING with an already expired *ticket.
  */
 int midge_test_acl(midge_plugin *p, midge_client *c, const struct midge_acl_request *req,

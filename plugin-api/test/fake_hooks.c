@@ -280,7 +280,9 @@ decide(midge_plugin *p, midge_client *c, enum kind k, const void *req, uint8_t *
     if (k == K_AUTH) {
         rc = p->hooks->auth(p->state, c, req, &r, t);
     } else if (k == K_ACL) {
-        rc = p->hooks->acl(p->state, c, req, &r, NULL); /* ABI 1.0: ACL is synchronous */
+        /* As the broker: a ticket for everything but RECEIVE, which runs per delivery. */
+        int receive = ((const struct midge_acl_request *)req)->action == MIDGE_ACL_RECEIVE;
+        rc = p->hooks->acl(p->state, c, req, &r, receive ? NULL : t);
     } else {
         c->auth_ticket = t;
         rc = p->hooks->enhanced_auth(p->state, c, req, &r, t);
@@ -295,8 +297,11 @@ decide(midge_plugin *p, midge_client *c, enum kind k, const void *req, uint8_t *
     pthread_mutex_lock(&fb->lock);
     t->returned = rc;
     if (rc == MIDGE_PENDING && t->state == T_RUNNING) {
-        /* ACL decisions do not wait (ABI 1.0): PENDING there is a timeout at once. */
-        t->state = k == K_ACL ? T_EXPIRED : T_PENDING;
+        /* RECEIVE does not wait: PENDING there is the timeout verdict at once. */
+        t->state = k == K_ACL && ((const struct midge_acl_request *)req)->action ==
+                                     MIDGE_ACL_RECEIVE
+                       ? T_EXPIRED
+                       : T_PENDING;
     } else if (rc != MIDGE_PENDING && t->state == T_RUNNING) {
         t->state = T_CLOSED;
     } else if (rc != MIDGE_PENDING && t->state == T_DONE) {

@@ -193,7 +193,8 @@ memo_hit(const struct conn_state *cs, int action, const char *topic)
 {
     size_t len = cs->memo[action].len;
 
-    return len > 0 && memcmp(cs->memo[action].topic, topic, len) == 0 && topic[len] == 0;
+    /* strncmp, not memcmp: it stops at the end of a shorter topic instead of reading past it. */
+    return len > 0 && strncmp(cs->memo[action].topic, topic, len) == 0 && topic[len] == 0;
 }
 
 static void

@@ -70,6 +70,62 @@ check_done(void *arg)
     free(ck);
 }
 
+/* An ACL decision made on the pool: topics under async/ (".../no" denied). */
+struct acl_job {
+    const struct midge_api *api;
+    midge_ticket *ticket;
+    int allow;
+};
+
+/* [pool thread] */
+static void
+acl_work(void *arg)
+{
+    struct acl_job *j = arg;
+
+    j->api->complete(j->ticket, j->allow ? MIDGE_ALLOW : MIDGE_DENY, j->allow ? 0 : 0x87);
+}
+
+/* [the loop of the acl hook] */
+static void
+acl_done(void *arg)
+{
+    free(arg);
+}
+
+/* deny/...: denied at once; async/...: decided on the pool (PENDING); else DEFER. */
+static int
+probe_acl(void *state, midge_client *c, const struct midge_acl_request *req, uint8_t *reason,
+          midge_ticket *ticket)
+{
+    struct probe *pr = state;
+    struct acl_job *j;
+
+    (void)c;
+    if (strncmp(req->topic, "deny/", 5) == 0) {
+        *reason = 0x87;
+        return MIDGE_DENY;
+    }
+    if (strncmp(req->topic, "async/", 6) != 0) {
+        return MIDGE_DEFER;
+    }
+    if (ticket == NULL) {
+        return MIDGE_PENDING; /* RECEIVE has no ticket: the broker applies the timeout verdict */
+    }
+    j = malloc(sizeof(*j));
+    if (j == NULL) {
+        return MIDGE_DENY;
+    }
+    j->api = pr->api;
+    j->ticket = ticket;
+    j->allow = strstr(req->topic, "/no") == NULL;
+    if (pr->api->run_blocking(pr->self, acl_work, acl_done, j) != 0) {
+        free(j);
+        return MIDGE_DENY;
+    }
+    return MIDGE_PENDING;
+}
+
 static int
 probe_auth(void *state, midge_client *c, const struct midge_auth_request *req, uint8_t *reason,
            midge_ticket *ticket)
@@ -386,6 +442,7 @@ probe_restore(void *state)
 static const struct midge_hooks probe_hooks = {
     .size = sizeof(struct midge_hooks),
     .auth = probe_auth,
+    .acl = probe_acl,
     .client_connected = probe_connected,
     .client_disconnected = probe_disconnected,
     .tick = probe_tick,

@@ -189,6 +189,34 @@ test_blocking_misuse(void **state)
 
 /* ---- Client extras and per-client data ------------------------------------- */
 
+/* ACL decisions may be PENDING (not RECEIVE), completed from another thread. */
+static void
+test_acl_async(void **state)
+{
+    struct fixture *f = *state;
+    midge_client *c = midge_test_client_new(f->fb, "c1", "alice");
+    struct midge_acl_request req = {sizeof(req), MIDGE_ACL_PUBLISH, "async/yes", 1, 0, NULL, 0};
+    midge_ticket *t = NULL;
+    uint8_t reason = 0;
+
+    assert_int_equal(midge_test_acl(f->p, c, &req, &reason, &t), MIDGE_PENDING);
+    assert_non_null(t);
+    assert_int_equal(midge_test_wait(t, 5000, &reason), MIDGE_ALLOW);
+    req.action = MIDGE_ACL_SUBSCRIBE;
+    req.topic = "async/no/#";
+    assert_int_equal(midge_test_acl(f->p, c, &req, &reason, &t), MIDGE_PENDING);
+    assert_int_equal(midge_test_wait(t, 5000, &reason), MIDGE_DENY);
+    assert_int_equal(reason, 0x87);
+    req.topic = "deny/x";
+    assert_int_equal(midge_test_acl(f->p, c, &req, &reason, &t), MIDGE_DENY);
+    assert_int_equal(reason, 0x87);
+    /* RECEIVE: no ticket for the hook; PENDING is applied as the timeout verdict at once. */
+    req.action = MIDGE_ACL_RECEIVE;
+    req.topic = "async/yes";
+    assert_int_equal(midge_test_acl(f->p, c, &req, &reason, &t), MIDGE_PENDING);
+    assert_int_equal(midge_test_bug_count(f->fb), 0);
+}
+
 static void
 test_client_extras(void **state)
 {
@@ -733,6 +761,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_blocking_auth, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_acl_async, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blocking_wait_runs_done, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blocking_queue_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blocking_runs_before_cleanup, setup, teardown),
