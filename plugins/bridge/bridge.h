@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "loop.h"
 #include "midge/plugin.h"
 #include "mqtt.h"
 
@@ -44,6 +45,8 @@ struct bridge_ctx {
     midge_metric *m_received;     /* messages received from remotes */
     midge_metric *m_dropped;      /* messages dropped (queue full, too large, QoS 0 offline) */
     midge_metric *m_connects;     /* successful connections */
+    midge_metric *m_loops;        /* messages dropped as already seen (loop or duplicate) */
+    struct loop_state loop;
 };
 
 /* A growable byte buffer. Owns data. */
@@ -65,6 +68,7 @@ struct held {
     uint8_t state;             /* enum held_state */
     uint8_t dup;               /* sent before: DUP on the next send */
     uint32_t bytes;            /* topic + payload, for queue_max_bytes */
+    struct origin origin;      /* sent as the midge-origin property (MQTT 5) */
 };
 
 enum held_state {
@@ -171,6 +175,8 @@ void link_on_kick(void *arg, int fd, int revents);
 int link_tls_on(const struct bridge *b);
 
 /* outgoing.c */
+int out_send_publish(struct bridge *b, const midge_message *msg, int qos, int retain,
+                     uint16_t pid, int dup, const struct origin *o);
 void out_deliver(void *arg, midge_session *s, const midge_message *msg, int qos, int retain,
                  uint32_t id, int dup);
 void out_pump(struct bridge *b);

@@ -95,11 +95,15 @@ out:
 }
 
 static void
-publish_local(struct bridge *b, const char *topic, const struct mqtt_publish *pub)
+publish_local(struct bridge *b, const char *topic, const struct mqtt_publish *pub,
+              const struct origin *o)
 {
     const struct midge_api *api = bridge_api(b);
     int rc;
 
+    if (o != NULL) {
+        loop_inject_begin(b->ctx, o, topic);
+    }
     if (topic[0] == '$') {
         /* session_publish refuses $ topics: publish as the broker (no No Local needed there). */
         rc = api->publish(bridge_self(b), topic, pub->payload.ptr, pub->payload.len, pub->qos,
@@ -107,6 +111,9 @@ publish_local(struct bridge *b, const char *topic, const struct mqtt_publish *pu
     } else {
         rc = api->session_publish(b->s, topic, pub->payload.ptr, pub->payload.len, pub->qos,
                                   pub->retain);
+    }
+    if (o != NULL) {
+        loop_inject_end();
     }
     if (rc != 0) {
         BLOG(b, MIDGE_LOG_WARNING, "cannot publish incoming message locally topic=%s error=%d",
@@ -131,6 +138,8 @@ in_on_packet(struct bridge *b, const struct mqtt_packet *p)
         char ltopic[65536 + 1];
         const struct bridge_topic *t;
         uint16_t id = pub->packet_id;
+        struct origin o;
+        int has_origin = 0;
 
         if (pub->topic.len == 0) {
             link_drop(b, "protocol error: topic alias without a Topic Alias Maximum");
@@ -142,12 +151,26 @@ in_on_packet(struct bridge *b, const struct mqtt_packet *p)
             send_ack(b, MQTT_PUBREC, id); /* already published: the remote sent it again */
             return;
         }
+        if (b->version == MQTT_V5) {
+            uint32_t pos = 0;
+            struct mqtt_bytes k;
+            struct mqtt_bytes v;
+            while (mqtt_user_prop_next(&pub->props, &pos, &k, &v)) {
+                if (k.len == sizeof(LOOP_PROP) - 1 && memcmp(k.ptr, LOOP_PROP, k.len) == 0) {
+                    has_origin = loop_parse((const char *)v.ptr, v.len, &o);
+                    break;
+                }
+            }
+        }
         t = bridge_rule_in(b->conf, rtopic);
-        if (t == NULL) {
+        if (has_origin && loop_seen(&b->ctx->loop, &o)) {
+            /* Seen before (another path of a mesh, or our own): acknowledged, not published. */
+            bridge_api(b)->metric_add(b->ctx->m_loops, 1);
+        } else if (t == NULL) {
             BLOG(b, MIDGE_LOG_DEBUG, "incoming message matches no in topic rule topic=%s", rtopic);
         } else if ((size_t)snprintf(ltopic, sizeof(ltopic), "%s%s", t->local_prefix,
                                     rtopic + strlen(t->remote_prefix)) < sizeof(ltopic)) {
-            publish_local(b, ltopic, pub);
+            publish_local(b, ltopic, pub, has_origin ? &o : NULL);
         }
         if (pub->qos == 1) {
             send_ack(b, MQTT_PUBACK, id);

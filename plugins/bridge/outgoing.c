@@ -91,9 +91,57 @@ remote_topic(const struct bridge *b, const char *topic, char *buf, size_t cap)
  * Returns 0 sent, 1 dropped (logged: no rule, too large, bad properties),
  * -1 the connection failed.
  */
-static int
-send_publish(struct bridge *b, const midge_message *msg, int qos, int retain, uint16_t pid,
-             int dup)
+/*
+ * The message's user properties without any midge-origin, then ours, into
+ * buf (encoded pairs, 0x26 included). Returns the length, or 0 when they do
+ * not fit.
+ */
+static size_t
+user_props_with_origin(const struct mqtt_props *in, const struct origin *o, uint8_t *buf,
+                       size_t cap)
+{
+    uint32_t pos = 0;
+    struct mqtt_bytes k;
+    struct mqtt_bytes v;
+    size_t n = 0;
+    char val[48];
+    size_t vl = loop_format(o, val);
+    size_t kl = sizeof(LOOP_PROP) - 1;
+
+    while (mqtt_user_prop_next(in, &pos, &k, &v)) {
+        if (k.len == kl && memcmp(k.ptr, LOOP_PROP, kl) == 0) {
+            continue;
+        }
+        if (n + 5 + k.len + v.len > cap) {
+            return 0;
+        }
+        buf[n++] = MQTT_PROP_USER_PROPERTY;
+        buf[n++] = (uint8_t)(k.len >> 8);
+        buf[n++] = (uint8_t)k.len;
+        memcpy(buf + n, k.ptr, k.len);
+        n += k.len;
+        buf[n++] = (uint8_t)(v.len >> 8);
+        buf[n++] = (uint8_t)v.len;
+        memcpy(buf + n, v.ptr, v.len);
+        n += v.len;
+    }
+    if (n + 5 + kl + vl > cap) {
+        return 0;
+    }
+    buf[n++] = MQTT_PROP_USER_PROPERTY;
+    buf[n++] = 0;
+    buf[n++] = (uint8_t)kl;
+    memcpy(buf + n, LOOP_PROP, kl);
+    n += kl;
+    buf[n++] = 0;
+    buf[n++] = (uint8_t)vl;
+    memcpy(buf + n, val, vl);
+    return n + vl;
+}
+
+int
+out_send_publish(struct bridge *b, const midge_message *msg, int qos, int retain, uint16_t pid,
+                 int dup, const struct origin *o)
 {
     const struct midge_api *api = bridge_api(b);
     const char *topic = api->message_topic(msg);
@@ -103,6 +151,8 @@ send_publish(struct bridge *b, const midge_message *msg, int qos, int retain, ui
     uint32_t plen = 0;
     const void *payload = api->message_payload(msg, &plen);
     uint8_t pblock[8 + 65536];
+    uint8_t ubuf[65536 + 64];
+    size_t ulen;
     size_t n;
     uint32_t limit = b->conf->max_packet_size;
 
@@ -143,6 +193,13 @@ send_publish(struct bridge *b, const midge_message *msg, int qos, int retain, ui
             p.u.publish.props.present |= MQTT_PBIT(MQTT_PROP_MESSAGE_EXPIRY);
             p.u.publish.props.message_expiry = expiry;
         }
+        ulen = user_props_with_origin(&p.u.publish.props, o, ubuf, sizeof(ubuf));
+        if (ulen == 0) {
+            count_drop(b, topic, "user properties too large to forward");
+            return 1;
+        }
+        p.u.publish.props.user_props.ptr = ubuf;
+        p.u.publish.props.user_props.len = (uint32_t)ulen;
     }
     if (b->remote_maxpkt != 0 && (limit == 0 || b->remote_maxpkt < limit)) {
         limit = b->remote_maxpkt;
@@ -188,7 +245,7 @@ out_pump(struct bridge *b)
             b->inflight++;
             continue;
         }
-        r = send_publish(b, h->msg, qos, h->retain, h->id, h->dup);
+        r = out_send_publish(b, h->msg, qos, h->retain, h->id, h->dup, &h->origin);
         if (r < 0) {
             return;
         }
@@ -211,9 +268,16 @@ out_deliver(void *arg, midge_session *s, const midge_message *msg, int qos, int 
     const struct midge_api *api = bridge_api(b);
     struct held *h;
     uint32_t plen = 0;
+    struct origin o;
 
-    (void)dup;
     if (b->s != s) {
+        return;
+    }
+    if (loop_classify(b->ctx, msg, &o) && !b->conf->forward_bridged) {
+        /* Split horizon: it came over a bridge and goes over no other. */
+        if (id != 0) {
+            api->session_ack(s, id);
+        }
         return;
     }
     if (id == 0) {
@@ -225,7 +289,7 @@ out_deliver(void *arg, midge_session *s, const midge_message *msg, int qos, int 
             count_drop(b, api->message_topic(msg), "QoS 0 while the remote does not keep up");
             return;
         }
-        if (send_publish(b, msg, 0, retain, 0, 0) == 0) {
+        if (out_send_publish(b, msg, 0, retain, 0, 0, &o) == 0) {
             link_flush(b);
         }
         return;
@@ -253,6 +317,7 @@ out_deliver(void *arg, midge_session *s, const midge_message *msg, int qos, int 
     h->retain = (uint8_t)retain;
     h->dup = (uint8_t)(dup != 0);
     h->bytes = plen + (uint32_t)strlen(api->message_topic(msg));
+    h->origin = o;
     h->prev = b->tail;
     if (b->tail != NULL) {
         b->tail->next = h;

@@ -378,6 +378,7 @@ reload(void *state)
         ctx->bridges = b;
         begin(b);
     }
+    loop_watch(ctx);
     return 0;
 }
 
@@ -402,10 +403,33 @@ thread_stop(void *state, unsigned worker)
     }
 }
 
+/*
+ * A client publishes: a message carrying an origin seen before (a midge
+ * peer's bridge delivering it a second time, over another path of a mesh or
+ * after a reconnect) is acknowledged and dropped. [worker thread]
+ */
+static int
+message_in(void *state, midge_client *client, const midge_message *msg, midge_message_edit *edit,
+           uint8_t *reason)
+{
+    struct bridge_ctx *ctx = state;
+    struct origin o;
+
+    (void)client;
+    (void)edit;
+    if (loop_origin_of(ctx->api, msg, &o) && loop_seen(&ctx->loop, &o)) {
+        ctx->api->metric_add(ctx->m_loops, 1);
+        *reason = 0; /* acknowledged with success: the sender must not send it again */
+        return MIDGE_DENY;
+    }
+    return MIDGE_DEFER;
+}
+
 static const struct midge_hooks hooks = {
     .size = sizeof(struct midge_hooks),
     .reload = reload,
     .thread_stop = thread_stop,
+    .message_in = message_in,
 };
 
 int
@@ -434,6 +458,10 @@ midge_plugin_init(midge_plugin *self, const struct midge_api *api, void **state)
     *state = ctx;
     ctx->api = api;
     ctx->self = self;
+    if (loop_init(&ctx->loop) != 0) {
+        api->set_error(self, "out of memory");
+        return -MIDGE_ENOMEM;
+    }
     if (gethostname(ctx->hostname, sizeof(ctx->hostname) - 1) != 0) {
         snprintf(ctx->hostname, sizeof(ctx->hostname), "midge");
     }
@@ -448,6 +476,8 @@ midge_plugin_init(midge_plugin *self, const struct midge_api *api, void **state)
                                      "messages dropped (queue full, too large, QoS 0 offline)");
     ctx->m_connects = api->metric_new(self, "connects", MIDGE_METRIC_COUNTER,
                                       "successful connections to remote brokers");
+    ctx->m_loops = api->metric_new(self, "duplicates_dropped", MIDGE_METRIC_COUNTER,
+                                   "messages dropped because their origin was seen before");
     api->hooks_set(self, &hooks);
     for (c = list; c != NULL; c = c->next) {
         struct bridge *b = bridge_new(ctx, c);
@@ -458,6 +488,7 @@ midge_plugin_init(midge_plugin *self, const struct midge_api *api, void **state)
         b->next = ctx->bridges;
         ctx->bridges = b;
     }
+    loop_watch(ctx);
     for (struct bridge *b = ctx->bridges; b != NULL; b = b->next) {
         if (begin(b) != 0) {
             api->set_error(self, "cannot open the internal session of bridge %s", b->conf->name);
@@ -492,6 +523,7 @@ midge_plugin_cleanup(midge_plugin *self, void *state)
         bridge_conf_free(g->list);
         free(g);
     }
+    loop_free(&ctx->loop);
     free(ctx->path);
     free(ctx);
 }

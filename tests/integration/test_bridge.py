@@ -455,6 +455,79 @@ class BridgeTest(BridgeBase):
         self.assertEqual(sub.recv_publish().payload, b"still")
 
 
+def start_on_port(broker, port):
+    """Starts a midge Broker on a port chosen in advance (its peers' bridges name it)."""
+    broker.port = port
+    broker.write_config()
+    broker.log = open(broker.logpath, "ab")
+    broker.proc = subprocess.Popen([midge_bin(), "-c", broker.conf, "-v"], stdout=broker.log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    broker.wait_port()
+    return broker
+
+
+@only_midge("the bridge plugin")
+@need_bridge
+class BridgeMesh(BridgeBase):
+    """Loop prevention between midge brokers over MQTT 5 (midge-origin user property)."""
+
+    def mesh(self, names, topics):
+        ports = {n: free_port() for n in names}
+        brokers = {}
+        for n in names:
+            text = ""
+            for peer in names:
+                if peer != n:
+                    text += ("connection %s-to-%s\naddress 127.0.0.1:%d\nremote_clientid %s-to-%s\n"
+                             "bridge_protocol_version mqttv50\nrestart_timeout 1 2\n%s\n"
+                             % (n, peer, ports[peer], n, peer, topics))
+            path = self.write_bridges(text)
+            b = Broker(["plugin " + BRIDGE_SO, "plugin_opt_bridges " + path])
+            self._brokers.append(b)
+            brokers[n] = start_on_port(b, ports[n])
+        for n in names:
+            for peer in names:
+                if peer != n:
+                    self.wait_connected(brokers[n], "%s-to-%s" % (n, peer))
+        return brokers
+
+    def test_triangle_delivers_once_per_subscriber_and_goes_quiet(self):
+        """Three midges, each pushing tri/# to the two others: every message once everywhere."""
+        names = ("a", "b", "c")
+        brokers = self.mesh(names, "topic tri/# out 1")
+        subs = {}
+        for n in names:
+            subs[n] = self.client(brokers[n].port, "sub-" + n, version=5)
+            subs[n].subscribe("tri/#", 1)
+        for n in names:
+            self.client(brokers[n].port, "pub-" + n, version=5).publish("tri/" + n, n.encode(),
+                                                                         qos=1)
+        for n in names:
+            got = sorted(p.payload for p in subs[n].recv_publishes(3))
+            self.assertEqual(got, [b"a", b"b", b"c"], "subscriber on %s" % n)
+        for n in names:
+            subs[n].no_publish(QUIET * 2)   # no duplicates, and the bridges went quiet
+
+    def test_qos0_and_retained_in_triangle(self):
+        names = ("x", "y", "z")
+        brokers = self.mesh(names, "topic r/# out 1")
+        self.client(brokers["x"].port, "pub", version=5).publish("r/k", b"v", qos=0, retain=True)
+        for n in ("y", "z"):
+            def retained(port=brokers[n].port):
+                c = RawClient(port, 5)
+                try:
+                    c.connect("late-%f" % time.monotonic())
+                    c.subscribe("r/#", 1)
+                    try:
+                        return c.recv_publish(timeout=0.3)
+                    except AssertionError:
+                        return None
+                finally:
+                    c.close()
+            p = wait_until(retained, what="retained on " + n)
+            self.assertEqual((p.payload, p.retain), (b"v", True))
+
+
 @only_midge("the bridge plugin")
 @need_bridge
 class BridgeTLS(BridgeBase):
