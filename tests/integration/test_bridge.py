@@ -195,6 +195,34 @@ class BridgeTest(BridgeBase):
         lpub.publish("other/x", b"no", qos=1)
         rsub.no_publish()
 
+    def test_both_over_mqtt5_no_local_and_properties(self):
+        """MQTT 5 to mosquitto: the remote subscription is No Local [MQTT-3.8.3-3], so what the
+        bridge publishes there does not come back; message properties travel out."""
+        r = self.remote()
+        m = self.midge(self.bridge_block("v5", r.port, "topic v/# both 1\n",
+                                         "bridge_protocol_version mqttv50\n"))
+        line = m.wait_log(lambda l: "bridge=v5 connected" in l)
+        self.assertIn("protocol=5", line)
+        rsub = self.client(r.port, "rsub", version=5)
+        rsub.subscribe("v/#", 1)
+        lsub = self.client(m.port, "lsub", version=5)
+        lsub.subscribe("v/#", 1)
+        self.client(m.port, "lpub", version=5).publish(
+            "v/out", b"o", qos=1, props=[("content_type", "text/plain"),
+                                         ("user_property", ("k", "v"))])
+        p = rsub.recv_publish()
+        self.assertEqual((p.topic, p.payload), ("v/out", b"o"))
+        self.assertEqual(p.prop("content_type"), "text/plain")
+        ups = p.props_all("user_property")
+        self.assertIn(("k", "v"), ups)
+        self.assertTrue(any(k == "midge-origin" for k, _ in ups), ups)
+        self.assertEqual(lsub.recv_publish().topic, "v/out")
+        self.client(r.port, "rpub", version=5).publish("v/in", b"i", qos=1)
+        self.assertEqual(lsub.recv_publish().topic, "v/in")
+        self.assertEqual(rsub.recv_publish().topic, "v/in")
+        rsub.no_publish()   # neither message came back
+        lsub.no_publish()
+
     def test_retained_forwarding(self):
         """A retained message goes out with RETAIN; a later remote subscriber gets it."""
         r = self.remote()
