@@ -397,6 +397,48 @@ class BridgeTest(BridgeBase):
         got = [int(p.payload) for p in sub.recv_publishes(50, timeout=TIMEOUT * 3)]
         self.assertEqual(got, list(range(50)))
 
+    def test_queue_bound_drops_are_counted_and_logged(self):
+        """queue_max_messages bounds what waits for the remote; the rest is dropped and logged."""
+        port = free_port()
+        m = self.midge("connection qb\naddress 127.0.0.1:%d\nremote_clientid qb\n"
+                       "restart_timeout 1\nqueue_max_messages 5\ntopic d/# out 1\n" % port)
+        m.wait_log(lambda l: "bridge=qb connection failed" in l)
+        pub = self.client(m.port, "pub")
+        for i in range(12):
+            pub.publish("d/%d" % i, b"%d" % i, qos=1)
+        line = m.wait_log(lambda l: "bridge=qb dropped message" in l, what="drop log line")
+        self.assertIn('reason="bridge queue full"', line)
+        self.assertIn("topic=d/5", line)
+        r = Mosquitto(port=port)
+        self._remotes.append(r)
+        r.start()
+        sub = self.client(r.port, "sub", clean=False)
+        sub.subscribe("d/#", 1)
+        self.wait_connected(m, "qb")
+        got = [int(p.payload) for p in sub.recv_publishes(5)]
+        self.assertEqual(got, list(range(5)))
+        sub.no_publish()
+
+    def test_message_over_remote_maximum_packet_size_dropped(self):
+        """A v5 remote's Maximum Packet Size is respected [MQTT-3.1.2-24]: too large -> dropped."""
+        remote = Broker(["max_packet_size 200"])
+        self._brokers.append(remote)
+        remote.start()
+        m = self.midge("connection mp\naddress 127.0.0.1:%d\nremote_clientid mp\n"
+                       "bridge_protocol_version mqttv50\nrestart_timeout 1 2\n"
+                       "topic p/# out 1\n" % remote.port)
+        self.wait_connected(m, "mp")
+        rsub = self.client(remote.port, "rsub", version=5)
+        rsub.subscribe("p/#", 1)
+        pub = self.client(m.port, "pub", version=5)
+        pub.publish("p/big", b"x" * 500, qos=1)
+        pub.publish("p/small", b"ok", qos=1)
+        p = rsub.recv_publish()
+        self.assertEqual((p.topic, p.payload), ("p/small", b"ok"))
+        line = m.wait_log(lambda l: "bridge=mp dropped message topic=p/big" in l)
+        self.assertIn("over the maximum packet size 200", line)
+        self.assertEqual(m.log_text().count("bridge=mp connected"), 1)
+
     def test_sighup_adds_bridge_without_touching_the_other(self):
         r1 = self.remote()
         r2 = self.remote()
