@@ -320,8 +320,6 @@ static const struct {
     {"local_username", "the local side of a midge bridge is an internal session with no login "
                        "(ACL on bridged traffic: docs/bridge.md)"},
     {"local_password", "the local side of a midge bridge is an internal session with no login"},
-    {"bridge_identity", "TLS-PSK bridges are not supported; use certificates"},
-    {"bridge_psk", "TLS-PSK bridges are not supported; use certificates"},
     {"bridge_require_ocsp", "OCSP stapling checks are not supported"},
     {"idle_timeout", "start_type lazy is not supported, so idle_timeout has no meaning"},
     {"threshold", "start_type lazy is not supported, so threshold has no meaning"},
@@ -478,6 +476,26 @@ one_line(struct parser *p, char **tok, int ntok)
         return set_str(p, &c->certfile, v);
     } else if (strcmp(k, "bridge_keyfile") == 0) {
         return set_str(p, &c->keyfile, v);
+    } else if (strcmp(k, "bridge_identity") == 0) {
+        return set_str(p, &c->psk_identity, v);
+    } else if (strcmp(k, "bridge_psk") == 0) {
+        size_t l = strlen(v);
+        size_t j;
+        uint8_t *key;
+        if (l == 0 || l % 2 != 0 || l > 512 || strspn(v, "0123456789abcdefABCDEF") != l) {
+            return fail(p, "bridge_psk must be an even number of hex digits (at most 512)");
+        }
+        key = malloc(l / 2);
+        if (key == NULL) {
+            return fail(p, "out of memory");
+        }
+        for (j = 0; j < l / 2; j++) {
+            char hx[3] = {v[2 * j], v[2 * j + 1], '\0'};
+            key[j] = (uint8_t)strtoul(hx, NULL, 16);
+        }
+        free(c->psk);
+        c->psk = key;
+        c->psk_len = l / 2;
     } else if (strcmp(k, "bridge_alpn") == 0) {
         return set_str(p, &c->alpn, v);
     } else if (strcmp(k, "bridge_tls_version") == 0) {
@@ -513,8 +531,14 @@ finish_conf(struct parser *p, struct bridge_conf *c, const char *hostname)
     if ((c->certfile == NULL) != (c->keyfile == NULL)) {
         return fail(p, "connection %s: bridge_certfile and bridge_keyfile go together", c->name);
     }
+    if ((c->psk_identity == NULL) != (c->psk == NULL)) {
+        return fail(p, "connection %s: bridge_identity and bridge_psk go together", c->name);
+    }
+    if (c->psk != NULL && (c->cafile != NULL || c->capath != NULL || c->certfile != NULL)) {
+        return fail(p, "connection %s: bridge_psk cannot be combined with certificates", c->name);
+    }
     if ((c->certfile != NULL || c->alpn != NULL || c->insecure || c->tls_version != NULL) &&
-        c->cafile == NULL && c->capath == NULL) {
+        c->cafile == NULL && c->capath == NULL && c->psk == NULL) {
         return fail(p, "connection %s: TLS options need bridge_cafile or bridge_capath", c->name);
     }
     if (c->local_cleansession < 0) {
@@ -737,6 +761,8 @@ bridge_conf_free(struct bridge_conf *list)
         free(c->keyfile);
         free(c->alpn);
         free(c->tls_version);
+        free(c->psk_identity);
+        free(c->psk);
         free(c);
     }
 }
@@ -772,7 +798,9 @@ bridge_conf_same(const struct bridge_conf *a, const struct bridge_conf *b)
         !str_same(a->bind_address, b->bind_address) || !str_same(a->cafile, b->cafile) ||
         !str_same(a->capath, b->capath) || !str_same(a->certfile, b->certfile) ||
         !str_same(a->keyfile, b->keyfile) || !str_same(a->alpn, b->alpn) ||
-        !str_same(a->tls_version, b->tls_version)) {
+        !str_same(a->tls_version, b->tls_version) ||
+        !str_same(a->psk_identity, b->psk_identity) || a->psk_len != b->psk_len ||
+        (a->psk_len > 0 && memcmp(a->psk, b->psk, a->psk_len) != 0)) {
         return 0;
     }
     for (i = 0; i < a->naddrs; i++) {

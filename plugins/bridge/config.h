@@ -88,6 +88,9 @@ struct bridge_conf {
     char *alpn;
     char *tls_version;           /* NULL: library default (TLS 1.2+) */
     int insecure;                /* do not check the host name in the certificate */
+    char *psk_identity;          /* TLS-PSK (bridge_identity / bridge_psk): instead of a CA */
+    uint8_t *psk;
+    size_t psk_len;
 };
 
 /*

@@ -766,5 +766,5 @@ link_stop(struct bridge *b, const char *why)
 int
 link_tls_on(const struct bridge *b)
 {
-    return b->conf->cafile != NULL || b->conf->capath != NULL;
+    return b->conf->cafile != NULL || b->conf->capath != NULL || b->conf->psk != NULL;
 }

@@ -38,6 +38,27 @@ ssl_error(char *buf, size_t n, const char *what)
     snprintf(buf, n, "%s: %s", what, ebuf);
 }
 
+/* TLS-PSK: our identity and key (the bridge's conf is the SSL's app data). */
+static unsigned int
+psk_cb(SSL *ssl, const char *hint, char *identity, unsigned int max_identity_len,
+       unsigned char *psk, unsigned int max_psk_len)
+{
+    const struct bridge_conf *c = SSL_get_app_data(ssl);
+    size_t il;
+
+    (void)hint;
+    if (c == NULL || c->psk == NULL) {
+        return 0;
+    }
+    il = strlen(c->psk_identity);
+    if (il + 1 > max_identity_len || c->psk_len > max_psk_len) {
+        return 0;
+    }
+    memcpy(identity, c->psk_identity, il + 1);
+    memcpy(psk, c->psk, c->psk_len);
+    return (unsigned int)c->psk_len;
+}
+
 static SSL_CTX *
 make_ctx(const struct bridge_conf *c, char *err, size_t errlen)
 {
@@ -55,11 +76,20 @@ make_ctx(const struct bridge_conf *c, char *err, size_t errlen)
         SSL_CTX_set_min_proto_version(ctx, v);
         SSL_CTX_set_max_proto_version(ctx, v);
     }
-    if (SSL_CTX_load_verify_locations(ctx, c->cafile, c->capath) != 1) {
+    if (c->psk != NULL) {
+        /* Pre-shared key instead of certificates (TLS 1.2 PSK suites, as mosquitto's). */
+        SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);
+        if (SSL_CTX_set_cipher_list(ctx, "PSK") != 1) {
+            ssl_error(err, errlen, "bridge_psk ciphers");
+            goto fail;
+        }
+        SSL_CTX_set_psk_client_callback(ctx, psk_cb);
+    } else if (SSL_CTX_load_verify_locations(ctx, c->cafile, c->capath) != 1) {
         ssl_error(err, errlen, c->cafile ? "bridge_cafile" : "bridge_capath");
         goto fail;
+    } else {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     }
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     if (c->certfile != NULL) {
         if (SSL_CTX_use_certificate_chain_file(ctx, c->certfile) != 1) {
             ssl_error(err, errlen, "bridge_certfile");
@@ -96,7 +126,7 @@ tls_check_conf(const struct bridge_conf *c, char *err, size_t errlen)
 {
     SSL_CTX *ctx;
 
-    if (c->cafile == NULL && c->capath == NULL) {
+    if (c->cafile == NULL && c->capath == NULL && c->psk == NULL) {
         return 0;
     }
     ctx = make_ctx(c, err, errlen);
@@ -141,10 +171,11 @@ tls_start(struct bridge *b)
         link_drop(b, err);
         return -1;
     }
+    SSL_set_app_data(t->ssl, (void *)b->conf);
     if (!numeric_host(host)) {
         SSL_set_tlsext_host_name(t->ssl, host); /* SNI */
     }
-    if (!b->conf->insecure) {
+    if (!b->conf->insecure && b->conf->psk == NULL) {
         /* The certificate must name the host we connect to (DNS name or IP address). */
         if (SSL_set1_host(t->ssl, host) != 1) {
             ssl_error(err, sizeof(err), "TLS host check");

@@ -688,6 +688,24 @@ class BridgeTLS(BridgeBase):
                 out.kill()
                 out.wait()
 
+    def test_tls_psk(self):
+        """bridge_identity / bridge_psk against a mosquitto psk_file listener."""
+        d = tempfile.mkdtemp(prefix="psk-", dir=tmp_root())
+        with open(os.path.join(d, "psk"), "w") as f:
+            f.write("edge:0123456789abcdef\n")
+        tls_port = free_port()
+        plain = free_port()
+        r = self.remote(["listener %d %s" % (plain, HOST),
+                         "listener %d %s" % (tls_port, HOST), "psk_hint midge-test",
+                         "psk_file %s/psk" % d, "use_identity_as_username false"], port=plain)
+        m = self.midge(self.bridge_block("psk", tls_port, "topic p/# out 1\n",
+                                         "bridge_identity edge\nbridge_psk 0123456789abcdef\n"))
+        self.wait_connected(m, "psk")
+        sub = self.client(plain, "sub")
+        sub.subscribe("p/#", 1)
+        self.client(m.port, "pub").publish("p/1", b"psk", qos=1)
+        self.assertEqual(sub.recv_publish().payload, b"psk")
+
     def test_tls_wrong_ca_is_refused(self):
         d = self.make_pki()
         other = self.make_pki()

@@ -156,6 +156,19 @@ test_restart_timeout_constant(void **state)
     bridge_conf_free(c);
 }
 
+static void
+test_psk(void **state)
+{
+    struct bridge_conf *c = parse_ok("connection a\naddress h:8884\ntopic t\n"
+                                     "bridge_identity edge\nbridge_psk 00A1ff\n");
+
+    (void)state;
+    assert_string_equal(c->psk_identity, "edge");
+    assert_int_equal(c->psk_len, 3);
+    assert_memory_equal(c->psk, "\x00\xa1\xff", 3);
+    bridge_conf_free(c);
+}
+
 /* Old mosquitto spellings still accepted. */
 static void
 test_old_aliases(void **state)
@@ -215,8 +228,11 @@ static const struct {
      "b.conf:4: local_username is not supported: the local side of a midge bridge is an internal "
      "session with no login (ACL on bridged traffic: docs/bridge.md)"},
     {"connection a\naddress h\ntopic t\nbridge_psk 00ff\n",
-     "b.conf:4: bridge_psk is not supported: TLS-PSK bridges are not supported; use "
-     "certificates"},
+     "b.conf:1: connection a: bridge_identity and bridge_psk go together"},
+    {"connection a\naddress h\ntopic t\nbridge_psk 0g\n",
+     "b.conf:4: bridge_psk must be an even number of hex digits (at most 512)"},
+    {"connection a\naddress h\ntopic t\nbridge_identity i\nbridge_psk 00ff\nbridge_cafile c\n",
+     "b.conf:1: connection a: bridge_psk cannot be combined with certificates"},
     {"connection a\naddress h\ntopic t\nremote_password p\n",
      "b.conf:1: connection a: remote_password needs remote_username"},
     {"connection a\naddress h\ntopic t\nbridge_certfile c\n",
@@ -336,6 +352,7 @@ main(void)
         cmocka_unit_test(test_every_supported_line),
         cmocka_unit_test(test_restart_timeout_constant),
         cmocka_unit_test(test_old_aliases),
+        cmocka_unit_test(test_psk),
         cmocka_unit_test(test_errors_name_file_and_line),
         cmocka_unit_test(test_load_missing_file),
         cmocka_unit_test(test_load_file),
