@@ -134,6 +134,11 @@ struct bridge {
     double backoff;                  /* last delay, for decorrelated jitter */
     int private_refused;             /* try_private was refused: connect without it */
     struct bridge_resolve *resolving;
+    /* round_robin false, connected to a secondary address: probes of the first one */
+    midge_timer *probe_timer;
+    midge_watch *probe_watch;
+    int probe_fd;
+    struct bridge_resolve *probe_resolving;
     struct bridge_tls *tls;
     struct bbuf in;
     struct bbuf out;

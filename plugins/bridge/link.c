@@ -27,6 +27,7 @@
 /* A getaddrinfo job on the blocking pool. Owned by the job: freed in its done callback. */
 struct bridge_resolve {
     struct bridge *b;        /* NULL once the bridge gave up on it (home worker) */
+    int probe;               /* for a probe of the main address, not the connection */
     char *host;
     char port[8];
     struct addrinfo *res;
@@ -66,6 +67,11 @@ bbuf_free(struct bbuf *bb)
 
 static void io_cb(void *arg, int fd, int revents);
 static void schedule_restart(struct bridge *b);
+static void probe_connect(struct bridge *b, const struct addrinfo *ai);
+static void probe_stop(struct bridge *b);
+static int make_socket(struct bridge *b, const struct addrinfo *ai);
+static void resolve_work(void *arg);
+static void resolve_done(void *arg);
 
 void
 link_want(struct bridge *b, int events)
@@ -89,6 +95,7 @@ stop_timer(struct bridge *b, midge_timer **t)
 static void
 close_socket(struct bridge *b)
 {
+    probe_stop(b);
     if (b->resolving != NULL) {
         b->resolving->b = NULL;
         b->resolving = NULL;
@@ -340,11 +347,121 @@ on_connack(struct bridge *b, const struct mqtt_connack *ca)
     in_link_up(b, ca->session_present);
 }
 
+/*
+ * round_robin false: while connected to a secondary address, try a TCP
+ * connection to the first (main) address every restart_timeout cap; once
+ * it answers, the bridge moves back to it (mosquitto does the same).
+ */
+static void
+probe_stop(struct bridge *b)
+{
+    if (b->probe_resolving != NULL) {
+        b->probe_resolving->b = NULL;
+        b->probe_resolving = NULL;
+    }
+    if (b->probe_watch != NULL) {
+        bridge_api(b)->fd_unwatch(bridge_self(b), b->probe_watch);
+        b->probe_watch = NULL;
+    }
+    if (b->probe_fd >= 0) {
+        close(b->probe_fd);
+    }
+    b->probe_fd = -1;
+    stop_timer(b, &b->probe_timer);
+}
+
+static void
+probe_io(void *arg, int fd, int revents)
+{
+    struct bridge *b = arg;
+    int err = 0;
+    socklen_t len = sizeof(err);
+
+    (void)revents;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) {
+        err = errno;
+    }
+    bridge_api(b)->fd_unwatch(bridge_self(b), b->probe_watch);
+    b->probe_watch = NULL;
+    close(b->probe_fd);
+    b->probe_fd = -1;
+    if (err == 0 && b->state == LINK_UP) {
+        BLOG(b, MIDGE_LOG_NOTICE, "main address %s:%u answers again: moving back to it",
+             b->conf->addrs[0].host, (unsigned)b->conf->addrs[0].port);
+        /* link_drop moves a link that was up back to the first address (round_robin false). */
+        link_drop(b, "moving back to the main address");
+    }
+}
+
+static void
+probe_connect(struct bridge *b, const struct addrinfo *ai)
+{
+    int fd = make_socket(b, ai);
+
+    if (fd < 0) {
+        return;
+    }
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS) {
+        close(fd);
+        return;
+    }
+    b->probe_fd = fd;
+    b->probe_watch = bridge_api(b)->fd_watch(bridge_self(b), fd, MIDGE_FD_WRITE, probe_io, b);
+    if (b->probe_watch == NULL) {
+        close(fd);
+        b->probe_fd = -1;
+    }
+}
+
+static void
+probe_cb(void *arg, midge_timer *t)
+{
+    struct bridge *b = arg;
+    const struct bridge_addr *a = &b->conf->addrs[0];
+    struct addrinfo hints;
+    struct addrinfo *res = NULL;
+    struct bridge_resolve *r;
+    char port[8];
+
+    (void)t;
+    if (b->probe_fd >= 0 || b->probe_resolving != NULL || b->state != LINK_UP) {
+        return; /* the previous probe is still running */
+    }
+    snprintf(port, sizeof(port), "%u", (unsigned)a->port);
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+    if (getaddrinfo(a->host, port, &hints, &res) == 0 && res != NULL) {
+        probe_connect(b, res);
+        freeaddrinfo(res);
+        return;
+    }
+    r = calloc(1, sizeof(*r));
+    if (r == NULL || (r->host = strdup(a->host)) == NULL) {
+        free(r);
+        return;
+    }
+    memcpy(r->port, port, sizeof(port));
+    r->b = b;
+    r->probe = 1;
+    b->probe_resolving = r;
+    if (bridge_api(b)->run_blocking(bridge_self(b), resolve_work, resolve_done, r) != 0) {
+        b->probe_resolving = NULL;
+        free(r->host);
+        free(r);
+    }
+}
+
 /* All SUBACK/UNSUBACK are in: the link carries traffic. */
 void
 link_ready(struct bridge *b)
 {
     b->state = LINK_UP;
+    if (!b->conf->round_robin && b->addr_idx != 0 && b->probe_timer == NULL) {
+        b->probe_timer = bridge_api(b)->timer_start(bridge_self(b), b->conf->restart_cap,
+                                                    b->conf->restart_cap, probe_cb, b);
+    }
     notify_state(b, 1);
     out_pump(b);
 }
@@ -593,7 +710,12 @@ resolve_done(void *arg)
     struct bridge_resolve *r = arg;
     struct bridge *b = r->b;
 
-    if (b != NULL) {
+    if (b != NULL && r->probe) {
+        b->probe_resolving = NULL;
+        if (r->err == 0 && r->res != NULL) {
+            probe_connect(b, r->res);
+        }
+    } else if (b != NULL) {
         b->resolving = NULL;
         if (r->err != 0 || r->res == NULL) {
             char why[200];

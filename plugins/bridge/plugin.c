@@ -211,6 +211,7 @@ bridge_new(struct bridge_ctx *ctx, const struct bridge_conf *c)
     b->conf = c;
     b->latest = c;
     b->fd = -1;
+    b->probe_fd = -1;
     b->kick = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (b->kick < 0) {
         free(b);
@@ -228,6 +229,9 @@ bridge_free(struct bridge *b)
     }
     if (b->fd >= 0) {
         close(b->fd);
+    }
+    if (b->probe_fd >= 0) {
+        close(b->probe_fd);
     }
     out_free(b);
     bbuf_free(&b->in);

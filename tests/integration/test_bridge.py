@@ -307,6 +307,24 @@ class BridgeTest(BridgeBase):
         self.assertIn("address=127.0.0.1:%d" % r.port,
                       [l for l in m.log_text().splitlines() if "bridge=fo connected" in l][0])
 
+    def test_back_to_main_address_when_it_answers_again(self):
+        """round_robin false: connected to the second address, the bridge returns to the
+        first one once it accepts connections (mosquitto.conf(5), round_robin)."""
+        main_port = free_port()
+        second = self.remote()
+        m = self.midge("connection rr\naddress 127.0.0.1:%d 127.0.0.1:%d\nremote_clientid rr\n"
+                       "restart_timeout 1 2\ntopic t/# out 1\n" % (main_port, second.port))
+        self.wait_connected(m, "rr")
+        self.assertIn("address=127.0.0.1:%d" % second.port,
+                      [l for l in m.log_text().splitlines() if "bridge=rr connected" in l][0])
+        main = Mosquitto(port=main_port)
+        self._remotes.append(main)
+        main.start()
+        self.wait_connected(m, "rr", count=2, timeout=10)
+        last = [l for l in m.log_text().splitlines() if "bridge=rr connected" in l][-1]
+        self.assertIn("address=127.0.0.1:%d" % main_port, last)
+        self.assertIn("main address 127.0.0.1:%d answers again" % main_port, m.log_text())
+
     def test_remote_killed_mid_stream_every_qos1_message_arrives(self):
         """Numbered QoS 1 messages; the remote is killed (SIGKILL) with messages in flight,
         more are published while it is down, then it is restarted: every message arrives.
