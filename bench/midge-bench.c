@@ -85,6 +85,7 @@ struct opts {
     double hold;
     int keepalive;
     bool keep;
+    bool persistent;
     const char *label;
 };
 
@@ -371,8 +372,9 @@ put_str(uint8_t *p, const char *s)
 
 /* ---- packet encoders ---- */
 
+/* persistent: a session that outlives the connection (clean 0; v5: expiry never). */
 static void
-enc_connect(struct buf *b, const char *cid, int keepalive)
+enc_connect(struct buf *b, const char *cid, int keepalive, bool persistent)
 {
     uint8_t body[256];
     uint8_t hdr[5];
@@ -380,10 +382,15 @@ enc_connect(struct buf *b, const char *cid, int keepalive)
 
     n += put_str(body + n, "MQTT");
     body[n++] = (uint8_t)opt.version;
-    body[n++] = 0x02; /* clean session / clean start */
+    body[n++] = persistent ? 0x00 : 0x02; /* clean session / clean start */
     put_u16(body + n, (unsigned)keepalive);
     n += 2;
-    if (opt.version == 5) {
+    if (opt.version == 5 && persistent) {
+        static const uint8_t expiry_never[] = { 5, 0x11, 0xff, 0xff, 0xff, 0xff };
+
+        memcpy(body + n, expiry_never, sizeof(expiry_never));
+        n += sizeof(expiry_never);
+    } else if (opt.version == 5) {
         body[n++] = 0; /* no properties */
     }
     n += put_str(body + n, cid);
@@ -643,7 +650,7 @@ conn_connected(struct conn *c)
         return;
     }
     snprintf(cid, sizeof(cid), "%s%c%d-%d", g_idprefix, tag[c->role], c->w->idx, c->index);
-    enc_connect(&c->out, cid, opt.keepalive);
+    enc_connect(&c->out, cid, opt.keepalive, opt.persistent && c->role == ROLE_SUB);
     c->state = CS_WAIT_CONNACK;
     conn_set_events(c, EPOLLIN);
     if (conn_flush(c) != 0) {
@@ -1125,6 +1132,9 @@ usage(FILE *f)
 "                        possible (0). Latency is from the scheduled send time.\n"
 "  -b, --batch N         PUBLISH packets per write (32)\n"
 "  -W, --window N        max unacked QoS 1/2 messages per publisher (1000)\n"
+"  -R, --persistent-subs subscribers keep their session (clean session 0; MQTT 5:\n"
+"                        Session Expiry never), so a persistence plugin stores\n"
+"                        their deliveries\n"
 "\n"
 "storm and idle modes:\n"
 "  -c, --conns N         connections to open (1000)\n"
@@ -1192,11 +1202,12 @@ parse_args(int argc, char **argv)
         { "drain", 1, NULL, 'D' }, { "rate", 1, NULL, 'r' }, { "batch", 1, NULL, 'b' },
         { "window", 1, NULL, 'W' }, { "conns", 1, NULL, 'c' }, { "concurrency", 1, NULL, 'C' },
         { "keep", 0, NULL, 'K' }, { "hold", 1, NULL, 'H' }, { "help", 0, NULL, 'h' },
+        { "persistent-subs", 0, NULL, 'R' },
         { NULL, 0, NULL, 0 },
     };
     int ch;
 
-    while ((ch = getopt_long(argc, argv, "p:m:t:V:k:L:T:P:S:X:q:Q:s:d:w:D:r:b:W:c:C:KH:h", lo,
+    while ((ch = getopt_long(argc, argv, "p:m:t:V:k:L:T:P:S:X:q:Q:s:d:w:D:r:b:W:c:C:KH:hR", lo,
                              NULL)) != -1) {
         switch (ch) {
         case 'p': opt.port = parse_int(optarg, 1, 65535); break;
@@ -1218,6 +1229,7 @@ parse_args(int argc, char **argv)
         case 'r': opt.rate = parse_num(optarg, 0, 1e9); break;
         case 'b': opt.batch = parse_int(optarg, 1, 100000); break;
         case 'W': opt.window = parse_int(optarg, 1, 65000); break;
+        case 'R': opt.persistent = true; break;
         case 'c': opt.conns = parse_int(optarg, 1, 1000000); break;
         case 'C': opt.concurrency = parse_int(optarg, 1, 100000); break;
         case 'K': opt.keep = true; break;

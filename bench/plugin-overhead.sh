@@ -3,8 +3,8 @@
 # ABI, on the current midge without plugins, and with one trivial ACL plugin
 # (tests/plugins/acl_deny: defers everything outside its test prefixes), each
 # the median of N runs (default 5) of bench/run.sh. Prints one line per setup.
-# With -o FILE the lines also replace the "## Plugin ABI overhead" section at
-# the end of FILE (docs/benchmarks.md; run it after bench/run.sh).
+# With -o FILE the lines also replace the "## Plugin ABI overhead" section of
+# FILE (docs/benchmarks.md), leaving the other sections as they are.
 #   PREABI=/path/to/old/server/midge bench/plugin-overhead.sh [-n N] [-o FILE]
 set -eu
 cd "$(dirname "$0")/.."
@@ -34,8 +34,7 @@ fi
 run "no plugin" MIDGE=build/server/midge
 run "one trivial ACL plugin" MIDGE=build/server/midge MIDGE_EXTRA_CONF="plugin $(pwd)/$plugin"
 if [ -n "$file" ]; then
-    tmp=$(mktemp)
-    sed '/^## Plugin ABI overhead/,$d' "$file" >"$tmp"
+    section=$(mktemp)
     {
         echo "## Plugin ABI overhead"
         echo
@@ -45,7 +44,17 @@ if [ -n "$file" ]; then
         echo "passes its hook (it defers), with the broker's own per-hook metrics on."
         echo
         sed 's/^/- /' "$results"
-    } >>"$tmp"
+        echo
+    } >"$section"
+    # Replace only this section (up to the next "## " heading); append it when missing.
+    tmp=$(mktemp)
+    awk -v sec="$section" '
+        /^## Plugin ABI overhead/ { while ((getline l < sec) > 0) print l; skip = 1; done = 1; next }
+        skip && /^## / { skip = 0 }
+        !skip { print }
+        END { if (!done) { print ""; while ((getline l < sec) > 0) print l } }
+    ' "$file" >"$tmp"
     mv "$tmp" "$file"
+    rm -f "$section"
 fi
 rm -f "$results"

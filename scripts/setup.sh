@@ -53,3 +53,21 @@ if [ ! -f Makefile ] || [ "$(cat .configure-flags 2>/dev/null)" != "$flags" ]; t
 fi
 make -j"$(nproc)"
 echo "setup: built $top/$build/server/midge"
+
+# MQTT.js for the WebSocket interop test (tests/integration/test_ws.py), in
+# $build/node (not tracked). Optional: without node/npm or network the test
+# says it skips.
+mqttjs_version=5.16.0
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+    if [ "$(node -p "try{require('$top/$build/node/node_modules/mqtt/package.json').version}catch(e){''}" 2>/dev/null)" != "$mqttjs_version" ]; then
+        mkdir -p "$top/$build/node"
+        if npm install --prefix "$top/$build/node" --no-audit --no-fund --silent \
+            "mqtt@$mqttjs_version" >/dev/null 2>&1; then
+            echo "setup: MQTT.js $mqttjs_version in $top/$build/node"
+        else
+            echo "setup: could not install MQTT.js (npm); the MQTT.js test will be skipped" >&2
+        fi
+    fi
+else
+    echo "setup: node/npm not found; the MQTT.js test will be skipped" >&2
+fi

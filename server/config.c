@@ -64,6 +64,33 @@ static const struct directive directives[] = {
       "ipv4 or ipv6: restrict the listener to one address family", socket_domain_words },
     { "max_topic_alias", set_int, LK(FK_UINT, max_topic_alias), 0, 65535, "10",
       "Topic Alias Maximum announced to MQTT 5 clients on this listener", NULL },
+    /* TLS and WebSockets (issue 9; setters in config_tls.c). */
+    { "certfile", conf_set_tls_path, LK(FK_STR, certfile), 0, 0, "none",
+      "PEM certificate chain of the server; turns TLS on for this listener", NULL },
+    { "keyfile", conf_set_tls_path, LK(FK_STR, keyfile), 0, 0, "none",
+      "PEM private key matching certfile", NULL },
+    { "cafile", conf_set_tls_path, LK(FK_STR, cafile), 0, 0, "none",
+      "PEM CA certificates trusted for client certificates", NULL },
+    { "capath", conf_set_tls_path, LK(FK_STR, capath), 0, 0, "none",
+      "directory of hashed CA certificates trusted for client certificates", NULL },
+    { "crlfile", conf_set_tls_path, LK(FK_STR, crlfile), 0, 0, "none",
+      "PEM certificate revocation list checked against client certificates", NULL },
+    { "require_certificate", set_bool, LK(FK_INT, require_certificate), 0, 0, "false",
+      "refuse TLS clients without a valid certificate", NULL },
+    { "use_identity_as_username", set_bool, LK(FK_INT, use_identity_as_username), 0, 0,
+      "false", "use the client certificate's CN as the username", NULL },
+    { "use_subject_as_username", set_bool, LK(FK_INT, use_subject_as_username), 0, 0, "false",
+      "use the client certificate's subject as the username", NULL },
+    { "tls_version", conf_set_tls_version, LK(FK_INT, tls_version), 0, 0, "tlsv1.2",
+      "lowest TLS version accepted: tlsv1.2 or tlsv1.3", NULL },
+    { "ciphers", set_string, LK(FK_STR, ciphers), 0, 0, "OpenSSL's default",
+      "TLS 1.2 cipher list in OpenSSL syntax", NULL },
+    { "ciphers_tls1.3", set_string, LK(FK_STR, ciphers_tls13), 0, 0, "OpenSSL's default",
+      "TLS 1.3 cipher suites in OpenSSL syntax", NULL },
+    { "websockets_path", conf_set_word_list, LK(FK_STR, ws_paths), 0, 0, "any path",
+      "HTTP paths a WebSocket client may connect to; repeatable", NULL },
+    { "websockets_origin", conf_set_word_list, LK(FK_STR, ws_origins), 0, 0, "any origin",
+      "Origin header values a browser may connect from; repeatable", NULL },
     { "bind_address", set_refused, SCOPE_GLOBAL, 0, FK_NONE, 0, 0, 0, "refused",
       "not supported: write listener PORT ADDRESS", NULL },
     { "port", set_refused, SCOPE_GLOBAL, 0, FK_NONE, 0, 0, 0, "refused",
@@ -111,6 +138,10 @@ static const struct directive directives[] = {
       "accepted for mosquitto compatibility; timestamps are always written", NULL },
     { "connection_messages", set_bool, GK(FK_INT, connection_messages), 0, 0, "true",
       "log client connections and disconnections", NULL },
+    { "user", set_string, SCOPE_GLOBAL, 0, FK_STR, offsetof(struct config, user), 0, 0, "none",
+      "when started as root, switch to this user after opening the listeners", NULL },
+    { "memory_limit", set_int, GK(FK_LLONG, memory_limit), 0, LLONG_MAX, "0",
+      "bytes of messages held in memory above which publishes are refused; 0 no limit", NULL },
     { "pid_file", set_string, SCOPE_GLOBAL, 0, FK_STR, offsetof(struct config, pid_file), 0, 0,
       "none", "write the broker's process id to this file", NULL },
     { "include_dir", set_include_dir, SCOPE_GLOBAL, 1, FK_NONE, 0, 0, 0, "none",
@@ -149,17 +180,16 @@ static const struct directive directives[] = {
 static const char *const mosquitto_only[] = {
     "acl_file", "address", "allow_duplicate_messages", "auth_opt_", "auth_plugin",
     "auth_plugin_deny_special_chars", "autosave_interval", "autosave_on_changes", "bridge_",
-    "cafile", "capath", "certfile", "check_retain_source", "ciphers", "ciphers_tls1.3",
-    "cleansession", "clientid", "clientid_prefixes", "connection", "crlfile", "dhparamfile",
-    "enable_control_api", "http_dir", "keepalive_interval", "keyfile", "local_clientid",
+    "check_retain_source", "cleansession", "clientid", "clientid_prefixes", "connection", "dhparamfile",
+    "enable_control_api", "http_dir", "keepalive_interval", "local_clientid",
     "local_password", "local_username", "log_facility", "log_timestamp_format",
-    "max_inflight_bytes", "memory_limit", "mount_point", "notification_topic", "notifications",
+    "max_inflight_bytes", "mount_point", "notification_topic", "notifications",
     "password_file", "persistence", "persistence_file", "persistence_location",
     "psk_file", "psk_hint", "remote_clientid", "remote_password", "remote_username",
-    "require_certificate", "restart_timeout", "retry_interval", "start_type",
-    "store_clean_interval", "tls_engine", "tls_keyform", "tls_version", "topic", "try_private",
-    "upgrade_outgoing_qos", "use_identity_as_username", "use_subject_as_username",
-    "use_username_as_clientid", "user", "websockets_headers_size", "websockets_log_level",
+    "restart_timeout", "retry_interval", "start_type",
+    "store_clean_interval", "tls_engine", "tls_keyform", "topic", "try_private",
+    "upgrade_outgoing_qos", "use_username_as_clientid", "websockets_headers_size",
+    "websockets_log_level",
 };
 
 static int parse_file(struct parser *p, const char *path);
@@ -284,6 +314,7 @@ set_word(struct parser *p, const struct directive *d, char *args)
 static void
 listener_free(struct listener_conf *l)
 {
+    conf_tls_free(l); /* issue 9 */
     free(l->bind_address);
     free(l->file);
     free(l);
@@ -303,6 +334,7 @@ listener_new(uint16_t port, const char *address, const char *file, int line)
     l->protocol = LISTENER_MQTT;
     l->socket_domain = 0;
     l->max_topic_alias = 10;
+    l->tls_version = 12; /* issue 9: TLS 1.2 minimum */
     l->line = line;
     if (address != NULL && (l->bind_address = strdup(address)) == NULL) {
         goto fail;
@@ -860,7 +892,7 @@ config_finish(struct parser *p)
             return -1;
         }
     }
-    return 0;
+    return conf_tls_finish(p); /* issue 9: TLS/WebSocket word combinations */
 }
 
 /*
@@ -950,6 +982,7 @@ config_free(struct config *cfg)
     free(cfg->auto_id_prefix);
     free(cfg->log_file);
     free(cfg->pid_file);
+    free(cfg->user);
     free(cfg->plugin_dir);
     while (cfg->plugins != NULL) {
         struct plugin_conf *pc = cfg->plugins;
@@ -988,7 +1021,9 @@ listener_needs_restart(const struct listener_conf *l, const struct config *new_c
 
     for (n = new_cfg->listeners; n != NULL; n = n->next) {
         if (n->port == l->port && same_address(n->bind_address, l->bind_address)) {
-            return n->protocol != l->protocol || n->socket_domain != l->socket_domain;
+            /* issue 9: turning TLS on or off also needs a new socket. */
+            return n->protocol != l->protocol || n->socket_domain != l->socket_domain ||
+                   (n->certfile != NULL) != (l->certfile != NULL);
         }
     }
     return 1;
@@ -1030,6 +1065,9 @@ config_restart_needed(const struct config *old, const struct config *new_cfg, ch
     }
     if (str_differs(old->pid_file, new_cfg->pid_file)) {
         append(buf, len, "pid_file");
+    }
+    if (str_differs(old->user, new_cfg->user)) {
+        append(buf, len, "user");
     }
 }
 

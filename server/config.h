@@ -15,7 +15,7 @@
 
 enum listener_protocol {
     LISTENER_MQTT = 0,
-    LISTENER_WEBSOCKETS = 1, /* accepted by the parser; served once WebSockets exist */
+    LISTENER_WEBSOCKETS = 1, /* MQTT over WebSockets (ws.c), ws:// or wss:// with certfile */
 };
 
 /* One `listener PORT [ADDRESS]` block. Owned by its struct config. */
@@ -27,6 +27,21 @@ struct listener_conf {
     int protocol;            /* enum listener_protocol */
     int socket_domain;       /* 0 any, 4 ipv4, 6 ipv6 (`socket_domain ipv4|ipv6`) */
     unsigned max_topic_alias; /* Topic Alias Maximum sent in CONNACK (default 10) */
+    /* TLS and WebSockets (issue 9): checked in config_tls.c, used by tls.c and ws.c.
+     * TLS is on when certfile is set. Strings are owned copies or NULL. */
+    char *certfile;
+    char *keyfile;
+    char *cafile;
+    char *capath;
+    char *crlfile;
+    char *ciphers;           /* TLS 1.2 cipher list (OpenSSL syntax) */
+    char *ciphers_tls13;     /* TLS 1.3 cipher suites */
+    int tls_version;         /* minimum: 12 (default) or 13 */
+    int require_certificate;
+    int use_identity_as_username; /* the certificate's CN becomes the username */
+    int use_subject_as_username;  /* the certificate's subject (RFC 2253) becomes the username */
+    char *ws_paths;          /* websockets_path: space-separated allow-list; NULL any path */
+    char *ws_origins;        /* websockets_origin: space-separated allow-list; NULL any origin */
     char *file;              /* where the listener line was, for messages */
     int line;
     struct listener_conf *next; /* next listener, in file order */
@@ -82,6 +97,8 @@ struct config {
     unsigned log_types;           /* MLOG_BIT() set; default error|warning|notice|information */
     int connection_messages;      /* log connects/disconnects; default 1 */
     char *pid_file;               /* NULL: none */
+    char *user;                   /* user to switch to when started as root; NULL: none */
+    long long memory_limit;       /* bytes of messages; 0: no limit */
     struct plugin_conf *plugins;  /* every plugin line, in file order */
     char *plugin_dir;             /* where bare plugin names are found; default the install dir */
 };

@@ -93,4 +93,11 @@ int conf_set_plugin_setting(struct parser *p, const struct directive *d, char *a
 void conf_plugin_free(struct plugin_conf *pc);
 int conf_same_plugins(const struct plugin_conf *a, const struct plugin_conf *b);
 
+/* config_tls.c: TLS and WebSocket listener words (issue 9). */
+int conf_set_tls_path(struct parser *p, const struct directive *d, char *args);
+int conf_set_tls_version(struct parser *p, const struct directive *d, char *args);
+int conf_set_word_list(struct parser *p, const struct directive *d, char *args);
+int conf_tls_finish(struct parser *p);
+void conf_tls_free(struct listener_conf *l);
+
 #endif

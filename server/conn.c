@@ -23,6 +23,7 @@
 #include "proto.h"
 #include "session.h"
 #include "worker.h"
+#include "xport.h"
 
 static void io_cb(struct ev_loop *loop, ev_io *io, int revents);
 
@@ -36,11 +37,11 @@ io_update(struct conn *c)
 {
     int ev = 0;
 
-    if (c->state != CONN_CLOSED && !c->read_paused &&
+    if (c->state != CONN_CLOSED && !c->read_paused && !c->rd_eof &&
         (c->auth_wait == NULL || c->inlen < CONN_HOLD_MAX)) {
         ev |= EV_READ;
     }
-    if (c->state != CONN_CLOSED && c->want_write) {
+    if (c->state != CONN_CLOSED && (c->want_write || (c->xp != NULL && xport_wants_write(c)))) {
         ev |= EV_WRITE;
     }
     if (ev == c->io_events && ev_is_active(&c->io) == (ev != 0)) {
@@ -142,6 +143,14 @@ conn_new(struct worker *w, int fd, struct listener *l)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
     peer_read(fd, &c->peer);
+    if (l->xl != NULL && xport_attach(c, l->xl) < 0) { /* issue 9: TLS / WebSockets */
+        midge_log(MLOG_WARNING, "connection refused addr=%s reason=\"out of memory\"",
+                  conn_addr(c));
+        close(fd);
+        atomic_fetch_sub(&l->nconns, 1);
+        free(c);
+        return NULL;
+    }
     ev_io_init(&c->io, io_cb, fd, 0);
     link_conn(w, c);
     io_update(c);
@@ -149,6 +158,44 @@ conn_new(struct worker *w, int fd, struct listener *l)
 }
 
 static int process_input(struct conn *c, const uint8_t *data, size_t len, int from_inbuf);
+
+/* issue 9: reads through TLS/WebSockets when the listener has them. */
+static ssize_t
+conn_read(struct conn *c, void *buf, size_t len)
+{
+    return c->xp != NULL ? xport_read(c, buf, len) : read(c->fd, buf, len);
+}
+
+/*
+ * issue 9: input decoded by TLS/WebSockets but not yet parsed gets no socket
+ * event: feed one so io_cb reads it in this loop iteration.
+ */
+static void
+kick_pending(struct conn *c)
+{
+    if (c->xp != NULL && c->state != CONN_CLOSED && xport_pending(c) && ev_is_active(&c->io) &&
+        (c->io_events & EV_READ)) {
+        ev_feed_event(c->w->loop, &c->io, EV_READ);
+    }
+}
+
+/*
+ * Free space a read needs: TLS decrypts whole records (up to 16 KiB), and a
+ * record split across two reads would stay inside OpenSSL with no socket
+ * event to announce it.
+ */
+static size_t
+room_needed(const struct conn *c)
+{
+    return c->xp != NULL ? XPORT_READ_MIN : 4096;
+}
+
+/* Why the last read or write failed, for the close log line. */
+static const char *
+io_error(const struct conn *c)
+{
+    return c->xp != NULL ? xport_error(c) : strerror(errno);
+}
 
 /* Moves the connection to worker c->handoff_to with its unparsed input. */
 static void
@@ -189,9 +236,10 @@ conn_adopt(struct worker *w, struct conn *c)
 {
     link_conn(w, c);
     io_update(c);
-    if (c->inlen > 0) {
-        process_input(c, c->inbuf, c->inlen, 1);
+    if (c->inlen > 0 && process_input(c, c->inbuf, c->inlen, 1) < 0) {
+        return;
     }
+    kick_pending(c); /* issue 9 */
 }
 
 /* Keeps data[0..len) as the unparsed remainder. `need` is the whole packet size if known. */
@@ -260,6 +308,12 @@ process_input(struct conn *c, const uint8_t *data, size_t len, int from_inbuf)
             return -1;
         }
         total = hl + rem;
+        if (c->state == CONN_NEW && c->xp == NULL && off == 0 && len >= 3 && data[0] == 0x16 &&
+            data[1] == 0x03) {
+            /* issue 9: a TLS ClientHello record (0x16 0x03 ..) on a plain MQTT listener. */
+            conn_close(c, 0, 0, "tls handshake on a plain listener");
+            return -1;
+        }
         if (c->state == CONN_NEW && (b0 >> 4) != MQTT_CONNECT &&
             !(c->eauth != NULL && (b0 >> 4) == MQTT_AUTH)) {
             /* [MQTT-3.1.0-1]: the first packet must be CONNECT. */
@@ -301,16 +355,25 @@ process_input(struct conn *c, const uint8_t *data, size_t len, int from_inbuf)
 }
 
 /*
- * While a plugin decides on the CONNECT, input is kept unparsed (up to
- * CONN_HOLD_MAX) so that a client that leaves is noticed at once.
+ * While a plugin decides (auth of the CONNECT, or an ACL decision about a
+ * PUBLISH, SUBSCRIBE or will), input is kept unparsed (up to CONN_HOLD_MAX):
+ * the client's packets are handled in order afterwards (conn_continue), and
+ * a client that leaves is noticed at once. A connected client that only
+ * shut down its side (e.g. PUBLISH, DISCONNECT, close, as mosquitto_pub
+ * does at QoS 0) sent everything it meant to: its held packets are still
+ * handled, as they would have been without the wait, and the connection
+ * closes after them. Before CONNACK, or on a socket error, it closes at once.
  */
 static void
 hold_input(struct conn *c)
 {
     ssize_t n;
 
-    if (c->incap - c->inlen < 4096) {
+    if (c->incap - c->inlen < room_needed(c)) {
         size_t cap = c->incap ? (size_t)c->incap * 2 : 4096;
+        if (cap < c->inlen + room_needed(c)) {
+            cap = c->inlen + room_needed(c);
+        }
         uint8_t *b = realloc(c->inbuf, cap);
         if (b == NULL) {
             conn_close(c, MQTT_RC_SERVER_BUSY, 1, "out of memory");
@@ -319,12 +382,17 @@ hold_input(struct conn *c)
         c->inbuf = b;
         c->incap = (uint32_t)cap;
     }
-    n = read(c->fd, c->inbuf + c->inlen, c->incap - c->inlen);
+    n = conn_read(c, c->inbuf + c->inlen, c->incap - c->inlen);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
         return;
     }
+    if (n == 0 && c->state == CONN_ACTIVE) {
+        c->rd_eof = 1;
+        io_update(c);
+        return;
+    }
     if (n <= 0) {
-        conn_close(c, 0, 1, n == 0 ? "closed by client" : strerror(errno));
+        conn_close(c, 0, 1, n == 0 ? "closed by client" : io_error(c));
         return;
     }
     c->inlen += (uint32_t)n;
@@ -339,6 +407,7 @@ read_ready(struct conn *c)
 {
     struct worker *w = c->w;
     ssize_t n;
+    int r;
 
     if (c->auth_wait != NULL) {
         hold_input(c);
@@ -349,32 +418,40 @@ read_ready(struct conn *c)
         return;
     }
     if (c->inlen > 0) {
-        if (c->incap - c->inlen < 4096) {
-            uint8_t *b = realloc(c->inbuf, c->incap * 2);
+        if (c->incap - c->inlen < room_needed(c)) {
+            size_t cap = (size_t)c->incap * 2 > c->inlen + room_needed(c)
+                             ? (size_t)c->incap * 2
+                             : c->inlen + room_needed(c);
+            uint8_t *b = realloc(c->inbuf, cap);
             if (b == NULL) {
                 conn_close(c, MQTT_RC_SERVER_BUSY, 1, "out of memory");
                 return;
             }
             c->inbuf = b;
-            c->incap *= 2;
+            c->incap = (uint32_t)cap;
         }
-        n = read(c->fd, c->inbuf + c->inlen, c->incap - c->inlen);
+        n = conn_read(c, c->inbuf + c->inlen, c->incap - c->inlen);
     } else {
-        n = read(c->fd, w->scratch, WORKER_SCRATCH);
+        n = conn_read(c, w->scratch, WORKER_SCRATCH);
     }
     if (n <= 0) {
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
             return;
         }
-        conn_close(c, 0, 1, n == 0 ? "closed by client" : strerror(errno));
+        conn_close(c, 0, 1, n == 0 ? "closed by client" : io_error(c));
         return;
     }
     c->last_rx = ev_now(w->loop);
     STAT_ADD(&w->stats, bytes_received, (uint64_t)n);
     if (c->inlen > 0) {
-        process_input(c, c->inbuf, c->inlen + (size_t)n, 1);
+        r = process_input(c, c->inbuf, c->inlen + (size_t)n, 1);
     } else {
-        process_input(c, w->scratch, (size_t)n, 0);
+        r = process_input(c, w->scratch, (size_t)n, 0);
+    }
+    /* issue 9: normally nothing stays decoded inside TLS/WebSockets (reads leave room
+     * for a whole record); if something does, read it in this iteration. */
+    if (r == 0) {
+        kick_pending(c);
     }
 }
 
@@ -387,7 +464,9 @@ io_cb(struct ev_loop *loop, ev_io *io, int revents)
     if ((revents & EV_WRITE) && conn_flush(c) < 0) {
         return;
     }
-    if ((revents & EV_READ) && c->state != CONN_CLOSED) {
+    if (((revents & EV_READ) || (c->xp != NULL && (revents & EV_WRITE) &&
+                                 xport_read_wants_write(c))) &&
+        c->state != CONN_CLOSED) {
         read_ready(c);
     }
 }
@@ -442,14 +521,14 @@ conn_flush(struct conn *c)
 
     while (c->state != CONN_CLOSED) {
         size_t before = c->out.bytes;
-        int r = outbuf_flush(&c->out, c->fd);
+        int r = c->xp != NULL ? xport_flush(c) : outbuf_flush(&c->out, c->fd);
 
         STAT_ADD(&c->w->stats, bytes_sent, before - c->out.bytes);
         if (c->out.bytes < before) {
             c->last_progress = ev_now(c->w->loop);
         }
         if (r < 0) {
-            conn_close(c, 0, 1, strerror(errno));
+            conn_close(c, 0, 1, io_error(c));
             return -1;
         }
         if (c->want_write != (r == 1)) {
@@ -496,6 +575,7 @@ conn_free(struct conn *c)
     unsigned i;
 
     outbuf_clear(&c->out);
+    xport_free(c); /* issue 9 */
     free(c->inbuf);
     if (c->aliases != NULL) {
         for (i = 0; i <= c->alias_max; i++) {
@@ -551,7 +631,13 @@ conn_close(struct conn *c, uint8_t rc, int send_will, const char *reason)
         p.u.reason.rc = rc;
         conn_send(c, &p);
     }
-    if (c->out.bytes > 0) {
+    if (c->xp != NULL) {
+        /* issue 9: last output, then close_notify / a close frame, without waiting. */
+        if (c->out.bytes > 0 || xport_wants_write(c)) {
+            xport_flush(c);
+        }
+        xport_shutdown(c);
+    } else if (c->out.bytes > 0) {
         outbuf_flush(&c->out, c->fd);
     }
     if (c->state == CONN_ACTIVE) {
@@ -598,7 +684,12 @@ conns_tick(struct worker *w, double now)
     while (c != NULL) {
         struct conn *next = c->next;
         if (c->state == CONN_NEW && timeout > 0 && now - c->created >= timeout) {
-            conn_close(c, 0, 0, "connect timeout");
+            /* issue 9: name the stage a TLS/WebSocket client stalled in. */
+            const char *stage = c->xp != NULL ? xport_stage(c) : NULL;
+            conn_close(c, 0, 0,
+                       stage == NULL                     ? "connect timeout"
+                       : strcmp(stage, "tls handshake") == 0 ? "tls handshake timeout"
+                                                             : "websocket upgrade timeout");
         } else if (c->state == CONN_ACTIVE && c->keepalive > 0 &&
                    now - c->last_rx > 1.5 * c->keepalive) {
             conn_close(c, MQTT_RC_KEEP_ALIVE_TIMEOUT, 1, "keep alive timeout");
@@ -624,7 +715,12 @@ conn_continue(struct conn *c)
     if (c->inlen > 0 && process_input(c, c->inbuf, c->inlen, 1) < 0) {
         return;
     }
+    if (c->rd_eof) {
+        conn_close(c, 0, 1, "closed by client");
+        return;
+    }
     io_update(c);
+    kick_pending(c); /* issue 9 */
 }
 
 /* Stops reading from the socket (back-pressure). */
@@ -646,5 +742,6 @@ conn_resume_read(struct conn *c)
         c->read_paused = 0;
         c->w->paused--;
         io_update(c);
+        kick_pending(c); /* issue 9 */
     }
 }

@@ -34,6 +34,7 @@ struct plugin_slot;
 struct eauth;
 struct held_ring;
 struct midge_session;
+struct xport;
 
 /* The peer's address, kept binary (an idle connection should cost little); see conn_addr(). */
 struct peer {
@@ -62,6 +63,8 @@ struct conn {
     uint8_t auth_any;      /* some auth hook applied to this client */
     uint8_t got_disconnect; /* the client sent DISCONNECT, with disconnect_rc */
     uint8_t disconnect_rc;
+    uint8_t will_acl_done; /* the CONNECT's will passed an ACL decision that was pending */
+    uint8_t rd_eof;        /* end of input seen while a decision was pending (see hold_input) */
     struct auth_wait *auth_wait; /* pending plugin decision (plugin_hooks.c), or NULL */
     uint16_t keepalive;    /* effective keep alive, s */
     uint16_t recv_max_out; /* client's Receive Maximum: our QoS>0 window */
@@ -91,6 +94,7 @@ struct conn {
     struct eauth *eauth;        /* MQTT 5 enhanced authentication state, or NULL */
     struct midge_session *sink; /* set on the stand-in connection of an internal session */
     struct held_ring *held;     /* acks waiting for durability (persist.c), or NULL */
+    struct xport *xp;      /* TLS/WebSocket layers (xport.c), owned; NULL: plain TCP */
 };
 
 /* "ip:port" / "[ip6]:port" of the peer, in a buffer of the calling thread (next call overwrites). */
@@ -98,7 +102,7 @@ const char *conn_addr(const struct conn *c);
 
 /* Output above this is "capped": QoS 0 dropped, QoS 1/2 left in the session queue. */
 #define CONN_OUT_CAP (1024 * 1024)
-/* Unparsed input kept while a plugin decides on the CONNECT. */
+/* Unparsed input kept while a plugin decides (c->auth_wait). */
 #define CONN_HOLD_MAX (64 * 1024)
 /* A client that is reading (see conn_progressing) may go this far past the
  * cap while back-pressure slows the publishers down. */

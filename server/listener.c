@@ -14,6 +14,7 @@
 #include "config.h"
 #include "log.h"
 #include "worker.h"
+#include "xport.h"
 
 /* Every listener ever opened, main thread only; freed at exit. */
 static struct listener *all;
@@ -137,6 +138,18 @@ open_one(const struct listener_conf *lc, struct ev_loop *loop)
         }
         l->fd = fd;
         l->conf_port = lc->port;
+        /* issue 9: TLS context and WebSocket settings (errors were caught by xport_check_config). */
+        {
+            char err[512];
+            l->xl = xport_listener_new(lc, err, sizeof(err));
+            if (l->xl == NULL && err[0] != '\0') {
+                midge_log(MLOG_ERROR, "%s", err);
+                close(fd);
+                free(l);
+                freeaddrinfo(res);
+                return -1;
+            }
+        }
         l->bind_address = lc->bind_address ? strdup(lc->bind_address) : NULL;
         getsockname(fd, (struct sockaddr *)&ss, &sl);
         getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), NULL, 0, NI_NUMERICHOST);
@@ -151,7 +164,9 @@ open_one(const struct listener_conf *lc, struct ev_loop *loop)
         l->next = all;
         all = l;
         opened++;
-        midge_log(MLOG_NOTICE, "listening listener=%s", l->name);
+        midge_log(MLOG_NOTICE, "listening listener=%s%s", l->name,
+                  lc->protocol == LISTENER_WEBSOCKETS ? (lc->certfile ? " protocol=wss" : " protocol=ws")
+                  : lc->certfile ? " protocol=mqtts" : "");
     }
     freeaddrinfo(res);
     return opened > 0 ? 0 : -1;
@@ -172,6 +187,7 @@ listeners_apply(const struct config *cfg, struct ev_loop *loop)
                 if (x->fd >= 0 && x->conf_port == lc->port &&
                     same_addr(x->bind_address, lc->bind_address)) {
                     set_limits(x, lc);
+                    xport_listener_reload(x->xl, lc, x->name); /* issue 9: new certificates */
                 }
             }
         } else if (open_one(lc, loop) < 0) {
@@ -204,6 +220,7 @@ listeners_free(void)
         struct listener *l = all;
         all = l->next;
         free(l->bind_address);
+        xport_listener_free(l->xl);
         free(l);
     }
 }

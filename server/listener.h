@@ -13,6 +13,7 @@
 
 struct config;
 struct listener_conf;
+struct xport_listener;
 
 struct listener {
     ev_io io;
@@ -25,6 +26,7 @@ struct listener {
     atomic_int allow_anonymous;   /* -1: global setting decides */
     atomic_uint max_topic_alias;
     atomic_int nconns;         /* live connections, for max_connections */
+    struct xport_listener *xl; /* TLS/WebSocket settings (xport.c), owned; NULL: plain MQTT */
     struct listener *next;
 };
 

@@ -5,11 +5,14 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <ev.h>
@@ -26,6 +29,7 @@
 #include "subs.h"
 #include "sys.h"
 #include "worker.h"
+#include "xport.h"
 
 static const char *config_path;
 static ev_signal sig_term;
@@ -69,6 +73,48 @@ usage(FILE *out)
             "\n"
             "Exit status: 0 success, 1 runtime failure (e.g. a port in use), 2 bad\n"
             "configuration or command line.\n");
+}
+
+/*
+ * `user NAME`: started as root, switch to NAME and its groups for good once
+ * the listeners are open. Returns 0, or -1 (logged) when that fails.
+ */
+static int
+drop_privileges(const struct config *cfg)
+{
+    struct passwd *pw;
+
+    if (getuid() != 0 && geteuid() != 0) {
+        if (cfg->user != NULL) {
+            midge_log(MLOG_NOTICE, "user %s ignored: not started as root", cfg->user);
+        }
+        return 0;
+    }
+    if (cfg->user == NULL) {
+        midge_log(MLOG_WARNING, "running as root: set `user` to switch to an unprivileged user");
+        return 0;
+    }
+    errno = 0;
+    pw = getpwnam(cfg->user);
+    if (pw == NULL) {
+        midge_log(MLOG_ERROR, "user %s: %s", cfg->user, errno ? strerror(errno) : "no such user");
+        fprintf(stderr, "midge: user %s: %s\n", cfg->user, errno ? strerror(errno) : "no such user");
+        return -1;
+    }
+    if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
+        setuid(pw->pw_uid) != 0) {
+        midge_log(MLOG_ERROR, "cannot switch to user %s: %s", cfg->user, strerror(errno));
+        fprintf(stderr, "midge: cannot switch to user %s: %s\n", cfg->user, strerror(errno));
+        return -1;
+    }
+    if (setuid(0) == 0) {
+        midge_log(MLOG_ERROR, "switched to user %s but could get root back: refusing to run",
+                  cfg->user);
+        return -1;
+    }
+    midge_log(MLOG_NOTICE, "switched to user=%s uid=%u gid=%u", pw->pw_name, (unsigned)pw->pw_uid,
+              (unsigned)pw->pw_gid);
+    return 0;
 }
 
 static void
@@ -200,6 +246,12 @@ main(int argc, char **argv)
         fprintf(stderr, "%s\n", err);
         return 2;
     }
+    /* issue 9: certificates, keys, CAs and ciphers are checked before anything opens. */
+    if (xport_check_config(cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s\n", err);
+        config_free(cfg);
+        return 2;
+    }
     if (test_only) {
         /* Plugins are opened and checked (descriptor, ABI, options) but not initialised. */
         int bad = plugins_load(cfg, 1, 0, err, sizeof(err)) != 0;
@@ -228,6 +280,8 @@ main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     srandom((unsigned)time(NULL) ^ (unsigned)getpid());
+    /* Files midge and its plugins create (logs, databases, pid file) are not world-readable. */
+    umask(027);
     atomic_init(&broker.cfg, cfg);
     atomic_init(&broker.next_uid, 0);
     broker.start_wall = (double)time(NULL);
@@ -251,6 +305,14 @@ main(int argc, char **argv)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     loop = ev_default_loop(0);
     main_calls_start(loop);
+    /* Before the listeners open: a SIGHUP or SIGTERM sent as soon as the port answers is
+     * handled (queued until the loop runs), never the default action. */
+    ev_signal_init(&sig_term, stop_cb, SIGTERM);
+    ev_signal_init(&sig_int, stop_cb, SIGINT);
+    ev_signal_init(&sig_hup, reload_cb, SIGHUP);
+    ev_signal_start(loop, &sig_term);
+    ev_signal_start(loop, &sig_int);
+    ev_signal_start(loop, &sig_hup);
     /* Stored state comes back before any client can connect. */
     if (persist_restore(err, sizeof(err)) != 0) {
         fprintf(stderr, "%s\n", err);
@@ -265,15 +327,13 @@ main(int argc, char **argv)
         worker_stop_all();
         return 1;
     }
+    if (drop_privileges(cfg) != 0) {
+        worker_stop_all();
+        return 1;
+    }
     midge_log(MLOG_NOTICE, "midge %s running workers=%u config=%s", PACKAGE_VERSION, n,
               config_path ? config_path : "(defaults)");
     sys_start(loop);
-    ev_signal_init(&sig_term, stop_cb, SIGTERM);
-    ev_signal_init(&sig_int, stop_cb, SIGINT);
-    ev_signal_init(&sig_hup, reload_cb, SIGHUP);
-    ev_signal_start(loop, &sig_term);
-    ev_signal_start(loop, &sig_int);
-    ev_signal_start(loop, &sig_hup);
     if (plugins != NULL) {
         ev_timer_init(&plugin_tick, plugin_tick_cb, 1.0, 1.0);
         ev_timer_start(loop, &plugin_tick);

@@ -30,6 +30,40 @@ passthrough_props(const struct mqtt_props *p, struct mqtt_props *keep)
 }
 
 /*
+ * Bytes of live messages, in per-thread shards (a shared counter would be a
+ * contended cache line on every publish). A message may be freed on another
+ * thread than the one that made it: shards are signed, only the sum means
+ * something.
+ */
+#define MEM_SHARDS 64
+static struct {
+    _Alignas(64) atomic_llong v;
+} mem[MEM_SHARDS];
+static atomic_uint mem_next;
+static __thread int mem_shard = -1;
+
+static void
+mem_add(long long n)
+{
+    if (mem_shard < 0) {
+        mem_shard = (int)(atomic_fetch_add(&mem_next, 1) % MEM_SHARDS);
+    }
+    atomic_fetch_add_explicit(&mem[mem_shard].v, n, memory_order_relaxed);
+}
+
+long long
+msg_mem_in_use(void)
+{
+    long long sum = 0;
+    int i;
+
+    for (i = 0; i < MEM_SHARDS; i++) {
+        sum += atomic_load_explicit(&mem[i].v, memory_order_relaxed);
+    }
+    return sum;
+}
+
+/*
  * Creates a message; see msg.h. The returned reference belongs to the caller.
  */
 struct msg *
@@ -44,11 +78,14 @@ msg_new(const char *topic, size_t topic_len, const uint8_t *payload, uint32_t pa
     passthrough_props(props, &keep);
     props_len = (keep.present != 0 || keep.user_props.len != 0) ? mqtt_props_size(&keep) : 0;
     /* 4 spare bytes: mqtt_props_write() puts a length prefix we then drop. */
-    m = malloc(sizeof(*m) + 2 + topic_len + 1 + props_len + 4 + payload_len);
+    size_t bytes = sizeof(*m) + 2 + topic_len + 1 + props_len + 4 + payload_len;
 
+    m = malloc(bytes);
     if (m == NULL) {
         return NULL;
     }
+    m->mem = (uint32_t)bytes;
+    mem_add((long long)bytes);
     atomic_init(&m->refs, 1);
     m->qos = qos;
     m->retain = retain;
@@ -96,6 +133,7 @@ void
 msg_unref(struct msg *m)
 {
     if (m != NULL && atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1) {
+        mem_add(-(long long)m->mem);
         free(m);
     }
 }
@@ -137,6 +175,8 @@ msg_rebuild(const struct msg *m, const char *topic, size_t topic_len, const uint
     if (n == NULL) {
         return NULL;
     }
+    n->mem = (uint32_t)(sizeof(*n) + 2 + topic_len + 1 + props_len + payload_len);
+    mem_add((long long)n->mem);
     atomic_init(&n->refs, 1);
     n->qos = m->qos;
     n->retain = m->retain;

@@ -28,6 +28,7 @@ struct msg {
     uint16_t topic_len;
     uint32_t props_len;
     uint32_t payload_len;
+    uint32_t mem;            /* bytes of this allocation (memory_limit accounting) */
     double expiry_at;        /* monotonic seconds when it expires; 0: never */
     uint64_t origin_session; /* uid of the publishing session (No Local); 0: broker */
     _Atomic uint64_t id;     /* process-unique id, given on first use (msg_id) */
@@ -56,6 +57,9 @@ struct msg *msg_new(const char *topic, size_t topic_len, const uint8_t *payload,
 struct msg *msg_rebuild(const struct msg *m, const char *topic, size_t topic_len,
                         const uint8_t *payload, uint32_t payload_len,
                         const uint8_t *extra_props, size_t extra_len);
+
+/* Bytes held by all live messages (memory_limit). [any thread] */
+long long msg_mem_in_use(void);
 
 /* The message's id (persistence, plugins), assigned on first use. [any thread] */
 uint64_t msg_id(struct msg *m);

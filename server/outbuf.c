@@ -208,6 +208,36 @@ outbuf_flush(struct outbuf *ob, int fd)
     return 0;
 }
 
+/*
+ * Span interface for transports that cannot use writev (TLS, WebSockets;
+ * issue 9): the first non-empty run of bytes, and dropping bytes once sent.
+ */
+size_t
+outbuf_peek(struct outbuf *ob, const uint8_t **p)
+{
+    while (ob->head != NULL && ob->head->len == 0) {
+        struct outchunk *c = ob->head;
+        ob->head = c->next;
+        if (ob->head == NULL) {
+            ob->tail = NULL;
+        }
+        chunk_free(c);
+    }
+    if (ob->head == NULL) {
+        *p = NULL;
+        return 0;
+    }
+    *p = ob->head->ptr;
+    return ob->head->len;
+}
+
+/* Drops n bytes from the front (n at most what outbuf_peek returned). */
+void
+outbuf_consume(struct outbuf *ob, size_t n)
+{
+    consume(ob, n);
+}
+
 /* Drops all queued output. */
 void
 outbuf_clear(struct outbuf *ob)

@@ -52,6 +52,14 @@ int outbuf_append_ref(struct outbuf *ob, struct msg *m, const uint8_t *p, size_t
  */
 int outbuf_flush(struct outbuf *ob, int fd);
 
+/*
+ * For transports that write one span at a time (TLS, WebSockets): the first
+ * queued bytes (*p, length returned; 0 when empty), valid until the next
+ * change to the buffer; outbuf_consume drops n of them once written.
+ */
+size_t outbuf_peek(struct outbuf *ob, const uint8_t **p);
+void outbuf_consume(struct outbuf *ob, size_t n);
+
 /* Drops everything queued and releases all chunks. */
 void outbuf_clear(struct outbuf *ob);
 

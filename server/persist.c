@@ -399,6 +399,7 @@ persist_durable(midge_plugin *self, uint64_t seq)
 {
     uint_fast64_t cur = atomic_load(&durable_seq);
     unsigned i;
+    unsigned n;
 
     (void)self;
     while (cur < seq && !atomic_compare_exchange_weak(&durable_seq, &cur, seq)) {
@@ -406,7 +407,8 @@ persist_durable(midge_plugin *self, uint64_t seq)
     if (cur >= seq) {
         return;
     }
-    for (i = 0; i < broker.nworkers; i++) {
+    n = workers_ready_count();
+    for (i = 0; i < n; i++) {
         struct worker *w = broker.workers[i];
         if (atomic_exchange(&w->held_wake, 1) == 0) {
             call_post(i, release_run, NULL);

@@ -73,6 +73,7 @@ struct midge_plugin {
     unsigned pool_threads; /* plugin_threads */
     unsigned pool_queue;   /* plugin_queue */
     int in_init;           /* inside init: metric_new allowed */
+    atomic_int acl_sync_pending_logged; /* PENDING without a ticket was logged (once) */
     pthread_mutex_t svc_lock;     /* guards pool creation and the timer/watch lists */
     struct plugin_pool *pool;     /* run_blocking threads, created on first use */
     struct midge_timer *timers;   /* Protected by svc_lock: every live timer, any loop */
@@ -191,6 +192,19 @@ int plugin_isession_deliver(struct conn *c, const struct qentry *e, uint16_t pid
 /* Worker shutdown: frees the internal sessions' handles of worker w. [that worker] */
 void plugin_isessions_free(struct worker *w);
 
+struct session;
+/* Describes a session for plugins (client_find, client_list). [its worker] */
+void plugin_session_info(const struct session *s, struct midge_client_info *info);
+
+/* plugin_admin.c: administration services */
+
+int plugin_stats(midge_plugin *self, struct midge_broker_stats *out);
+int plugin_client_list(midge_plugin *self, void (*cb)(void *, const struct midge_client_info *),
+                       void (*done)(void *), void *arg);
+int plugin_retained_list(midge_plugin *self, const char *filter,
+                         int (*cb)(void *arg, const midge_message *msg), void *arg);
+int plugin_reload_request(midge_plugin *self);
+
 /* plugin_metrics.c: metrics defined by plugins */
 
 midge_metric *plugin_metric_new(midge_plugin *self, const char *name, int kind, const char *help);
@@ -240,15 +254,22 @@ int plugin_complete(midge_ticket *ticket, int verdict, uint8_t reason);
 int plugin_complete_auth(midge_ticket *ticket, int verdict, uint8_t reason, const void *data,
                          uint32_t len);
 
+/* What a pending decision is about (the `kind` of plugin_wait_begin). */
+enum plugin_wait_kind {
+    PLUGIN_WAIT_AUTH = 0,  /* the auth chain of a CONNECT */
+    PLUGIN_WAIT_EAUTH = 1, /* an enhanced_auth step (plugin_eauth.c) */
+    PLUGIN_WAIT_ACL = 2,   /* an ACL chain; the waiting packet is a struct acl_hold */
+};
+
 /*
  * A decision hook of p (chain position idx) is about to run for c: creates
  * the pending-decision record and its ticket (plugin_wait_ticket). After
  * the hook returned verdict v, plugin_wait_end() arms it when v is PENDING
  * (timeout started, c->auth_wait set, a copy of `raw` kept when not NULL)
  * or releases it. plugin_wait_begin returns NULL and plugin_wait_end -1
- * when out of memory. [worker thread]
+ * when out of memory. `kind`: enum plugin_wait_kind. [worker thread]
  */
-struct auth_wait *plugin_wait_begin(struct conn *c, struct midge_plugin *p, size_t idx, int eauth);
+struct auth_wait *plugin_wait_begin(struct conn *c, struct midge_plugin *p, size_t idx, int kind);
 midge_ticket *plugin_wait_ticket(const struct auth_wait *aw);
 int plugin_wait_end(struct auth_wait *aw, struct conn *c, int v, const uint8_t *raw,
                     size_t raw_len);
@@ -283,7 +304,7 @@ void plugin_eauth_connack_props(struct conn *c, struct mqtt_props *props);
 /* Frees c->eauth. */
 void plugin_eauth_free(struct conn *c);
 
-/* Inbox item WI_TICKET: a decision arrived for a pending CONNECT. [worker thread] */
+/* Inbox item WI_TICKET: a decision arrived for a waiting connection. [worker thread] */
 void plugin_auth_completed(void *wait);
 
 /* Releases a WI_TICKET item that will not be processed (shutdown). */
@@ -293,12 +314,38 @@ void plugin_auth_completed_discard(void *wait);
 void plugin_auth_cancel(struct conn *c);
 
 /*
- * Runs the ACL chain (synchronous). Returns PLUGIN_ALLOW or PLUGIN_DENY
- * (*reason set, 0 when the plugin gave none); allowed when every plugin
- * defers. `topic` need not be NUL-terminated. [worker thread]
+ * Runs the ACL chain synchronously (RECEIVE, and the subscription re-check
+ * after a reload): hooks get a NULL ticket, and a PENDING answer is the
+ * instance's plugin_timeout_verdict (a plugin bug, logged once per
+ * instance). Returns PLUGIN_ALLOW or PLUGIN_DENY (*reason set, 0 when the
+ * plugin gave none); allowed when every plugin defers. `topic` need not be
+ * NUL-terminated. [worker thread]
  */
 int plugin_acl(struct conn *c, int action, const char *topic, size_t topic_len, int qos,
                int retain, const uint8_t *payload, uint32_t payload_len, uint8_t *reason);
+
+struct acl_hold;
+
+/*
+ * Runs the ACL chain for an action the client can wait for (PUBLISH,
+ * RETAIN, SUBSCRIBE, WILL) from chain position `start` (0 at first); hooks
+ * get a ticket. Returns PLUGIN_ALLOW (also when every plugin deferred),
+ * PLUGIN_DENY (*reason set, 0 when the plugin gave none) or PLUGIN_PENDING:
+ * the decision waits on c->auth_wait, and before returning PROTO_WAIT the
+ * caller gives it the packet to continue with plugin_acl_hold() (or closes
+ * the connection). [worker thread]
+ */
+int plugin_acl_wait(struct conn *c, int action, const char *topic, size_t topic_len, int qos,
+                    int retain, const uint8_t *payload, uint32_t payload_len, size_t start,
+                    uint8_t *reason);
+
+/*
+ * Attaches h to c's pending ACL decision (plugin_acl_wait answered
+ * PENDING). The decision owns h from now on, always: when it arrives it
+ * calls h->resume(); when the connection closes first, h->release(c, h).
+ * [worker thread]
+ */
+void plugin_acl_hold(struct conn *c, struct acl_hold *h);
 
 /* Counts one call of hook `hook` with its verdict and (when ns != 0) latency. */
 void plugin_record(struct midge_plugin *p, int hook, int verdict, uint64_t ns);
@@ -314,6 +361,10 @@ void plugin_session_event(const char *client_id, int created);
 void plugin_will_published(const char *client_id, const struct msg *will);
 
 /* plugin_msg.c: messages, message_in/out, internal subscriptions */
+
+/* User properties in an encoded property list, as api->message_user_property_next. */
+int plugin_uprop_next(const uint8_t *props, uint32_t props_len, size_t *pos, const char **key,
+                      size_t *key_len, const char **value, size_t *value_len);
 
 const char *plugin_message_topic(const midge_message *m);
 const void *plugin_message_payload(const midge_message *m, uint32_t *len);

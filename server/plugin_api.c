@@ -233,4 +233,8 @@ const struct midge_api plugin_api = {
     .restore_message = persist_restore_message,
     .restore_qos2_in = persist_restore_qos2_in,
     .restore_will = persist_restore_will,
+    .stats = plugin_stats,
+    .client_list = plugin_client_list,
+    .retained_list = plugin_retained_list,
+    .reload_request = plugin_reload_request,
 };

@@ -18,6 +18,7 @@
 #include "mqtt.h"
 #include "session.h"
 #include "subs.h"
+#include "tls.h"
 #include "worker.h"
 
 /* ---- accessors. [worker thread, during a hook about c] ---- */
@@ -52,27 +53,9 @@ plugin_client_user_property_next(const midge_client *c, size_t *pos, const char 
                                  size_t *key_len, const char **value, size_t *value_len)
 {
     const struct conn *conn = (const struct conn *)c;
-    struct mqtt_props props;
-    struct mqtt_bytes k;
-    struct mqtt_bytes v;
-    uint32_t p;
 
-    if (pos == NULL || *pos > UINT32_MAX) {
-        return 0;
-    }
-    memset(&props, 0, sizeof(props));
-    props.user_props.ptr = conn->connect_uprops;
-    props.user_props.len = conn->connect_uprops_len;
-    p = (uint32_t)*pos;
-    if (!mqtt_user_prop_next(&props, &p, &k, &v)) {
-        return 0;
-    }
-    *pos = p;
-    *key = (const char *)k.ptr;
-    *key_len = k.len;
-    *value = (const char *)v.ptr;
-    *value_len = v.len;
-    return 1;
+    return plugin_uprop_next(conn->connect_uprops, conn->connect_uprops_len, pos, key, key_len,
+                             value, value_len);
 }
 
 /* Keeps the CONNECT's user properties for plugins (only when some plugin could ask). */
@@ -97,9 +80,7 @@ plugin_conn_keep_user_props(struct conn *c, const struct mqtt_props *props)
 int
 plugin_client_tls(const midge_client *c, struct midge_tls_info *info)
 {
-    (void)c;
-    (void)info;
-    return -MIDGE_ENOENT; /* TLS listeners arrive with the TLS issue */
+    return tls_conn_info((const struct conn *)c, info);
 }
 
 /* ---- clients by id. [any thread] ---- */
@@ -175,6 +156,32 @@ plugin_client_disconnect(midge_plugin *self, const char *client_id, uint8_t reas
     return 0;
 }
 
+/* Describes a session for plugins; strings borrowed from it. [its worker] */
+void
+plugin_session_info(const struct session *s, struct midge_client_info *info)
+{
+    const struct conn *c = s->conn;
+
+    memset(info, 0, sizeof(*info));
+    info->size = sizeof(*info);
+    info->client_id = s->client_id;
+    info->connected = c != NULL && c->state == CONN_ACTIVE;
+    info->protocol = s->version;
+    info->session_expiry = s->expiry;
+    info->subscriptions = s->nsubs;
+    info->queued = s->queue.count;
+    info->inflight = s->inflight.count;
+    if (info->connected && c->sink != NULL) {
+        info->address = "(internal session)";
+    } else if (info->connected) {
+        info->username = c->username;
+        info->address = conn_addr(c);
+        info->listener_port = c->listener->port;
+        info->keepalive = c->keepalive;
+        info->clean_start = c->clean_start;
+    }
+}
+
 static void
 find_run(void *arg)
 {
@@ -182,33 +189,13 @@ find_run(void *arg)
     struct worker *w = worker_current();
     struct session *s = w != NULL ? session_find(w, r->id, r->id_len) : NULL;
     struct midge_client_info info;
-    struct conn *c;
 
     if (s == NULL) {
         r->find_cb(r->arg, NULL);
-        free(r);
-        return;
+    } else {
+        plugin_session_info(s, &info);
+        r->find_cb(r->arg, &info);
     }
-    c = s->conn;
-    memset(&info, 0, sizeof(info));
-    info.size = sizeof(info);
-    info.client_id = s->client_id;
-    info.connected = c != NULL && c->state == CONN_ACTIVE;
-    info.protocol = s->version;
-    info.session_expiry = s->expiry;
-    info.subscriptions = s->nsubs;
-    info.queued = s->queue.count;
-    info.inflight = s->inflight.count;
-    if (info.connected && c->sink != NULL) {
-        info.address = "(internal session)";
-    } else if (info.connected) {
-        info.username = c->username;
-        info.address = conn_addr(c);
-        info.listener_port = c->listener->port;
-        info.keepalive = c->keepalive;
-        info.clean_start = c->clean_start;
-    }
-    r->find_cb(r->arg, &info);
     free(r);
 }
 

@@ -234,6 +234,7 @@ plugin_eauth_connect(struct conn *c, const struct mqtt_connect *cp, const uint8_
 {
     struct eauth *ea;
     uint8_t reason = 0;
+    int v;
 
     plugin_eauth_free(c);
     ea = calloc(1, sizeof(*ea));
@@ -260,7 +261,9 @@ plugin_eauth_connect(struct conn *c, const struct mqtt_connect *cp, const uint8_
     if (cp->props.present & MQTT_PBIT(MQTT_PROP_AUTH_DATA)) {
         set_bytes(&ea->in, &ea->in_len, cp->props.auth_data.ptr, cp->props.auth_data.len);
     }
-    return apply(c, run_chain(c, 0, &reason), reason);
+    /* Two statements: apply() must see the reason run_chain() set (argument order is unspecified). */
+    v = run_chain(c, 0, &reason);
+    return apply(c, v, reason);
 }
 
 /* Authenticated: go on with the stored CONNECT (proto_connect skips auth now). */

@@ -1,14 +1,15 @@
 /*
- * Hook chains: auth with asynchronous decisions (tickets, timeouts), ACL,
- * events, and the per-hook metrics the broker measures itself.
+ * Hook chains: auth and ACL with asynchronous decisions (tickets,
+ * timeouts), events, and the per-hook metrics the broker measures itself.
  *
- * A pending auth decision is a struct auth_wait with two references: one
- * held by its connection, one by the global ticket table. api->complete()
+ * A pending decision is a struct auth_wait with two references: one
+ * held by its connection, one by the ticket table. api->complete()
  * (any thread) takes the table's reference out and posts it to the
  * connection's worker; a timeout or the connection closing takes it out on
  * the worker. Whoever removes the ticket from the table owns that
  * reference, so a decision is applied at most once and never to a freed
- * connection.
+ * connection. While it waits, the connection holds its further input
+ * (conn.c), so a client's packets are still handled in order.
  */
 #include "plugin.h"
 
@@ -37,40 +38,89 @@ struct auth_wait {
     size_t connect_len;
     int verdict;                 /* set by complete() or the timeout */
     uint8_t reason;
-    int eauth;                   /* an enhanced_auth step (plugin_eauth.c), else CONNECT auth */
+    int kind;                    /* enum plugin_wait_kind */
+    struct acl_hold *hold;       /* PLUGIN_WAIT_ACL: the waiting packet, owned; worker thread */
     uint8_t *data;               /* Authentication Data from complete_auth(), owned */
     uint32_t data_len;
-    struct auth_wait *tnext;     /* ticket table chain, under tickets.lock */
+    struct auth_wait *tnext;     /* ticket table chain, under its stripe's lock */
 };
 
-#define TICKET_BUCKETS 1024
+/*
+ * Every ACL check that may wait takes a ticket, so a PUBLISH on every
+ * worker at full rate adds and removes one: the table must not make
+ * workers share cache lines. A ticket id is (seq << 16 | worker), seq
+ * counted by the worker's own thread; its stripe (lock and buckets, one
+ * cache line apart) is one of TICKET_OWN stripes of that worker, so with up
+ * to TICKET_STRIPES / TICKET_OWN workers no two workers touch the same
+ * stripe. api->complete() from any thread finds the stripe from the id.
+ */
+#define TICKET_STRIPES 64
+#define TICKET_OWN 4
+#define TICKET_STRIPE_BUCKETS 64
 
-/* Pending tickets. Everything under `lock`. */
-static struct {
-    pthread_mutex_t lock;
-    struct auth_wait *b[TICKET_BUCKETS];
-    uint64_t next_id;
-} tickets = {PTHREAD_MUTEX_INITIALIZER, {NULL}, 0};
+struct ticket_stripe {
+    _Alignas(64) pthread_mutex_t lock;
+    struct auth_wait *b[TICKET_STRIPE_BUCKETS]; /* Protected by lock */
+};
+
+static struct ticket_stripe tickets[TICKET_STRIPES];
+static pthread_once_t tickets_once = PTHREAD_ONCE_INIT;
+static __thread uint64_t ticket_seq; /* tickets handed out by this (worker) thread */
+
+static void
+tickets_init(void)
+{
+    unsigned i;
+
+    for (i = 0; i < TICKET_STRIPES; i++) {
+        pthread_mutex_init(&tickets[i].lock, NULL);
+    }
+}
+
+/* The stripe of ticket `id`, and in *head its bucket. */
+static struct ticket_stripe *
+ticket_stripe(uint64_t id, struct auth_wait ***head)
+{
+    uint64_t worker = id & 0xFFFF;
+    uint64_t seq = id >> 16;
+    struct ticket_stripe *ts =
+        &tickets[(worker * TICKET_OWN + seq % TICKET_OWN) % TICKET_STRIPES];
+
+    *head = &ts->b[(seq / TICKET_OWN) % TICKET_STRIPE_BUCKETS];
+    return ts;
+}
 
 static void
 wait_unref(struct auth_wait *aw)
 {
     if (atomic_fetch_sub(&aw->refs, 1) == 1) {
+        if (aw->hold != NULL) {
+            aw->hold->release(NULL, aw->hold);
+        }
         free(aw->connect);
         free(aw->data);
         free(aw);
     }
 }
 
-/* Registers a new ticket (table reference taken). */
+/* Registers a new ticket (table reference taken). [aw->w's thread] */
 static void
 ticket_add(struct auth_wait *aw)
 {
-    pthread_mutex_lock(&tickets.lock);
-    aw->id = ++tickets.next_id;
-    aw->tnext = tickets.b[aw->id % TICKET_BUCKETS];
-    tickets.b[aw->id % TICKET_BUCKETS] = aw;
-    pthread_mutex_unlock(&tickets.lock);
+    struct ticket_stripe *ts;
+    struct auth_wait **head;
+
+    pthread_once(&tickets_once, tickets_init);
+    /*
+     * seq is per thread and the worker id (below 65536: worker_threads is at
+     * most 1024) is this thread's: the id is unique and never 0.
+     */
+    aw->id = (++ticket_seq << 16) | (aw->w->id & 0xFFFFu);
+    ts = ticket_stripe(aw->id, &head);
+    pthread_mutex_lock(&ts->lock);
+    aw->tnext = *head;
+    *head = aw;
+    pthread_mutex_unlock(&ts->lock);
 }
 
 /* Removes ticket `id`; returns it (the caller now owns the table's reference) or NULL. */
@@ -79,16 +129,19 @@ ticket_take(uint64_t id)
 {
     struct auth_wait **pp;
     struct auth_wait *aw = NULL;
+    struct ticket_stripe *ts;
 
-    pthread_mutex_lock(&tickets.lock);
-    for (pp = &tickets.b[id % TICKET_BUCKETS]; *pp != NULL; pp = &(*pp)->tnext) {
+    pthread_once(&tickets_once, tickets_init);
+    ts = ticket_stripe(id, &pp);
+    pthread_mutex_lock(&ts->lock);
+    for (; *pp != NULL; pp = &(*pp)->tnext) {
         if ((*pp)->id == id) {
             aw = *pp;
             *pp = aw->tnext;
             break;
         }
     }
-    pthread_mutex_unlock(&tickets.lock);
+    pthread_mutex_unlock(&ts->lock);
     return aw;
 }
 
@@ -178,22 +231,38 @@ valid_verdict(struct midge_plugin *p, const char *hook, int v, int pending_ok)
 
 static void timeout_cb(struct ev_loop *loop, ev_timer *t, int revents);
 
+static const char *const wait_hook_names[] = {"auth", "enhanced_auth", "acl"};
+static const int wait_hook_ids[] = {PH_AUTH, PH_EAUTH, PH_ACL};
+
 /* Starts a possible pending decision of p about c; see plugin.h. [worker thread] */
 struct auth_wait *
-plugin_wait_begin(struct conn *c, struct midge_plugin *p, size_t idx, int eauth)
+plugin_wait_begin(struct conn *c, struct midge_plugin *p, size_t idx, int kind)
 {
-    struct auth_wait *aw = calloc(1, sizeof(*aw));
+    /*
+     * This runs for every PUBLISH an ACL plugin sees: malloc and field by
+     * field, since glibc's calloc (which memset would be turned into)
+     * bypasses the per-thread cache. The timer is set up by plugin_wait_end.
+     */
+    struct auth_wait *aw = malloc(sizeof(*aw));
 
     if (aw == NULL) {
         return NULL;
     }
     atomic_init(&aw->refs, 2); /* ours (then the connection's) and the table's */
+    aw->conn = NULL;
     /* complete() may run on another thread before the hook even returns: it needs w. */
     aw->w = c->w;
     aw->plugin = p;
     aw->index = idx;
-    aw->eauth = eauth;
-    ticket_add(aw);
+    aw->connect = NULL;
+    aw->connect_len = 0;
+    aw->verdict = MIDGE_DEFER;
+    aw->reason = 0;
+    aw->kind = kind;
+    aw->hold = NULL;
+    aw->data = NULL;
+    aw->data_len = 0;
+    ticket_add(aw); /* sets id and tnext */
     return aw;
 }
 
@@ -268,7 +337,7 @@ plugin_auth(struct conn *c, const struct mqtt_connect *cp, const uint8_t *raw, s
             continue;
         }
         *any = 1;
-        aw = plugin_wait_begin(c, p, idx, 0);
+        aw = plugin_wait_begin(c, p, idx, PLUGIN_WAIT_AUTH);
         if (aw == NULL) {
             *reason = MQTT_RC_SERVER_UNAVAILABLE;
             return PLUGIN_DENY;
@@ -314,7 +383,7 @@ plugin_complete_auth(midge_ticket *ticket, int verdict, uint8_t reason, const vo
         return -MIDGE_ESTATE;
     }
     if (verdict != MIDGE_ALLOW && verdict != MIDGE_DENY && verdict != MIDGE_DEFER &&
-        !(aw->eauth && verdict == MIDGE_CONTINUE)) {
+        !(aw->kind == PLUGIN_WAIT_EAUTH && verdict == MIDGE_CONTINUE)) {
         midge_log(MLOG_ERROR, "plugin bug: api->complete() with verdict %d: treated as deny",
                   verdict);
         verdict = MIDGE_DENY;
@@ -348,9 +417,10 @@ timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
     if (ticket_take(aw->id) == NULL) {
         return; /* completed just now: the decision is on its way */
     }
-    MADD(plugin_metrics(aw->plugin, aw->eauth ? PH_EAUTH : PH_AUTH), timeouts);
+    MADD(plugin_metrics(aw->plugin, wait_hook_ids[aw->kind]), timeouts);
     midge_log(MLOG_WARNING, "plugin timeout plugin=%s hook=%s client=%s after_ms=%u verdict=%s",
-              aw->plugin->name, aw->eauth ? "enhanced_auth" : "auth", aw->conn && aw->conn->client_id ? aw->conn->client_id : "",
+              aw->plugin->name, wait_hook_names[aw->kind],
+              aw->conn && aw->conn->client_id ? aw->conn->client_id : "",
               aw->plugin->timeout_ms, aw->plugin->timeout_allow ? "allow" : "deny");
     aw->verdict = aw->plugin->timeout_allow ? MIDGE_ALLOW : MIDGE_DENY;
     aw->reason = 0;
@@ -371,7 +441,16 @@ plugin_auth_completed(void *wait)
     ev_timer_stop(c->w->loop, &aw->timer);
     c->auth_wait = NULL;
     aw->conn = NULL;
-    if (aw->eauth) {
+    if (aw->kind == PLUGIN_WAIT_ACL) {
+        struct acl_hold *h = aw->hold;
+        aw->hold = NULL;
+        if (h != NULL) {
+            h->resume(c, h, aw->index, aw->verdict, aw->reason);
+        } else {
+            /* plugin_acl_hold was never called: the caller ran out of memory. */
+            conn_close(c, MQTT_RC_SERVER_BUSY, 1, "out of memory");
+        }
+    } else if (aw->kind == PLUGIN_WAIT_EAUTH) {
         plugin_eauth_resume(c, aw->index, aw->verdict, aw->reason, aw->data, aw->data_len);
     } else {
         proto_connect_resume(c, aw->connect, aw->connect_len, aw->index, aw->verdict,
@@ -400,13 +479,55 @@ plugin_auth_cancel(struct conn *c)
     ev_timer_stop(c->w->loop, &aw->timer);
     c->auth_wait = NULL;
     aw->conn = NULL;
+    if (aw->hold != NULL) {
+        aw->hold->release(c, aw->hold); /* c is still whole: undo what the packet started */
+        aw->hold = NULL;
+    }
     if (ticket_take(aw->id) != NULL) {
         wait_unref(aw); /* the table's */
     }
     wait_unref(aw); /* the connection's */
 }
 
-/* Runs the ACL chain; see plugin.h. [worker thread] */
+/* Fills req for an ACL question; *t is the NUL-terminated topic (buf, or malloc'd when long). */
+static int
+acl_request(struct midge_acl_request *req, int action, const char *topic, size_t topic_len,
+            int qos, int retain, const uint8_t *payload, uint32_t payload_len, char *buf,
+            size_t bufsz, char **t)
+{
+    *t = buf;
+    if (topic_len >= bufsz) {
+        *t = malloc(topic_len + 1);
+        if (*t == NULL) {
+            return -1;
+        }
+    }
+    memcpy(*t, topic, topic_len);
+    (*t)[topic_len] = 0;
+    memset(req, 0, sizeof(*req));
+    req->size = sizeof(*req);
+    req->action = action;
+    req->topic = *t;
+    req->qos = qos;
+    req->retain = retain;
+    req->payload = payload;
+    req->payload_len = payload_len;
+    return 0;
+}
+
+/* A PENDING answer without a ticket: the instance's timeout verdict, logged once per instance. */
+static int
+acl_untimely_pending(struct midge_plugin *p, int action)
+{
+    if (atomic_exchange(&p->acl_sync_pending_logged, 1) == 0) {
+        midge_log(MLOG_ERROR, "plugin bug plugin=%s hook=acl returned PENDING without a ticket "
+                  "(action %d must be answered at once): treated as its timeout verdict; "
+                  "logged once", p->name, action);
+    }
+    return p->timeout_allow ? MIDGE_ALLOW : MIDGE_DENY;
+}
+
+/* Runs the ACL chain synchronously; see plugin.h. [worker thread] */
 int
 plugin_acl(struct conn *c, int action, const char *topic, size_t topic_len, int qos, int retain,
            const uint8_t *payload, uint32_t payload_len, uint8_t *reason)
@@ -414,27 +535,15 @@ plugin_acl(struct conn *c, int action, const char *topic, size_t topic_len, int 
     struct midge_acl_request req;
     struct midge_plugin *p;
     char buf[256];
-    char *t = buf;
+    char *t;
     int result = PLUGIN_ALLOW;
 
-    if (topic_len >= sizeof(buf)) {
-        t = malloc(topic_len + 1);
-        if (t == NULL) {
-            *reason = MQTT_RC_SERVER_UNAVAILABLE;
-            return PLUGIN_DENY;
-        }
-    }
-    memcpy(t, topic, topic_len);
-    t[topic_len] = 0;
-    memset(&req, 0, sizeof(req));
-    req.size = sizeof(req);
-    req.action = action;
-    req.topic = t;
-    req.qos = qos;
-    req.retain = retain;
-    req.payload = payload;
-    req.payload_len = payload_len;
     *reason = 0;
+    if (acl_request(&req, action, topic, topic_len, qos, retain, payload, payload_len, buf,
+                    sizeof(buf), &t) < 0) {
+        *reason = MQTT_RC_SERVER_UNAVAILABLE;
+        return PLUGIN_DENY;
+    }
     for (p = plugins; p != NULL; p = p->next) {
         uint64_t t0;
         uint8_t r = 0;
@@ -444,7 +553,8 @@ plugin_acl(struct conn *c, int action, const char *topic, size_t topic_len, int 
             continue;
         }
         t0 = timed(p, PH_ACL) ? now_ns() : 0;
-        v = valid_verdict(p, "acl", p->hooks->acl(p->state, (midge_client *)c, &req, &r, NULL), 0);
+        v = p->hooks->acl(p->state, (midge_client *)c, &req, &r, NULL);
+        v = v == MIDGE_PENDING ? acl_untimely_pending(p, action) : valid_verdict(p, "acl", v, 0);
         plugin_record(p, PH_ACL, v, t0 ? now_ns() - t0 + 1 : 0);
         if (v == MIDGE_ALLOW) {
             break;
@@ -459,6 +569,81 @@ plugin_acl(struct conn *c, int action, const char *topic, size_t topic_len, int 
         free(t);
     }
     return result;
+}
+
+/* Runs the ACL chain with tickets; see plugin.h. [worker thread] */
+int
+plugin_acl_wait(struct conn *c, int action, const char *topic, size_t topic_len, int qos,
+                int retain, const uint8_t *payload, uint32_t payload_len, size_t start,
+                uint8_t *reason)
+{
+    struct midge_acl_request req;
+    struct midge_plugin *p;
+    char buf[256];
+    char *t;
+    size_t idx = 0;
+    int result = PLUGIN_ALLOW;
+
+    *reason = 0;
+    if (acl_request(&req, action, topic, topic_len, qos, retain, payload, payload_len, buf,
+                    sizeof(buf), &t) < 0) {
+        *reason = MQTT_RC_SERVER_UNAVAILABLE;
+        return PLUGIN_DENY;
+    }
+    for (p = plugins; p != NULL; p = p->next, idx++) {
+        struct auth_wait *aw;
+        uint64_t t0;
+        uint8_t r = 0;
+        int v;
+
+        if (idx < start || !PLUGIN_HAS(p, acl) || !plugin_applies(p, c->listener)) {
+            continue;
+        }
+        aw = plugin_wait_begin(c, p, idx, PLUGIN_WAIT_ACL);
+        if (aw == NULL) {
+            *reason = MQTT_RC_SERVER_UNAVAILABLE;
+            result = PLUGIN_DENY;
+            break;
+        }
+        t0 = timed(p, PH_ACL) ? now_ns() : 0;
+        v = p->hooks->acl(p->state, (midge_client *)c, &req, &r, plugin_wait_ticket(aw));
+        v = valid_verdict(p, "acl", v, 1);
+        plugin_record(p, PH_ACL, v, t0 ? now_ns() - t0 + 1 : 0);
+        if (plugin_wait_end(aw, c, v, NULL, 0) < 0) {
+            *reason = MQTT_RC_SERVER_UNAVAILABLE;
+            result = PLUGIN_DENY;
+            break;
+        }
+        if (v == MIDGE_PENDING) {
+            result = PLUGIN_PENDING;
+            break;
+        }
+        if (v == MIDGE_ALLOW) {
+            break;
+        }
+        if (v == MIDGE_DENY) {
+            *reason = r;
+            result = PLUGIN_DENY;
+            break;
+        }
+    }
+    if (t != buf) {
+        free(t);
+    }
+    return result;
+}
+
+/* Gives the pending ACL decision its packet; see plugin.h. [worker thread] */
+void
+plugin_acl_hold(struct conn *c, struct acl_hold *h)
+{
+    struct auth_wait *aw = c->auth_wait;
+
+    if (aw == NULL || aw->kind != PLUGIN_WAIT_ACL || aw->hold != NULL) {
+        h->release(c, h); /* cannot happen: plugin_acl_wait just answered PENDING */
+        return;
+    }
+    aw->hold = h;
 }
 
 /* client_connected hooks. [worker thread] */

@@ -52,9 +52,9 @@ plugin_message_retain(const midge_message *m)
     return ((const struct msg *)m)->retain;
 }
 
-/* Iterates user properties in an encoded property list (others skipped). */
-static int
-uprop_next(const uint8_t *props, uint32_t props_len, size_t *pos, const char **key,
+/* Iterates user properties in an encoded property list (others skipped); see plugin.h. */
+int
+plugin_uprop_next(const uint8_t *props, uint32_t props_len, size_t *pos, const char **key,
            size_t *key_len, const char **value, size_t *value_len)
 {
     struct mqtt_props pr;
@@ -86,7 +86,7 @@ plugin_message_user_property_next(const midge_message *m, size_t *pos, const cha
 {
     const struct msg *msg = (const struct msg *)m;
 
-    return uprop_next(msg->props, msg->props_len, pos, key, key_len, value, value_len);
+    return plugin_uprop_next(msg->props, msg->props_len, pos, key, key_len, value, value_len);
 }
 
 const midge_message *
@@ -310,6 +310,7 @@ struct midge_subscription {
 static pthread_rwlock_t isubs_lock = PTHREAD_RWLOCK_INITIALIZER;
 static struct midge_subscription *isubs; /* Protected by isubs_lock */
 static atomic_int isubs_n;
+static int isubs_cleared; /* Protected by isubs_lock: set by plugin_internal_subs_clear() */
 static __thread int in_isub_cb;
 
 midge_subscription *
@@ -343,6 +344,7 @@ plugin_subscribe(midge_plugin *self, const char *filter,
     s->cb = cb;
     s->arg = arg;
     pthread_rwlock_wrlock(&isubs_lock);
+    isubs_cleared = 0; /* plugins loaded again */
     s->next = isubs;
     isubs = s;
     atomic_fetch_add(&isubs_n, 1);
@@ -354,6 +356,8 @@ void
 plugin_unsubscribe(midge_plugin *self, midge_subscription *sub)
 {
     struct midge_subscription **pp;
+    int found = 0;
+    int cleared;
 
     if (sub == NULL) {
         return;
@@ -368,12 +372,25 @@ plugin_unsubscribe(midge_plugin *self, midge_subscription *sub)
         if (*pp == sub) {
             *pp = sub->next;
             atomic_fetch_sub(&isubs_n, 1);
+            found = 1;
             break;
         }
     }
+    cleared = isubs_cleared;
     pthread_rwlock_unlock(&isubs_lock);
-    free(sub->filter);
-    free(sub);
+    if (found) {
+        free(sub->filter);
+        free(sub);
+    } else if (!cleared) {
+        /* Not ours (any more): never dereference it. */
+        midge_log(MLOG_ERROR, "plugin bug plugin=%s: unsubscribe of an unknown or already "
+                  "removed subscription: ignored", self->name);
+    }
+    /*
+     * After plugin_internal_subs_clear() (unload, before the cleanup hooks)
+     * the broker already freed every subscription: a plugin that
+     * unsubscribes in cleanup, as the ABI allows, must not free it again.
+     */
 }
 
 /* Runs the internal subscriptions matching m. [any thread publishing] */
@@ -381,6 +398,7 @@ void
 plugin_internal_route(const struct msg *m)
 {
     struct midge_subscription *s;
+    int outer = in_isub_cb;
 
     if (atomic_load_explicit(&isubs_n, memory_order_relaxed) == 0) {
         return;
@@ -392,7 +410,12 @@ plugin_internal_route(const struct msg *m)
             s->cb(s->arg, (const midge_message *)m);
         }
     }
-    in_isub_cb = 0;
+    /*
+     * A callback that publishes routes again, nested: restore, not clear, so
+     * that the outer callback's subscribe/unsubscribe is still refused (it
+     * would wait for the write lock while this thread holds a read lock).
+     */
+    in_isub_cb = outer;
     pthread_rwlock_unlock(&isubs_lock);
 }
 
@@ -408,6 +431,7 @@ plugin_internal_subs_clear(void)
         free(s);
     }
     atomic_store(&isubs_n, 0);
+    isubs_cleared = 1;
     pthread_rwlock_unlock(&isubs_lock);
 }
 

@@ -104,7 +104,7 @@ proto_packet(struct conn *c, const uint8_t *buf, size_t len)
     }
     switch (type) {
     case MQTT_PUBLISH:
-        return proto_publish(c, &p.u.publish);
+        return proto_publish(c, &p.u.publish, buf, len);
     case MQTT_PUBACK:
     case MQTT_PUBREC:
     case MQTT_PUBCOMP:
@@ -114,7 +114,7 @@ proto_packet(struct conn *c, const uint8_t *buf, size_t len)
     case MQTT_PUBREL:
         return proto_pubrel(c, &p.u.ack);
     case MQTT_SUBSCRIBE:
-        return proto_subscribe(c, &p.u.subscribe);
+        return proto_subscribe(c, &p.u.subscribe, buf, len);
     case MQTT_UNSUBSCRIBE:
         return proto_unsubscribe(c, &p.u.unsubscribe);
     case MQTT_PINGREQ:

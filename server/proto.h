@@ -3,8 +3,10 @@
  * does, and the encoding of packets the broker sends. [worker thread]
  *
  * Handlers return PROTO_OK, PROTO_CLOSE (the handler already called
- * conn_close), or PROTO_HANDOFF (CONNECT: the connection moves to its
- * session's home worker and the caller must stop processing it).
+ * conn_close), PROTO_HANDOFF (CONNECT: the connection moves to its
+ * session's home worker and the caller must stop processing it), or
+ * PROTO_WAIT (a plugin decision is pending: the connection holds its
+ * further input until the packet completes, then calls conn_continue).
  */
 #ifndef MIDGE_PROTO_H
 #define MIDGE_PROTO_H
@@ -34,8 +36,34 @@ int proto_connect(struct conn *c, const uint8_t *raw, size_t raw_len, const stru
 void proto_connect_resume(struct conn *c, const uint8_t *raw, size_t raw_len, size_t index,
                           int verdict, uint8_t reason);
 
+/*
+ * A packet waiting for an asynchronous ACL decision (plugin_acl_wait
+ * answered PENDING): the handler embeds this at the start of its own
+ * struct. Owned by the pending decision while it waits (plugin_acl_hold),
+ * then by resume().
+ */
+struct acl_hold {
+    /*
+     * The decision arrived: `verdict` of the plugin at chain position
+     * `index` (DEFER: ask the next one), for `action`. Takes ownership of h:
+     * holds it again or releases it. [worker thread]
+     */
+    void (*resume)(struct conn *c, struct acl_hold *h, size_t index, int verdict,
+                   uint8_t reason);
+    /*
+     * Frees h. `c` is not NULL when the connection closes while h waits:
+     * undo what the packet started (e.g. its QoS 2 packet id). [worker thread]
+     */
+    void (*release)(struct conn *c, struct acl_hold *h);
+    uint8_t *raw;  /* copy of the packet, owned; decoded again on resume */
+    size_t raw_len;
+    int action;    /* enum midge_acl_action whose chain waits */
+};
+
 /* proto_publish.c */
-int proto_publish(struct conn *c, const struct mqtt_publish *p);
+/* An inbound PUBLISH; `raw` is the whole packet (copied if an ACL decision waits). */
+int proto_publish(struct conn *c, const struct mqtt_publish *p, const uint8_t *raw,
+                  size_t raw_len);
 int proto_pubrel(struct conn *c, const struct mqtt_ack *a);
 
 /*
@@ -51,7 +79,8 @@ int proto_send_publish(struct conn *c, const struct qentry *e, uint16_t pid, int
 int proto_send_ack(struct conn *c, int type, uint16_t pid, uint8_t rc);
 
 /* proto_subscribe.c */
-int proto_subscribe(struct conn *c, const struct mqtt_subscribe *s);
+int proto_subscribe(struct conn *c, const struct mqtt_subscribe *s, const uint8_t *raw,
+                    size_t raw_len);
 int proto_unsubscribe(struct conn *c, const struct mqtt_unsubscribe *u);
 
 /* Protocol error helper: v5 DISCONNECT with rc (or plain close for v3), will sent. */

@@ -19,6 +19,7 @@
 #include "subs.h"
 #include "topic.h"
 #include "worker.h"
+#include "xport.h"
 
 /* Refuses a CONNECT with a v5 reason code, mapped to the v3 return code for older clients. */
 static int
@@ -141,6 +142,9 @@ auth_decide(struct conn *c, const struct mqtt_connect *cp)
     default:
         break;
     }
+    if (xport_identity_required(c)) {
+        return PROTO_OK; /* issue 9: a verified certificate authenticated the client */
+    }
     if (c->auth_any && cp->has_username) {
         return refuse(c, MQTT_RC_BAD_USERNAME_OR_PASSWORD, MQTT_V3_REFUSED_BAD_USERNAME_PASSWORD,
                       "no plugin accepted the username");
@@ -155,24 +159,97 @@ auth_decide(struct conn *c, const struct mqtt_connect *cp)
     return PROTO_OK;
 }
 
-/* The will passes the ACL as a publish (and as a retain when retained). */
+/*
+ * The will passes the ACL as a will (and as a retain when retained): the
+ * chain of *action from position `start` with the verdict so far `v`
+ * (DEFER: ask from `start`). Returns PLUGIN_ALLOW, PLUGIN_DENY or
+ * PLUGIN_PENDING (*action: the chain that waits).
+ */
 static int
-will_allowed(struct conn *c, const struct mqtt_connect *cp)
+will_acl(struct conn *c, const struct mqtt_connect *cp, int *action, size_t start, int v)
 {
     uint8_t r;
 
-    if (!cp->will_flag || !plugins_acl_active) {
-        return 1;
+    for (;;) {
+        if (v == MIDGE_DEFER) {
+            int retain = *action == MIDGE_ACL_RETAIN ? 1 : cp->will_retain;
+            v = plugin_acl_wait(c, *action, (const char *)cp->will_topic.ptr, cp->will_topic.len,
+                                cp->will_qos, retain, cp->will_payload.ptr, cp->will_payload.len,
+                                start, &r);
+        }
+        if (v != PLUGIN_ALLOW || *action == MIDGE_ACL_RETAIN || !cp->will_retain) {
+            return v;
+        }
+        *action = MIDGE_ACL_RETAIN;
+        start = 0;
+        v = MIDGE_DEFER;
     }
-    if (plugin_acl(c, MIDGE_ACL_WILL, (const char *)cp->will_topic.ptr, cp->will_topic.len,
-                   cp->will_qos, cp->will_retain, cp->will_payload.ptr, cp->will_payload.len,
-                   &r) == PLUGIN_DENY) {
-        return 0;
+}
+
+static void
+will_release(struct conn *c, struct acl_hold *h)
+{
+    (void)c;
+    free(h->raw);
+    free(h);
+}
+
+/* A will the ACL denied: CONNACK 0x87 (MQTT 3: 5). */
+static int
+refuse_will(struct conn *c)
+{
+    return refuse(c, MQTT_RC_NOT_AUTHORIZED, MQTT_V3_REFUSED_NOT_AUTHORIZED, "will denied by ACL");
+}
+
+/* A decision about a CONNECT's will arrived: refuse, or complete the CONNECT. */
+static void
+will_resume(struct conn *c, struct acl_hold *h, size_t index, int verdict, uint8_t reason)
+{
+    struct mqtt_packet pk;
+    uint8_t rc = 0;
+    int v;
+
+    (void)reason; /* a denied will is always CONNACK 0x87, as in the synchronous case */
+    memset(&pk, 0, sizeof(pk));
+    if (mqtt_decode(h->raw, h->raw_len, MQTT_V311, &pk, &rc) != MQTT_OK) {
+        will_release(c, h);
+        conn_close(c, MQTT_RC_UNSPECIFIED, 0, "stored CONNECT unreadable");
+        return;
     }
-    return !cp->will_retain ||
-           plugin_acl(c, MIDGE_ACL_RETAIN, (const char *)cp->will_topic.ptr, cp->will_topic.len,
-                      cp->will_qos, 1, cp->will_payload.ptr, cp->will_payload.len,
-                      &r) != PLUGIN_DENY;
+    v = will_acl(c, &pk.u.connect, &h->action, index + 1, verdict);
+    if (v == PLUGIN_PENDING) {
+        plugin_acl_hold(c, h);
+        return;
+    }
+    if (v == PLUGIN_DENY) {
+        refuse_will(c);
+    } else {
+        c->will_acl_done = 1;
+        if (proto_connect(c, h->raw, h->raw_len, &pk, 0) == PROTO_OK) {
+            conn_continue(c);
+        }
+    }
+    will_release(NULL, h);
+}
+
+/* Keeps the CONNECT while its will waits for an ACL decision. Returns PROTO_WAIT or PROTO_CLOSE. */
+static int
+will_hold(struct conn *c, const uint8_t *raw, size_t raw_len, int action)
+{
+    struct acl_hold *h = calloc(1, sizeof(*h));
+
+    if (h == NULL || (h->raw = malloc(raw_len)) == NULL) {
+        free(h);
+        return refuse(c, MQTT_RC_SERVER_UNAVAILABLE, MQTT_V3_REFUSED_SERVER_UNAVAILABLE,
+                      "out of memory");
+    }
+    memcpy(h->raw, raw, raw_len);
+    h->raw_len = raw_len;
+    h->action = action;
+    h->resume = will_resume;
+    h->release = will_release;
+    plugin_acl_hold(c, h);
+    return PROTO_WAIT;
 }
 
 /* Continues a CONNECT after a pending decision; see proto.h. [worker thread] */
@@ -292,6 +369,18 @@ proto_connect(struct conn *c, const uint8_t *raw, size_t raw_len, const struct m
         return refuse(c, MQTT_RC_SERVER_UNAVAILABLE, MQTT_V3_REFUSED_SERVER_UNAVAILABLE,
                       "out of memory");
     }
+    /* issue 9: use_identity_as_username / use_subject_as_username: the certificate names the user. */
+    if (xport_identity_required(c)) {
+        if (xport_identity(c) == NULL) {
+            return refuse(c, MQTT_RC_NOT_AUTHORIZED, MQTT_V3_REFUSED_NOT_AUTHORIZED,
+                          "no verified client certificate identity");
+        }
+        free(c->username);
+        if ((c->username = strdup(xport_identity(c))) == NULL) {
+            return refuse(c, MQTT_RC_SERVER_UNAVAILABLE, MQTT_V3_REFUSED_SERVER_UNAVAILABLE,
+                          "out of memory");
+        }
+    }
 
     /* The session's home worker owns it: move there before touching sessions. */
     {
@@ -327,9 +416,16 @@ proto_connect(struct conn *c, const uint8_t *raw, size_t raw_len, const struct m
     if (auth_decide(c, cp) != PROTO_OK) {
         return PROTO_CLOSE;
     }
-    if (!will_allowed(c, cp)) {
-        return refuse(c, MQTT_RC_NOT_AUTHORIZED, MQTT_V3_REFUSED_NOT_AUTHORIZED,
-                      "will denied by ACL");
+    if (cp->will_flag && plugins_acl_active && !c->will_acl_done) {
+        /* The will's ACL may be pending too: the CONNECT then resumes in will_resume. */
+        int action = MIDGE_ACL_WILL;
+        int v = will_acl(c, cp, &action, 0, MIDGE_DEFER);
+        if (v == PLUGIN_PENDING) {
+            return will_hold(c, raw, raw_len, action);
+        }
+        if (v == PLUGIN_DENY) {
+            return refuse_will(c);
+        }
     }
 
     if (cp->version == MQTT_V5) {

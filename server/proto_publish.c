@@ -7,6 +7,7 @@
 
 #include "broker.h"
 #include "conn.h"
+#include "log.h"
 #include "msg.h"
 #include "persist.h"
 #include "plugin.h"
@@ -46,83 +47,100 @@ resolve_alias(struct conn *c, const struct mqtt_publish *p, const char **topic, 
     return PROTO_OK;
 }
 
-/* ACL for a PUBLISH (and for setting a retained message). 0 when denied, *rc set. */
-static int
-publish_allowed(struct conn *c, const struct mqtt_publish *p, const char *topic, size_t len,
-                uint8_t *rc)
-{
-    uint8_t r = 0;
+/*
+ * A PUBLISH waiting for an ACL decision. Owned by the pending decision
+ * (plugin_hooks.c), then by pub_resume.
+ */
+struct pub_hold {
+    struct acl_hold h;
+    char *topic;     /* resolved through the alias table before waiting, owned */
+    size_t topic_len;
+    uint16_t pid;    /* QoS 2: its packet id is marked (session_qos2_mark) */
+    uint8_t qos;
+};
 
-    if (plugin_acl(c, MIDGE_ACL_PUBLISH, topic, len, p->qos, p->retain, p->payload.ptr,
-                   p->payload.len, &r) == PLUGIN_DENY ||
-        (p->retain && plugin_acl(c, MIDGE_ACL_RETAIN, topic, len, p->qos, 1, p->payload.ptr,
-                                 p->payload.len, &r) == PLUGIN_DENY)) {
+/*
+ * The PUBLISH (and, when RETAIN is set, the RETAIN) ACL chains, from chain
+ * position `start` of *action with the verdict so far `v` (DEFER: ask from
+ * `start`). Returns PLUGIN_ALLOW, PLUGIN_DENY (*rc: the ack's reason code)
+ * or PLUGIN_PENDING (*action: the chain that waits).
+ */
+static int
+publish_acl(struct conn *c, const struct mqtt_publish *p, const char *topic, size_t len,
+            int *action, size_t start, int v, uint8_t *rc)
+{
+    uint8_t r = *rc;
+
+    for (;;) {
+        if (v == MIDGE_DEFER) {
+            int retain = *action == MIDGE_ACL_RETAIN ? 1 : p->retain;
+            v = plugin_acl_wait(c, *action, topic, len, p->qos, retain, p->payload.ptr,
+                                p->payload.len, start, &r);
+        }
+        if (v != PLUGIN_ALLOW || *action == MIDGE_ACL_RETAIN || !p->retain) {
+            break;
+        }
+        *action = MIDGE_ACL_RETAIN;
+        start = 0;
+        v = MIDGE_DEFER;
+    }
+    *rc = 0;
+    if (v == PLUGIN_DENY) {
         *rc = r >= 0x80 ? r : MQTT_RC_NOT_AUTHORIZED;
+    }
+    return v;
+}
+
+/*
+ * memory_limit: 1 while messages hold more; logged once per episode.
+ * Summing the counter's shards costs ~64 cache lines, so each thread looks
+ * at most every 10 ms (the limit is a guard, not an exact quota).
+ */
+static int
+over_memory_limit(long long limit, double now)
+{
+    static atomic_int logged;
+    static __thread double checked_at;
+    static __thread int over;
+    long long used;
+
+    if (now - checked_at < 0.01) {
+        return over;
+    }
+    checked_at = now;
+    used = msg_mem_in_use();
+    over = used > limit;
+
+    if (used <= limit) {
+        if (atomic_load_explicit(&logged, memory_order_relaxed)) {
+            atomic_store(&logged, 0);
+            midge_log(MLOG_NOTICE, "memory_limit: below the limit again (%lld of %lld bytes): "
+                      "publishes accepted", used, limit);
+        }
         return 0;
+    }
+    if (!atomic_exchange(&logged, 1)) {
+        midge_log(MLOG_WARNING, "memory_limit reached (%lld of %lld bytes): publishes refused "
+                  "until memory is freed", used, limit);
     }
     return 1;
 }
 
 /* Handles an inbound PUBLISH. */
-int
-proto_publish(struct conn *c, const struct mqtt_publish *p)
+/*
+ * Routes the PUBLISH unless ack_rc already refuses it, then acknowledges
+ * (v5 with the reason code; v3 acknowledged and dropped [MQTT-3.3.5-2]).
+ */
+static int
+publish_finish(struct conn *c, const struct mqtt_publish *p, const char *topic, size_t topic_len,
+               uint8_t ack_rc, uint64_t mark)
 {
-    const struct config *cfg = broker_cfg();
     struct session *s = c->session;
-    const char *topic = (const char *)p->topic.ptr;
-    size_t topic_len = p->topic.len;
-    struct msg *m;
     int ack_type = p->qos == 1 ? MQTT_PUBACK : MQTT_PUBREC;
-    uint8_t ack_rc = 0;
-    uint64_t mark = persist_active ? persist_thread_mark() : 0;
+    struct msg *m;
 
-    STAT_ADD(&c->w->stats, pub_received, 1);
-    c->is_publisher = 1;
-    if (c->version == MQTT_V5 && (p->props.present & MQTT_PBIT(MQTT_PROP_TOPIC_ALIAS))) {
-        if (resolve_alias(c, p, &topic, &topic_len) != PROTO_OK) {
-            return PROTO_CLOSE;
-        }
-    } else if (topic_len == 0) {
-        return proto_fail(c, MQTT_RC_PROTOCOL_ERROR, "empty topic without alias");
-    }
-    if (p->qos > cfg->max_qos) {
-        /* [MQTT-3.2.2-11] */
-        return proto_fail(c, MQTT_RC_QOS_NOT_SUPPORTED, "QoS above max_qos");
-    }
-    if (p->retain && !cfg->retain_available) {
-        /* [MQTT-3.2.2-14] */
-        return proto_fail(c, MQTT_RC_RETAIN_NOT_SUPPORTED, "retain not available");
-    }
-    if (p->qos > 0 && persist_refusing()) {
-        /* Storage failing: not accepted. v5 says so (0x97); v3 gets no ack and sends again. */
-        STAT_ADD(&c->w->stats, pub_dropped, 1);
-        if (c->version != MQTT_V5) {
-            return PROTO_OK;
-        }
-        return proto_send_ack(c, ack_type, p->packet_id, MQTT_RC_QUOTA_EXCEEDED) < 0
-                   ? PROTO_CLOSE
-                   : PROTO_OK;
-    }
-    if (p->qos == 2) {
-        int r = session_qos2_mark(s, p->packet_id);
-        if (r < 0) {
-            return proto_fail(c, MQTT_RC_SERVER_BUSY, "out of memory");
-        }
-        if (r == 1) {
-            /* Already received, PUBREL pending: acknowledge, do not deliver again [MQTT-4.3.3-9]. */
-            return persist_send_ack(c, MQTT_PUBREC, p->packet_id, 0, 0) < 0 ? PROTO_CLOSE
-                                                                               : PROTO_OK;
-        }
-        if (cfg->max_inflight_messages > 0 && s->in_qos2_count > (uint32_t)cfg->max_inflight_messages &&
-            c->version == MQTT_V5) {
-            /* More unacknowledged QoS 2 than our Receive Maximum [MQTT-3.3.4-9]. */
-            return proto_fail(c, MQTT_RC_RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded");
-        }
-    }
-    if (cfg->message_size_limit > 0 && p->payload.len > cfg->message_size_limit) {
-        ack_rc = MQTT_RC_PACKET_TOO_LARGE;
-    } else if (plugins_acl_active && !publish_allowed(c, p, topic, topic_len, &ack_rc)) {
-        /* v5: the reason code in the ack; v3: acknowledged and dropped [MQTT-3.3.5-2]. */
+    if (ack_rc != 0) {
+        /* Refused already: too large, or by the ACL. */
     } else if (topic_len >= 4 && memcmp(topic, "$SYS", 4) == 0) {
         /* Clients do not publish into the broker's own tree. */
         ack_rc = MQTT_RC_NOT_AUTHORIZED;
@@ -153,7 +171,9 @@ proto_publish(struct conn *c, const struct mqtt_publish *p)
     }
     /*
      * v3 has no reason codes: a refused message is acknowledged and dropped.
-     * With persistence the ack waits until what this PUBLISH stored is durable.
+     * With persistence the ack waits until what this PUBLISH stored (its QoS 2
+     * id, the deliveries to persistent sessions, a retained message) is durable:
+     * `mark` is this thread's last event before the PUBLISH was handled.
      */
     return persist_send_ack(c, ack_type, p->packet_id, c->version == MQTT_V5 ? ack_rc : 0,
                             persist_active && persist_thread_mark() != mark
@@ -161,6 +181,154 @@ proto_publish(struct conn *c, const struct mqtt_publish *p)
                                 : 0) < 0
                ? PROTO_CLOSE
                : PROTO_OK;
+}
+
+static void
+pub_release(struct conn *c, struct acl_hold *h)
+{
+    struct pub_hold *ph = (struct pub_hold *)h;
+
+    if (c != NULL && c->session != NULL && ph->qos == 2) {
+        /* Never acknowledged: the client sends it again, and it must not count as a duplicate. */
+        session_qos2_release(c->session, ph->pid);
+    }
+    free(ph->topic);
+    free(h->raw);
+    free(ph);
+}
+
+/* A decision for a held PUBLISH arrived: finish it, then the input held meanwhile. */
+static void
+pub_resume(struct conn *c, struct acl_hold *h, size_t index, int verdict, uint8_t reason)
+{
+    struct pub_hold *ph = (struct pub_hold *)h;
+    struct mqtt_packet pk;
+    uint8_t rc = 0;
+    int v;
+
+    memset(&pk, 0, sizeof(pk));
+    if (mqtt_decode(h->raw, h->raw_len, c->version, &pk, &rc) != MQTT_OK) {
+        pub_release(c, h);
+        conn_close(c, MQTT_RC_UNSPECIFIED, 1, "stored PUBLISH unreadable");
+        return;
+    }
+    rc = reason;
+    v = publish_acl(c, &pk.u.publish, ph->topic, ph->topic_len, &h->action, index + 1, verdict,
+                    &rc);
+    if (v == PLUGIN_PENDING) {
+        plugin_acl_hold(c, h);
+        return;
+    }
+    /* Mark 0: other packets were handled meanwhile, so the ack waits for this thread's last event. */
+    if (publish_finish(c, &pk.u.publish, ph->topic, ph->topic_len, rc, 0) == PROTO_OK) {
+        conn_continue(c);
+    }
+    pub_release(NULL, h);
+}
+
+/* Keeps the PUBLISH on the pending decision. Returns PROTO_WAIT or PROTO_CLOSE. */
+static int
+publish_hold(struct conn *c, const struct mqtt_publish *p, const char *topic, size_t topic_len,
+             const uint8_t *raw, size_t raw_len, int action)
+{
+    struct pub_hold *ph = calloc(1, sizeof(*ph));
+
+    if (ph == NULL || (ph->topic = malloc(topic_len + 1)) == NULL ||
+        (ph->h.raw = malloc(raw_len)) == NULL) {
+        if (ph != NULL) {
+            free(ph->topic);
+            free(ph);
+        }
+        if (p->qos == 2) {
+            session_qos2_release(c->session, p->packet_id);
+        }
+        return proto_fail(c, MQTT_RC_SERVER_BUSY, "out of memory");
+    }
+    memcpy(ph->topic, topic, topic_len);
+    ph->topic[topic_len] = 0;
+    ph->topic_len = topic_len;
+    memcpy(ph->h.raw, raw, raw_len);
+    ph->h.raw_len = raw_len;
+    ph->h.action = action;
+    ph->h.resume = pub_resume;
+    ph->h.release = pub_release;
+    ph->pid = p->packet_id;
+    ph->qos = p->qos;
+    plugin_acl_hold(c, &ph->h);
+    return PROTO_WAIT;
+}
+
+/* Handles an inbound PUBLISH; see proto.h. */
+int
+proto_publish(struct conn *c, const struct mqtt_publish *p, const uint8_t *raw, size_t raw_len)
+{
+    const struct config *cfg = broker_cfg();
+    struct session *s = c->session;
+    const char *topic = (const char *)p->topic.ptr;
+    size_t topic_len = p->topic.len;
+    uint8_t ack_rc = 0;
+    uint64_t mark = persist_active ? persist_thread_mark() : 0;
+
+    STAT_ADD(&c->w->stats, pub_received, 1);
+    c->is_publisher = 1;
+    if (c->version == MQTT_V5 && (p->props.present & MQTT_PBIT(MQTT_PROP_TOPIC_ALIAS))) {
+        if (resolve_alias(c, p, &topic, &topic_len) != PROTO_OK) {
+            return PROTO_CLOSE;
+        }
+    } else if (topic_len == 0) {
+        return proto_fail(c, MQTT_RC_PROTOCOL_ERROR, "empty topic without alias");
+    }
+    if (p->qos > cfg->max_qos) {
+        /* [MQTT-3.2.2-11] */
+        return proto_fail(c, MQTT_RC_QOS_NOT_SUPPORTED, "QoS above max_qos");
+    }
+    if (p->retain && !cfg->retain_available) {
+        /* [MQTT-3.2.2-14] */
+        return proto_fail(c, MQTT_RC_RETAIN_NOT_SUPPORTED, "retain not available");
+    }
+    if ((p->qos > 0 && persist_refusing()) ||
+        (cfg->memory_limit > 0 && over_memory_limit(cfg->memory_limit, ev_now(c->w->loop)))) {
+        /*
+         * Storage failing or memory_limit reached: not accepted. QoS 0 is dropped;
+         * v5 QoS 1/2 is told so (0x97); v3 gets no ack and sends again later.
+         */
+        STAT_ADD(&c->w->stats, pub_dropped, 1);
+        if (p->qos == 0 || c->version != MQTT_V5) {
+            return PROTO_OK;
+        }
+        return proto_send_ack(c, p->qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, p->packet_id,
+                              MQTT_RC_QUOTA_EXCEEDED) < 0
+                   ? PROTO_CLOSE
+                   : PROTO_OK;
+    }
+    if (p->qos == 2) {
+        int r = session_qos2_mark(s, p->packet_id);
+        if (r < 0) {
+            return proto_fail(c, MQTT_RC_SERVER_BUSY, "out of memory");
+        }
+        if (r == 1) {
+            /* Already received, PUBREL pending: acknowledge, do not deliver again [MQTT-4.3.3-9]. */
+            return persist_send_ack(c, MQTT_PUBREC, p->packet_id, 0, 0) < 0 ? PROTO_CLOSE
+                                                                               : PROTO_OK;
+        }
+        if (cfg->max_inflight_messages > 0 && s->in_qos2_count > (uint32_t)cfg->max_inflight_messages &&
+            c->version == MQTT_V5) {
+            /* More unacknowledged QoS 2 than our Receive Maximum [MQTT-3.3.4-9]. */
+            return proto_fail(c, MQTT_RC_RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded");
+        }
+    }
+    if (cfg->message_size_limit > 0 && p->payload.len > cfg->message_size_limit) {
+        ack_rc = MQTT_RC_PACKET_TOO_LARGE;
+    } else if (plugins_acl_active) {
+        /* v5: a denial is the ack's reason code; v3: acknowledged and dropped [MQTT-3.3.5-2]. */
+        int action = MIDGE_ACL_PUBLISH;
+        if (publish_acl(c, p, topic, topic_len, &action, 0, MIDGE_DEFER, &ack_rc) ==
+            PLUGIN_PENDING) {
+            /* The client waits, not the worker: its next packets are held until the decision. */
+            return publish_hold(c, p, topic, topic_len, raw, raw_len, action);
+        }
+    }
+    return publish_finish(c, p, topic, topic_len, ack_rc, mark);
 }
 
 /* PUBREL: the QoS 2 id is released; PUBCOMP answers (0x92 when unknown, v5). */

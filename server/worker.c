@@ -17,6 +17,7 @@
 #include "msg.h"
 #include "plugin.h"
 #include "session.h"
+#include "xport.h"
 
 static __thread struct worker *current;
 
@@ -67,6 +68,7 @@ witem_discard(struct witem *it)
     case WI_HANDOFF:
         close(it->u.conn->fd);
         atomic_fetch_sub(&it->u.conn->listener->nconns, 1);
+        xport_free(it->u.conn); /* issue 9 */
         outbuf_clear(&it->u.conn->out);
         free(it->u.conn->inbuf);
         plugin_conn_release(it->u.conn);
@@ -126,12 +128,26 @@ call_target_current(void)
     return current != NULL ? current->id : CALL_MAIN;
 }
 
+/*
+ * Workers that accept posts, published with release order once they exist:
+ * a plugin thread started in init (before the workers) reads it with
+ * acquire order before touching broker.workers.
+ */
+static atomic_uint workers_ready;
+
+unsigned
+workers_ready_count(void)
+{
+    return atomic_load_explicit(&workers_ready, memory_order_acquire);
+}
+
 void
 call_post(unsigned target, void (*fn)(void *arg), void *arg)
 {
     struct witem it;
 
-    if (target == CALL_MAIN || target >= broker.nworkers) {
+    if (target == CALL_MAIN ||
+        target >= atomic_load_explicit(&workers_ready, memory_order_acquire)) {
         main_call(fn, arg);
         return;
     }
@@ -466,6 +482,7 @@ worker_start_all(unsigned n)
             return -1;
         }
     }
+    atomic_store_explicit(&workers_ready, n, memory_order_release);
     /* From now on calls go straight to the workers; those made in init wait for
      * worker_post_early_calls(), after the restore. */
     pthread_mutex_lock(&early.lock);
@@ -523,6 +540,7 @@ worker_free_all(void)
 {
     unsigned i;
 
+    atomic_store_explicit(&workers_ready, 0, memory_order_release);
     for (i = 0; i < broker.nworkers; i++) {
         struct worker *w = broker.workers[i];
         free(w->outbox);

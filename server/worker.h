@@ -149,6 +149,9 @@ int worker_throttled(struct worker *w);
 /* The calling thread as a call target: its worker id, or CALL_MAIN. */
 unsigned call_target_current(void);
 
+/* Workers started and not yet freed (0 before start and after worker_free_all). [any thread] */
+unsigned workers_ready_count(void);
+
 /* Queues fn(arg) for `target` (a worker id or CALL_MAIN). [any thread] */
 void call_post(unsigned target, void (*fn)(void *arg), void *arg);
 

@@ -215,7 +215,8 @@ struct midge_enhanced_auth_request {
 struct midge_persist_event {
     uint32_t size;
     int type;                  /* enum midge_persist_type */
-    uint64_t seq;              /* 1, 2, 3, ...: every event of the process in one order */
+    uint64_t seq;              /* 1, 2, 3, ...: every event of this broker process in one order
+                                  (it starts at 1 again after a restart) */
     const char *client_id;     /* NULL for RETAIN_* */
     const char *filter;        /* SUB_*: the filter; RETAIN_CLEAR: the topic */
     const midge_message *msg;  /* RETAIN_SET, MSG_QUEUED, WILL_SET */
@@ -248,6 +249,25 @@ struct midge_client_info {
     uint32_t inflight;        /* QoS 1/2 messages sent and not yet acknowledged */
 };
 
+/* Broker-wide counters (api->stats), totals since start unless said otherwise. */
+struct midge_broker_stats {
+    uint32_t size;
+    uint64_t clients_connected;  /* now */
+    uint64_t sessions;           /* now: connected and disconnected persistent sessions */
+    uint64_t subscriptions;      /* now */
+    uint64_t retained;           /* now: retained messages */
+    uint64_t packets_received;
+    uint64_t packets_sent;
+    uint64_t publish_received;
+    uint64_t publish_sent;
+    uint64_t publish_dropped;    /* queue limits, output caps, memory_limit, oversize, expiry */
+    uint64_t bytes_received;
+    uint64_t bytes_sent;
+    uint64_t connects;           /* successful CONNECTs */
+    uint64_t message_bytes;      /* now: bytes held by messages (memory_limit counts these) */
+    double uptime;               /* seconds */
+};
+
 /* TLS details of a connection (api->client_tls). Borrowed during the hook. */
 struct midge_tls_info {
     uint32_t size;
@@ -256,6 +276,9 @@ struct midge_tls_info {
     const char *subject;      /* client certificate subject (RFC 2253), NULL: no certificate */
     const char *san;          /* first DNS/email/URI subject alternative name, or NULL */
     int verified;             /* 1: the client certificate chain was verified */
+    const char *issuer;       /* client certificate issuer (RFC 2253), NULL: no certificate */
+    const char *const *sans;  /* every DNS, email, URI and IP subject alternative name */
+    uint32_t san_count;
 };
 
 /*
@@ -303,10 +326,18 @@ struct midge_hooks {
 
     /*
      * Authorizes an action. [worker thread] ALLOW, DENY (*reason: an MQTT 5
-     * reason code, or 0 for 0x87) or DEFER. In ABI 1.0 ACL decisions are
-     * synchronous: `ticket` is NULL, and a PENDING answer is taken as the
-     * instance's plugin_timeout_verdict at once. Keep it fast: RECEIVE runs
-     * for every message delivered to the client.
+     * reason code, or 0 for 0x87), DEFER, or, when `ticket` is not NULL,
+     * PENDING and later api->complete(ticket, ...) from any thread (ALLOW,
+     * DENY or DEFER: the next plugin is asked), as for auth: after the
+     * plugin_timeout the plugin_timeout_verdict applies, and completing after
+     * the timeout, after the client left, or twice returns -MIDGE_ESTATE.
+     * PUBLISH, RETAIN, SUBSCRIBE and WILL get a ticket: while the decision
+     * is pending that client's packets wait (their order is kept; the PUBLISH
+     * is acknowledged, the SUBACK or CONNACK sent, once it is decided) and
+     * the worker serves other clients. RECEIVE (and the re-check of
+     * subscriptions after a reload) gets NULL: answer at once; PENDING then
+     * is taken as the plugin_timeout_verdict (logged once as a plugin bug).
+     * Keep RECEIVE fast: it runs for every message delivered to the client.
      */
     int (*acl)(void *state, midge_client *client, const struct midge_acl_request *req,
                uint8_t *reason, midge_ticket *ticket);
@@ -512,8 +543,10 @@ struct midge_api {
 
     /*
      * Completes a PENDING enhanced_auth step (or an auth decision) with
-     * Authentication Data to send (copied; NULL/0: none). `verdict` may be
-     * ALLOW, DENY, DEFER or CONTINUE. Otherwise as api->complete(). [any thread]
+     * Authentication Data to send (copied; NULL/0: none); for a step it
+     * replaces what api->auth_data_set stored, for a plain auth decision it
+     * is ignored. `verdict` may be ALLOW, DENY, DEFER or CONTINUE (steps
+     * only). Otherwise as api->complete(). [any thread]
      */
     int (*complete_auth)(midge_ticket *ticket, int verdict, uint8_t reason, const void *data,
                          uint32_t len);
@@ -528,7 +561,11 @@ struct midge_api {
     /* Iterates the CONNECT's user properties (MQTT 5), as message_user_property_next. */
     int (*client_user_property_next)(const midge_client *c, size_t *pos, const char **key,
                                      size_t *key_len, const char **value, size_t *value_len);
-    /* Fills *info for a TLS connection and returns 0; -MIDGE_ENOENT on plain TCP. */
+    /*
+     * Fills *info for a TLS connection and returns 0; -MIDGE_ENOENT on plain
+     * TCP. Set info->size = sizeof(*info) first: fields beyond it are not
+     * written (an older plugin gets what it knows). Strings borrowed.
+     */
     int (*client_tls)(const midge_client *c, struct midge_tls_info *info);
 
     /*
@@ -571,7 +608,8 @@ struct midge_api {
      * threads, default 1, at lower scheduling priority), then done(arg) on
      * the calling thread's loop (done may be NULL). Returns 0, or
      * -MIDGE_EBUSY when plugin_queue jobs already wait. Jobs still queued at
-     * shutdown run before cleanup. [worker thread, main thread]
+     * shutdown run before cleanup, and so do their done callbacks (on the
+     * main thread then: the workers have stopped). [worker thread, main thread]
      */
     int (*run_blocking)(midge_plugin *self, void (*work)(void *arg), void (*done)(void *arg),
                         void *arg);
@@ -703,6 +741,8 @@ struct midge_api {
     /*
      * Restore calls, only inside the restore hook. Each returns 0,
      * -MIDGE_EINVAL (bad data: the broker logs and skips it) or -MIDGE_ENOMEM.
+     * Messages passed in are borrowed: the broker takes its own reference,
+     * the plugin still unrefs the one it got from api->message_new.
      * `expires_in`: seconds the disconnected session has left (0xFFFFFFFF
      * never; ignored while expiry is 0xFFFFFFFF).
      */
@@ -717,6 +757,30 @@ struct midge_api {
     int (*restore_qos2_in)(midge_plugin *self, const char *client_id, uint16_t packet_id);
     int (*restore_will)(midge_plugin *self, const char *client_id, const midge_message *will,
                         uint32_t delay);
+
+    /* ---- Administration (dashboards, admin APIs) ---- */
+
+    /* Fills *out (set out->size first; fields beyond it are not written). [any thread] */
+    int (*stats)(midge_plugin *self, struct midge_broker_stats *out);
+    /*
+     * Calls cb(arg, info) for every session, on each session's worker thread
+     * (workers run in parallel: cb must be thread-safe), then done(arg) once,
+     * on the calling thread's loop, after the last cb. Returns 0 once queued.
+     * [worker thread, main thread]
+     */
+    int (*client_list)(midge_plugin *self,
+                       void (*cb)(void *arg, const struct midge_client_info *info),
+                       void (*done)(void *arg), void *arg);
+    /*
+     * Calls cb(arg, msg) for each retained message whose topic matches
+     * `filter`, on the calling thread, before returning; cb returns 0 to go
+     * on, non-zero to stop. Returns the number of calls, or -MIDGE_EINVAL.
+     * [any thread]
+     */
+    int (*retained_list)(midge_plugin *self, const char *filter,
+                         int (*cb)(void *arg, const midge_message *msg), void *arg);
+    /* Asks for a configuration reload, as SIGHUP does. [any thread] */
+    int (*reload_request)(midge_plugin *self);
 };
 
 /* 1 when the broker's table has function `fn` (it lies within api->size and is set). */

@@ -387,8 +387,17 @@ test_unknown_option(void **state)
              "1: unknown option 'password_file' (a mosquitto option midge does not support yet)");
     load_err(fx, "plugin_opt_foo bar\n",
              "1: plugin_opt_foo must follow a plugin or listener_plugin line");
-    load_err(fx, "listener 1883\ncafile /x\n",
-             "2: unknown option 'cafile' (a mosquitto option midge does not support yet)");
+    load_err(fx, "listener 1883\npsk_hint x\n",
+             "2: unknown option 'psk_hint' (a mosquitto option midge does not support yet)");
+    /* TLS and WebSocket words (issue 9): files are checked when read, combinations at the end. */
+    load_err(fx, "listener 1883\ncafile /nonexistent/ca.pem\n",
+             "2: cafile: cannot read '/nonexistent/ca.pem': No such file or directory");
+    load_err(fx, "listener 1883\ncapath /nonexistent/certs\n",
+             "2: capath: cannot open directory '/nonexistent/certs': No such file or directory");
+    load_err(fx, "listener 1883\nrequire_certificate true\n",
+             "1: listener 1883: TLS options need certfile and keyfile");
+    load_err(fx, "listener 1883\nwebsockets_path /mqtt\n",
+             "1: listener 1883: websockets_path and websockets_origin need protocol websockets");
     load_err(fx, "listener_plugin /x.so\n",
              "1: listener_plugin must follow a listener line (listener PORT [ADDRESS])");
     load_err(fx, "bind_address 0.0.0.0\n",
@@ -485,6 +494,14 @@ static const struct bad_case bad_listener_cases[] = {
     { "socket_domain ipv5", "socket_domain: expected ipv4 or ipv6, got 'ipv5'" },
     { "max_topic_alias 65536", "max_topic_alias: 65536 is out of range (0..65535)" },
     { "max_topic_alias -1", "max_topic_alias: expected a non-negative integer, got '-1'" },
+    { "tls_version tlsv1.4", "tls_version: expected tlsv1.2 or tlsv1.3, got 'tlsv1.4'" },
+    { "tls_version tlsv1", "tls_version: tlsv1 is not supported (insecure); use tlsv1.2 or tlsv1.3" },
+    { "keyfile /nonexistent/k.pem",
+      "keyfile: cannot read '/nonexistent/k.pem': No such file or directory" },
+    { "certfile", "certfile: missing value" },
+    { "websockets_path mqtt", "websockets_path: 'mqtt' must start with '/'" },
+    { "websockets_origin", "websockets_origin: missing value" },
+    { "require_certificate yes", "require_certificate: expected true or false, got 'yes'" },
 };
 
 static void

@@ -1,0 +1,295 @@
+/*
+ * Plugin metrics of the fake broker (api->metric_*): kept per instance so a
+ * test reads them with midge_test_metric(). Histograms keep every
+ * observation, so percentiles are exact (nearest rank), which is fine at
+ * test scale.
+ */
+#include <float.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fake_internal.h"
+
+/*
+ * A metric. Owned by the broker's metric list: freed at the instance's next
+ * load or with the broker. Values protected by fb->lock.
+ */
+struct midge_metric {
+    midge_test_broker *fb;
+    midge_plugin *plugin;
+    char *name;
+    char *help;
+    int kind;
+    int64_t value;     /* counter, gauge */
+    double *obs;       /* histogram observations */
+    size_t obs_n;
+    size_t obs_cap;
+    double sum;
+    struct midge_metric *next;
+};
+
+/* [a-z0-9_]+, as the header requires. */
+static int
+name_ok(const char *name)
+{
+    size_t i;
+
+    if (name == NULL || name[0] == '\0') {
+        return 0;
+    }
+    for (i = 0; name[i] != '\0'; i++) {
+        char ch = name[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_')) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* p's metric `name`, with fb->lock held. */
+static struct midge_metric *
+find_locked(midge_test_broker *fb, const midge_plugin *p, const char *name)
+{
+    struct midge_metric *m;
+
+    for (m = fb->metrics; m != NULL; m = m->next) {
+        if (m->plugin == p && strcmp(m->name, name) == 0) {
+            return m;
+        }
+    }
+    return NULL;
+}
+
+static midge_metric *
+api_metric_new(midge_plugin *self, const char *name, int kind, const char *help)
+{
+    midge_test_broker *fb = self->fb;
+    struct midge_metric *m = NULL;
+    int dup;
+
+    if (!fake_configuring(self) || !self->in_init) {
+        fake_bug(fb, self, "api->metric_new(\"%s\") called outside init",
+                 name != NULL ? name : "(null)");
+        goto out;
+    }
+    if (!name_ok(name) || kind < MIDGE_METRIC_COUNTER || kind > MIDGE_METRIC_HISTOGRAM) {
+        goto out;
+    }
+    pthread_mutex_lock(&fb->lock);
+    dup = find_locked(fb, self, name) != NULL;
+    pthread_mutex_unlock(&fb->lock);
+    if (dup) {
+        goto out;
+    }
+    m = calloc(1, sizeof(*m));
+    if (m == NULL) {
+        goto out;
+    }
+    m->fb = fb;
+    m->plugin = self;
+    m->kind = kind;
+    m->name = strdup(name);
+    m->help = strdup(help != NULL ? help : "");
+    if (m->name == NULL || m->help == NULL) {
+        free(m->name);
+        free(m->help);
+        free(m);
+        m = NULL;
+        goto out;
+    }
+    pthread_mutex_lock(&fb->lock);
+    m->next = fb->metrics;
+    fb->metrics = m;
+    pthread_mutex_unlock(&fb->lock);
+out:
+    return m;
+}
+
+static void
+api_metric_add(midge_metric *m, int64_t delta)
+{
+    const char *why = NULL;
+
+    if (m == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&m->fb->lock);
+    if (m->kind == MIDGE_METRIC_HISTOGRAM) {
+        why = "on a histogram (use api->metric_observe)";
+    } else if (m->kind == MIDGE_METRIC_COUNTER && delta < 0) {
+        why = "with a negative delta on a counter (counters only grow)";
+    } else {
+        m->value += delta;
+    }
+    pthread_mutex_unlock(&m->fb->lock);
+    if (why != NULL) {
+        fake_bug(m->fb, m->plugin, "api->metric_add(%s) %s: ignored", m->name, why);
+    }
+}
+
+static void
+api_metric_set(midge_metric *m, int64_t value)
+{
+    int ok;
+
+    if (m == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&m->fb->lock);
+    ok = m->kind == MIDGE_METRIC_GAUGE;
+    if (ok) {
+        m->value = value;
+    }
+    pthread_mutex_unlock(&m->fb->lock);
+    if (!ok) {
+        fake_bug(m->fb, m->plugin, "api->metric_set(%s) on a %s: only gauges can be set", m->name,
+                 m->kind == MIDGE_METRIC_COUNTER ? "counter" : "histogram");
+    }
+}
+
+static void
+api_metric_observe(midge_metric *m, double value)
+{
+    const char *why = NULL;
+
+    if (m == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&m->fb->lock);
+    if (m->kind != MIDGE_METRIC_HISTOGRAM) {
+        why = "on a counter or gauge (use api->metric_add/metric_set)";
+    } else if (!(value >= 0) || value > DBL_MAX) {
+        why = "with a value that is negative, NaN or infinite";
+    } else {
+        if (m->obs_n == m->obs_cap) {
+            size_t cap = m->obs_cap ? m->obs_cap * 2 : 16;
+            double *nv = realloc(m->obs, cap * sizeof(*nv));
+            if (nv != NULL) {
+                m->obs = nv;
+                m->obs_cap = cap;
+            }
+        }
+        if (m->obs_n < m->obs_cap) {
+            m->obs[m->obs_n++] = value;
+            m->sum += value;
+        }
+    }
+    pthread_mutex_unlock(&m->fb->lock);
+    if (why != NULL) {
+        fake_bug(m->fb, m->plugin, "api->metric_observe(%s) %s: ignored", m->name, why);
+    }
+}
+
+/* The entries of the API table that this file implements. */
+void
+fake_metrics_api_fill(struct midge_api *a)
+{
+    a->metric_new = api_metric_new;
+    a->metric_add = api_metric_add;
+    a->metric_set = api_metric_set;
+    a->metric_observe = api_metric_observe;
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a;
+    double y = *(const double *)b;
+
+    return (x > y) - (x < y);
+}
+
+/* Nearest-rank percentile q (0..1] of n sorted values. */
+static double
+percentile(const double *sorted, size_t n, double q)
+{
+    double want = q * (double)n;
+    size_t rank = (size_t)want;
+
+    if ((double)rank < want) {
+        rank++; /* ceil without libm */
+    }
+
+    if (n == 0) {
+        return 0;
+    }
+    return sorted[rank > 0 ? rank - 1 : 0];
+}
+
+/* Reads a metric; see plugin_test.h. */
+int
+midge_test_metric(const midge_plugin *p, const char *name, struct midge_test_metric *out)
+{
+    midge_test_broker *fb = p->fb;
+    const struct midge_metric *m;
+    double *sorted = NULL;
+    int rc = -MIDGE_ENOENT;
+
+    if (name == NULL || out == NULL) {
+        return -MIDGE_EINVAL;
+    }
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&fb->lock);
+    m = find_locked(fb, p, name);
+    if (m == NULL) {
+        goto out;
+    }
+    out->kind = m->kind;
+    out->help = m->help;
+    out->value = m->value;
+    out->count = m->obs_n;
+    out->sum = m->sum;
+    if (m->obs_n > 0) {
+        rc = -MIDGE_ENOMEM;
+        if ((sorted = malloc(m->obs_n * sizeof(*sorted))) == NULL) {
+            goto out;
+        }
+        memcpy(sorted, m->obs, m->obs_n * sizeof(*sorted));
+        qsort(sorted, m->obs_n, sizeof(*sorted), cmp_double);
+        out->p50 = percentile(sorted, m->obs_n, 0.50);
+        out->p99 = percentile(sorted, m->obs_n, 0.99);
+    }
+    rc = 0;
+out:
+    pthread_mutex_unlock(&fb->lock);
+    free(sorted);
+    return rc;
+}
+
+/* Frees the metrics of p (a new load creates them again); NULL p: all. */
+static void
+drop(midge_test_broker *fb, const midge_plugin *p)
+{
+    struct midge_metric **pp;
+
+    pthread_mutex_lock(&fb->lock);
+    pp = &fb->metrics;
+    while (*pp != NULL) {
+        struct midge_metric *m = *pp;
+        if (p != NULL && m->plugin != p) {
+            pp = &m->next;
+            continue;
+        }
+        *pp = m->next;
+        free(m->name);
+        free(m->help);
+        free(m->obs);
+        free(m);
+    }
+    pthread_mutex_unlock(&fb->lock);
+}
+
+/* Frees p's metrics before it loads again. */
+void
+fake_metrics_drop(midge_plugin *p)
+{
+    drop(p->fb, p);
+}
+
+/* Frees every metric (with the broker). */
+void
+fake_metrics_free(midge_test_broker *fb)
+{
+    drop(fb, NULL);
+}

@@ -1,0 +1,534 @@
+/*
+ * Events to rows. Every event type is one short function over prepared
+ * statements; messages are stored once per msg_id with a `refs` column that
+ * counts the deliveries, retained and will rows naming it, so a fan-out to
+ * 1,000 offline sessions writes the payload once and 1,000 small delivery
+ * rows. Events about a client without a session row are ignored: they can
+ * arrive after its SESSION_END (the broker's workers race the end of a
+ * session), and the end already deleted everything.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "store.h"
+
+/* Indexes into psq_store.st; the SQL is in stmt_sql. */
+enum {
+    S_SESS_UPSERT,
+    S_SESS_EXISTS,
+    S_SESS_DELETE,
+    S_SESS_MSGS,
+    S_SESS_DEL_DELIVERIES,
+    S_SESS_DEL_SUBS,
+    S_SESS_DEL_QOS2,
+    S_WILL_DELETE,
+    S_WILL_INSERT,
+    S_SUB_UPSERT,
+    S_SUB_DELETE,
+    S_RET_DELETE,
+    S_RET_INSERT,
+    S_MSG_REF,
+    S_MSG_UNREF,
+    S_MSG_DELETE,
+    S_DLV_INSERT,
+    S_DLV_STATE,
+    S_DLV_DELETE,
+    S_Q2_INSERT,
+    S_Q2_DELETE,
+    S_COUNT
+};
+
+static const char *const stmt_sql[S_COUNT] = {
+    [S_SESS_UPSERT] = "INSERT INTO sessions(client_id, expiry, protocol, connected, "
+                      "disconnected_at) VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(client_id) DO "
+                      "UPDATE SET expiry = excluded.expiry, protocol = excluded.protocol, "
+                      "connected = excluded.connected, disconnected_at = excluded.disconnected_at",
+    [S_SESS_EXISTS] = "SELECT 1 FROM sessions WHERE client_id = ?1",
+    [S_SESS_DELETE] = "DELETE FROM sessions WHERE client_id = ?1",
+    [S_SESS_MSGS] = "SELECT msg_id, count(*) FROM deliveries WHERE client_id = ?1 GROUP BY msg_id",
+    [S_SESS_DEL_DELIVERIES] = "DELETE FROM deliveries WHERE client_id = ?1",
+    [S_SESS_DEL_SUBS] = "DELETE FROM subscriptions WHERE client_id = ?1",
+    [S_SESS_DEL_QOS2] = "DELETE FROM qos2_in WHERE client_id = ?1",
+    [S_WILL_DELETE] = "DELETE FROM wills WHERE client_id = ?1 RETURNING msg_id",
+    [S_WILL_INSERT] = "INSERT INTO wills(client_id, msg_id, delay) VALUES(?1, ?2, ?3)",
+    [S_SUB_UPSERT] = "INSERT INTO subscriptions(client_id, filter, options, sub_id) "
+                     "VALUES(?1, ?2, ?3, ?4) ON CONFLICT(client_id, filter) DO UPDATE SET "
+                     "options = excluded.options, sub_id = excluded.sub_id",
+    [S_SUB_DELETE] = "DELETE FROM subscriptions WHERE client_id = ?1 AND filter = ?2",
+    [S_RET_DELETE] = "DELETE FROM retained WHERE topic = ?1 RETURNING msg_id",
+    [S_RET_INSERT] = "INSERT INTO retained(topic, msg_id) VALUES(?1, ?2)",
+    [S_MSG_REF] = "INSERT INTO messages(msg_id, topic, payload, qos, retain, props, expire_at, "
+                  "refs) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, 1) "
+                  "ON CONFLICT(msg_id) DO UPDATE SET refs = refs + 1",
+    [S_MSG_UNREF] = "UPDATE messages SET refs = refs - ?2 WHERE msg_id = ?1 RETURNING refs",
+    [S_MSG_DELETE] = "DELETE FROM messages WHERE msg_id = ?1",
+    [S_DLV_INSERT] = "INSERT OR IGNORE INTO deliveries(delivery_id, client_id, msg_id, qos, "
+                     "retain, state, packet_id, seq) VALUES(?1, ?2, ?3, ?4, ?5, 0, 0, ?6)",
+    [S_DLV_STATE] = "UPDATE deliveries SET state = ?2, packet_id = ?3 WHERE delivery_id = ?1",
+    [S_DLV_DELETE] = "DELETE FROM deliveries WHERE delivery_id = ?1 RETURNING msg_id",
+    [S_Q2_INSERT] = "INSERT OR IGNORE INTO qos2_in(client_id, packet_id) VALUES(?1, ?2)",
+    [S_Q2_DELETE] = "DELETE FROM qos2_in WHERE client_id = ?1 AND packet_id = ?2",
+};
+
+/* Owns the prepared statements (not the connection). */
+struct psq_store {
+    struct psq_env env;
+    sqlite3 *db;
+    sqlite3_stmt *st[S_COUNT];
+    /*
+     * Queue order is order_base + seq: seq starts at 1 in every broker
+     * process, so the order of this process starts after the highest one
+     * stored by the previous ones.
+     */
+    int64_t order_base;
+};
+
+struct psq_store *
+psq_store_new(const struct psq_env *env, sqlite3 *db, const char **err)
+{
+    struct psq_store *s = calloc(1, sizeof(*s));
+    int i;
+
+    *err = NULL;
+    if (s == NULL) {
+        goto fail;
+    }
+    s->env = *env;
+    s->db = db;
+    {
+        sqlite3_stmt *st = NULL;
+
+        if (sqlite3_prepare_v2(db, "SELECT coalesce(max(seq), 0) FROM deliveries", -1, &st,
+                               NULL) != SQLITE_OK || sqlite3_step(st) != SQLITE_ROW) {
+            *err = sqlite3_errmsg(db);
+            sqlite3_finalize(st);
+            goto fail;
+        }
+        s->order_base = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    for (i = 0; i < S_COUNT; i++) {
+        if (sqlite3_prepare_v3(db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL) !=
+            SQLITE_OK) {
+            *err = sqlite3_errmsg(db);
+            goto fail;
+        }
+    }
+    return s;
+fail:
+    psq_store_free(s);
+    return NULL;
+}
+
+void
+psq_store_free(struct psq_store *s)
+{
+    int i;
+
+    if (s != NULL) {
+        for (i = 0; i < S_COUNT; i++) {
+            sqlite3_finalize(s->st[i]);
+        }
+        free(s);
+    }
+}
+
+int
+psq_store_rc_is_fatal(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_CONSTRAINT:
+    case SQLITE_MISMATCH:
+    case SQLITE_TOOBIG:
+    case SQLITE_RANGE:
+        return 0;
+    default:
+        return 1;
+    }
+}
+
+/* Binds a text, a blob (an empty blob is not NULL: columns are NOT NULL) and integers. */
+static void
+bind_text(sqlite3_stmt *st, int i, const char *v)
+{
+    sqlite3_bind_text(st, i, v != NULL ? v : "", -1, SQLITE_STATIC);
+}
+
+static void
+bind_blob(sqlite3_stmt *st, int i, const void *v, uint32_t len)
+{
+    if (v == NULL || len == 0) {
+        sqlite3_bind_zeroblob(st, i, 0);
+    } else {
+        sqlite3_bind_blob(st, i, v, (int)len, SQLITE_STATIC);
+    }
+}
+
+static void
+bind_i64(sqlite3_stmt *st, int i, int64_t v)
+{
+    sqlite3_bind_int64(st, i, (sqlite3_int64)v);
+}
+
+/* Runs a statement with no result rows; resets it. */
+static int
+run(sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/*
+ * Runs a statement returning at most one integer (RETURNING, SELECT): *found
+ * 1 and *out set when there was a row. Steps to the end, as RETURNING needs.
+ */
+static int
+run_int(sqlite3_stmt *st, int *found, int64_t *out)
+{
+    int rc;
+
+    *found = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        *found = 1;
+        *out = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+static int
+session_exists(struct psq_store *s, const char *client_id, int *exists)
+{
+    int64_t one;
+
+    bind_text(s->st[S_SESS_EXISTS], 1, client_id);
+    return run_int(s->st[S_SESS_EXISTS], exists, &one);
+}
+
+/*
+ * One more reference to message msg_id: the row is written with the first
+ * one (one upsert: binding the payload costs nothing, SQLite reads it only
+ * when it inserts). `now` turns the message's remaining expiry into an
+ * absolute time.
+ */
+static int
+msg_ref(struct psq_store *s, uint64_t msg_id, const midge_message *msg, int64_t now)
+{
+    const struct midge_api *api = s->env.api;
+    sqlite3_stmt *st = s->st[S_MSG_REF];
+    const void *payload;
+    const void *props;
+    uint32_t len = 0;
+    uint32_t props_len = 0;
+    uint32_t expiry;
+
+    payload = api->message_payload(msg, &len);
+    props = api->message_properties(msg, &props_len);
+    expiry = api->message_expiry(msg);
+    bind_i64(st, 1, (int64_t)msg_id);
+    bind_text(st, 2, api->message_topic(msg));
+    bind_blob(st, 3, payload, len);
+    sqlite3_bind_int(st, 4, api->message_qos(msg));
+    sqlite3_bind_int(st, 5, api->message_retain(msg));
+    if (props != NULL && props_len > 0) {
+        sqlite3_bind_blob(st, 6, props, (int)props_len, SQLITE_STATIC);
+    }
+    bind_i64(st, 7, expiry > 0 ? now + expiry : 0);
+    return run(st);
+}
+
+/* `n` fewer references to msg_id; the row goes with the last one. */
+static int
+msg_unref(struct psq_store *s, uint64_t msg_id, int64_t n)
+{
+    int64_t refs = 0;
+    int found;
+    int rc;
+
+    bind_i64(s->st[S_MSG_UNREF], 1, (int64_t)msg_id);
+    bind_i64(s->st[S_MSG_UNREF], 2, n);
+    rc = run_int(s->st[S_MSG_UNREF], &found, &refs);
+    if (rc == SQLITE_OK && found && refs <= 0) {
+        bind_i64(s->st[S_MSG_DELETE], 1, (int64_t)msg_id);
+        rc = run(s->st[S_MSG_DELETE]);
+    }
+    return rc;
+}
+
+/* Deletes by a RETURNING msg_id statement with `key` bound to ?1, then drops the reference. */
+static int
+delete_ref(struct psq_store *s, sqlite3_stmt *st, const char *key)
+{
+    int64_t msg_id = 0;
+    int found;
+    int rc;
+
+    bind_text(st, 1, key);
+    rc = run_int(st, &found, &msg_id);
+    if (rc == SQLITE_OK && found) {
+        rc = msg_unref(s, (uint64_t)msg_id, 1);
+    }
+    return rc;
+}
+
+int
+psq_store_session_end(struct psq_store *s, const char *client_id)
+{
+    sqlite3_stmt *st = s->st[S_SESS_MSGS];
+    int64_t *ids = NULL;
+    size_t n = 0;
+    size_t cap = 0;
+    size_t i;
+    int rc;
+
+    /* The messages its deliveries use, with counts: one refs update per message, not per row. */
+    bind_text(st, 1, client_id);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n + 2 > cap) {
+            int64_t *bigger = realloc(ids, (cap = cap * 2 + 64) * sizeof(*ids));
+
+            if (bigger == NULL) {
+                rc = SQLITE_NOMEM;
+                break;
+            }
+            ids = bigger;
+        }
+        ids[n++] = sqlite3_column_int64(st, 0);
+        ids[n++] = sqlite3_column_int64(st, 1);
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_DONE) {
+        goto out;
+    }
+    rc = SQLITE_OK;
+    for (i = 0; i + 1 < n && rc == SQLITE_OK; i += 2) {
+        rc = msg_unref(s, (uint64_t)ids[i], ids[i + 1]);
+    }
+    if (rc == SQLITE_OK) {
+        bind_text(s->st[S_SESS_DEL_DELIVERIES], 1, client_id);
+        rc = run(s->st[S_SESS_DEL_DELIVERIES]);
+    }
+    if (rc == SQLITE_OK) {
+        bind_text(s->st[S_SESS_DEL_SUBS], 1, client_id);
+        rc = run(s->st[S_SESS_DEL_SUBS]);
+    }
+    if (rc == SQLITE_OK) {
+        bind_text(s->st[S_SESS_DEL_QOS2], 1, client_id);
+        rc = run(s->st[S_SESS_DEL_QOS2]);
+    }
+    if (rc == SQLITE_OK) {
+        rc = delete_ref(s, s->st[S_WILL_DELETE], client_id);
+    }
+    if (rc == SQLITE_OK) {
+        bind_text(s->st[S_SESS_DELETE], 1, client_id);
+        rc = run(s->st[S_SESS_DELETE]);
+    }
+out:
+    free(ids);
+    return rc;
+}
+
+int
+psq_store_retain_clear(struct psq_store *s, const char *topic)
+{
+    return delete_ref(s, s->st[S_RET_DELETE], topic);
+}
+
+int
+psq_store_delivery_done(struct psq_store *s, uint64_t delivery_id)
+{
+    int64_t msg_id = 0;
+    int found;
+    int rc;
+
+    bind_i64(s->st[S_DLV_DELETE], 1, (int64_t)delivery_id);
+    rc = run_int(s->st[S_DLV_DELETE], &found, &msg_id);
+    if (rc == SQLITE_OK && found) {
+        rc = msg_unref(s, (uint64_t)msg_id, 1);
+    }
+    return rc;
+}
+
+static int
+apply_session(struct psq_store *s, const struct psq_event *e)
+{
+    sqlite3_stmt *st = s->st[S_SESS_UPSERT];
+
+    bind_text(st, 1, e->client_id);
+    bind_i64(st, 2, e->expiry);
+    sqlite3_bind_int(st, 3, e->protocol);
+    sqlite3_bind_int(st, 4, e->connected ? 1 : 0);
+    if (!e->connected) {
+        bind_i64(st, 5, e->wall); /* restore counts the expiry from here */
+    }
+    return run(st);
+}
+
+static int
+apply_retain_set(struct psq_store *s, const struct psq_event *e, int64_t now)
+{
+    const char *topic = s->env.api->message_topic(e->msg);
+    int rc;
+
+    /* Reference the new message before dropping the old one: they may be the same. */
+    rc = msg_ref(s, e->msg_id, e->msg, now);
+    if (rc == SQLITE_OK) {
+        rc = delete_ref(s, s->st[S_RET_DELETE], topic);
+    }
+    if (rc == SQLITE_OK) {
+        bind_text(s->st[S_RET_INSERT], 1, topic);
+        bind_i64(s->st[S_RET_INSERT], 2, (int64_t)e->msg_id);
+        rc = run(s->st[S_RET_INSERT]);
+    }
+    return rc;
+}
+
+static int
+apply_will_set(struct psq_store *s, const struct psq_event *e, int64_t now)
+{
+    int rc = msg_ref(s, e->msg_id, e->msg, now);
+
+    if (rc == SQLITE_OK) {
+        rc = delete_ref(s, s->st[S_WILL_DELETE], e->client_id);
+    }
+    if (rc == SQLITE_OK) {
+        bind_text(s->st[S_WILL_INSERT], 1, e->client_id);
+        bind_i64(s->st[S_WILL_INSERT], 2, (int64_t)e->msg_id);
+        bind_i64(s->st[S_WILL_INSERT], 3, e->expiry);
+        rc = run(s->st[S_WILL_INSERT]);
+    }
+    return rc;
+}
+
+static int
+apply_queued(struct psq_store *s, const struct psq_event *e, int64_t now)
+{
+    sqlite3_stmt *st = s->st[S_DLV_INSERT];
+    int rc;
+
+    bind_i64(st, 1, (int64_t)e->delivery_id);
+    bind_text(st, 2, e->client_id);
+    bind_i64(st, 3, (int64_t)e->msg_id);
+    sqlite3_bind_int(st, 4, e->qos);
+    sqlite3_bind_int(st, 5, e->retain ? 1 : 0);
+    bind_i64(st, 6, s->order_base + (int64_t)e->seq);
+    rc = run(st);
+    /* A delivery seen before (the event came twice) does not count twice. */
+    if (rc == SQLITE_OK && sqlite3_changes(s->db) > 0) {
+        rc = msg_ref(s, e->msg_id, e->msg, now);
+    }
+    return rc;
+}
+
+static int
+apply_state(struct psq_store *s, const struct psq_event *e, int state)
+{
+    sqlite3_stmt *st = s->st[S_DLV_STATE];
+
+    bind_i64(st, 1, (int64_t)e->delivery_id);
+    sqlite3_bind_int(st, 2, state);
+    sqlite3_bind_int(st, 3, e->packet_id);
+    return run(st);
+}
+
+static int
+apply_client_pid(struct psq_store *s, sqlite3_stmt *st, const struct psq_event *e)
+{
+    bind_text(st, 1, e->client_id);
+    sqlite3_bind_int(st, 2, e->packet_id);
+    return run(st);
+}
+
+/* Applies one event; see store.h. */
+int
+psq_store_apply(struct psq_store *s, const struct psq_event *e, int64_t now)
+{
+    int exists = 1;
+    int rc = SQLITE_OK;
+
+    switch (e->type) {
+    case MIDGE_P_SUB_ADD:
+    case MIDGE_P_MSG_QUEUED:
+    case MIDGE_P_QOS2_IN:
+    case MIDGE_P_WILL_SET:
+        /* Rows that would outlive an ended session: only for a session we have. */
+        if (e->client_id == NULL) {
+            return SQLITE_MISMATCH;
+        }
+        rc = session_exists(s, e->client_id, &exists);
+        if (rc != SQLITE_OK || !exists) {
+            return rc;
+        }
+        break;
+    default:
+        break;
+    }
+    switch (e->type) {
+    case MIDGE_P_SESSION:
+        rc = e->client_id != NULL ? apply_session(s, e) : SQLITE_MISMATCH;
+        break;
+    case MIDGE_P_SESSION_END:
+        rc = e->client_id != NULL ? psq_store_session_end(s, e->client_id) : SQLITE_MISMATCH;
+        break;
+    case MIDGE_P_SUB_ADD:
+        if (e->filter == NULL) {
+            rc = SQLITE_MISMATCH;
+            break;
+        }
+        bind_text(s->st[S_SUB_UPSERT], 1, e->client_id);
+        bind_text(s->st[S_SUB_UPSERT], 2, e->filter);
+        sqlite3_bind_int(s->st[S_SUB_UPSERT], 3, e->options);
+        bind_i64(s->st[S_SUB_UPSERT], 4, e->sub_id);
+        rc = run(s->st[S_SUB_UPSERT]);
+        break;
+    case MIDGE_P_SUB_REMOVE:
+        if (e->client_id == NULL || e->filter == NULL) {
+            rc = SQLITE_MISMATCH;
+            break;
+        }
+        bind_text(s->st[S_SUB_DELETE], 1, e->client_id);
+        bind_text(s->st[S_SUB_DELETE], 2, e->filter);
+        rc = run(s->st[S_SUB_DELETE]);
+        break;
+    case MIDGE_P_RETAIN_SET:
+        rc = e->msg != NULL ? apply_retain_set(s, e, now) : SQLITE_MISMATCH;
+        break;
+    case MIDGE_P_RETAIN_CLEAR:
+        rc = e->filter != NULL ? psq_store_retain_clear(s, e->filter) : SQLITE_MISMATCH;
+        break;
+    case MIDGE_P_MSG_QUEUED:
+        rc = e->msg != NULL ? apply_queued(s, e, now) : SQLITE_MISMATCH;
+        break;
+    case MIDGE_P_MSG_SENT:
+        rc = apply_state(s, e, MIDGE_DELIVERY_SENT);
+        break;
+    case MIDGE_P_MSG_RELEASED:
+        rc = apply_state(s, e, MIDGE_DELIVERY_RELEASED);
+        break;
+    case MIDGE_P_MSG_DONE:
+        rc = psq_store_delivery_done(s, e->delivery_id);
+        break;
+    case MIDGE_P_QOS2_IN:
+        rc = apply_client_pid(s, s->st[S_Q2_INSERT], e);
+        break;
+    case MIDGE_P_QOS2_IN_DONE:
+        rc = e->client_id != NULL ? apply_client_pid(s, s->st[S_Q2_DELETE], e) : SQLITE_MISMATCH;
+        break;
+    case MIDGE_P_WILL_SET:
+        rc = e->msg != NULL ? apply_will_set(s, e, now) : SQLITE_MISMATCH;
+        break;
+    case MIDGE_P_WILL_CLEAR:
+        rc = e->client_id != NULL ? delete_ref(s, s->st[S_WILL_DELETE], e->client_id)
+                                  : SQLITE_MISMATCH;
+        break;
+    default:
+        rc = SQLITE_MISMATCH; /* a type from a newer broker: skipped and logged */
+        break;
+    }
+    return rc;
+}

@@ -1,0 +1,46 @@
+/*
+ * Applying persistence events to the database: one prepared statement per
+ * change, payload rows reference-counted. Used by the writer thread (and by
+ * restore, to delete what expired), one caller at a time.
+ */
+#ifndef PSQ_STORE_H
+#define PSQ_STORE_H
+
+#include <sqlite3.h>
+
+#include "psq.h"
+#include "queue.h"
+
+/* Prepared statements over one connection. Owned by the instance; psq_store_free(). */
+struct psq_store;
+
+/* Prepares the statements. NULL on failure (then *err has SQLite's message, static or NULL). */
+struct psq_store *psq_store_new(const struct psq_env *env, sqlite3 *db, const char **err);
+void psq_store_free(struct psq_store *s);
+
+/*
+ * Applies one event inside the caller's transaction. Returns SQLITE_OK
+ * (also for events that are ignored: no session row, unknown delivery), or
+ * the SQLite error of the statement that failed. `now` is wall-clock
+ * seconds (message expiry is stored as an absolute time).
+ */
+int psq_store_apply(struct psq_store *s, const struct psq_event *e, int64_t now);
+
+/* Deletes a session and every row it has (as SESSION_END). SQLite result code. */
+int psq_store_session_end(struct psq_store *s, const char *client_id);
+
+/* Deletes the retained message of `topic`. SQLite result code. */
+int psq_store_retain_clear(struct psq_store *s, const char *topic);
+
+/* Deletes delivery `delivery_id`. SQLite result code. */
+int psq_store_delivery_done(struct psq_store *s, uint64_t delivery_id);
+
+/*
+ * 1 when a failed statement's result code means the transaction cannot
+ * go on (I/O error, disk full, busy, corrupt, out of memory, read-only):
+ * the batch is retried. 0 for an error of one event (constraint, bad data):
+ * that event is skipped and logged.
+ */
+int psq_store_rc_is_fatal(int rc);
+
+#endif
