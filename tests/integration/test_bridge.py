@@ -122,6 +122,21 @@ class BridgeBase(unittest.TestCase):
         self._remotes.append(r)
         return r.start()
 
+    def stopped_remote_with_subscriber(self, cid, filt):
+        """A mosquitto that is down but keeps persistent subscriber `cid` on `filt` (saved at
+        its SIGTERM): once started again it queues for that subscriber whatever arrives,
+        so nothing depends on who connects first."""
+        pdir = tempfile.mkdtemp(dir=tmp_root())
+        r = Mosquitto(["persistence true", "persistence_location %s/" % pdir])
+        self._remotes.append(r)
+        r.start()
+        c = RawClient(r.port, 4)
+        c.connect(cid, clean=False)
+        c.subscribe(filt, 1)
+        c.close()
+        r.kill(signal.SIGTERM)   # saves the session and its subscription
+        return r
+
     def write_bridges(self, text, path=None):
         if path is None:
             path = os.path.join(tempfile.mkdtemp(prefix="bridges-", dir=tmp_root()), "bridges.conf")
@@ -397,29 +412,24 @@ class BridgeTest(BridgeBase):
 
     def test_queue_while_remote_down_drains_in_order(self):
         """Messages published while the remote is down wait in the session and drain in order."""
-        port = free_port()
+        r = self.stopped_remote_with_subscriber("sub", "d/#")
         m = self.midge("connection q1\naddress 127.0.0.1:%d\nremote_clientid q1\n"
-                       "restart_timeout 1\ntopic d/# out 1\n" % port)
+                       "restart_timeout 1\ntopic d/# out 1\n" % r.port)
         m.wait_log(lambda l: "bridge=q1 connection failed" in l)
         pub = self.client(m.port, "pub")
         for i in range(50):
             pub.publish("d/%d" % i, b"%d" % i, qos=1)
-        r = Mosquitto(port=port)
-        self._remotes.append(r)
         r.start()
-        # A persistent subscriber set up before the bridge connects would race; the bridge
-        # retries every second, so subscribe and then let it connect on its next attempt.
-        sub = self.client(r.port, "sub", clean=False)
-        sub.subscribe("d/#", 1)
         self.wait_connected(m, "q1")
+        sub = self.client(r.port, "sub", clean=False)
         got = [int(p.payload) for p in sub.recv_publishes(50, timeout=TIMEOUT * 3)]
         self.assertEqual(got, list(range(50)))
 
     def test_queue_bound_drops_are_counted_and_logged(self):
         """queue_max_messages bounds what waits for the remote; the rest is dropped and logged."""
-        port = free_port()
+        r = self.stopped_remote_with_subscriber("sub", "d/#")
         m = self.midge("connection qb\naddress 127.0.0.1:%d\nremote_clientid qb\n"
-                       "restart_timeout 1\nqueue_max_messages 5\ntopic d/# out 1\n" % port)
+                       "restart_timeout 1\nqueue_max_messages 5\ntopic d/# out 1\n" % r.port)
         m.wait_log(lambda l: "bridge=qb connection failed" in l)
         pub = self.client(m.port, "pub")
         for i in range(12):
@@ -427,12 +437,9 @@ class BridgeTest(BridgeBase):
         line = m.wait_log(lambda l: "bridge=qb dropped message" in l, what="drop log line")
         self.assertIn('reason="bridge queue full"', line)
         self.assertIn("topic=d/5", line)
-        r = Mosquitto(port=port)
-        self._remotes.append(r)
         r.start()
-        sub = self.client(r.port, "sub", clean=False)
-        sub.subscribe("d/#", 1)
         self.wait_connected(m, "qb")
+        sub = self.client(r.port, "sub", clean=False)
         got = [int(p.payload) for p in sub.recv_publishes(5)]
         self.assertEqual(got, list(range(5)))
         sub.no_publish()
@@ -580,6 +587,44 @@ class BridgeRestore(BridgeBase):
         # The in-flight one went out again with DUP and its packet id [MQTT-4.4.0-1]
         # (mosquitto's log; DUP does not travel on to subscribers [MQTT-3.3.1-3]).
         self.assertIn("Received PUBLISH from rs (d1, q1, r0, m7, 'd/0'", r.log_text())
+
+
+def _sqlite_so():
+    base = os.path.dirname(os.path.dirname(os.path.dirname(BRIDGE_SO or "/x/x/x/x")))
+    p = os.path.join(base, "persist-sqlite", ".libs", "persist-sqlite.so")
+    return p if os.path.exists(p) else None
+
+
+@only_midge("the bridge plugin with persist-sqlite")
+@need_bridge
+class BridgeSqlite(BridgeBase):
+
+    def test_midge_restarted_while_remote_down_every_queued_message_arrives(self):
+        """persist-sqlite keeps the bridge's session and queue: numbered QoS 1 messages
+        acknowledged while the remote was down survive SIGKILL of midge and arrive, in
+        order, once both are up again (the outgoing queue is an ordinary session)."""
+        so = _sqlite_so()
+        if so is None:
+            self.skipTest("persist-sqlite.so not built")
+        db = os.path.join(tempfile.mkdtemp(dir=tmp_root()), "midge.db")
+        r = self.stopped_remote_with_subscriber("sub", "s/#")
+        m = self.midge(self.bridge_block("sq", r.port, "topic s/# out 1\n"),
+                       extra=["plugin " + so, "plugin_opt_db " + db])
+        m.wait_log(lambda l: "bridge=sq connection failed" in l)
+        pub = self.client(m.port, "pub")
+        for i in range(100):
+            pub.publish("s/%d" % i, b"%d" % i, qos=1)   # each PUBACK waits for durability
+        pub.close()
+        m.kill()                                         # no clean shutdown
+        m.start()
+        m.wait_log(lambda l: "bridge=sq session local.sq open present=1" in l,
+                   what="the bridge's session restored from the database")
+        r.start()
+        self.wait_connected(m, "sq")
+        sub = self.client(r.port, "sub", clean=False)
+        got = [int(p.payload) for p in sub.recv_publishes(100, timeout=TIMEOUT * 3)]
+        self.assertEqual(got, list(range(100)))
+        sub.no_publish()
 
 
 def start_on_port(broker, port):
