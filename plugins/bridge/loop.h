@@ -1,0 +1,86 @@
+/*
+ * Loop prevention between midge brokers over MQTT 5 (docs/bridge.md):
+ * every message a bridge sends carries the user property
+ * "midge-origin: NODE:ID" (the broker where it entered the bridged network
+ * and its message id there); a broker that receives an origin it has seen
+ * recently, or its own, drops it. The recent-origin window is bounded
+ * (two generations of LOOP_WINDOW entries).
+ *
+ * Messages a bridge publishes locally (api->session_publish) cannot carry
+ * properties in ABI 1.0, so the origin of each is remembered by message id
+ * (learned through an internal subscription that runs inside the publish)
+ * and put back when another bridge forwards it.
+ */
+#ifndef BRIDGE_LOOP_H
+#define BRIDGE_LOOP_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "midge/plugin.h"
+
+#define LOOP_PROP "midge-origin"
+#define LOOP_WINDOW 32768
+
+struct bridge_ctx;
+struct bridge;
+
+struct origin {
+    uint64_t node; /* never 0 */
+    uint64_t id;
+};
+
+/* A set of origins, or a map of message id -> origin: two generations of open addressing. */
+struct loop_table {
+    struct origin *keys[2];  /* for the map: keys[g][i].node = 1, .id = message id */
+    struct origin *vals[2];  /* map only */
+    size_t count;            /* entries in generation 0 */
+};
+
+/* Plugin-wide loop state. Owned by bridge_ctx; every table behind `lock`. */
+struct loop_state {
+    uint64_t node;           /* this broker's random node id */
+    pthread_mutex_t lock;
+    struct loop_table seen;  /* origins received recently */
+    struct loop_table map;   /* message id of a local publish by a bridge -> its origin */
+    midge_subscription **subs;
+    size_t nsubs;
+    uint64_t dropped;
+};
+
+int loop_init(struct loop_state *ls);
+void loop_free(struct loop_state *ls);
+
+/* 1 when o was seen recently or is ours (drop it), else records it and returns 0. [any thread] */
+int loop_seen(struct loop_state *ls, const struct origin *o);
+
+/* Reads a message's midge-origin property. 1 found, 0 not. */
+int loop_origin_of(const struct midge_api *api, const midge_message *m, struct origin *o);
+
+/* Parses "NODE:ID" (hex node, decimal id). 1 valid. */
+int loop_parse(const char *s, size_t len, struct origin *o);
+/* Writes "NODE:ID" into buf (at least 40 bytes); returns its length. */
+size_t loop_format(const struct origin *o, char *buf);
+
+/*
+ * Around api->session_publish of an incoming message: the message published
+ * on this thread in between has origin `o`. [home worker]
+ */
+void loop_inject_begin(struct bridge_ctx *ctx, const struct origin *o, const char *topic);
+void loop_inject_end(void);
+
+/*
+ * Where message `m` (delivered to a bridge's session) comes from: fills *o
+ * and returns 1 when it arrived over a bridge (its origin is known), else
+ * sets *o to (this node, message id) and returns 0.
+ */
+int loop_classify(struct bridge_ctx *ctx, const midge_message *m, struct origin *o);
+
+/*
+ * (Re)subscribes the internal subscriptions that learn the origin of
+ * bridge publishes: the local topics of every `in` rule. [main thread]
+ */
+void loop_watch(struct bridge_ctx *ctx);
+
+#endif
