@@ -151,7 +151,7 @@ broker_route(struct msg *m, uint64_t publisher)
         i = j;
     }
 out:
-    for (i = 0; i < ms->n; i++) {
+    for (i = 0; persist_active && i < ms->n; i++) {
         subscriber_unref(ms->v[i].ps); /* references taken for persistent subscribers */
     }
     if (ids != idbuf) {
@@ -168,5 +168,7 @@ broker_publish(struct msg *m, uint64_t publisher)
         retain_set(m);
     }
     broker_route(m, publisher);
-    plugin_internal_route(m);
+    if (atomic_load_explicit(&plugin_isubs_n, memory_order_relaxed) != 0) {
+        plugin_internal_route(m);
+    }
 }

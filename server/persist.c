@@ -296,7 +296,7 @@ unlist(struct conn *c)
 }
 
 int
-persist_send_ack(struct conn *c, int type, uint16_t pid, uint8_t rc, uint64_t need)
+persist_send_ack_slow(struct conn *c, int type, uint16_t pid, uint8_t rc, uint64_t need)
 {
     struct held h;
 

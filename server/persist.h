@@ -53,7 +53,18 @@ int persist_refusing(void);
  * connection (MQTT keeps acks in order). Returns 0 or -1 (out of memory,
  * the caller fails the connection). [worker thread]
  */
-int persist_send_ack(struct conn *c, int type, uint16_t pid, uint8_t rc, uint64_t need);
+int persist_send_ack_slow(struct conn *c, int type, uint16_t pid, uint8_t rc, uint64_t need);
+
+/* proto.c: sends an acknowledgement now. */
+int proto_send_ack(struct conn *c, int type, uint16_t pid, uint8_t rc);
+
+/* Without persistence this is proto_send_ack(): the publish path pays one test. */
+static inline int
+persist_send_ack(struct conn *c, int type, uint16_t pid, uint8_t rc, uint64_t need)
+{
+    return persist_active ? persist_send_ack_slow(c, type, pid, rc, need)
+                          : proto_send_ack(c, type, pid, rc);
+}
 
 /* Runs fn(c, arg) when `need` is durable, in order with held acks; free_fn(arg) if dropped. */
 int persist_after(struct conn *c, uint64_t need, void (*fn)(struct conn *c, void *arg),

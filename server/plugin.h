@@ -401,6 +401,9 @@ const midge_message *plugin_message_new(midge_plugin *self, const char *topic,
                                         const void *props, uint32_t props_len, uint32_t expiry,
                                         uint64_t id);
 
+/* Number of internal subscriptions: publishers test it before calling plugin_internal_route. */
+extern atomic_int plugin_isubs_n;
+
 /* Calls the internal subscriptions that match m. [any thread] */
 void plugin_internal_route(const struct msg *m);
 

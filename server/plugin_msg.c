@@ -309,7 +309,7 @@ struct midge_subscription {
  */
 static pthread_rwlock_t isubs_lock = PTHREAD_RWLOCK_INITIALIZER;
 static struct midge_subscription *isubs; /* Protected by isubs_lock */
-static atomic_int isubs_n;
+atomic_int plugin_isubs_n;
 static int isubs_cleared; /* Protected by isubs_lock: set by plugin_internal_subs_clear() */
 static __thread int in_isub_cb;
 
@@ -347,7 +347,7 @@ plugin_subscribe(midge_plugin *self, const char *filter,
     isubs_cleared = 0; /* plugins loaded again */
     s->next = isubs;
     isubs = s;
-    atomic_fetch_add(&isubs_n, 1);
+    atomic_fetch_add(&plugin_isubs_n, 1);
     pthread_rwlock_unlock(&isubs_lock);
     return s;
 }
@@ -371,7 +371,7 @@ plugin_unsubscribe(midge_plugin *self, midge_subscription *sub)
     for (pp = &isubs; *pp != NULL; pp = &(*pp)->next) {
         if (*pp == sub) {
             *pp = sub->next;
-            atomic_fetch_sub(&isubs_n, 1);
+            atomic_fetch_sub(&plugin_isubs_n, 1);
             found = 1;
             break;
         }
@@ -400,9 +400,6 @@ plugin_internal_route(const struct msg *m)
     struct midge_subscription *s;
     int outer = in_isub_cb;
 
-    if (atomic_load_explicit(&isubs_n, memory_order_relaxed) == 0) {
-        return;
-    }
     pthread_rwlock_rdlock(&isubs_lock);
     in_isub_cb = 1;
     for (s = isubs; s != NULL; s = s->next) {
@@ -430,7 +427,7 @@ plugin_internal_subs_clear(void)
         free(s->filter);
         free(s);
     }
-    atomic_store(&isubs_n, 0);
+    atomic_store(&plugin_isubs_n, 0);
     isubs_cleared = 1;
     pthread_rwlock_unlock(&isubs_lock);
 }
