@@ -119,8 +119,8 @@ struct bridge {
 
     /* home-worker fields */
     midge_session *s;
-    pthread_t home;
-    int have_home;
+    pthread_t home;                  /* written once, before have_home becomes 1 */
+    atomic_int have_home;            /* read by every worker's thread_stop: atomic */
     midge_watch *kick_watch;
     int state;                       /* enum link_state */
     int fd;

@@ -106,7 +106,7 @@ teardown(struct bridge *b, int end)
         api->session_close(b->s, end);
         b->s = NULL;
     }
-    b->have_home = 0;
+    atomic_store_explicit(&b->have_home, 0, memory_order_relaxed);
     b->state = LINK_IDLE;
 }
 
@@ -175,7 +175,7 @@ opened(void *arg, midge_session *s, int present)
     }
     b->s = s;
     b->home = pthread_self();
-    b->have_home = 1;
+    atomic_store_explicit(&b->have_home, 1, memory_order_release);
     if (b->by_id == NULL && (b->by_id = calloc(65536, sizeof(*b->by_id))) == NULL) {
         BLOG(b, MIDGE_LOG_ERROR, "out of memory for session %s", b->conf->local_clientid);
         api->session_close(s, 0);
@@ -395,14 +395,15 @@ thread_stop(void *state, unsigned worker)
 
     (void)worker;
     for (b = ctx->bridges; b != NULL; b = b->next) {
-        if (b->have_home && pthread_equal(b->home, pthread_self())) {
+        if (atomic_load_explicit(&b->have_home, memory_order_acquire) &&
+            pthread_equal(b->home, pthread_self())) {
             link_stop(b, "broker shutting down");
             if (b->kick_watch != NULL) {
                 bridge_api(b)->fd_unwatch(bridge_self(b), b->kick_watch);
                 b->kick_watch = NULL;
             }
             out_free(b); /* the session keeps them: delivered again at the next start */
-            b->have_home = 0;
+            atomic_store_explicit(&b->have_home, 0, memory_order_relaxed);
         }
     }
 }
