@@ -318,11 +318,12 @@ void plugin_auth_cancel(struct conn *c);
  * after a reload): hooks get a NULL ticket, and a PENDING answer is the
  * instance's plugin_timeout_verdict (a plugin bug, logged once per
  * instance). Returns PLUGIN_ALLOW or PLUGIN_DENY (*reason set, 0 when the
- * plugin gave none); allowed when every plugin defers. `topic` need not be
- * NUL-terminated. [worker thread]
+ * plugin gave none); allowed when every plugin defers. `topic` is
+ * NUL-terminated (a message's topic, a stored filter): RECEIVE runs per
+ * delivery, so it is passed as it is, not copied. [worker thread]
  */
-int plugin_acl(struct conn *c, int action, const char *topic, size_t topic_len, int qos,
-               int retain, const uint8_t *payload, uint32_t payload_len, uint8_t *reason);
+int plugin_acl(struct conn *c, int action, const char *topic, int qos, int retain,
+               const uint8_t *payload, uint32_t payload_len, uint8_t *reason);
 
 struct acl_hold;
 

@@ -242,7 +242,7 @@ recheck_run(void *arg)
             char *f = s->subs[i].filter;
             size_t len = strlen(f);
             uint8_t r = 0;
-            if (plugin_acl(c, MIDGE_ACL_SUBSCRIBE, f, len, s->subs[i].opts & 3, 0, NULL, 0, &r) !=
+            if (plugin_acl(c, MIDGE_ACL_SUBSCRIBE, f, s->subs[i].opts & 3, 0, NULL, 0, &r) !=
                 PLUGIN_DENY) {
                 continue;
             }

@@ -489,7 +489,22 @@ plugin_auth_cancel(struct conn *c)
     wait_unref(aw); /* the connection's */
 }
 
-/* Fills req for an ACL question; *t is the NUL-terminated topic (buf, or malloc'd when long). */
+/* Fills req for an ACL question about the NUL-terminated `topic`. */
+static void
+acl_request_fill(struct midge_acl_request *req, int action, const char *topic, int qos,
+                 int retain, const uint8_t *payload, uint32_t payload_len)
+{
+    memset(req, 0, sizeof(*req));
+    req->size = sizeof(*req);
+    req->action = action;
+    req->topic = topic;
+    req->qos = qos;
+    req->retain = retain;
+    req->payload = payload;
+    req->payload_len = payload_len;
+}
+
+/* acl_request_fill for a topic view: *t is the NUL-terminated copy (buf, or malloc'd when long). */
 static int
 acl_request(struct midge_acl_request *req, int action, const char *topic, size_t topic_len,
             int qos, int retain, const uint8_t *payload, uint32_t payload_len, char *buf,
@@ -504,14 +519,7 @@ acl_request(struct midge_acl_request *req, int action, const char *topic, size_t
     }
     memcpy(*t, topic, topic_len);
     (*t)[topic_len] = 0;
-    memset(req, 0, sizeof(*req));
-    req->size = sizeof(*req);
-    req->action = action;
-    req->topic = *t;
-    req->qos = qos;
-    req->retain = retain;
-    req->payload = payload;
-    req->payload_len = payload_len;
+    acl_request_fill(req, action, *t, qos, retain, payload, payload_len);
     return 0;
 }
 
@@ -529,21 +537,15 @@ acl_untimely_pending(struct midge_plugin *p, int action)
 
 /* Runs the ACL chain synchronously; see plugin.h. [worker thread] */
 int
-plugin_acl(struct conn *c, int action, const char *topic, size_t topic_len, int qos, int retain,
+plugin_acl(struct conn *c, int action, const char *topic, int qos, int retain,
            const uint8_t *payload, uint32_t payload_len, uint8_t *reason)
 {
     struct midge_acl_request req;
     struct midge_plugin *p;
-    char buf[256];
-    char *t;
     int result = PLUGIN_ALLOW;
 
     *reason = 0;
-    if (acl_request(&req, action, topic, topic_len, qos, retain, payload, payload_len, buf,
-                    sizeof(buf), &t) < 0) {
-        *reason = MQTT_RC_SERVER_UNAVAILABLE;
-        return PLUGIN_DENY;
-    }
+    acl_request_fill(&req, action, topic, qos, retain, payload, payload_len);
     for (p = plugins; p != NULL; p = p->next) {
         uint64_t t0;
         uint8_t r = 0;
@@ -564,9 +566,6 @@ plugin_acl(struct conn *c, int action, const char *topic, size_t topic_len, int 
             result = PLUGIN_DENY;
             break;
         }
-    }
-    if (t != buf) {
-        free(t);
     }
     return result;
 }

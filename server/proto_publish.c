@@ -152,8 +152,11 @@ publish_finish(struct conn *c, const struct mqtt_publish *p, const char *topic, 
         } else {
             m->origin_session = s->uid;
             if (plugins_message_in_active && plugin_message_in(c, &m, &ack_rc) == PLUGIN_DENY) {
-                /* Dropped by a plugin: its reason code, 0 acknowledges as if delivered. */
-                STAT_ADD(&c->w->stats, pub_dropped, ack_rc == 0 ? 1 : 0);
+                /* Dropped by a plugin with its reason code; 0 acknowledges as if delivered
+                 * (a non-zero one is counted below with the other refusals). */
+                if (ack_rc == 0) {
+                    STAT_ADD(&c->w->stats, pub_dropped, 1);
+                }
             } else {
                 broker_publish(m, s->uid);
             }
@@ -390,7 +393,7 @@ proto_send_publish(struct conn *c, const struct qentry *e, uint16_t pid, int dup
     }
     if (plugins_acl_active && !dup) {
         uint8_t r;
-        if (plugin_acl(c, MIDGE_ACL_RECEIVE, m->topic, m->topic_len, e->qos, e->retain, m->payload,
+        if (plugin_acl(c, MIDGE_ACL_RECEIVE, m->topic, e->qos, e->retain, m->payload,
                        m->payload_len, &r) == PLUGIN_DENY) {
             return 2;
         }
