@@ -142,24 +142,32 @@ ticket_add(struct auth_wait *aw)
     pthread_mutex_unlock(&ts->lock);
 }
 
+/* Unlinks ticket `id` from bucket pp (its stripe locked by the caller); returns it or NULL. */
+static struct auth_wait *
+ticket_unlink_locked(struct auth_wait **pp, uint64_t id)
+{
+    for (; *pp != NULL; pp = &(*pp)->tnext) {
+        if ((*pp)->id == id) {
+            struct auth_wait *aw = *pp;
+            *pp = aw->tnext;
+            return aw;
+        }
+    }
+    return NULL;
+}
+
 /* Removes ticket `id`; returns it (the caller now owns the table's reference) or NULL. */
 static struct auth_wait *
 ticket_take(uint64_t id)
 {
     struct auth_wait **pp;
-    struct auth_wait *aw = NULL;
+    struct auth_wait *aw;
     struct ticket_stripe *ts;
 
     pthread_once(&tickets_once, tickets_init);
     ts = ticket_stripe(id, &pp);
     pthread_mutex_lock(&ts->lock);
-    for (; *pp != NULL; pp = &(*pp)->tnext) {
-        if ((*pp)->id == id) {
-            aw = *pp;
-            *pp = aw->tnext;
-            break;
-        }
-    }
+    aw = ticket_unlink_locked(pp, id);
     pthread_mutex_unlock(&ts->lock);
     return aw;
 }
@@ -511,7 +519,7 @@ plugin_complete_auth(midge_ticket *ticket, int verdict, uint8_t reason, const vo
     uint64_t id = (uint64_t)(uintptr_t)ticket;
     struct ticket_stripe *ts;
     struct auth_wait **pp;
-    struct auth_wait *aw = NULL;
+    struct auth_wait *aw;
     uint8_t *copy = NULL;
     uint64_t open_slot = id;
 
@@ -538,13 +546,7 @@ plugin_complete_auth(midge_ticket *ticket, int verdict, uint8_t reason, const vo
     pthread_once(&tickets_once, tickets_init);
     ts = ticket_stripe(id, &pp);
     pthread_mutex_lock(&ts->lock);
-    for (; *pp != NULL; pp = &(*pp)->tnext) {
-        if ((*pp)->id == id) {
-            aw = *pp;
-            *pp = aw->tnext;
-            break;
-        }
-    }
+    aw = ticket_unlink_locked(pp, id);
     if (aw == NULL && atomic_compare_exchange_strong(&ts->slot, &open_slot, id | SLOT_DONE)) {
         /* Its hook is still running: park the decision for plugin_wait_end. */
         ts->parked_verdict = verdict;
@@ -702,39 +704,68 @@ acl_untimely_pending(struct midge_plugin *p, int action)
     return p->timeout_allow ? MIDGE_ALLOW : MIDGE_DENY;
 }
 
+/*
+ * The ACL chain from position `start` about req. With `with_tickets` each hook
+ * gets one and may answer PENDING (c->auth_wait is then set); without, a
+ * PENDING answer is a plugin bug. [worker thread]
+ */
+static int
+acl_chain(struct conn *c, const struct midge_acl_request *req, size_t start, int with_tickets,
+          uint8_t *reason)
+{
+    struct midge_plugin *p;
+    size_t idx = 0;
+
+    *reason = 0;
+    for (p = plugins; p != NULL; p = p->next, idx++) {
+        struct plugin_wait pw;
+        midge_ticket *ticket = NULL;
+        uint64_t t0;
+        uint8_t r = 0;
+        int v;
+
+        if (idx < start || !PLUGIN_HAS(p, acl) || !plugin_applies(p, c->listener)) {
+            continue;
+        }
+        if (with_tickets) {
+            if (plugin_wait_begin(&pw, c, p, idx, PLUGIN_WAIT_ACL) < 0) {
+                *reason = MQTT_RC_SERVER_UNAVAILABLE;
+                return PLUGIN_DENY;
+            }
+            ticket = plugin_wait_ticket(&pw);
+        }
+        t0 = timed(p, PH_ACL) ? now_ns() : 0;
+        v = p->hooks->acl(p->state, (midge_client *)c, req, &r, ticket);
+        v = v == MIDGE_PENDING && !with_tickets ? acl_untimely_pending(p, req->action)
+                                           : valid_verdict(p, "acl", v, with_tickets);
+        plugin_record(p, PH_ACL, v, t0 ? now_ns() - t0 + 1 : 0);
+        if (with_tickets && plugin_wait_end(&pw, c, v, NULL, 0) < 0) {
+            *reason = MQTT_RC_SERVER_UNAVAILABLE;
+            return PLUGIN_DENY;
+        }
+        if (v == MIDGE_PENDING) {
+            return PLUGIN_PENDING;
+        }
+        if (v == MIDGE_ALLOW) {
+            return PLUGIN_ALLOW;
+        }
+        if (v == MIDGE_DENY) {
+            *reason = r;
+            return PLUGIN_DENY;
+        }
+    }
+    return PLUGIN_ALLOW;
+}
+
 /* Runs the ACL chain synchronously; see plugin.h. [worker thread] */
 int
 plugin_acl(struct conn *c, int action, const char *topic, int qos, int retain,
            const uint8_t *payload, uint32_t payload_len, uint8_t *reason)
 {
     struct midge_acl_request req;
-    struct midge_plugin *p;
-    int result = PLUGIN_ALLOW;
 
-    *reason = 0;
     acl_request_fill(&req, action, topic, qos, retain, payload, payload_len);
-    for (p = plugins; p != NULL; p = p->next) {
-        uint64_t t0;
-        uint8_t r = 0;
-        int v;
-
-        if (!PLUGIN_HAS(p, acl) || !plugin_applies(p, c->listener)) {
-            continue;
-        }
-        t0 = timed(p, PH_ACL) ? now_ns() : 0;
-        v = p->hooks->acl(p->state, (midge_client *)c, &req, &r, NULL);
-        v = v == MIDGE_PENDING ? acl_untimely_pending(p, action) : valid_verdict(p, "acl", v, 0);
-        plugin_record(p, PH_ACL, v, t0 ? now_ns() - t0 + 1 : 0);
-        if (v == MIDGE_ALLOW) {
-            break;
-        }
-        if (v == MIDGE_DENY) {
-            *reason = r;
-            result = PLUGIN_DENY;
-            break;
-        }
-    }
-    return result;
+    return acl_chain(c, &req, 0, 0, reason);
 }
 
 /* Runs the ACL chain with tickets; see plugin.h. [worker thread] */
@@ -744,54 +775,16 @@ plugin_acl_wait(struct conn *c, int action, const char *topic, size_t topic_len,
                 uint8_t *reason)
 {
     struct midge_acl_request req;
-    struct midge_plugin *p;
     char buf[256];
     char *t;
-    size_t idx = 0;
-    int result = PLUGIN_ALLOW;
+    int result;
 
-    *reason = 0;
     if (acl_request(&req, action, topic, topic_len, qos, retain, payload, payload_len, buf,
                     sizeof(buf), &t) < 0) {
         *reason = MQTT_RC_SERVER_UNAVAILABLE;
         return PLUGIN_DENY;
     }
-    for (p = plugins; p != NULL; p = p->next, idx++) {
-        struct plugin_wait pw;
-        uint64_t t0;
-        uint8_t r = 0;
-        int v;
-
-        if (idx < start || !PLUGIN_HAS(p, acl) || !plugin_applies(p, c->listener)) {
-            continue;
-        }
-        if (plugin_wait_begin(&pw, c, p, idx, PLUGIN_WAIT_ACL) < 0) {
-            *reason = MQTT_RC_SERVER_UNAVAILABLE;
-            result = PLUGIN_DENY;
-            break;
-        }
-        t0 = timed(p, PH_ACL) ? now_ns() : 0;
-        v = p->hooks->acl(p->state, (midge_client *)c, &req, &r, plugin_wait_ticket(&pw));
-        v = valid_verdict(p, "acl", v, 1);
-        plugin_record(p, PH_ACL, v, t0 ? now_ns() - t0 + 1 : 0);
-        if (plugin_wait_end(&pw, c, v, NULL, 0) < 0) {
-            *reason = MQTT_RC_SERVER_UNAVAILABLE;
-            result = PLUGIN_DENY;
-            break;
-        }
-        if (v == MIDGE_PENDING) {
-            result = PLUGIN_PENDING;
-            break;
-        }
-        if (v == MIDGE_ALLOW) {
-            break;
-        }
-        if (v == MIDGE_DENY) {
-            *reason = r;
-            result = PLUGIN_DENY;
-            break;
-        }
-    }
+    result = acl_chain(c, &req, start, 1, reason);
     if (t != buf) {
         free(t);
     }
