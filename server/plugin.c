@@ -25,6 +25,7 @@ int plugins_message_out_active;
 int plugins_sub_events_active;
 int plugins_session_events_active;
 unsigned plugins_count;
+atomic_int plugins_ready;
 
 static unsigned metric_threads; /* shards: workers + 1 for the main thread */
 
@@ -262,6 +263,7 @@ plugins_load(const struct config *cfg, unsigned nthreads, int call_init, char *e
                   p->path, p->desc->version ? p->desc->version : "?", p->desc->abi_major,
                   p->desc->abi_minor);
     }
+    atomic_store_explicit(&plugins_ready, 1, memory_order_release);
     return 0;
 }
 
@@ -304,6 +306,7 @@ plugins_unload(void)
     plugins_message_in_active = plugins_message_out_active = 0;
     plugins_sub_events_active = plugins_session_events_active = 0;
     plugins_count = 0;
+    atomic_store_explicit(&plugins_ready, 0, memory_order_relaxed);
     persist_set_plugin(NULL);
 }
 
