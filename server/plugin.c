@@ -162,6 +162,7 @@ open_one(const struct config *cfg, const struct plugin_conf *pc, char *err, size
                                              : pc->path);
     p->listener_address = pc->listener_address ? strdup(pc->listener_address) : NULL;
     p->metrics = calloc((size_t)metric_threads * PH_COUNT, sizeof(*p->metrics));
+    p->metric_shards = metric_threads;
     if (p->name == NULL || p->metrics == NULL) {
         snprintf(err + n, len - (size_t)n, "out of memory");
         goto fail;

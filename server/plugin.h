@@ -69,6 +69,7 @@ struct midge_plugin {
     int initialised;
     char err[512];         /* api->set_error() during init/reload */
     struct hook_metrics *metrics; /* [nthreads][PH_COUNT] shards, see plugin_metrics() */
+    unsigned metric_shards;  /* rows of `metrics` (workers + 1), fixed at load: any thread reads */
     unsigned index;        /* chain position: the slot of its per-client data */
     unsigned pool_threads; /* plugin_threads */
     unsigned pool_queue;   /* plugin_queue */
