@@ -39,6 +39,8 @@ def _build():
 BUILD = _build()
 PLUGIN = os.path.join(BUILD or "/nonexistent", "plugins", "http-admin", ".libs", "http-admin.so")
 BRIDGE = os.path.join(BUILD or "/nonexistent", "plugins", "bridge", ".libs", "bridge.so")
+PERSIST = os.path.join(BUILD or "/nonexistent", "plugins", "persist-sqlite", ".libs",
+                       "persist-sqlite.so")
 AUTH_PASSWD = os.path.join(BUILD or "/nonexistent", "plugins", "auth-passwd", ".libs",
                            "auth-passwd.so")
 need_build = unittest.skipUnless(
@@ -429,6 +431,33 @@ class HookMetrics(HttpAdminBase):
         self.assertEqual([h["hook"] for h in ap["hooks"]], ["auth"])
         self.assertEqual(ap["hooks"][0]["calls"], 3)
         self.assertGreater(ap["hooks"][0]["latency_p99_seconds"], 0)
+
+
+class Persistence(HttpAdminBase):
+    """persist-sqlite's commit latency and batch size arrive as histograms in /metrics."""
+
+    def setUp(self):
+        self.db = os.path.join(tmp_root(), "http-admin-%d.db" % free_port())
+        self.EXTRA = ("plugin " + PERSIST, "plugin_opt_db " + self.db)
+        super().setUp()
+
+    def test_commit_latency_and_batch_size(self):
+        c = self.client("persisted", clean=False, props=[("session_expiry", 300)])
+        c.subscribe("p/#", 1)
+        for i in range(5):
+            c.publish("p/x", b"m", qos=1)  # acknowledged once durable: committed by now
+
+        def committed():
+            fams = parse_prometheus(self.metrics())
+            n = value(fams, "midge_plugin_persist_sqlite_commit_seconds_count",
+                      instance="persist-sqlite")
+            return fams if n > 0 else None
+        fams = wait_until(committed, what="a commit counted")
+        for fam in ("midge_plugin_persist_sqlite_commit_seconds",
+                    "midge_plugin_persist_sqlite_batch_events"):
+            self.assertEqual(fams[fam]["type"], "histogram")
+        self.assertGreaterEqual(value(fams, "midge_plugin_persist_sqlite_batch_events_count",
+                                      instance="persist-sqlite"), 1)
 
 
 class Bridges(HttpAdminBase):
