@@ -222,6 +222,55 @@ send_unauthorized(struct MHD_Connection *c)
     return ret;
 }
 
+/* 1 when `host` (a Host header value) names this machine's loopback: 127.x, [::1], localhost. */
+static int
+host_is_loopback(const char *host)
+{
+    char name[64];
+    size_t n;
+    struct in_addr a4;
+
+    if (strncmp(host, "[::1]", 5) == 0) {
+        return host[5] == '\0' || host[5] == ':';
+    }
+    n = strcspn(host, ":");
+    if (n == 0 || n >= sizeof(name)) {
+        return 0;
+    }
+    memcpy(name, host, n);
+    name[n] = '\0';
+    if (strcmp(name, "localhost") == 0) {
+        return 1;
+    }
+    return inet_pton(AF_INET, name, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
+}
+
+/*
+ * Requests a web page in the admin's browser could make on its own are
+ * refused (403): a state-changing request whose Origin is another site
+ * (cross-site request forgery: browsers send Basic credentials they hold),
+ * and, without authentication, a Host that is not a loopback name (a DNS
+ * rebinding page reaching 127.0.0.1 under its own name). NULL when fine,
+ * else why not.
+ */
+static const char *
+browser_guard(struct http_server *s, struct MHD_Connection *c, const char *method)
+{
+    const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+
+    if (s->a->auth == NULL && (host == NULL || !host_is_loopback(host))) {
+        return "Host must be a loopback address or localhost when no password is required";
+    }
+    if (origin != NULL && strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+        const char *rest = strstr(origin, "://");
+        if (host == NULL || rest == NULL || strcmp(rest + 3, host) != 0) {
+            return "cross-site request refused (Origin does not match Host)";
+        }
+    }
+    return NULL;
+}
+
 /* Query arguments for routes. */
 static const char *
 query_arg(void *ctx, const char *key)
@@ -245,6 +294,7 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
     struct req_state *st = *con_cls;
     struct request req;
     struct reply r;
+    const char *why;
 
     (void)version;
     (void)upload_data;
@@ -261,6 +311,9 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
         }
         if (cl != NULL && strtoull(cl, NULL, 10) > HTTP_BODY_MAX) {
             return send_error(c, 413, "request body too large (this API takes at most 4096 bytes)");
+        }
+        if ((why = browser_guard(s, c, method)) != NULL) {
+            return send_error(c, 403, why);
         }
         if (!authorized(s, c)) {
             return send_unauthorized(c);

@@ -402,6 +402,17 @@ class Endpoints(HttpAdminBase):
         self.assertEqual(self.get("/api/v1/stats")[0], 200)
 
 
+    def test_cross_site_post_refused(self):
+        """A page on another site cannot make the admin's browser kick or reload (CSRF)."""
+        st, _, body = self.get("/api/v1/reload", method="POST",
+                               headers=["Origin: http://evil.example"])
+        self.assertEqual(st, 403)
+        self.assertIn("cross-site", json.loads(body)["error"])
+        st, _, _ = self.get("/api/v1/reload", method="POST",
+                            headers=["Origin: http://%s:%d" % (HOST, self.http_port)])
+        self.assertEqual(st, 202)
+
+
 class HookMetrics(HttpAdminBase):
     """Per-plugin hook calls and latency histograms, and plugin-defined metrics."""
     EXTRA = ("plugin " + AUTH_PASSWD, "plugin_opt_password_file " + PASSWD)
@@ -498,6 +509,14 @@ class Anonymous(HttpAdminBase):
     def test_no_auth_on_loopback_when_allowed(self):
         st, _, _ = curl(self.base + "/metrics")
         self.assertEqual(st, 200)
+        st, _, _ = curl(self.base + "/metrics", headers=["Host: localhost:%d" % self.http_port])
+        self.assertEqual(st, 200)
+
+    def test_foreign_host_refused(self):
+        """DNS rebinding: a page under another name resolving to 127.0.0.1 gets nothing."""
+        st, _, body = curl(self.base + "/api/v1/clients", headers=["Host: evil.example:80"])
+        self.assertEqual(st, 403)
+        self.assertIn("loopback", json.loads(body)["error"])
 
 
 @only_midge("http-admin is a midge plugin")
