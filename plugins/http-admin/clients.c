@@ -4,7 +4,8 @@
  * A walk is shared by the HTTP thread, which waits for it, and the broker,
  * whose callbacks fill it: two references, the last one frees it. So the
  * HTTP thread may give up (timeout, shutdown) while the broker still holds
- * the walk.
+ * the walk. The JSON built on broker threads passes to the HTTP thread
+ * whole, under the walk's lock, once the broker is done with it.
  */
 #include "clients.h"
 
@@ -199,9 +200,11 @@ clients_list(struct admin *a, size_t limit, json_t **out, int *truncated)
         return rc;
     }
     if (rc == 0) {
+        /* Taken, not shared: jansson's reference counts are not meant for two threads. */
         pthread_mutex_lock(&w->lock);
-        *out = json_incref(w->list);
         *truncated = w->seen > json_array_size(w->list);
+        *out = w->list;
+        w->list = NULL;
         pthread_mutex_unlock(&w->lock);
     }
     walk_unref(w);
@@ -262,7 +265,8 @@ clients_find(struct admin *a, const char *client_id, json_t **out)
     rc = walk_wait(a, w);
     if (rc == 0) {
         pthread_mutex_lock(&w->lock);
-        *out = json_incref(w->found);
+        *out = w->found;
+        w->found = NULL;
         pthread_mutex_unlock(&w->lock);
         rc = *out != NULL ? 0 : -MIDGE_ENOENT;
     }
