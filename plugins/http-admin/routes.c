@@ -34,25 +34,48 @@ reply_text(struct reply *out, int status, const char *type, char *body, size_t l
     out->len = len;
 }
 
+/* JSON as the API writes it: indented for curl users, 9 significant digits, a final newline. */
+static char *
+dump(const json_t *j, size_t *len)
+{
+    char *s = j != NULL ? json_dumps(j, JSON_INDENT(2) | JSON_REAL_PRECISION(9)) : NULL;
+    char *t;
+
+    if (s == NULL) {
+        return NULL;
+    }
+    *len = strlen(s);
+    t = realloc(s, *len + 2);
+    if (t == NULL) {
+        free(s);
+        return NULL;
+    }
+    t[(*len)++] = '\n';
+    t[*len] = '\0';
+    return t;
+}
+
 /* Replies with j (stolen). */
 static void
 reply_json(struct reply *out, int status, json_t *j)
 {
-    char *s = j != NULL ? json_dumps(j, JSON_INDENT(2)) : NULL;
+    size_t len = 0;
+    char *s = dump(j, &len);
 
     json_decref(j);
     if (s == NULL) {
         reply_error(out, 500, "out of memory");
         return;
     }
-    reply_text(out, status, JSON_TYPE, s, strlen(s));
+    reply_text(out, status, JSON_TYPE, s, len);
 }
 
 void
 reply_error(struct reply *out, int status, const char *message)
 {
     json_t *j = json_pack("{s:s}", "error", message);
-    char *s = j != NULL ? json_dumps(j, JSON_INDENT(2)) : NULL;
+    size_t len = 0;
+    char *s = dump(j, &len);
 
     json_decref(j);
     memset(out, 0, sizeof(*out));
@@ -60,11 +83,12 @@ reply_error(struct reply *out, int status, const char *message)
     out->content_type = JSON_TYPE;
     if (s == NULL) {
         /* Out of memory even for the error: a static body, copied so the reply owns it. */
-        s = strdup("{\"error\": \"out of memory\"}");
+        s = strdup("{\"error\": \"out of memory\"}\n");
+        len = s != NULL ? strlen(s) : 0;
         out->status = 500;
     }
     out->body = s;
-    out->len = s != NULL ? strlen(s) : 0;
+    out->len = len;
 }
 
 /* An API error code as an HTTP answer. */
