@@ -8,7 +8,10 @@ top=$(pwd)
 
 PACKAGES="build-essential autoconf automake libtool pkg-config clang \
 libev-dev libssl-dev libjansson-dev libcmocka-dev libsqlite3-dev libargon2-dev libwslay-dev \
-mosquitto mosquitto-clients python3 python3-paho-mqtt"
+mosquitto mosquitto-clients python3 python3-paho-mqtt \
+libmicrohttpd-dev chromium prometheus"
+# libmicrohttpd-dev: the http-admin plugin's HTTP server. chromium: its dashboard test
+# (headless, driven by playwright-core below). prometheus: promtool checks /metrics.
 
 missing=""
 for p in $PACKAGES; do
@@ -70,4 +73,20 @@ if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
     fi
 else
     echo "setup: node/npm not found; the MQTT.js test will be skipped" >&2
+fi
+
+# playwright-core drives Debian's chromium for the http-admin dashboard test
+# (tests/integration/test_http_admin.py), also in $build/node. Optional: without
+# it the test says it skips.
+playwright_version=1.49.1
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+    if [ "$(node -p "try{require('$top/$build/node/node_modules/playwright-core/package.json').version}catch(e){''}" 2>/dev/null)" != "$playwright_version" ]; then
+        mkdir -p "$top/$build/node"
+        if npm install --prefix "$top/$build/node" --no-audit --no-fund --silent \
+            "playwright-core@$playwright_version" >/dev/null 2>&1; then
+            echo "setup: playwright-core $playwright_version in $top/$build/node"
+        else
+            echo "setup: could not install playwright-core (npm); the dashboard browser test will be skipped" >&2
+        fi
+    fi
 fi

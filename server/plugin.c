@@ -25,6 +25,7 @@ int plugins_message_out_active;
 int plugins_sub_events_active;
 int plugins_session_events_active;
 unsigned plugins_count;
+atomic_int plugins_ready;
 
 static unsigned metric_threads; /* shards: workers + 1 for the main thread */
 
@@ -161,6 +162,7 @@ open_one(const struct config *cfg, const struct plugin_conf *pc, char *err, size
                                              : pc->path);
     p->listener_address = pc->listener_address ? strdup(pc->listener_address) : NULL;
     p->metrics = calloc((size_t)metric_threads * PH_COUNT, sizeof(*p->metrics));
+    p->metric_shards = metric_threads;
     if (p->name == NULL || p->metrics == NULL) {
         snprintf(err + n, len - (size_t)n, "out of memory");
         goto fail;
@@ -262,6 +264,7 @@ plugins_load(const struct config *cfg, unsigned nthreads, int call_init, char *e
                   p->path, p->desc->version ? p->desc->version : "?", p->desc->abi_major,
                   p->desc->abi_minor);
     }
+    atomic_store_explicit(&plugins_ready, 1, memory_order_release);
     return 0;
 }
 
@@ -304,6 +307,7 @@ plugins_unload(void)
     plugins_message_in_active = plugins_message_out_active = 0;
     plugins_sub_events_active = plugins_session_events_active = 0;
     plugins_count = 0;
+    atomic_store_explicit(&plugins_ready, 0, memory_order_relaxed);
     persist_set_plugin(NULL);
 }
 

@@ -69,6 +69,7 @@ struct midge_plugin {
     int initialised;
     char err[512];         /* api->set_error() during init/reload */
     struct hook_metrics *metrics; /* [nthreads][PH_COUNT] shards, see plugin_metrics() */
+    unsigned metric_shards;  /* rows of `metrics` (workers + 1), fixed at load: any thread reads */
     unsigned index;        /* chain position: the slot of its per-client data */
     unsigned pool_threads; /* plugin_threads */
     unsigned pool_queue;   /* plugin_queue */
@@ -81,6 +82,12 @@ struct midge_plugin {
     struct midge_metric *user_metrics; /* api->metric_new, fixed after init */
     struct midge_plugin *next;
 };
+
+/*
+ * 1 once every instance finished init (release order): threads plugins
+ * started in init read the instance list and metric lists only then.
+ */
+extern atomic_int plugins_ready;
 
 /* Number of instances (fixed after load): size of a connection's data slots. */
 extern unsigned plugins_count;
@@ -204,6 +211,8 @@ int plugin_client_list(midge_plugin *self, void (*cb)(void *, const struct midge
 int plugin_retained_list(midge_plugin *self, const char *filter,
                          int (*cb)(void *arg, const midge_message *msg), void *arg);
 int plugin_reload_request(midge_plugin *self);
+int plugin_plugin_list(midge_plugin *self,
+                       int (*cb)(void *arg, const struct midge_plugin_info *info), void *arg);
 
 /* plugin_metrics.c: metrics defined by plugins */
 
@@ -216,6 +225,8 @@ void plugin_metric_observe(midge_metric *m, double value);
 void plugin_user_metrics_report(const struct midge_plugin *p,
                                 void (*emit)(const char *topic, const char *value));
 void plugin_user_metrics_free(struct midge_plugin *p);
+int plugin_metric_list(midge_plugin *self,
+                       int (*cb)(void *arg, const struct midge_metric_info *info), void *arg);
 
 /* plugin_api.c */
 

@@ -158,3 +158,83 @@ plugin_reload_request(midge_plugin *self)
     (void)self;
     return kill(getpid(), SIGHUP) == 0 ? 0 : -MIDGE_ESTATE;
 }
+
+/* Names of the measured hooks, by enum plugin_hook_id (as $SYS names them). */
+static const char *const hook_names[PH_COUNT] = {"auth", "acl", "enhanced_auth", "message_in"};
+
+/* Bucket b of the hook latency histogram holds [2^b, 2^(b+1)) ns. Written once, read-only. */
+static double latency_le[PLUGIN_LAT_BUCKETS];
+static pthread_once_t latency_le_once = PTHREAD_ONCE_INIT;
+
+static void
+latency_le_init(void)
+{
+    unsigned b;
+
+    for (b = 0; b < PLUGIN_LAT_BUCKETS; b++) {
+        latency_le[b] = (double)(UINT64_C(2) << b) / 1e9;
+    }
+}
+
+int
+plugin_plugin_list(midge_plugin *self, int (*cb)(void *arg, const struct midge_plugin_info *info),
+                   void *arg)
+{
+    const struct midge_plugin *p;
+    int calls = 0;
+
+    (void)self;
+    if (cb == NULL) {
+        return -MIDGE_EINVAL;
+    }
+    if (!atomic_load_explicit(&plugins_ready, memory_order_acquire)) {
+        return -MIDGE_ESTATE;
+    }
+    pthread_once(&latency_le_once, latency_le_init);
+    for (p = plugins; p != NULL; p = p->next) {
+        struct midge_hook_stats hs[PH_COUNT];
+        uint64_t lat[PH_COUNT][PLUGIN_LAT_BUCKETS];
+        struct midge_plugin_info info;
+        uint32_t nh = 0;
+        int h;
+
+        for (h = 0; h < PH_COUNT; h++) {
+            struct hook_metrics m;
+            unsigned b;
+            plugin_metrics_sum(p, h, &m);
+            if (STAT_GET(&m, calls) == 0) {
+                continue; /* as $SYS: only hooks that ran */
+            }
+            memset(&hs[nh], 0, sizeof(hs[nh]));
+            hs[nh].size = sizeof(hs[nh]);
+            hs[nh].hook = hook_names[h];
+            hs[nh].calls = STAT_GET(&m, calls);
+            hs[nh].allow = STAT_GET(&m, allow);
+            hs[nh].deny = STAT_GET(&m, deny);
+            hs[nh].defer = STAT_GET(&m, defer);
+            hs[nh].pending = STAT_GET(&m, pending);
+            hs[nh].timeouts = STAT_GET(&m, timeouts);
+            for (b = 0; b < PLUGIN_LAT_BUCKETS; b++) {
+                lat[nh][b] = STAT_GET(&m, lat[b]);
+            }
+            hs[nh].latency_buckets = PLUGIN_LAT_BUCKETS;
+            hs[nh].latency_le = latency_le;
+            hs[nh].latency_count = lat[nh];
+            nh++;
+        }
+        memset(&info, 0, sizeof(info));
+        info.size = sizeof(info);
+        info.instance = p->name;
+        info.name = p->desc->name;
+        info.version = p->desc->version;
+        info.description = p->desc->description;
+        info.path = p->path;
+        info.hooks = hs;
+        info.hook_count = nh;
+        calls++;
+        if (cb(arg, &info) != 0) {
+            break;
+        }
+    }
+    return calls;
+}

@@ -237,4 +237,6 @@ const struct midge_api plugin_api = {
     .client_list = plugin_client_list,
     .retained_list = plugin_retained_list,
     .reload_request = plugin_reload_request,
+    .plugin_list = plugin_plugin_list,
+    .metric_list = plugin_metric_list,
 };

@@ -894,7 +894,10 @@ plugin_metrics(struct midge_plugin *p, int h)
     return &p->metrics[(size_t)shard * PH_COUNT + (size_t)h];
 }
 
-/* Sums an instance's shards. [main thread] */
+/*
+ * Sums an instance's shards. [any thread: reads only what load fixed, and
+ * the shards with relaxed loads]
+ */
 void
 plugin_metrics_sum(const struct midge_plugin *p, int h, struct hook_metrics *out)
 {
@@ -902,7 +905,7 @@ plugin_metrics_sum(const struct midge_plugin *p, int h, struct hook_metrics *out
     unsigned b;
 
     memset(out, 0, sizeof(*out));
-    for (i = 0; i <= broker.nworkers; i++) {
+    for (i = 0; i < p->metric_shards; i++) {
         const struct hook_metrics *m = &p->metrics[(size_t)i * PH_COUNT + (size_t)h];
         STAT_ADD(out, calls, STAT_GET(m, calls));
         STAT_ADD(out, allow, STAT_GET(m, allow));

@@ -192,3 +192,66 @@ plugin_user_metrics_free(struct midge_plugin *p)
         free(m);
     }
 }
+
+/* Upper bounds of the histogram buckets (bucket b: below 2^(b+1-HIST_SHIFT)). Read-only once set. */
+static double hist_le[HIST_BUCKETS];
+static pthread_once_t hist_le_once = PTHREAD_ONCE_INIT;
+
+static void
+hist_le_init(void)
+{
+    int b;
+
+    for (b = 0; b < HIST_BUCKETS - 1; b++) {
+        hist_le[b] = ldexp(1.0, b + 1 - HIST_SHIFT);
+    }
+    hist_le[HIST_BUCKETS - 1] = INFINITY; /* the last bucket also holds everything larger */
+}
+
+int
+plugin_metric_list(midge_plugin *self, int (*cb)(void *arg, const struct midge_metric_info *info),
+                   void *arg)
+{
+    const struct midge_plugin *p;
+    int calls = 0;
+
+    (void)self;
+    if (cb == NULL) {
+        return -MIDGE_EINVAL;
+    }
+    if (!atomic_load_explicit(&plugins_ready, memory_order_acquire)) {
+        return -MIDGE_ESTATE;
+    }
+    pthread_once(&hist_le_once, hist_le_init);
+    for (p = plugins; p != NULL; p = p->next) {
+        const midge_metric *m;
+        for (m = p->user_metrics; m != NULL; m = m->next) {
+            struct midge_metric_info info;
+            uint64_t counts[HIST_BUCKETS];
+            memset(&info, 0, sizeof(info));
+            info.size = sizeof(info);
+            info.instance = p->name;
+            info.name = m->name;
+            info.help = m->help;
+            info.kind = m->kind;
+            if (m->kind == MIDGE_METRIC_HISTOGRAM) {
+                int b;
+                for (b = 0; b < HIST_BUCKETS; b++) {
+                    counts[b] = atomic_load_explicit(&m->hist[b], memory_order_relaxed);
+                }
+                info.count = atomic_load_explicit(&m->count, memory_order_relaxed);
+                info.sum = atomic_load_explicit(&m->sum, memory_order_relaxed);
+                info.buckets = HIST_BUCKETS;
+                info.bucket_le = hist_le;
+                info.bucket_count = counts;
+            } else {
+                info.value = atomic_load_explicit(&m->value, memory_order_relaxed);
+            }
+            calls++;
+            if (cb(arg, &info) != 0) {
+                return calls;
+            }
+        }
+    }
+    return calls;
+}

@@ -268,6 +268,63 @@ struct midge_broker_stats {
     double uptime;               /* seconds */
 };
 
+/*
+ * The broker's measurements of one decision hook of one instance
+ * (struct midge_plugin_info). ABI 1.1+
+ */
+struct midge_hook_stats {
+    uint32_t size;
+    const char *hook;          /* "auth", "acl", "enhanced_auth", "message_in" */
+    uint64_t calls;
+    uint64_t allow;
+    uint64_t deny;
+    uint64_t defer;
+    uint64_t pending;
+    uint64_t timeouts;         /* pending decisions the plugin_timeout answered */
+    /*
+     * Latency histogram, not cumulative: latency_count[i] calls took less
+     * than latency_le[i] seconds (and at least latency_le[i - 1]).
+     */
+    uint32_t latency_buckets;
+    const double *latency_le;
+    const uint64_t *latency_count;
+};
+
+/* One loaded plugin instance (api->plugin_list). Borrowed during the callback. ABI 1.1+ */
+struct midge_plugin_info {
+    uint32_t size;
+    const char *instance;      /* instance name (plugin_instance, default the plugin's name) */
+    const char *name;          /* the descriptor's name */
+    const char *version;       /* the descriptor's version; NULL when it has none */
+    const char *description;   /* NULL when none */
+    const char *path;          /* the file loaded */
+    const struct midge_hook_stats *hooks; /* the measured hooks it has been called for */
+    uint32_t hook_count;
+};
+
+/*
+ * One metric a plugin defined with api->metric_new (api->metric_list).
+ * Borrowed during the callback. ABI 1.1+
+ */
+struct midge_metric_info {
+    uint32_t size;
+    const char *instance;      /* the instance that defined it */
+    const char *name;
+    const char *help;          /* NULL when none */
+    int kind;                  /* enum midge_metric_kind */
+    int64_t value;             /* counter, gauge */
+    uint64_t count;            /* histogram: observations */
+    double sum;                /* histogram: their sum */
+    /*
+     * Histogram buckets, not cumulative: bucket_count[i] observations were
+     * less than bucket_le[i] (and at least bucket_le[i - 1]); the last
+     * bound may be INFINITY.
+     */
+    uint32_t buckets;
+    const double *bucket_le;
+    const uint64_t *bucket_count;
+};
+
 /* TLS details of a connection (api->client_tls). Borrowed during the hook. */
 struct midge_tls_info {
     uint32_t size;
@@ -765,8 +822,9 @@ struct midge_api {
     /*
      * Calls cb(arg, info) for every session, on each session's worker thread
      * (workers run in parallel: cb must be thread-safe), then done(arg) once,
-     * on the calling thread's loop, after the last cb. Returns 0 once queued.
-     * [worker thread, main thread]
+     * on the calling thread's loop, after the last cb (on the main thread
+     * when the caller is a thread of the plugin's own, without a broker
+     * loop). Returns 0 once queued. [any thread]
      */
     int (*client_list)(midge_plugin *self,
                        void (*cb)(void *arg, const struct midge_client_info *info),
@@ -781,6 +839,27 @@ struct midge_api {
                          int (*cb)(void *arg, const midge_message *msg), void *arg);
     /* Asks for a configuration reload, as SIGHUP does. [any thread] */
     int (*reload_request)(midge_plugin *self);
+
+    /* ---- Inventory (ABI 1.1+): what /metrics-style exporters need ---- */
+
+    /*
+     * Calls cb(arg, info) for every loaded instance in chain order (this
+     * one included), on the calling thread, before returning; cb returns 0
+     * to go on, non-zero to stop. Returns the number of calls, or
+     * -MIDGE_ESTATE until every instance has finished init (a thread the
+     * plugin started in init may ask early). [any thread]
+     */
+    int (*plugin_list)(midge_plugin *self,
+                       int (*cb)(void *arg, const struct midge_plugin_info *info), void *arg);
+    /*
+     * Calls cb(arg, info) for every metric every instance defined with
+     * api->metric_new, as plugin_list (same order, same return values).
+     * Values are read one by one with relaxed loads: a histogram's count,
+     * sum and buckets may disagree by the observations made meanwhile.
+     * [any thread]
+     */
+    int (*metric_list)(midge_plugin *self,
+                       int (*cb)(void *arg, const struct midge_metric_info *info), void *arg);
 };
 
 /* 1 when the broker's table has function `fn` (it lies within api->size and is set). */

@@ -5,6 +5,7 @@
  * test scale.
  */
 #include <float.h>
+#include <math.h> /* INFINITY: a constant, no libm */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,10 +182,90 @@ api_metric_observe(midge_metric *m, double value)
     }
 }
 
+#define LIST_BUCKETS 64 /* as the broker: bucket b below 2^(b-19), the last one unbounded */
+
+/* One metric copied out under the lock for api->metric_list. */
+struct list_item {
+    struct midge_metric_info info;
+    uint64_t counts[LIST_BUCKETS];
+};
+
+/*
+ * api->metric_list: every metric of every instance, in definition order,
+ * histograms bucketed as the broker does. Values are copied under fb->lock;
+ * callbacks run without it. Names stay valid: metrics are freed only when
+ * their instance loads again or with the broker (main thread).
+ */
+static int
+api_metric_list(midge_plugin *self, int (*cb)(void *arg, const struct midge_metric_info *info),
+                void *arg)
+{
+    double le[LIST_BUCKETS];
+    midge_test_broker *fb;
+    const struct midge_metric *m;
+    struct list_item *items = NULL;
+    size_t n = 0;
+    size_t i;
+    int calls = 0;
+
+    if (self == NULL || cb == NULL) {
+        return -MIDGE_EINVAL;
+    }
+    fb = self->fb;
+    /* Powers of two by multiplication: the fake needs no libm. */
+    le[0] = 1.0 / 524288.0; /* 2^-19 */
+    for (i = 1; i < LIST_BUCKETS; i++) {
+        le[i] = i + 1 < LIST_BUCKETS ? le[i - 1] * 2 : INFINITY;
+    }
+    pthread_mutex_lock(&fb->lock);
+    for (m = fb->metrics; m != NULL; m = m->next) {
+        n++;
+    }
+    items = calloc(n + 1, sizeof(*items));
+    /* fb->metrics is newest first: fill from the end for definition order. */
+    for (m = fb->metrics, i = n; items != NULL && m != NULL; m = m->next) {
+        struct list_item *it = &items[--i];
+        size_t k;
+        it->info.size = sizeof(it->info);
+        it->info.instance = m->plugin->name;
+        it->info.name = m->name;
+        it->info.help = m->help;
+        it->info.kind = m->kind;
+        it->info.value = m->value;
+        if (m->kind == MIDGE_METRIC_HISTOGRAM) {
+            it->info.count = m->obs_n;
+            it->info.sum = m->sum;
+            for (k = 0; k < m->obs_n; k++) {
+                size_t b = 0;
+                while (b + 1 < LIST_BUCKETS && m->obs[k] >= le[b]) {
+                    b++;
+                }
+                it->counts[b]++;
+            }
+            it->info.buckets = LIST_BUCKETS;
+            it->info.bucket_le = le;
+            it->info.bucket_count = it->counts;
+        }
+    }
+    pthread_mutex_unlock(&fb->lock);
+    if (items == NULL) {
+        return -MIDGE_ENOMEM;
+    }
+    for (i = 0; i < n; i++) {
+        calls++;
+        if (cb(arg, &items[i].info) != 0) {
+            break;
+        }
+    }
+    free(items);
+    return calls;
+}
+
 /* The entries of the API table that this file implements. */
 void
 fake_metrics_api_fill(struct midge_api *a)
 {
+    a->metric_list = api_metric_list;
     a->metric_new = api_metric_new;
     a->metric_add = api_metric_add;
     a->metric_set = api_metric_set;

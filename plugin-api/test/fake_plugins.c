@@ -219,10 +219,47 @@ api_instance_name(const midge_plugin *self)
     return self->name;
 }
 
+/*
+ * api->plugin_list: every loaded instance, in load order. The fake does
+ * not measure hooks (hook_count 0). The test loads plugins on its main
+ * thread; a plugin's own thread may list them meanwhile only once loading
+ * is over, as in the broker.
+ */
+static int
+api_plugin_list(midge_plugin *self, int (*cb)(void *arg, const struct midge_plugin_info *info),
+                void *arg)
+{
+    const midge_plugin *p;
+    int calls = 0;
+
+    if (self == NULL || cb == NULL) {
+        return -MIDGE_EINVAL;
+    }
+    for (p = self->fb->plugins; p != NULL; p = p->next) {
+        struct midge_plugin_info info;
+        if (!p->loaded) {
+            continue;
+        }
+        memset(&info, 0, sizeof(info));
+        info.size = sizeof(info);
+        info.instance = p->name;
+        info.name = p->desc->name;
+        info.version = p->desc->version;
+        info.description = p->desc->description;
+        info.path = p->dl != NULL ? "(opened by the test)" : "(in the test binary)";
+        calls++;
+        if (cb(arg, &info) != 0) {
+            break;
+        }
+    }
+    return calls;
+}
+
 /* The entries of the API table that this file implements. */
 void
 fake_plugins_api_fill(struct midge_api *a)
 {
+    a->plugin_list = api_plugin_list;
     a->option = api_option;
     a->option_next = api_option_next;
     a->set_error = api_set_error;

@@ -46,6 +46,7 @@ struct bridge_ctx {
     midge_metric *m_dropped;      /* messages dropped (queue full, too large, QoS 0 offline) */
     midge_metric *m_connects;     /* successful connections */
     midge_metric *m_loops;        /* messages dropped as already seen (loop or duplicate) */
+    midge_metric *m_connected;    /* gauge: links up now (dashboards read the state from it) */
     struct loop_state loop;
 };
 
@@ -123,6 +124,7 @@ struct bridge {
     atomic_int have_home;            /* read by every worker's thread_stop: atomic */
     midge_watch *kick_watch;
     int state;                       /* enum link_state */
+    int counted_up;                  /* counted in the `connected` gauge (notify_state) */
     int fd;
     midge_watch *watch;
     int watch_events;

@@ -15,6 +15,11 @@ notify_state(struct bridge *b, int up)
     const struct bridge_conf *c = b->conf;
     const char *payload = up ? "1" : "0";
 
+    /* Up and down calls need not pair (a link lost while subscribing): count each link once. */
+    if (up != b->counted_up) {
+        bridge_api(b)->metric_add(b->ctx->m_connected, up ? 1 : -1);
+        b->counted_up = up;
+    }
     if (!c->notifications) {
         return;
     }

@@ -483,6 +483,8 @@ midge_plugin_init(midge_plugin *self, const struct midge_api *api, void **state)
                                       "successful connections to remote brokers");
     ctx->m_loops = api->metric_new(self, "duplicates_dropped", MIDGE_METRIC_COUNTER,
                                    "messages dropped because their origin was seen before");
+    ctx->m_connected = api->metric_new(self, "connected", MIDGE_METRIC_GAUGE,
+                                       "bridges connected to their remote broker now");
     api->hooks_set(self, &hooks);
     for (c = list; c != NULL; c = c->next) {
         struct bridge *b = bridge_new(ctx, c);
