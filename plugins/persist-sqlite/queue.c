@@ -68,6 +68,7 @@ psq_event_new(const struct psq_env *env, const struct midge_persist_event *ev)
     e->retain = ev->retain;
     e->options = ev->options;
     e->packet_id = ev->packet_id;
+    e->state = 0;
     e->skip = 0;
     e->client_id = NULL;
     e->filter = NULL;
@@ -175,8 +176,8 @@ psq_queue_push(struct psq_queue *q, struct psq_event *e)
 
 /* Takes the queued events; see queue.h. */
 struct psq_event *
-psq_queue_take(struct psq_queue *q, int64_t not_before_ns, int need_events, size_t *n,
-               int *stopping)
+psq_queue_take(struct psq_queue *q, int64_t not_before_ns, int need_events,
+               struct psq_event **last, size_t *n, int *stopping)
 {
     struct psq_event *list = NULL;
 
@@ -200,6 +201,7 @@ psq_queue_take(struct psq_queue *q, int64_t not_before_ns, int need_events, size
         q->waiting = 0;
     }
     list = q->head;
+    *last = q->tail;
     *n = q->queued;
     q->head = NULL;
     q->tail = NULL;

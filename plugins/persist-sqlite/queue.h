@@ -31,6 +31,7 @@ struct psq_event {
     int retain;
     int options;
     uint16_t packet_id;
+    int state;                /* MSG_QUEUED: the row's first state (coalesce.c folds SENT in) */
     int skip;                 /* the writer leaves it out (coalesce.c) */
     const char *client_id;    /* into strings[], or NULL */
     const char *filter;       /* into strings[], or NULL */
@@ -68,11 +69,12 @@ int psq_queue_push(struct psq_queue *q, struct psq_event *e);
 /*
  * Takes every queued event, in push order, once there is at least one (when
  * `need_events`) and the monotonic time `not_before_ns` passed, or at once
- * when the queue is stopping. Returns the list (NULL: none) and the number
- * in *n; *stopping is 1 once psq_queue_stop() ran. [writer thread]
+ * when the queue is stopping. Returns the list (NULL: none), its last event
+ * in *last and its length in *n; *stopping is 1 once psq_queue_stop() ran.
+ * [writer thread]
  */
 struct psq_event *psq_queue_take(struct psq_queue *q, int64_t not_before_ns, int need_events,
-                                 size_t *n, int *stopping);
+                                 struct psq_event **last, size_t *n, int *stopping);
 
 /* Refuses event `seq` that could not even be copied (no memory): as past the bound. [any thread] */
 void psq_queue_refuse(struct psq_queue *q, uint64_t seq);

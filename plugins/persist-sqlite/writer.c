@@ -40,6 +40,7 @@ struct psq_writer {
     pthread_mutex_t *db_lock;
     struct psq_writer_opts opts;
     struct psq_writer_metrics metrics;
+    struct psq_coalescer *coalescer;
     pthread_t thread;
 
     pthread_mutex_t stats_lock;
@@ -117,6 +118,7 @@ write_batch(struct psq_writer *w, struct psq_event *list, uint64_t *applied, uin
         psq_exec(w->db, "ROLLBACK");
     }
     if (rc != SQLITE_OK) {
+        psq_store_forget(w->store); /* sessions it inserted have no row after all */
         *applied = 0;
         *skipped = 0;
     }
@@ -141,17 +143,6 @@ psq_writer_quiet(struct psq_writer *w)
     pthread_mutex_lock(&w->report_lock);
     w->quiet = 1;
     pthread_mutex_unlock(&w->report_lock);
-}
-
-static uint64_t
-max_seq(const struct psq_event *list)
-{
-    uint64_t seq = 0;
-
-    for (; list != NULL; list = list->next) {
-        seq = list->seq > seq ? list->seq : seq;
-    }
-    return seq;
 }
 
 /* Reports a refused event once. [writer thread] */
@@ -179,6 +170,7 @@ writer_main(void *arg)
     struct psq_writer *w = arg;
     struct psq_event *batch = NULL;   /* taken, not yet committed: retried on failure */
     struct psq_event **tail = &batch;
+    uint64_t batch_seq = 0;           /* the batch's highest seq: its last event's (push order) */
     size_t batch_n = 0;
     int64_t not_before = 0;
     unsigned backoff_ms = 0;
@@ -187,6 +179,7 @@ writer_main(void *arg)
 
     for (;;) {
         struct psq_event *more;
+        struct psq_event *more_last = NULL;
         size_t n = 0;
         uint64_t applied;
         uint64_t skipped;
@@ -194,13 +187,15 @@ writer_main(void *arg)
         int64_t commit_ns;
         int rc;
 
-        more = psq_queue_take(w->q, not_before, batch == NULL, &n, &stopping);
-        if (more != NULL && w->opts.durability == PSQ_DURABILITY_NONE) {
-            report_durable(w, max_seq(more));
-        }
-        *tail = more;
-        while (*tail != NULL) {
-            tail = &(*tail)->next;
+        more = psq_queue_take(w->q, not_before, batch == NULL, &more_last, &n, &stopping);
+        if (more != NULL) {
+            /* Events are pushed under the broker's emit lock: in seq order. */
+            batch_seq = more_last->seq > batch_seq ? more_last->seq : batch_seq;
+            if (w->opts.durability == PSQ_DURABILITY_NONE) {
+                report_durable(w, batch_seq);
+            }
+            *tail = more;
+            tail = &more_last->next;
         }
         batch_n += n;
         check_lost(w);
@@ -210,11 +205,11 @@ writer_main(void *arg)
             }
             continue;
         }
-        coalesced = psq_coalesce(batch, batch_n);
+        coalesced = psq_coalesce(w->coalescer, batch, batch_n);
         rc = write_batch(w, batch, &applied, &skipped, &commit_ns);
         if (rc == SQLITE_OK) {
             if (w->opts.durability != PSQ_DURABILITY_NONE) {
-                report_durable(w, max_seq(batch));
+                report_durable(w, batch_seq);
             }
             if (w->failing && !w->lost_reported) {
                 w->failing = 0;
@@ -243,6 +238,7 @@ writer_main(void *arg)
             batch = NULL;
             tail = &batch;
             batch_n = 0;
+            batch_seq = 0;
             backoff_ms = 0;
             not_before = w->opts.durability == PSQ_DURABILITY_BATCH
                              ? psq_mono_ns() + (int64_t)w->opts.batch_ms * 1000000
@@ -302,11 +298,17 @@ psq_writer_start(const struct psq_env *env, sqlite3 *db, struct psq_store *store
         w->metrics = *metrics;
     }
     w->max_pages = -1;
+    w->coalescer = psq_coalescer_new();
+    if (w->coalescer == NULL) {
+        free(w);
+        return NULL;
+    }
     pthread_mutex_init(&w->stats_lock, NULL);
     pthread_mutex_init(&w->report_lock, NULL);
     if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
         pthread_mutex_destroy(&w->stats_lock);
         pthread_mutex_destroy(&w->report_lock);
+        psq_coalescer_free(w->coalescer);
         free(w);
         return NULL;
     }
@@ -340,6 +342,7 @@ psq_writer_stop(struct psq_writer *w, struct psq_writer_stats *final)
         }
         pthread_mutex_destroy(&w->stats_lock);
         pthread_mutex_destroy(&w->report_lock);
+        psq_coalescer_free(w->coalescer);
         free(w);
     }
 }
