@@ -173,13 +173,8 @@ static void
 psq_persist(void *state, const struct midge_persist_event *ev)
 {
     struct psq *p = state;
-    struct psq_event *e = psq_event_new(&p->env, ev);
 
-    if (e == NULL) {
-        psq_queue_refuse(p->q, ev->seq);
-        return;
-    }
-    (void)psq_queue_push(p->q, e); /* refused past the bound: the writer reports it */
+    (void)psq_queue_push(p->q, ev); /* refused past the bound: the writer reports it */
 }
 
 /* The restore hook. [main thread, before any listener] */

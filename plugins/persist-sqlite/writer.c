@@ -168,45 +168,37 @@ static void *
 writer_main(void *arg)
 {
     struct psq_writer *w = arg;
-    struct psq_event *batch = NULL;   /* taken, not yet committed: retried on failure */
-    struct psq_event **tail = &batch;
-    uint64_t batch_seq = 0;           /* the batch's highest seq: its last event's (push order) */
-    size_t batch_n = 0;
+    struct psq_taken batch = {0};     /* taken, not yet committed: retried on failure */
     int64_t not_before = 0;
     unsigned backoff_ms = 0;
     int retries_left = STOP_RETRIES;
     int stopping = 0;
 
     for (;;) {
-        struct psq_event *more;
-        struct psq_event *more_last = NULL;
-        size_t n = 0;
+        struct psq_taken more;
+        uint64_t batch_seq;
         uint64_t applied;
         uint64_t skipped;
         size_t coalesced;
         int64_t commit_ns;
         int rc;
 
-        more = psq_queue_take(w->q, not_before, batch == NULL, &more_last, &n, &stopping);
-        if (more != NULL) {
-            /* Events are pushed under the broker's emit lock: in seq order. */
-            batch_seq = more_last->seq > batch_seq ? more_last->seq : batch_seq;
-            if (w->opts.durability == PSQ_DURABILITY_NONE) {
-                report_durable(w, batch_seq);
-            }
-            *tail = more;
-            tail = &more_last->next;
+        psq_queue_take(w->q, not_before, batch.head == NULL, &more, &stopping);
+        if (more.head != NULL && w->opts.durability == PSQ_DURABILITY_NONE) {
+            report_durable(w, more.last->seq);
         }
-        batch_n += n;
+        psq_taken_append(&batch, &more);
         check_lost(w);
-        if (batch == NULL) {
+        if (batch.head == NULL) {
             if (stopping) {
                 break;
             }
             continue;
         }
-        coalesced = psq_coalesce(w->coalescer, batch, batch_n);
-        rc = write_batch(w, batch, &applied, &skipped, &commit_ns);
+        /* Events are pushed under the broker's emit lock: in seq order, the last is the highest. */
+        batch_seq = batch.last->seq;
+        coalesced = psq_coalesce(w->coalescer, batch.head, batch.n);
+        rc = write_batch(w, batch.head, &applied, &skipped, &commit_ns);
         if (rc == SQLITE_OK) {
             if (w->opts.durability != PSQ_DURABILITY_NONE) {
                 report_durable(w, batch_seq);
@@ -221,7 +213,7 @@ writer_main(void *arg)
             w->stats.events += applied;
             w->stats.skipped += skipped;
             w->stats.coalesced += coalesced;
-            w->stats.max_batch = batch_n > w->stats.max_batch ? batch_n : w->stats.max_batch;
+            w->stats.max_batch = batch.n > w->stats.max_batch ? batch.n : w->stats.max_batch;
             w->stats.commit_ns += (uint64_t)commit_ns;
             if ((uint64_t)commit_ns > w->stats.max_commit_ns) {
                 w->stats.max_commit_ns = (uint64_t)commit_ns;
@@ -231,14 +223,10 @@ writer_main(void *arg)
                 w->env.api->metric_observe(w->metrics.commit_seconds, (double)commit_ns / 1e9);
             }
             if (w->metrics.batch_events != NULL) {
-                w->env.api->metric_observe(w->metrics.batch_events, (double)batch_n);
+                w->env.api->metric_observe(w->metrics.batch_events, (double)batch.n);
             }
-            psq_event_list_free(&w->env, batch);
-            psq_queue_done(w->q, batch_n);
-            batch = NULL;
-            tail = &batch;
-            batch_n = 0;
-            batch_seq = 0;
+            psq_queue_done(w->q, batch.n);
+            psq_taken_free(&w->env, &batch);
             backoff_ms = 0;
             not_before = w->opts.durability == PSQ_DURABILITY_BATCH
                              ? psq_mono_ns() + (int64_t)w->opts.batch_ms * 1000000
@@ -255,16 +243,15 @@ writer_main(void *arg)
                 PSQ_LOG(&w->env, MIDGE_LOG_ERROR,
                         "cannot write the database (%s): %zu events kept in memory, retrying; "
                         "acknowledgements that need them are held",
-                        sqlite3_errstr(rc), batch_n);
+                        sqlite3_errstr(rc), batch.n);
                 w->env.api->persist_failing(w->env.self, 1);
             }
             if (stopping && --retries_left <= 0) {
                 PSQ_LOG(&w->env, MIDGE_LOG_ERROR,
                         "shutdown: %zu events could not be written (%s); the database keeps "
-                        "the state before them", batch_n, sqlite3_errstr(rc));
-                psq_event_list_free(&w->env, batch);
-                psq_queue_done(w->q, batch_n);
-                batch = NULL;
+                        "the state before them", batch.n, sqlite3_errstr(rc));
+                psq_queue_done(w->q, batch.n);
+                psq_taken_free(&w->env, &batch);
                 break;
             }
             backoff_ms = backoff_ms == 0 ? BACKOFF_MIN_MS : backoff_ms * 2;
