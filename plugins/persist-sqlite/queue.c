@@ -112,6 +112,7 @@ psq_taken_append(struct psq_taken *dst, struct psq_taken *src)
         dst->last = src->last;
     }
     dst->n += src->n;
+    dst->max_seq = src->max_seq > dst->max_seq ? src->max_seq : dst->max_seq;
     /* Block order does not matter: they are only freed. */
     while ((b = src->blocks) != NULL) {
         src->blocks = b->next;
@@ -229,6 +230,9 @@ psq_queue_push(struct psq_queue *q, const struct midge_persist_event *ev)
         }
         q->queued.last = e;
         q->queued.n++;
+        if (e->seq > q->queued.max_seq) {
+            q->queued.max_seq = e->seq;
+        }
         q->pending++;
         wake = q->waiting;
     }

@@ -49,6 +49,7 @@ struct psq_taken {
     struct psq_event *head;   /* NULL: none */
     struct psq_event *last;
     size_t n;
+    uint64_t max_seq;         /* the highest seq among the events, 0: none */
     struct psq_block *blocks;
 };
 

@@ -30,6 +30,7 @@ enum {
     S_RET_DELETE,
     S_RET_INSERT,
     S_MSG_REF,
+    S_MSG_INC,
     S_MSG_REFS,
     S_MSG_UNREF,
     S_MSG_DELETE,
@@ -64,8 +65,8 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_RET_DELETE] = "DELETE FROM retained WHERE topic = ?1",
     [S_RET_INSERT] = "INSERT INTO retained(topic, msg_id) VALUES(?1, ?2)",
     [S_MSG_REF] = "INSERT INTO messages(msg_id, topic, payload, qos, retain, props, expire_at, "
-                  "refs) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, 1) "
-                  "ON CONFLICT(msg_id) DO UPDATE SET refs = refs + 1",
+                  "refs) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, 1) ON CONFLICT(msg_id) DO NOTHING",
+    [S_MSG_INC] = "UPDATE messages SET refs = refs + 1 WHERE msg_id = ?1",
     [S_MSG_REFS] = "SELECT refs FROM messages WHERE msg_id = ?1",
     [S_MSG_UNREF] = "UPDATE messages SET refs = refs - ?2 WHERE msg_id = ?1",
     [S_MSG_DELETE] = "DELETE FROM messages WHERE msg_id = ?1",
@@ -86,12 +87,34 @@ static const char *const stmt_sql[S_COUNT] = {
  */
 #define SESS_CACHE 256
 
-/* Owns the prepared statements (not the connection) and the cached ids. */
+/*
+ * Rows written recently, found again without a lookup: with subscribers
+ * online, a delivery that outlives one batch is usually finished in the
+ * next, and its DONE then needs the delivery's msg_id and the message's
+ * reference count. Direct-mapped by id (key 0: empty); a new entry evicts
+ * the old one of its slot.
+ *  - dlv: delivery_id -> msg_id of deliveries this store inserted. A
+ *    delivery's msg_id never changes, but the row may be gone (its session
+ *    ended): the DELETE's change count says whether there was one.
+ *  - refs: msg_id -> the row's refs column, exact while cached: every
+ *    change to refs goes through msg_ref()/msg_unref(), which keep it, and
+ *    psq_store_forget() drops everything after a rollback.
+ */
+#define ROW_CACHE 65536
+
+struct row_cache {
+    uint64_t key[ROW_CACHE];
+    int64_t val[ROW_CACHE];
+};
+
+/* Owns the prepared statements (not the connection), the cached ids and the row caches. */
 struct psq_store {
     struct psq_env env;
     sqlite3 *db;
     sqlite3_stmt *st[S_COUNT];
     char *known[SESS_CACHE];
+    struct row_cache *dlv;
+    struct row_cache *refs;
     /*
      * Queue order is order_base + seq: seq starts at 1 in every broker
      * process, so the order of this process starts after the highest one
@@ -112,6 +135,11 @@ psq_store_new(const struct psq_env *env, sqlite3 *db, const char **err)
     }
     s->env = *env;
     s->db = db;
+    s->dlv = calloc(1, sizeof(*s->dlv));
+    s->refs = calloc(1, sizeof(*s->refs));
+    if (s->dlv == NULL || s->refs == NULL) {
+        goto fail;
+    }
     {
         sqlite3_stmt *st = NULL;
 
@@ -147,6 +175,8 @@ psq_store_free(struct psq_store *s)
             sqlite3_finalize(s->st[i]);
         }
         psq_store_forget(s);
+        free(s->dlv);
+        free(s->refs);
         free(s);
     }
 }
@@ -238,6 +268,53 @@ psq_store_forget(struct psq_store *s)
         free(s->known[i]);
         s->known[i] = NULL;
     }
+    if (s->dlv != NULL) {
+        memset(s->dlv->key, 0, sizeof(s->dlv->key));
+    }
+    if (s->refs != NULL) {
+        memset(s->refs->key, 0, sizeof(s->refs->key));
+    }
+}
+
+/* Ids are handed out in sequence: their low bits spread them, and neighbours share cache lines. */
+static size_t
+row_slot(uint64_t key)
+{
+    return (size_t)key & (ROW_CACHE - 1);
+}
+
+/* 1 and *val when key is cached. */
+static int
+row_get(const struct row_cache *c, uint64_t key, int64_t *val)
+{
+    size_t i = row_slot(key);
+
+    if (key != 0 && c->key[i] == key) {
+        *val = c->val[i];
+        return 1;
+    }
+    return 0;
+}
+
+static void
+row_put(struct row_cache *c, uint64_t key, int64_t val)
+{
+    size_t i = row_slot(key);
+
+    if (key != 0) {
+        c->key[i] = key;
+        c->val[i] = val;
+    }
+}
+
+static void
+row_drop(struct row_cache *c, uint64_t key)
+{
+    size_t i = row_slot(key);
+
+    if (c->key[i] == key) {
+        c->key[i] = 0;
+    }
 }
 
 /* The session ended (or its row is about to go): no longer known. */
@@ -283,11 +360,28 @@ session_exists(struct psq_store *s, const char *client_id, int *exists)
     return rc;
 }
 
+/* refs + 1 of a message row that exists; the cache follows. */
+static int
+msg_inc(struct psq_store *s, uint64_t msg_id, int known, int64_t refs)
+{
+    int rc;
+
+    bind_i64(s->st[S_MSG_INC], 1, (int64_t)msg_id);
+    rc = run(s->st[S_MSG_INC]);
+    if (rc == SQLITE_OK && known) {
+        row_put(s->refs, msg_id, refs + 1);
+    } else {
+        row_drop(s->refs, msg_id);
+    }
+    return rc;
+}
+
 /*
  * One more reference to message msg_id: the row is written with the first
- * one (one upsert: binding the payload costs nothing, SQLite reads it only
- * when it inserts). `now` turns the message's remaining expiry into an
- * absolute time.
+ * one. A row the cache knows only gets its count raised; otherwise the
+ * insert is tried (it does nothing when the row exists: then the count is
+ * raised). `now` turns the message's remaining expiry into an absolute
+ * time.
  */
 static int
 msg_ref(struct psq_store *s, uint64_t msg_id, const midge_message *msg, int64_t now)
@@ -299,7 +393,12 @@ msg_ref(struct psq_store *s, uint64_t msg_id, const midge_message *msg, int64_t 
     uint32_t len = 0;
     uint32_t props_len = 0;
     uint32_t expiry;
+    int64_t refs;
+    int rc;
 
+    if (row_get(s->refs, msg_id, &refs)) {
+        return msg_inc(s, msg_id, 1, refs);
+    }
     payload = api->message_payload(msg, &len);
     props = api->message_properties(msg, &props_len);
     expiry = api->message_expiry(msg);
@@ -312,7 +411,15 @@ msg_ref(struct psq_store *s, uint64_t msg_id, const midge_message *msg, int64_t 
         sqlite3_bind_blob(st, 6, props, (int)props_len, SQLITE_STATIC);
     }
     bind_i64(st, 7, expiry > 0 ? now + expiry : 0);
-    return run(st);
+    rc = run(st);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+    if (sqlite3_changes(s->db) == 0) {
+        return msg_inc(s, msg_id, 0, 0); /* stored before */
+    }
+    row_put(s->refs, msg_id, 1);
+    return SQLITE_OK;
 }
 
 /*
@@ -328,18 +435,27 @@ msg_unref(struct psq_store *s, uint64_t msg_id, int64_t n)
     int found;
     int rc;
 
-    bind_i64(s->st[S_MSG_REFS], 1, (int64_t)msg_id);
-    rc = run_int(s->st[S_MSG_REFS], &found, &refs);
-    if (rc != SQLITE_OK || !found) {
-        return rc;
+    if (!row_get(s->refs, msg_id, &refs)) {
+        bind_i64(s->st[S_MSG_REFS], 1, (int64_t)msg_id);
+        rc = run_int(s->st[S_MSG_REFS], &found, &refs);
+        if (rc != SQLITE_OK || !found) {
+            return rc;
+        }
     }
     if (refs - n <= 0) {
+        row_drop(s->refs, msg_id);
         bind_i64(s->st[S_MSG_DELETE], 1, (int64_t)msg_id);
         return run(s->st[S_MSG_DELETE]);
     }
     bind_i64(s->st[S_MSG_UNREF], 1, (int64_t)msg_id);
     bind_i64(s->st[S_MSG_UNREF], 2, n);
-    return run(s->st[S_MSG_UNREF]);
+    rc = run(s->st[S_MSG_UNREF]);
+    if (rc == SQLITE_OK) {
+        row_put(s->refs, msg_id, refs - n);
+    } else {
+        row_drop(s->refs, msg_id);
+    }
+    return rc;
 }
 
 /*
@@ -435,13 +551,20 @@ psq_store_delivery_done(struct psq_store *s, uint64_t delivery_id)
 {
     int64_t msg_id = 0;
     int found;
-    int rc;
+    int rc = SQLITE_OK;
 
-    bind_i64(s->st[S_DLV_GET], 1, (int64_t)delivery_id);
-    rc = run_int(s->st[S_DLV_GET], &found, &msg_id);
+    found = row_get(s->dlv, delivery_id, &msg_id);
+    if (found) {
+        row_drop(s->dlv, delivery_id);
+    } else {
+        bind_i64(s->st[S_DLV_GET], 1, (int64_t)delivery_id);
+        rc = run_int(s->st[S_DLV_GET], &found, &msg_id);
+    }
     if (rc == SQLITE_OK && found) {
         bind_i64(s->st[S_DLV_DELETE], 1, (int64_t)delivery_id);
         rc = run(s->st[S_DLV_DELETE]);
+        /* No row (a cached delivery whose session ended since): no reference to drop. */
+        found = rc == SQLITE_OK && sqlite3_changes(s->db) > 0;
     }
     if (rc == SQLITE_OK && found) {
         rc = msg_unref(s, (uint64_t)msg_id, 1);
@@ -517,6 +640,7 @@ apply_queued(struct psq_store *s, const struct psq_event *e, int64_t now)
     rc = run(st);
     /* A delivery seen before (the event came twice) does not count twice. */
     if (rc == SQLITE_OK && sqlite3_changes(s->db) > 0) {
+        row_put(s->dlv, e->delivery_id, (int64_t)e->msg_id);
         rc = msg_ref(s, e->msg_id, e->msg, now);
     }
     return rc;

@@ -185,7 +185,7 @@ writer_main(void *arg)
 
         psq_queue_take(w->q, not_before, batch.head == NULL, &more, &stopping);
         if (more.head != NULL && w->opts.durability == PSQ_DURABILITY_NONE) {
-            report_durable(w, more.last->seq);
+            report_durable(w, more.max_seq);
         }
         psq_taken_append(&batch, &more);
         check_lost(w);
@@ -195,8 +195,7 @@ writer_main(void *arg)
             }
             continue;
         }
-        /* Events are pushed under the broker's emit lock: in seq order, the last is the highest. */
-        batch_seq = batch.last->seq;
+        batch_seq = batch.max_seq;
         coalesced = psq_coalesce(w->coalescer, batch.head, batch.n);
         rc = write_batch(w, batch.head, &applied, &skipped, &commit_ns);
         if (rc == SQLITE_OK) {
