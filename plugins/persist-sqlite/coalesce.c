@@ -3,99 +3,195 @@
  * sent and acknowledged within a few milliseconds: inside one group-commit
  * window. Writing their rows only to delete them in the same transaction
  * costs most of the writer's time, so such deliveries are dropped from the
- * batch before it is applied. Two open-addressing sets of delivery ids,
- * sized for the batch, live only during the call.
+ * batch before it is applied; a delivery queued and sent in the same
+ * window is inserted already sent instead of inserted and then updated.
+ *
+ * One pass in seq order with two tables keyed by delivery id: the QUEUED
+ * event still to be written, and the last state event (SENT, RELEASED)
+ * still to be written. The tables are open addressing without deletion (a
+ * finished delivery keeps its key with a NULL event); they live in the
+ * writer and are emptied after each batch by clearing only the slots used,
+ * so a small batch costs little after a large one.
  */
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "coalesce.h"
 
-/* A set of non-zero ids. Owns `v`. */
-struct idset {
-    uint64_t *v;
-    size_t mask;
+/* Non-zero delivery id -> event (NULL: none any more). Owns its arrays. */
+struct idmap {
+    uint64_t *id;
+    struct psq_event **ev;
+    size_t *used;       /* slots taken since the last clear */
+    size_t nused;
+    size_t mask;        /* capacity - 1; capacity a power of two */
 };
 
-static int
-set_init(struct idset *s, size_t n)
+/* Owns both tables. */
+struct psq_coalescer {
+    struct idmap queued; /* delivery -> its MSG_QUEUED, not skipped */
+    struct idmap state;  /* delivery -> its last MSG_SENT/RELEASED, not skipped */
+};
+
+static void
+map_free(struct idmap *m)
 {
-    size_t cap = 16;
+    free(m->id);
+    free(m->ev);
+    free(m->used);
+    memset(m, 0, sizeof(*m));
+}
+
+/* Room for n keys at load factor 1/2. -1 when out of memory (m is then empty). */
+static int
+map_reserve(struct idmap *m, size_t n)
+{
+    size_t cap = 1024;
 
     while (cap < n * 2) {
         cap *= 2;
     }
-    s->v = calloc(cap, sizeof(*s->v));
-    s->mask = cap - 1;
-    return s->v != NULL ? 0 : -1;
+    if (m->id != NULL && cap <= m->mask + 1) {
+        return 0;
+    }
+    map_free(m);
+    m->id = calloc(cap, sizeof(*m->id));
+    m->ev = calloc(cap, sizeof(*m->ev));
+    m->used = malloc(cap / 2 * sizeof(*m->used));
+    if (m->id == NULL || m->ev == NULL || m->used == NULL) {
+        map_free(m);
+        return -1;
+    }
+    m->mask = cap - 1;
+    return 0;
+}
+
+static void
+map_clear(struct idmap *m)
+{
+    size_t i;
+
+    for (i = 0; i < m->nused; i++) {
+        m->id[m->used[i]] = 0;
+        m->ev[m->used[i]] = NULL;
+    }
+    m->nused = 0;
 }
 
 static size_t
-slot(const struct idset *s, uint64_t id)
+slot(const struct idmap *m, uint64_t id)
 {
     uint64_t h = id * 0x9e3779b97f4a7c15ULL;
-    size_t i = (size_t)(h >> 17) & s->mask;
+    size_t i = (size_t)(h >> 17) & m->mask;
 
-    while (s->v[i] != 0 && s->v[i] != id) {
-        i = (i + 1) & s->mask;
+    while (m->id[i] != 0 && m->id[i] != id) {
+        i = (i + 1) & m->mask;
     }
     return i;
 }
 
-static void
-set_add(struct idset *s, uint64_t id)
+/* The slot of id, taken when new; SIZE_MAX when the table is half full (more events than n). */
+static size_t
+map_at(struct idmap *m, uint64_t id)
 {
-    s->v[slot(s, id)] = id;
+    size_t i = slot(m, id);
+
+    if (m->id[i] == 0) {
+        if (m->nused == (m->mask + 1) / 2) {
+            return SIZE_MAX;
+        }
+        m->id[i] = id;
+        m->used[m->nused++] = i;
+    }
+    return i;
 }
 
-static int
-set_has(const struct idset *s, uint64_t id)
+struct psq_coalescer *
+psq_coalescer_new(void)
 {
-    return s->v[slot(s, id)] == id;
+    return calloc(1, sizeof(struct psq_coalescer));
+}
+
+void
+psq_coalescer_free(struct psq_coalescer *c)
+{
+    if (c != NULL) {
+        map_free(&c->queued);
+        map_free(&c->state);
+        free(c);
+    }
+}
+
+/* e->skip = 1, once. */
+static void
+drop(struct psq_event *e, size_t *marked)
+{
+    if (e != NULL && !e->skip) {
+        e->skip = 1;
+        (*marked)++;
+    }
 }
 
 size_t
-psq_coalesce(struct psq_event *list, size_t n)
+psq_coalesce(struct psq_coalescer *c, struct psq_event *list, size_t n)
 {
-    struct idset queued = {0};
-    struct idset done = {0};
     struct psq_event *e;
     size_t marked = 0;
-    size_t ndone = 0;
 
-    for (e = list; e != NULL; e = e->next) {
-        ndone += e->type == MIDGE_P_MSG_DONE && e->delivery_id != 0;
-    }
-    if (ndone == 0 || set_init(&queued, n) != 0 || set_init(&done, ndone) != 0) {
-        goto out;
+    if (map_reserve(&c->queued, n) != 0 || map_reserve(&c->state, n) != 0) {
+        return 0;
     }
     for (e = list; e != NULL; e = e->next) {
-        if (e->delivery_id == 0) {
+        size_t qi, si;
+
+        if (e->skip) {
+            marked++;
             continue;
         }
-        if (e->type == MIDGE_P_MSG_QUEUED) {
-            set_add(&queued, e->delivery_id);
-        } else if (e->type == MIDGE_P_MSG_DONE) {
-            set_add(&done, e->delivery_id);
+        if (e->delivery_id == 0 || e->type < MIDGE_P_MSG_QUEUED || e->type > MIDGE_P_MSG_DONE) {
+            continue;
         }
-    }
-    for (e = list; e != NULL; e = e->next) {
+        qi = map_at(&c->queued, e->delivery_id);
+        si = map_at(&c->state, e->delivery_id);
+        if (qi == SIZE_MAX || si == SIZE_MAX) {
+            break; /* the caller's n was short: the rest is written as it is */
+        }
         switch (e->type) {
         case MIDGE_P_MSG_QUEUED:
+            if (c->queued.ev[qi] != NULL) {
+                drop(e, &marked); /* INSERT OR IGNORE would ignore it */
+            } else {
+                c->queued.ev[qi] = e;
+            }
+            break;
         case MIDGE_P_MSG_SENT:
         case MIDGE_P_MSG_RELEASED:
-            e->skip = e->delivery_id != 0 && set_has(&done, e->delivery_id);
+            if (c->queued.ev[qi] != NULL) {
+                /* Folded into the insert: the row starts in the state this event sets. */
+                c->queued.ev[qi]->state = e->type == MIDGE_P_MSG_SENT ? MIDGE_DELIVERY_SENT
+                                                                      : MIDGE_DELIVERY_RELEASED;
+                c->queued.ev[qi]->packet_id = e->packet_id;
+                drop(e, &marked);
+            } else {
+                drop(c->state.ev[si], &marked); /* this one overwrites both columns */
+                c->state.ev[si] = e;
+            }
             break;
         case MIDGE_P_MSG_DONE:
-            e->skip = e->delivery_id != 0 && set_has(&queued, e->delivery_id);
+            drop(c->state.ev[si], &marked);
+            c->state.ev[si] = NULL;
+            if (c->queued.ev[qi] != NULL) {
+                drop(c->queued.ev[qi], &marked);
+                c->queued.ev[qi] = NULL;
+                drop(e, &marked);
+            }
             break;
         default:
             break;
         }
-        marked += e->skip;
     }
-out:
-    free(queued.v);
-    free(done.v);
+    map_clear(&c->queued);
+    map_clear(&c->state);
     return marked;
 }

@@ -1,8 +1,11 @@
 /*
  * The event queue: a mutex-protected FIFO with a bound, and one condition
  * variable the writer waits on. The persist hook runs under the broker's
- * lock on a worker thread, so a push is one malloc, a copy and a short
- * critical section; the writer is signalled only when it sleeps.
+ * lock on a worker thread, so a push is a copy into the current block and
+ * a short critical section (a new block every BLOCK_BYTES); the writer is
+ * signalled only when it sleeps. A take hands the blocks over with the
+ * events, so events sit next to each other in memory for the writer's
+ * passes and are freed a block at a time.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -12,14 +15,23 @@
 
 #include "queue.h"
 
-/* Owns the events linked from head. Freed by psq_queue_free(). */
+#define BLOCK_BYTES (64 * 1024)
+
+/* Events copied in push order. `used` bytes of the memory after the header are taken. */
+struct psq_block {
+    struct psq_block *next;
+    size_t used;
+    size_t cap;
+    uint64_t pad;             /* the events after the header stay 16-byte aligned */
+};
+
+/* Owns the blocks of the queued events. Freed by psq_queue_free(). */
 struct psq_queue {
     struct psq_env env;
     pthread_mutex_t lock;
     pthread_cond_t cond;      /* CLOCK_MONOTONIC; signalled on push (when the writer sleeps) and stop */
-    struct psq_event *head;   /* Protected by lock. */
-    struct psq_event *tail;   /* Protected by lock. */
-    size_t queued;            /* events in the list. Protected by lock. */
+    struct psq_taken queued;  /* events not taken yet and their blocks. Protected by lock. */
+    struct psq_block *cur;    /* the block pushes fill (also in queued.blocks), or NULL. Protected by lock. */
     size_t pending;           /* queued + taken and not done. Protected by lock. */
     size_t max_pending;
     uint64_t lost_seq;        /* first refused seq, 0: none. Protected by lock. */
@@ -42,17 +54,18 @@ psq_wall_now(void)
     return (int64_t)time(NULL);
 }
 
-/* Copies an event; see queue.h. */
-struct psq_event *
-psq_event_new(const struct psq_env *env, const struct midge_persist_event *ev)
+/* Bytes an event with these strings takes in a block (a multiple of 16). */
+static size_t
+event_size(size_t strings)
 {
-    size_t cl = ev->client_id != NULL ? strlen(ev->client_id) + 1 : 0;
-    size_t fl = ev->filter != NULL ? strlen(ev->filter) + 1 : 0;
-    struct psq_event *e = malloc(sizeof(*e) + cl + fl);
+    return (sizeof(struct psq_event) + strings + 15) & ~(size_t)15;
+}
 
-    if (e == NULL) {
-        return NULL;
-    }
+/* Fills e from ev; the strings go after it. */
+static void
+event_copy(const struct psq_env *env, struct psq_event *e, const struct midge_persist_event *ev,
+           size_t cl, size_t fl)
+{
     e->next = NULL;
     e->type = ev->type;
     e->seq = ev->seq;
@@ -68,6 +81,7 @@ psq_event_new(const struct psq_env *env, const struct midge_persist_event *ev)
     e->retain = ev->retain;
     e->options = ev->options;
     e->packet_id = ev->packet_id;
+    e->state = 0;
     e->skip = 0;
     e->client_id = NULL;
     e->filter = NULL;
@@ -79,29 +93,51 @@ psq_event_new(const struct psq_env *env, const struct midge_persist_event *ev)
         memcpy(e->strings + cl, ev->filter, fl);
         e->filter = e->strings + cl;
     }
-    return e;
 }
 
 void
-psq_event_free(const struct psq_env *env, struct psq_event *e)
+psq_taken_append(struct psq_taken *dst, struct psq_taken *src)
 {
-    if (e != NULL) {
+    struct psq_block *b;
+
+    if (src->head == NULL && src->blocks == NULL) {
+        return;
+    }
+    if (dst->head == NULL) {
+        dst->head = src->head;
+    } else if (src->head != NULL) {
+        dst->last->next = src->head;
+    }
+    if (src->last != NULL) {
+        dst->last = src->last;
+    }
+    dst->n += src->n;
+    dst->max_seq = src->max_seq > dst->max_seq ? src->max_seq : dst->max_seq;
+    /* Block order does not matter: they are only freed. */
+    while ((b = src->blocks) != NULL) {
+        src->blocks = b->next;
+        b->next = dst->blocks;
+        dst->blocks = b;
+    }
+    memset(src, 0, sizeof(*src));
+}
+
+void
+psq_taken_free(const struct psq_env *env, struct psq_taken *t)
+{
+    struct psq_event *e;
+    struct psq_block *b;
+
+    for (e = t->head; e != NULL; e = e->next) {
         if (e->msg != NULL) {
             env->api->message_unref(e->msg);
         }
-        free(e);
     }
-}
-
-void
-psq_event_list_free(const struct psq_env *env, struct psq_event *list)
-{
-    while (list != NULL) {
-        struct psq_event *next = list->next;
-
-        psq_event_free(env, list);
-        list = next;
+    while ((b = t->blocks) != NULL) {
+        t->blocks = b->next;
+        free(b);
     }
+    memset(t, 0, sizeof(*t));
 }
 
 struct psq_queue *
@@ -127,68 +163,100 @@ void
 psq_queue_free(struct psq_queue *q)
 {
     if (q != NULL) {
-        psq_event_list_free(&q->env, q->head);
+        psq_taken_free(&q->env, &q->queued);
         pthread_cond_destroy(&q->cond);
         pthread_mutex_destroy(&q->lock);
         free(q);
     }
 }
 
-/* Appends an event; see queue.h. */
-int
-psq_queue_push(struct psq_queue *q, struct psq_event *e)
+/* Room for `size` bytes at the end of the queue's current block, or a new block. Under lock. */
+static void *
+block_alloc(struct psq_queue *q, size_t size)
 {
+    struct psq_block *b = q->cur;
+    void *p;
+
+    if (b == NULL || b->cap - b->used < size) {
+        size_t cap = size > BLOCK_BYTES - sizeof(*b) ? size : BLOCK_BYTES - sizeof(*b);
+
+        b = malloc(sizeof(*b) + cap);
+        if (b == NULL) {
+            return NULL;
+        }
+        b->used = 0;
+        b->cap = cap;
+        b->next = q->queued.blocks;
+        q->queued.blocks = b;
+        q->cur = b;
+    }
+    p = (char *)(b + 1) + b->used;
+    b->used += size;
+    return p;
+}
+
+/* Copies and appends an event; see queue.h. */
+int
+psq_queue_push(struct psq_queue *q, const struct midge_persist_event *ev)
+{
+    size_t cl = ev->client_id != NULL ? strlen(ev->client_id) + 1 : 0;
+    size_t fl = ev->filter != NULL ? strlen(ev->filter) + 1 : 0;
+    struct psq_event *e = NULL;
     int rc = 0;
     int wake = 0;
 
     pthread_mutex_lock(&q->lock);
-    if (q->lost_seq != 0 || q->pending >= q->max_pending) {
+    if (q->lost_seq == 0 && q->pending < q->max_pending) {
+        e = block_alloc(q, event_size(cl + fl));
+    }
+    if (e == NULL) {
         /*
-         * Over the bound the database can no longer follow the broker: an
-         * event it misses would make later ones wrong. Refuse this one and
-         * all later ones, so the file keeps a consistent prefix of the
-         * stream and nothing after it is ever reported durable.
+         * Over the bound (or out of memory) the database can no longer
+         * follow the broker: an event it misses would make later ones
+         * wrong. Refuse this one and all later ones, so the file keeps a
+         * consistent prefix of the stream and nothing after it is ever
+         * reported durable.
          */
+        rc = q->lost_seq == 0 && q->pending < q->max_pending ? -MIDGE_ENOMEM : -MIDGE_EBUSY;
         if (q->lost_seq == 0) {
-            q->lost_seq = e->seq != 0 ? e->seq : 1;
+            q->lost_seq = ev->seq != 0 ? ev->seq : 1;
         }
-        rc = -MIDGE_EBUSY;
     } else {
-        if (q->tail != NULL) {
-            q->tail->next = e;
+        event_copy(&q->env, e, ev, cl, fl);
+        if (q->queued.last != NULL) {
+            q->queued.last->next = e;
         } else {
-            q->head = e;
+            q->queued.head = e;
         }
-        q->tail = e;
-        q->queued++;
+        q->queued.last = e;
+        q->queued.n++;
+        if (e->seq > q->queued.max_seq) {
+            q->queued.max_seq = e->seq;
+        }
         q->pending++;
         wake = q->waiting;
-        e = NULL;
     }
     pthread_mutex_unlock(&q->lock);
     if (wake) {
         pthread_cond_signal(&q->cond);
     }
-    psq_event_free(&q->env, e);
     return rc;
 }
 
 /* Takes the queued events; see queue.h. */
-struct psq_event *
-psq_queue_take(struct psq_queue *q, int64_t not_before_ns, int need_events, size_t *n,
-               int *stopping)
+void
+psq_queue_take(struct psq_queue *q, int64_t not_before_ns, int need_events,
+               struct psq_taken *out, int *stopping)
 {
-    struct psq_event *list = NULL;
-
     pthread_mutex_lock(&q->lock);
     for (;;) {
         int64_t now = psq_mono_ns();
 
-        if (q->stopping || (now >= not_before_ns && (q->head != NULL || !need_events))) {
+        if (q->stopping || (now >= not_before_ns && (q->queued.head != NULL || !need_events))) {
             break;
         }
         q->waiting = 1;
-        if (q->head == NULL && need_events) {
+        if (q->queued.head == NULL && need_events) {
             pthread_cond_wait(&q->cond, &q->lock);
         } else {
             struct timespec until;
@@ -199,23 +267,10 @@ psq_queue_take(struct psq_queue *q, int64_t not_before_ns, int need_events, size
         }
         q->waiting = 0;
     }
-    list = q->head;
-    *n = q->queued;
-    q->head = NULL;
-    q->tail = NULL;
-    q->queued = 0;
+    *out = q->queued;
+    memset(&q->queued, 0, sizeof(q->queued));
+    q->cur = NULL;
     *stopping = q->stopping;
-    pthread_mutex_unlock(&q->lock);
-    return list;
-}
-
-void
-psq_queue_refuse(struct psq_queue *q, uint64_t seq)
-{
-    pthread_mutex_lock(&q->lock);
-    if (q->lost_seq == 0) {
-        q->lost_seq = seq != 0 ? seq : 1;
-    }
     pthread_mutex_unlock(&q->lock);
 }
 

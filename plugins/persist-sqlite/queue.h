@@ -1,6 +1,8 @@
 /*
  * The event queue between the persist hook (any worker thread, under the
- * broker's lock: it must only copy and link) and the writer thread.
+ * broker's lock: it must only copy and link) and the writer thread. Events
+ * are copied into blocks of memory in push order, so the hook does not
+ * malloc per event and the writer frees a batch block by block.
  */
 #ifndef PSQ_QUEUE_H
 #define PSQ_QUEUE_H
@@ -12,8 +14,9 @@
 
 /*
  * One persistence event, copied out of the borrowed struct
- * midge_persist_event. Owns its strings (stored after the struct) and one
- * reference on `msg`; freed with psq_event_free().
+ * midge_persist_event into a block (struct psq_taken owns it). Its strings
+ * are stored after the struct; it holds one reference on `msg`, dropped by
+ * psq_taken_free().
  */
 struct psq_event {
     struct psq_event *next;
@@ -31,20 +34,30 @@ struct psq_event {
     int retain;
     int options;
     uint16_t packet_id;
+    int state;                /* MSG_QUEUED: the row's first state (coalesce.c folds SENT in) */
     int skip;                 /* the writer leaves it out (coalesce.c) */
     const char *client_id;    /* into strings[], or NULL */
     const char *filter;       /* into strings[], or NULL */
     char strings[];
 };
 
-/* Copies ev (strings, message reference). NULL when out of memory. [any thread] */
-struct psq_event *psq_event_new(const struct psq_env *env, const struct midge_persist_event *ev);
+/* A block of events. Owned by the queue, then by the struct psq_taken it is handed over in. */
+struct psq_block;
 
-/* Frees e and drops its message reference. NULL is ignored. [any thread] */
-void psq_event_free(const struct psq_env *env, struct psq_event *e);
+/* Events taken from the queue, in push order, and the blocks that hold them. Owns the blocks. */
+struct psq_taken {
+    struct psq_event *head;   /* NULL: none */
+    struct psq_event *last;
+    size_t n;
+    uint64_t max_seq;         /* the highest seq among the events, 0: none */
+    struct psq_block *blocks;
+};
 
-/* Frees a list linked by `next`. */
-void psq_event_list_free(const struct psq_env *env, struct psq_event *list);
+/* Moves src's events after dst's (src is left empty). */
+void psq_taken_append(struct psq_taken *dst, struct psq_taken *src);
+
+/* Drops the events' message references and frees the blocks; t is left empty. [any thread] */
+void psq_taken_free(const struct psq_env *env, struct psq_taken *t);
 
 /* The queue. Owned by the plugin instance; psq_queue_free() frees what is still queued. */
 struct psq_queue;
@@ -58,24 +71,22 @@ struct psq_queue *psq_queue_new(const struct psq_env *env, size_t max_pending);
 void psq_queue_free(struct psq_queue *q);
 
 /*
- * Appends e (the queue takes it). Returns 0, or -MIDGE_EBUSY when the bound
- * is reached or was reached before: then e is freed, and the queue refuses
- * every later event too (the database would miss one: see psq_queue_lost).
- * Never blocks beyond the queue's short lock. [any thread]
+ * Copies ev (its strings, a reference on its message) to the end of the
+ * queue. Returns 0, or -MIDGE_EBUSY when the bound is reached or was
+ * reached before, or -MIDGE_ENOMEM: then nothing is queued, and the queue
+ * refuses every later event too (the database would miss one: see
+ * psq_queue_lost). Never blocks beyond the queue's short lock. [any thread]
  */
-int psq_queue_push(struct psq_queue *q, struct psq_event *e);
+int psq_queue_push(struct psq_queue *q, const struct midge_persist_event *ev);
 
 /*
- * Takes every queued event, in push order, once there is at least one (when
- * `need_events`) and the monotonic time `not_before_ns` passed, or at once
- * when the queue is stopping. Returns the list (NULL: none) and the number
- * in *n; *stopping is 1 once psq_queue_stop() ran. [writer thread]
+ * Takes every queued event into *out (which must be empty), in push order,
+ * once there is at least one (when `need_events`) and the monotonic time
+ * `not_before_ns` passed, or at once when the queue is stopping. *stopping
+ * is 1 once psq_queue_stop() ran. [writer thread]
  */
-struct psq_event *psq_queue_take(struct psq_queue *q, int64_t not_before_ns, int need_events,
-                                 size_t *n, int *stopping);
-
-/* Refuses event `seq` that could not even be copied (no memory): as past the bound. [any thread] */
-void psq_queue_refuse(struct psq_queue *q, uint64_t seq);
+void psq_queue_take(struct psq_queue *q, int64_t not_before_ns, int need_events,
+                    struct psq_taken *out, int *stopping);
 
 /* The writer finished with `n` taken events (written or given up): they leave the bound. */
 void psq_queue_done(struct psq_queue *q, size_t n);

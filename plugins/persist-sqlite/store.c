@@ -21,17 +21,22 @@ enum {
     S_SESS_DEL_DELIVERIES,
     S_SESS_DEL_SUBS,
     S_SESS_DEL_QOS2,
+    S_WILL_GET,
     S_WILL_DELETE,
     S_WILL_INSERT,
     S_SUB_UPSERT,
     S_SUB_DELETE,
+    S_RET_GET,
     S_RET_DELETE,
     S_RET_INSERT,
     S_MSG_REF,
+    S_MSG_INC,
+    S_MSG_REFS,
     S_MSG_UNREF,
     S_MSG_DELETE,
     S_DLV_INSERT,
     S_DLV_STATE,
+    S_DLV_GET,
     S_DLV_DELETE,
     S_Q2_INSERT,
     S_Q2_DELETE,
@@ -49,32 +54,67 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_SESS_DEL_DELIVERIES] = "DELETE FROM deliveries WHERE client_id = ?1",
     [S_SESS_DEL_SUBS] = "DELETE FROM subscriptions WHERE client_id = ?1",
     [S_SESS_DEL_QOS2] = "DELETE FROM qos2_in WHERE client_id = ?1",
-    [S_WILL_DELETE] = "DELETE FROM wills WHERE client_id = ?1 RETURNING msg_id",
+    [S_WILL_GET] = "SELECT msg_id FROM wills WHERE client_id = ?1",
+    [S_WILL_DELETE] = "DELETE FROM wills WHERE client_id = ?1",
     [S_WILL_INSERT] = "INSERT INTO wills(client_id, msg_id, delay) VALUES(?1, ?2, ?3)",
     [S_SUB_UPSERT] = "INSERT INTO subscriptions(client_id, filter, options, sub_id) "
                      "VALUES(?1, ?2, ?3, ?4) ON CONFLICT(client_id, filter) DO UPDATE SET "
                      "options = excluded.options, sub_id = excluded.sub_id",
     [S_SUB_DELETE] = "DELETE FROM subscriptions WHERE client_id = ?1 AND filter = ?2",
-    [S_RET_DELETE] = "DELETE FROM retained WHERE topic = ?1 RETURNING msg_id",
+    [S_RET_GET] = "SELECT msg_id FROM retained WHERE topic = ?1",
+    [S_RET_DELETE] = "DELETE FROM retained WHERE topic = ?1",
     [S_RET_INSERT] = "INSERT INTO retained(topic, msg_id) VALUES(?1, ?2)",
     [S_MSG_REF] = "INSERT INTO messages(msg_id, topic, payload, qos, retain, props, expire_at, "
-                  "refs) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, 1) "
-                  "ON CONFLICT(msg_id) DO UPDATE SET refs = refs + 1",
-    [S_MSG_UNREF] = "UPDATE messages SET refs = refs - ?2 WHERE msg_id = ?1 RETURNING refs",
+                  "refs) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, 1) ON CONFLICT(msg_id) DO NOTHING",
+    [S_MSG_INC] = "UPDATE messages SET refs = refs + 1 WHERE msg_id = ?1",
+    [S_MSG_REFS] = "SELECT refs FROM messages WHERE msg_id = ?1",
+    [S_MSG_UNREF] = "UPDATE messages SET refs = refs - ?2 WHERE msg_id = ?1",
     [S_MSG_DELETE] = "DELETE FROM messages WHERE msg_id = ?1",
     [S_DLV_INSERT] = "INSERT OR IGNORE INTO deliveries(delivery_id, client_id, msg_id, qos, "
-                     "retain, state, packet_id, seq) VALUES(?1, ?2, ?3, ?4, ?5, 0, 0, ?6)",
+                     "retain, state, packet_id, seq) VALUES(?1, ?2, ?3, ?4, ?5, ?7, ?8, ?6)",
     [S_DLV_STATE] = "UPDATE deliveries SET state = ?2, packet_id = ?3 WHERE delivery_id = ?1",
-    [S_DLV_DELETE] = "DELETE FROM deliveries WHERE delivery_id = ?1 RETURNING msg_id",
+    [S_DLV_GET] = "SELECT msg_id FROM deliveries WHERE delivery_id = ?1",
+    [S_DLV_DELETE] = "DELETE FROM deliveries WHERE delivery_id = ?1",
     [S_Q2_INSERT] = "INSERT OR IGNORE INTO qos2_in(client_id, packet_id) VALUES(?1, ?2)",
     [S_Q2_DELETE] = "DELETE FROM qos2_in WHERE client_id = ?1 AND packet_id = ?2",
 };
 
-/* Owns the prepared statements (not the connection). */
+/*
+ * Sessions known to have a row, so that the events that need one (every
+ * queued delivery) do not each look it up: direct-mapped by a hash of the
+ * client id, one strdup'd id per slot. An id is only ever in its own slot,
+ * so SESSION_END forgets it by clearing that slot.
+ */
+#define SESS_CACHE 256
+
+/*
+ * Rows written recently, found again without a lookup: with subscribers
+ * online, a delivery that outlives one batch is usually finished in the
+ * next, and its DONE then needs the delivery's msg_id and the message's
+ * reference count. Direct-mapped by id (key 0: empty); a new entry evicts
+ * the old one of its slot.
+ *  - dlv: delivery_id -> msg_id of deliveries this store inserted. A
+ *    delivery's msg_id never changes, but the row may be gone (its session
+ *    ended): the DELETE's change count says whether there was one.
+ *  - refs: msg_id -> the row's refs column, exact while cached: every
+ *    change to refs goes through msg_ref()/msg_unref(), which keep it, and
+ *    psq_store_forget() drops everything after a rollback.
+ */
+#define ROW_CACHE 65536
+
+struct row_cache {
+    uint64_t key[ROW_CACHE];
+    int64_t val[ROW_CACHE];
+};
+
+/* Owns the prepared statements (not the connection), the cached ids and the row caches. */
 struct psq_store {
     struct psq_env env;
     sqlite3 *db;
     sqlite3_stmt *st[S_COUNT];
+    char *known[SESS_CACHE];
+    struct row_cache *dlv;
+    struct row_cache *refs;
     /*
      * Queue order is order_base + seq: seq starts at 1 in every broker
      * process, so the order of this process starts after the highest one
@@ -95,6 +135,11 @@ psq_store_new(const struct psq_env *env, sqlite3 *db, const char **err)
     }
     s->env = *env;
     s->db = db;
+    s->dlv = calloc(1, sizeof(*s->dlv));
+    s->refs = calloc(1, sizeof(*s->refs));
+    if (s->dlv == NULL || s->refs == NULL) {
+        goto fail;
+    }
     {
         sqlite3_stmt *st = NULL;
 
@@ -129,6 +174,9 @@ psq_store_free(struct psq_store *s)
         for (i = 0; i < S_COUNT; i++) {
             sqlite3_finalize(s->st[i]);
         }
+        psq_store_forget(s);
+        free(s->dlv);
+        free(s->refs);
         free(s);
     }
 }
@@ -182,8 +230,8 @@ run(sqlite3_stmt *st)
 }
 
 /*
- * Runs a statement returning at most one integer (RETURNING, SELECT): *found
- * 1 and *out set when there was a row. Steps to the end, as RETURNING needs.
+ * Runs a SELECT returning at most one integer: *found 1 and *out set when
+ * there was a row.
  */
 static int
 run_int(sqlite3_stmt *st, int *found, int64_t *out)
@@ -200,20 +248,140 @@ run_int(sqlite3_stmt *st, int *found, int64_t *out)
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
+static size_t
+known_slot(const char *client_id)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+
+    for (; *client_id != '\0'; client_id++) {
+        h = (h ^ (uint8_t)*client_id) * 16777619u;
+    }
+    return h % SESS_CACHE;
+}
+
+void
+psq_store_forget(struct psq_store *s)
+{
+    size_t i;
+
+    for (i = 0; i < SESS_CACHE; i++) {
+        free(s->known[i]);
+        s->known[i] = NULL;
+    }
+    if (s->dlv != NULL) {
+        memset(s->dlv->key, 0, sizeof(s->dlv->key));
+    }
+    if (s->refs != NULL) {
+        memset(s->refs->key, 0, sizeof(s->refs->key));
+    }
+}
+
+/* Ids are handed out in sequence: their low bits spread them, and neighbours share cache lines. */
+static size_t
+row_slot(uint64_t key)
+{
+    return (size_t)key & (ROW_CACHE - 1);
+}
+
+/* 1 and *val when key is cached. */
+static int
+row_get(const struct row_cache *c, uint64_t key, int64_t *val)
+{
+    size_t i = row_slot(key);
+
+    if (key != 0 && c->key[i] == key) {
+        *val = c->val[i];
+        return 1;
+    }
+    return 0;
+}
+
+static void
+row_put(struct row_cache *c, uint64_t key, int64_t val)
+{
+    size_t i = row_slot(key);
+
+    if (key != 0) {
+        c->key[i] = key;
+        c->val[i] = val;
+    }
+}
+
+static void
+row_drop(struct row_cache *c, uint64_t key)
+{
+    size_t i = row_slot(key);
+
+    if (c->key[i] == key) {
+        c->key[i] = 0;
+    }
+}
+
+/* The session ended (or its row is about to go): no longer known. */
+static void
+forget_session(struct psq_store *s, const char *client_id)
+{
+    size_t i = known_slot(client_id);
+
+    if (s->known[i] != NULL && strcmp(s->known[i], client_id) == 0) {
+        free(s->known[i]);
+        s->known[i] = NULL;
+    }
+}
+
+/* Remembers a session that has a row now (best effort: no memory, no entry). */
+static void
+know_session(struct psq_store *s, const char *client_id)
+{
+    size_t i = known_slot(client_id);
+
+    if (s->known[i] == NULL || strcmp(s->known[i], client_id) != 0) {
+        free(s->known[i]);
+        s->known[i] = strdup(client_id);
+    }
+}
+
 static int
 session_exists(struct psq_store *s, const char *client_id, int *exists)
 {
+    size_t i = known_slot(client_id);
     int64_t one;
+    int rc;
 
+    if (s->known[i] != NULL && strcmp(s->known[i], client_id) == 0) {
+        *exists = 1;
+        return SQLITE_OK;
+    }
     bind_text(s->st[S_SESS_EXISTS], 1, client_id);
-    return run_int(s->st[S_SESS_EXISTS], exists, &one);
+    rc = run_int(s->st[S_SESS_EXISTS], exists, &one);
+    if (rc == SQLITE_OK && *exists) {
+        know_session(s, client_id);
+    }
+    return rc;
+}
+
+/* refs + 1 of a message row that exists; the cache follows. */
+static int
+msg_inc(struct psq_store *s, uint64_t msg_id, int known, int64_t refs)
+{
+    int rc;
+
+    bind_i64(s->st[S_MSG_INC], 1, (int64_t)msg_id);
+    rc = run(s->st[S_MSG_INC]);
+    if (rc == SQLITE_OK && known) {
+        row_put(s->refs, msg_id, refs + 1);
+    } else {
+        row_drop(s->refs, msg_id);
+    }
+    return rc;
 }
 
 /*
  * One more reference to message msg_id: the row is written with the first
- * one (one upsert: binding the payload costs nothing, SQLite reads it only
- * when it inserts). `now` turns the message's remaining expiry into an
- * absolute time.
+ * one. A row the cache knows only gets its count raised; otherwise the
+ * insert is tried (it does nothing when the row exists: then the count is
+ * raised). `now` turns the message's remaining expiry into an absolute
+ * time.
  */
 static int
 msg_ref(struct psq_store *s, uint64_t msg_id, const midge_message *msg, int64_t now)
@@ -225,7 +393,12 @@ msg_ref(struct psq_store *s, uint64_t msg_id, const midge_message *msg, int64_t 
     uint32_t len = 0;
     uint32_t props_len = 0;
     uint32_t expiry;
+    int64_t refs;
+    int rc;
 
+    if (row_get(s->refs, msg_id, &refs)) {
+        return msg_inc(s, msg_id, 1, refs);
+    }
     payload = api->message_payload(msg, &len);
     props = api->message_properties(msg, &props_len);
     expiry = api->message_expiry(msg);
@@ -238,10 +411,23 @@ msg_ref(struct psq_store *s, uint64_t msg_id, const midge_message *msg, int64_t 
         sqlite3_bind_blob(st, 6, props, (int)props_len, SQLITE_STATIC);
     }
     bind_i64(st, 7, expiry > 0 ? now + expiry : 0);
-    return run(st);
+    rc = run(st);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+    if (sqlite3_changes(s->db) == 0) {
+        return msg_inc(s, msg_id, 0, 0); /* stored before */
+    }
+    row_put(s->refs, msg_id, 1);
+    return SQLITE_OK;
 }
 
-/* `n` fewer references to msg_id; the row goes with the last one. */
+/*
+ * `n` fewer references to msg_id; the row goes with the last one. A read
+ * then one write, not UPDATE ... RETURNING: SQLite collects RETURNING rows
+ * in a temporary b-tree that it opens and closes on every step, which cost
+ * more than the statement itself on this path (perf, issue 7).
+ */
 static int
 msg_unref(struct psq_store *s, uint64_t msg_id, int64_t n)
 {
@@ -249,26 +435,46 @@ msg_unref(struct psq_store *s, uint64_t msg_id, int64_t n)
     int found;
     int rc;
 
+    if (!row_get(s->refs, msg_id, &refs)) {
+        bind_i64(s->st[S_MSG_REFS], 1, (int64_t)msg_id);
+        rc = run_int(s->st[S_MSG_REFS], &found, &refs);
+        if (rc != SQLITE_OK || !found) {
+            return rc;
+        }
+    }
+    if (refs - n <= 0) {
+        row_drop(s->refs, msg_id);
+        bind_i64(s->st[S_MSG_DELETE], 1, (int64_t)msg_id);
+        return run(s->st[S_MSG_DELETE]);
+    }
     bind_i64(s->st[S_MSG_UNREF], 1, (int64_t)msg_id);
     bind_i64(s->st[S_MSG_UNREF], 2, n);
-    rc = run_int(s->st[S_MSG_UNREF], &found, &refs);
-    if (rc == SQLITE_OK && found && refs <= 0) {
-        bind_i64(s->st[S_MSG_DELETE], 1, (int64_t)msg_id);
-        rc = run(s->st[S_MSG_DELETE]);
+    rc = run(s->st[S_MSG_UNREF]);
+    if (rc == SQLITE_OK) {
+        row_put(s->refs, msg_id, refs - n);
+    } else {
+        row_drop(s->refs, msg_id);
     }
     return rc;
 }
 
-/* Deletes by a RETURNING msg_id statement with `key` bound to ?1, then drops the reference. */
+/*
+ * Deletes the row that `get` (SELECT msg_id ... WHERE key = ?1) finds with
+ * `del` (DELETE ... WHERE key = ?1), then drops its message reference.
+ */
 static int
-delete_ref(struct psq_store *s, sqlite3_stmt *st, const char *key)
+delete_ref(struct psq_store *s, sqlite3_stmt *get, sqlite3_stmt *del, const char *key)
 {
     int64_t msg_id = 0;
     int found;
     int rc;
 
-    bind_text(st, 1, key);
-    rc = run_int(st, &found, &msg_id);
+    bind_text(get, 1, key);
+    rc = run_int(get, &found, &msg_id);
+    if (rc == SQLITE_OK && found) {
+        bind_text(del, 1, key);
+        rc = run(del);
+    }
     if (rc == SQLITE_OK && found) {
         rc = msg_unref(s, (uint64_t)msg_id, 1);
     }
@@ -285,6 +491,7 @@ psq_store_session_end(struct psq_store *s, const char *client_id)
     size_t i;
     int rc;
 
+    forget_session(s, client_id);
     /* The messages its deliveries use, with counts: one refs update per message, not per row. */
     bind_text(st, 1, client_id);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -322,7 +529,7 @@ psq_store_session_end(struct psq_store *s, const char *client_id)
         rc = run(s->st[S_SESS_DEL_QOS2]);
     }
     if (rc == SQLITE_OK) {
-        rc = delete_ref(s, s->st[S_WILL_DELETE], client_id);
+        rc = delete_ref(s, s->st[S_WILL_GET], s->st[S_WILL_DELETE], client_id);
     }
     if (rc == SQLITE_OK) {
         bind_text(s->st[S_SESS_DELETE], 1, client_id);
@@ -336,7 +543,7 @@ out:
 int
 psq_store_retain_clear(struct psq_store *s, const char *topic)
 {
-    return delete_ref(s, s->st[S_RET_DELETE], topic);
+    return delete_ref(s, s->st[S_RET_GET], s->st[S_RET_DELETE], topic);
 }
 
 int
@@ -344,10 +551,21 @@ psq_store_delivery_done(struct psq_store *s, uint64_t delivery_id)
 {
     int64_t msg_id = 0;
     int found;
-    int rc;
+    int rc = SQLITE_OK;
 
-    bind_i64(s->st[S_DLV_DELETE], 1, (int64_t)delivery_id);
-    rc = run_int(s->st[S_DLV_DELETE], &found, &msg_id);
+    found = row_get(s->dlv, delivery_id, &msg_id);
+    if (found) {
+        row_drop(s->dlv, delivery_id);
+    } else {
+        bind_i64(s->st[S_DLV_GET], 1, (int64_t)delivery_id);
+        rc = run_int(s->st[S_DLV_GET], &found, &msg_id);
+    }
+    if (rc == SQLITE_OK && found) {
+        bind_i64(s->st[S_DLV_DELETE], 1, (int64_t)delivery_id);
+        rc = run(s->st[S_DLV_DELETE]);
+        /* No row (a cached delivery whose session ended since): no reference to drop. */
+        found = rc == SQLITE_OK && sqlite3_changes(s->db) > 0;
+    }
     if (rc == SQLITE_OK && found) {
         rc = msg_unref(s, (uint64_t)msg_id, 1);
     }
@@ -378,7 +596,7 @@ apply_retain_set(struct psq_store *s, const struct psq_event *e, int64_t now)
     /* Reference the new message before dropping the old one: they may be the same. */
     rc = msg_ref(s, e->msg_id, e->msg, now);
     if (rc == SQLITE_OK) {
-        rc = delete_ref(s, s->st[S_RET_DELETE], topic);
+        rc = delete_ref(s, s->st[S_RET_GET], s->st[S_RET_DELETE], topic);
     }
     if (rc == SQLITE_OK) {
         bind_text(s->st[S_RET_INSERT], 1, topic);
@@ -394,7 +612,7 @@ apply_will_set(struct psq_store *s, const struct psq_event *e, int64_t now)
     int rc = msg_ref(s, e->msg_id, e->msg, now);
 
     if (rc == SQLITE_OK) {
-        rc = delete_ref(s, s->st[S_WILL_DELETE], e->client_id);
+        rc = delete_ref(s, s->st[S_WILL_GET], s->st[S_WILL_DELETE], e->client_id);
     }
     if (rc == SQLITE_OK) {
         bind_text(s->st[S_WILL_INSERT], 1, e->client_id);
@@ -417,9 +635,12 @@ apply_queued(struct psq_store *s, const struct psq_event *e, int64_t now)
     sqlite3_bind_int(st, 4, e->qos);
     sqlite3_bind_int(st, 5, e->retain ? 1 : 0);
     bind_i64(st, 6, s->order_base + (int64_t)e->seq);
+    sqlite3_bind_int(st, 7, e->state);
+    sqlite3_bind_int(st, 8, e->packet_id);
     rc = run(st);
     /* A delivery seen before (the event came twice) does not count twice. */
     if (rc == SQLITE_OK && sqlite3_changes(s->db) > 0) {
+        row_put(s->dlv, e->delivery_id, (int64_t)e->msg_id);
         rc = msg_ref(s, e->msg_id, e->msg, now);
     }
     return rc;
@@ -523,8 +744,9 @@ psq_store_apply(struct psq_store *s, const struct psq_event *e, int64_t now)
         rc = e->msg != NULL ? apply_will_set(s, e, now) : SQLITE_MISMATCH;
         break;
     case MIDGE_P_WILL_CLEAR:
-        rc = e->client_id != NULL ? delete_ref(s, s->st[S_WILL_DELETE], e->client_id)
-                                  : SQLITE_MISMATCH;
+        rc = e->client_id != NULL
+                 ? delete_ref(s, s->st[S_WILL_GET], s->st[S_WILL_DELETE], e->client_id)
+                 : SQLITE_MISMATCH;
         break;
     default:
         rc = SQLITE_MISMATCH; /* a type from a newer broker: skipped and logged */

@@ -26,6 +26,13 @@ void psq_store_free(struct psq_store *s);
  */
 int psq_store_apply(struct psq_store *s, const struct psq_event *e, int64_t now);
 
+/*
+ * Forgets which sessions are known to have a row (the store caches that
+ * for the events that need one). The writer calls it after a rollback: a
+ * session inserted by the rolled-back transaction has no row.
+ */
+void psq_store_forget(struct psq_store *s);
+
 /* Deletes a session and every row it has (as SESSION_END). SQLite result code. */
 int psq_store_session_end(struct psq_store *s, const char *client_id);
 

@@ -40,6 +40,7 @@ struct psq_writer {
     pthread_mutex_t *db_lock;
     struct psq_writer_opts opts;
     struct psq_writer_metrics metrics;
+    struct psq_coalescer *coalescer;
     pthread_t thread;
 
     pthread_mutex_t stats_lock;
@@ -117,6 +118,7 @@ write_batch(struct psq_writer *w, struct psq_event *list, uint64_t *applied, uin
         psq_exec(w->db, "ROLLBACK");
     }
     if (rc != SQLITE_OK) {
+        psq_store_forget(w->store); /* sessions it inserted have no row after all */
         *applied = 0;
         *skipped = 0;
     }
@@ -143,17 +145,6 @@ psq_writer_quiet(struct psq_writer *w)
     pthread_mutex_unlock(&w->report_lock);
 }
 
-static uint64_t
-max_seq(const struct psq_event *list)
-{
-    uint64_t seq = 0;
-
-    for (; list != NULL; list = list->next) {
-        seq = list->seq > seq ? list->seq : seq;
-    }
-    return seq;
-}
-
 /* Reports a refused event once. [writer thread] */
 static void
 check_lost(struct psq_writer *w)
@@ -177,44 +168,39 @@ static void *
 writer_main(void *arg)
 {
     struct psq_writer *w = arg;
-    struct psq_event *batch = NULL;   /* taken, not yet committed: retried on failure */
-    struct psq_event **tail = &batch;
-    size_t batch_n = 0;
+    struct psq_taken batch = {0};     /* taken, not yet committed: retried on failure */
     int64_t not_before = 0;
     unsigned backoff_ms = 0;
     int retries_left = STOP_RETRIES;
     int stopping = 0;
 
     for (;;) {
-        struct psq_event *more;
-        size_t n = 0;
+        struct psq_taken more;
+        uint64_t batch_seq;
         uint64_t applied;
         uint64_t skipped;
         size_t coalesced;
         int64_t commit_ns;
         int rc;
 
-        more = psq_queue_take(w->q, not_before, batch == NULL, &n, &stopping);
-        if (more != NULL && w->opts.durability == PSQ_DURABILITY_NONE) {
-            report_durable(w, max_seq(more));
+        psq_queue_take(w->q, not_before, batch.head == NULL, &more, &stopping);
+        if (more.head != NULL && w->opts.durability == PSQ_DURABILITY_NONE) {
+            report_durable(w, more.max_seq);
         }
-        *tail = more;
-        while (*tail != NULL) {
-            tail = &(*tail)->next;
-        }
-        batch_n += n;
+        psq_taken_append(&batch, &more);
         check_lost(w);
-        if (batch == NULL) {
+        if (batch.head == NULL) {
             if (stopping) {
                 break;
             }
             continue;
         }
-        coalesced = psq_coalesce(batch, batch_n);
-        rc = write_batch(w, batch, &applied, &skipped, &commit_ns);
+        batch_seq = batch.max_seq;
+        coalesced = psq_coalesce(w->coalescer, batch.head, batch.n);
+        rc = write_batch(w, batch.head, &applied, &skipped, &commit_ns);
         if (rc == SQLITE_OK) {
             if (w->opts.durability != PSQ_DURABILITY_NONE) {
-                report_durable(w, max_seq(batch));
+                report_durable(w, batch_seq);
             }
             if (w->failing && !w->lost_reported) {
                 w->failing = 0;
@@ -226,7 +212,7 @@ writer_main(void *arg)
             w->stats.events += applied;
             w->stats.skipped += skipped;
             w->stats.coalesced += coalesced;
-            w->stats.max_batch = batch_n > w->stats.max_batch ? batch_n : w->stats.max_batch;
+            w->stats.max_batch = batch.n > w->stats.max_batch ? batch.n : w->stats.max_batch;
             w->stats.commit_ns += (uint64_t)commit_ns;
             if ((uint64_t)commit_ns > w->stats.max_commit_ns) {
                 w->stats.max_commit_ns = (uint64_t)commit_ns;
@@ -236,13 +222,10 @@ writer_main(void *arg)
                 w->env.api->metric_observe(w->metrics.commit_seconds, (double)commit_ns / 1e9);
             }
             if (w->metrics.batch_events != NULL) {
-                w->env.api->metric_observe(w->metrics.batch_events, (double)batch_n);
+                w->env.api->metric_observe(w->metrics.batch_events, (double)batch.n);
             }
-            psq_event_list_free(&w->env, batch);
-            psq_queue_done(w->q, batch_n);
-            batch = NULL;
-            tail = &batch;
-            batch_n = 0;
+            psq_queue_done(w->q, batch.n);
+            psq_taken_free(&w->env, &batch);
             backoff_ms = 0;
             not_before = w->opts.durability == PSQ_DURABILITY_BATCH
                              ? psq_mono_ns() + (int64_t)w->opts.batch_ms * 1000000
@@ -259,16 +242,15 @@ writer_main(void *arg)
                 PSQ_LOG(&w->env, MIDGE_LOG_ERROR,
                         "cannot write the database (%s): %zu events kept in memory, retrying; "
                         "acknowledgements that need them are held",
-                        sqlite3_errstr(rc), batch_n);
+                        sqlite3_errstr(rc), batch.n);
                 w->env.api->persist_failing(w->env.self, 1);
             }
             if (stopping && --retries_left <= 0) {
                 PSQ_LOG(&w->env, MIDGE_LOG_ERROR,
                         "shutdown: %zu events could not be written (%s); the database keeps "
-                        "the state before them", batch_n, sqlite3_errstr(rc));
-                psq_event_list_free(&w->env, batch);
-                psq_queue_done(w->q, batch_n);
-                batch = NULL;
+                        "the state before them", batch.n, sqlite3_errstr(rc));
+                psq_queue_done(w->q, batch.n);
+                psq_taken_free(&w->env, &batch);
                 break;
             }
             backoff_ms = backoff_ms == 0 ? BACKOFF_MIN_MS : backoff_ms * 2;
@@ -302,11 +284,17 @@ psq_writer_start(const struct psq_env *env, sqlite3 *db, struct psq_store *store
         w->metrics = *metrics;
     }
     w->max_pages = -1;
+    w->coalescer = psq_coalescer_new();
+    if (w->coalescer == NULL) {
+        free(w);
+        return NULL;
+    }
     pthread_mutex_init(&w->stats_lock, NULL);
     pthread_mutex_init(&w->report_lock, NULL);
     if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
         pthread_mutex_destroy(&w->stats_lock);
         pthread_mutex_destroy(&w->report_lock);
+        psq_coalescer_free(w->coalescer);
         free(w);
         return NULL;
     }
@@ -340,6 +328,7 @@ psq_writer_stop(struct psq_writer *w, struct psq_writer_stats *final)
         }
         pthread_mutex_destroy(&w->stats_lock);
         pthread_mutex_destroy(&w->report_lock);
+        psq_coalescer_free(w->coalescer);
         free(w);
     }
 }
