@@ -184,6 +184,8 @@ int plugin_session_publish(midge_session *s, const char *topic, const void *payl
 int plugin_session_ack(midge_session *s, uint32_t id);
 void plugin_session_redeliver(midge_session *s);
 void plugin_session_close(midge_session *s, int end);
+int plugin_session_publish_message(midge_session *s, const midge_message *msg,
+                                   void (*done)(void *arg, int result), void *arg);
 
 struct qentry;
 /* proto_send_publish for an internal session's stand-in connection. Returns 0. [worker thread] */

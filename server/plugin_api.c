@@ -117,7 +117,9 @@ api_client_address(const midge_client *c)
 static int
 api_client_listener_port(const midge_client *c)
 {
-    return ((const struct conn *)c)->listener->port;
+    const struct conn *conn = (const struct conn *)c;
+
+    return conn->listener != NULL ? conn->listener->port : 0; /* 0: internal session */
 }
 
 static int
@@ -237,4 +239,5 @@ const struct midge_api plugin_api = {
     .client_list = plugin_client_list,
     .retained_list = plugin_retained_list,
     .reload_request = plugin_reload_request,
+    .session_publish_message = plugin_session_publish_message,
 };
