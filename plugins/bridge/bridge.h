@@ -8,7 +8,8 @@
  *   outgoing.c  local -> remote: the internal session's deliveries, held in
  *               order, sent within the remote's Receive Maximum, acknowledged
  *               to the session only on the remote's ack
- *   inbound.c   remote -> local: topic mapping, QoS 1/2 towards the remote
+ *   inbound.c   remote -> local: topic mapping, publishing through the hooks,
+ *               QoS 1/2 acknowledged to the remote once settled locally
  *   notify.c    connection state notifications and the will
  *
  * Threads: a bridge lives on its internal session's home worker. Everything
@@ -97,6 +98,7 @@ enum bridge_cmd {
 };
 
 struct bridge_tls;
+struct in_ack;
 
 /*
  * One bridge. Created by the main thread (plugin.c); from session_open on,
@@ -159,7 +161,9 @@ struct bridge {
     struct held *cursor;             /* first HELD_WAITING not yet sent, or NULL */
     uint64_t drops;
     /* inbound */
-    uint8_t qos2_in[8192];           /* bitmap of QoS 2 packet ids awaiting PUBREL */
+    uint8_t qos2_in[8192];           /* bitmap of QoS 2 packet ids published, awaiting PUBREL */
+    struct in_ack *acks_head;        /* acknowledgements owed to the remote, in order (inbound.c) */
+    struct in_ack *acks_tail;
 };
 
 /* One parsed bridges file. Owned by ctx->generations. */
@@ -188,10 +192,18 @@ void out_pump(struct bridge *b);
 void out_on_ack(struct bridge *b, const struct mqtt_packet *p);
 void out_link_lost(struct bridge *b);
 void out_free(struct bridge *b);
+/*
+ * The user properties of `in` without any midge-origin, then ours for `o`,
+ * encoded (0x26 included) into buf. Returns the length, 0 when they do not fit.
+ */
+size_t bridge_user_props_with_origin(const struct mqtt_props *in, const struct origin *o,
+                                     uint8_t *buf, size_t cap);
 
 /* inbound.c */
 void in_on_packet(struct bridge *b, const struct mqtt_packet *p);
 void in_link_up(struct bridge *b, int session_present);
+/* The connection ended (or the bridge stops): acknowledgements owed on it are dropped. */
+void in_link_lost(struct bridge *b);
 
 /* plugin.c: topic mapping (NULL when no rule applies), [any thread] */
 const struct bridge_topic *bridge_rule_out(const struct bridge_conf *c, const char *local_topic);

@@ -836,6 +836,7 @@ link_drop(struct bridge *b, const char *why)
     snprintf(b->reason, sizeof(b->reason), "%s", why);
     close_socket(b);
     out_link_lost(b);
+    in_link_lost(b);
     if (was_up) {
         notify_state(b, 0);
         BLOG(b, MIDGE_LOG_NOTICE, "disconnected reason=\"%s\"", why);
@@ -882,6 +883,7 @@ link_stop(struct bridge *b, const char *why)
     BLOG(b, MIDGE_LOG_NOTICE, "stopped reason=\"%s\"", why);
     close_socket(b);
     out_link_lost(b);
+    in_link_lost(b);
     b->state = LINK_STOPPED;
 }
 

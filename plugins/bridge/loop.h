@@ -6,10 +6,9 @@
  * recently, or its own, drops it. The recent-origin window is bounded
  * (two generations of LOOP_WINDOW entries).
  *
- * Messages a bridge publishes locally (api->session_publish) cannot carry
- * properties in ABI 1.0, so the origin of each is remembered by message id
- * (learned through an internal subscription that runs inside the publish)
- * and put back when another bridge forwards it.
+ * A message a bridge receives keeps (or, from a remote that sent none,
+ * gets) its midge-origin when published here (api->session_publish_message
+ * carries properties), so wherever it goes next its origin travels with it.
  */
 #ifndef BRIDGE_LOOP_H
 #define BRIDGE_LOOP_H
@@ -31,10 +30,9 @@ struct origin {
     uint64_t id;
 };
 
-/* A set of origins, or a map of message id -> origin: two generations of open addressing. */
+/* A set of origins: two generations of open addressing. */
 struct loop_table {
-    struct origin *keys[2];  /* for the map: keys[g][i].node = 1, .id = message id */
-    struct origin *vals[2];  /* map only */
+    struct origin *keys[2];
     size_t count;            /* entries in generation 0 */
 };
 
@@ -43,9 +41,6 @@ struct loop_state {
     uint64_t node;           /* this broker's random node id */
     pthread_mutex_t lock;
     struct loop_table seen;  /* origins received recently */
-    struct loop_table map;   /* message id of a local publish by a bridge -> its origin */
-    midge_subscription **subs;
-    size_t nsubs;
     uint64_t dropped;
 };
 
@@ -64,23 +59,10 @@ int loop_parse(const char *s, size_t len, struct origin *o);
 size_t loop_format(const struct origin *o, char *buf);
 
 /*
- * Around api->session_publish of an incoming message: the message published
- * on this thread in between has origin `o`. [home worker]
- */
-void loop_inject_begin(struct bridge_ctx *ctx, const struct origin *o, const char *topic);
-void loop_inject_end(void);
-
-/*
  * Where message `m` (delivered to a bridge's session) comes from: fills *o
- * and returns 1 when it arrived over a bridge (its origin is known), else
+ * and returns 1 when it arrived over a bridge (it has a midge-origin), else
  * sets *o to (this node, message id) and returns 0.
  */
 int loop_classify(struct bridge_ctx *ctx, const midge_message *m, struct origin *o);
-
-/*
- * (Re)subscribes the internal subscriptions that learn the origin of
- * bridge publishes: the local topics of every `in` rule. [main thread]
- */
-void loop_watch(struct bridge_ctx *ctx);
 
 #endif

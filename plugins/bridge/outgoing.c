@@ -96,8 +96,8 @@ remote_topic(const struct bridge *b, const char *topic, char *buf, size_t cap)
  * buf (encoded pairs, 0x26 included). Returns the length, or 0 when they do
  * not fit.
  */
-static size_t
-user_props_with_origin(const struct mqtt_props *in, const struct origin *o, uint8_t *buf,
+size_t
+bridge_user_props_with_origin(const struct mqtt_props *in, const struct origin *o, uint8_t *buf,
                        size_t cap)
 {
     uint32_t pos = 0;
@@ -193,7 +193,7 @@ out_send_publish(struct bridge *b, const midge_message *msg, int qos, int retain
             p.u.publish.props.present |= MQTT_PBIT(MQTT_PROP_MESSAGE_EXPIRY);
             p.u.publish.props.message_expiry = expiry;
         }
-        ulen = user_props_with_origin(&p.u.publish.props, o, ubuf, sizeof(ubuf));
+        ulen = bridge_user_props_with_origin(&p.u.publish.props, o, ubuf, sizeof(ubuf));
         if (ulen == 0) {
             count_drop(b, topic, "user properties too large to forward");
             return 1;

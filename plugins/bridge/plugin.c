@@ -102,6 +102,7 @@ teardown(struct bridge *b, int end)
         b->kick_watch = NULL;
     }
     out_free(b);
+    in_link_lost(b); /* before session_close: its pending publishes settle as orphans */
     if (b->s != NULL) {
         api->session_close(b->s, end);
         b->s = NULL;
@@ -382,7 +383,6 @@ reload(void *state)
         ctx->bridges = b;
         begin(b);
     }
-    loop_watch(ctx);
     return 0;
 }
 
@@ -420,8 +420,11 @@ message_in(void *state, midge_client *client, const midge_message *msg, midge_me
     struct bridge_ctx *ctx = state;
     struct origin o;
 
-    (void)client;
     (void)edit;
+    if (ctx->api->client_listener_name(client) == NULL) {
+        /* An internal session: a bridge's own inbound publish, checked before it was made. */
+        return MIDGE_DEFER;
+    }
     if (loop_origin_of(ctx->api, msg, &o) && loop_seen(&ctx->loop, &o)) {
         ctx->api->metric_add(ctx->m_loops, 1);
         *reason = 0; /* acknowledged with success: the sender must not send it again */
@@ -446,8 +449,9 @@ midge_plugin_init(midge_plugin *self, const struct midge_api *api, void **state)
     const char *path;
     int rc;
 
-    if (!MIDGE_API_HAS(api, session_close) || !MIDGE_API_HAS(api, message_new)) {
-        api->set_error(self, "this broker has no internal sessions (ABI 1.0 with sessions needed)");
+    if (!MIDGE_API_HAS(api, session_publish_message)) {
+        api->set_error(self, "this broker's plugin ABI %u.%u lacks session_publish_message "
+                       "(ABI 1.1 needed)", (unsigned)api->abi_major, (unsigned)api->abi_minor);
         return -MIDGE_ENOTSUP;
     }
     path = api->option(self, "bridges");
@@ -493,7 +497,6 @@ midge_plugin_init(midge_plugin *self, const struct midge_api *api, void **state)
         b->next = ctx->bridges;
         ctx->bridges = b;
     }
-    loop_watch(ctx);
     for (struct bridge *b = ctx->bridges; b != NULL; b = b->next) {
         if (begin(b) != 0) {
             api->set_error(self, "cannot open the internal session of bridge %s", b->conf->name);
