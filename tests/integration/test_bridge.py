@@ -6,6 +6,7 @@ Each test starts its own remote and its own midge and stops both by PID.
 """
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -31,6 +32,14 @@ def _bridge_so():
 
 
 BRIDGE_SO = _bridge_so()
+
+
+def _test_plugin(name):
+    """A test plugin of tests/plugins (built by `make check`), or None."""
+    d = os.environ.get("MIDGE_TEST_PLUGINS") or os.path.join(
+        os.path.dirname(BRIDGE_SO or "/x/x/x/x"), "..", "..", "..", "tests", "plugins", ".libs")
+    p = os.path.join(d, name + ".so")
+    return p if os.path.exists(p) else None
 need_bridge = unittest.skipUnless(BRIDGE_SO and os.path.exists(MOSQUITTO_BIN),
                                   "bridge plugin not built or %s missing" % MOSQUITTO_BIN)
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
@@ -237,6 +246,50 @@ class BridgeTest(BridgeBase):
         self.assertEqual(rsub.recv_publish().topic, "v/in")
         rsub.no_publish()   # neither message came back
         lsub.no_publish()
+
+    def test_incoming_keeps_properties_and_passes_acl_and_message_in(self):
+        """Remote -> local over MQTT 5: the message keeps its properties (payload format,
+        expiry, content type, response topic, correlation data, user properties) and is
+        published through the ACL hooks (here answered later, by acl-async: the order of
+        what follows is kept) and the message_in hooks (msgedit adds a property). A denied
+        one is acknowledged to the remote with 0x87 [MQTT-3.4.2-1] and not delivered."""
+        acl, edit = _test_plugin("acl_async"), _test_plugin("msgedit")
+        if acl is None or edit is None:
+            self.skipTest("tests/plugins acl_async/msgedit not built")
+        r = self.remote()
+        m = self.midge(self.bridge_block("in5", r.port, "topic in/# in 1 here/ \"\"\n",
+                                         "bridge_protocol_version mqttv50\n"),
+                       extra=["plugin " + acl, "plugin_opt_deny_prefix here/in/forbidden/",
+                              "plugin_opt_delay_ms 100",
+                              "plugin " + edit, "plugin_opt_prop_a here/ seen-by"])
+        self.wait_connected(m, "in5")
+        lsub = self.client(m.port, "lsub", version=5)
+        lsub.subscribe("here/#", 1)
+        rpub = self.client(r.port, "rpub", version=5)
+        props = [("payload_format", 1), ("message_expiry", 300), ("content_type", "text/plain"),
+                 ("response_topic", "reply/here"), ("correlation_data", b"\x01\x02"),
+                 ("user_property", ("k", "v"))]
+        rpub.publish("in/ok/1", b"1", qos=1, props=props)
+        rpub.publish("in/forbidden/2", b"2", qos=1)
+        rpub.publish("in/ok/3", b"3", qos=1)
+        got = lsub.recv_publishes(2)
+        self.assertEqual([(p.topic, p.payload) for p in got],
+                         [("here/in/ok/1", b"1"), ("here/in/ok/3", b"3")])
+        p = got[0]
+        self.assertEqual(p.prop("payload_format"), 1)
+        self.assertTrue(0 < p.prop("message_expiry") <= 300, p.props)
+        self.assertEqual(p.prop("content_type"), "text/plain")
+        self.assertEqual(p.prop("response_topic"), "reply/here")
+        self.assertEqual(p.prop("correlation_data"), b"\x01\x02")
+        ups = dict(p.props_all("user_property"))
+        self.assertEqual(ups.get("k"), "v")
+        self.assertIn("midge-origin", ups)
+        self.assertTrue(ups.get("seen-by", "").startswith("here/in/ok/1"), ups)
+        lsub.no_publish()
+        # The ACL saw the bridge's session as the publisher, and the remote was told.
+        self.assertIn("acl-async: queued", m.log_text())
+        wait_until(lambda: "Received PUBACK from in5" in r.log_text() and
+                   "RC:135)" in r.log_text(), what="PUBACK 0x87 from the bridge at the remote")
 
     def test_retained_forwarding(self):
         """A retained message goes out with RETAIN; a later remote subscriber gets it."""
@@ -625,6 +678,58 @@ class BridgeSqlite(BridgeBase):
         got = [int(p.payload) for p in sub.recv_publishes(100, timeout=TIMEOUT * 3)]
         self.assertEqual(got, list(range(100)))
         sub.no_publish()
+
+
+    def test_incoming_qos1_acknowledged_to_the_remote_only_once_durable(self):
+        """Remote -> midge with persist-sqlite: numbered QoS 1 messages flow from mosquitto
+        over the bridge to a persistent local subscriber (offline: every message is queued
+        for it); midge is SIGKILLed mid-stream and restarted. Every message mosquitto got a
+        PUBACK for from the bridge is there for the subscriber, and the rest arrive too
+        (mosquitto sends the unacknowledged ones again)."""
+        so = _sqlite_so()
+        if so is None:
+            self.skipTest("persist-sqlite.so not built")
+        db = os.path.join(tempfile.mkdtemp(dir=tmp_root()), "midge.db")
+        r = self.remote(["max_queued_messages 0", "max_inflight_messages 100"])
+        m = self.midge(self.bridge_block("dur", r.port, "topic in/# in 1\n"),
+                       extra=["plugin " + so, "plugin_opt_db " + db,
+                              "max_queued_messages 0"])
+        self.wait_connected(m, "dur")
+        keeper = self.client(m.port, "keeper", clean=False)
+        keeper.subscribe("in/#", 1)
+        keeper.close()
+        n = 3000
+        rpub = self.client(r.port, "rpub")
+        for i in range(n):
+            rpub.publish("in/%d" % i, b"%d" % i, qos=1, wait_ack=False)
+        wait_until(lambda: r.log_text().count("Received PUBACK from dur ") >= 300,
+                   TIMEOUT * 3, interval=0.01, what="the bridge acknowledging")
+        m.kill()                                     # mid-stream, no clean shutdown
+        wait_until(lambda: any(w in r.log_text() for w in
+                               ("Socket error on client dur", "Client dur closed",
+                                "Client dur disconnected")),
+                   what="mosquitto noticing the bridge is gone")
+        text = r.log_text()
+        topic_of = {}
+        for mid, topic in re.findall(r"Sending PUBLISH to dur \(d0, q1, r\d, m(\d+), '([^']+)'",
+                                     text):
+            topic_of.setdefault(int(mid), topic)
+        acked = {int(topic_of[int(mid)].split("/")[1])
+                 for mid in re.findall(r"Received PUBACK from dur \(Mid: (\d+), RC:0\)", text)}
+        self.assertGreaterEqual(len(acked), 300)
+        self.assertLess(len(acked), n, "midge was killed too late to test anything")
+        m.start()
+        self.wait_connected(m, "dur", count=2)
+        keeper = self.client(m.port, "keeper", clean=False)
+        got = set()
+        deadline = time.monotonic() + TIMEOUT * 6
+        while len(got) < n and time.monotonic() < deadline:
+            try:
+                got.add(int(keeper.recv_publish(timeout=1).payload))
+            except AssertionError:
+                pass
+        self.assertEqual(sorted(acked - got), [], "acknowledged to the remote, then lost")
+        self.assertEqual(sorted(set(range(n)) - got), [])
 
 
 def start_on_port(broker, port):
