@@ -17,7 +17,6 @@
  */
 #include "bridge.h"
 
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -331,17 +330,6 @@ publish_local(struct bridge *b, const char *topic, const struct mqtt_publish *pu
     }
 }
 
-/* A new origin for a message from a remote that sent none (not a midge over MQTT 5). */
-static void
-origin_here(struct bridge *b, struct origin *o)
-{
-    static atomic_uint_fast64_t next;
-
-    o->node = b->ctx->loop.node;
-    /* The top bit keeps these apart from message ids, the other ids of this node. */
-    o->id = (1ull << 63) | (uint64_t)atomic_fetch_add(&next, 1);
-}
-
 void
 in_on_packet(struct bridge *b, const struct mqtt_packet *p)
 {
@@ -399,7 +387,7 @@ in_on_packet(struct bridge *b, const struct mqtt_packet *p)
         } else if ((size_t)snprintf(ltopic, sizeof(ltopic), "%s%s", t->local_prefix,
                                     rtopic + strlen(t->remote_prefix)) < sizeof(ltopic)) {
             if (!has_origin) {
-                origin_here(b, &o);
+                loop_new_origin(&b->ctx->loop, &o); /* from a non-midge or MQTT 3 remote */
             }
             publish_local(b, ltopic, pub, &o, a); /* a is made ready there or when settled */
             acks_flush(b);

@@ -199,6 +199,10 @@ send_connect(struct bridge *b)
     struct mqtt_packet p;
     struct mqtt_connect *cn = &p.u.connect;
     static const char down[] = "0";
+    struct origin me = {b->ctx->loop.node, 0};
+    uint8_t uprops[64];
+    size_t ulen;
+    size_t vl;
     size_t n;
     size_t at;
 
@@ -233,6 +237,19 @@ send_connect(struct bridge *b)
         /* cleansession false keeps the remote session (and its queue for `in` topics). */
         cn->props.present = MQTT_PBIT(MQTT_PROP_SESSION_EXPIRY);
         cn->props.session_expiry = c->cleansession ? 0 : 0xFFFFFFFFu;
+        /* A midge remote then gives what we subscribe to a midge-origin (loop.h). */
+        ulen = 0;
+        uprops[ulen++] = MQTT_PROP_USER_PROPERTY;
+        uprops[ulen++] = 0;
+        uprops[ulen++] = (uint8_t)(sizeof(LOOP_BRIDGE_PROP) - 1);
+        memcpy(uprops + ulen, LOOP_BRIDGE_PROP, sizeof(LOOP_BRIDGE_PROP) - 1);
+        ulen += sizeof(LOOP_BRIDGE_PROP) - 1;
+        vl = loop_format(&me, (char *)uprops + ulen + 2);
+        uprops[ulen++] = 0;
+        uprops[ulen++] = (uint8_t)vl;
+        ulen += vl;
+        cn->props.user_props.ptr = uprops;
+        cn->props.user_props.len = (uint32_t)ulen;
     }
     n = mqtt_encode(&p, b->version, NULL, 0);
     if (n == 0 || bbuf_reserve(&b->out, n) != 0) {

@@ -113,7 +113,15 @@ loop_init(struct loop_state *ls)
 void
 loop_free(struct loop_state *ls)
 {
+    size_t i;
+
     table_free(&ls->seen);
+    for (i = 0; i < ls->npull; i++) {
+        free(ls->pull[i]);
+    }
+    free(ls->pull);
+    ls->pull = NULL;
+    ls->npull = 0;
     pthread_mutex_destroy(&ls->lock);
 }
 
@@ -193,4 +201,52 @@ loop_classify(struct bridge_ctx *ctx, const midge_message *m, struct origin *o)
     o->node = ctx->loop.node;
     o->id = ctx->api->message_id(m);
     return 0;
+}
+
+void
+loop_new_origin(struct loop_state *ls, struct origin *o)
+{
+    static atomic_uint_fast64_t next;
+
+    o->node = ls->node;
+    /* The top bit keeps these apart from message ids, the other ids of this node. */
+    o->id = (1ull << 63) | (uint64_t)atomic_fetch_add(&next, 1);
+}
+
+void
+loop_pull_add(struct loop_state *ls, const char *filter)
+{
+    size_t i;
+
+    pthread_mutex_lock(&ls->lock);
+    for (i = 0; i < ls->npull && strcmp(ls->pull[i], filter) != 0; i++) {
+    }
+    if (i == ls->npull && ls->npull < LOOP_PULL_MAX) {
+        char **v = realloc(ls->pull, (ls->npull + 1) * sizeof(*v));
+        if (v != NULL) {
+            ls->pull = v;
+            if ((v[ls->npull] = strdup(filter)) != NULL) {
+                ls->npull++;
+                atomic_store(&ls->npull_seen, ls->npull);
+            }
+        }
+    }
+    pthread_mutex_unlock(&ls->lock);
+}
+
+int
+loop_pulled(struct loop_state *ls, const char *topic)
+{
+    size_t i;
+    int hit = 0;
+
+    if (atomic_load_explicit(&ls->npull_seen, memory_order_relaxed) == 0) {
+        return 0;
+    }
+    pthread_mutex_lock(&ls->lock);
+    for (i = 0; i < ls->npull && !hit; i++) {
+        hit = bridge_topic_match(ls->pull[i], topic);
+    }
+    pthread_mutex_unlock(&ls->lock);
+    return hit;
 }

@@ -14,12 +14,16 @@
 #define BRIDGE_LOOP_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "midge/plugin.h"
 
 #define LOOP_PROP "midge-origin"
+/* In a midge bridge's MQTT 5 CONNECT: "I am a midge bridge" (value: its node id). */
+#define LOOP_BRIDGE_PROP "midge-bridge"
+#define LOOP_PULL_MAX 1024
 #define LOOP_WINDOW 32768
 
 struct bridge_ctx;
@@ -42,6 +46,15 @@ struct loop_state {
     pthread_mutex_t lock;
     struct loop_table seen;  /* origins received recently */
     uint64_t dropped;
+    /*
+     * Filters that midge peers' bridges subscribed to here (their `in` side):
+     * a message matching one may leave through a plain subscription, so it
+     * gets its midge-origin when published (message_in), not only when one
+     * of our bridges sends it. Only grows (bounded by LOOP_PULL_MAX).
+     */
+    char **pull;
+    size_t npull;
+    atomic_size_t npull_seen; /* npull, read without the lock: 0 is the fast path */
 };
 
 int loop_init(struct loop_state *ls);
@@ -52,6 +65,14 @@ int loop_seen(struct loop_state *ls, const struct origin *o);
 
 /* Reads a message's midge-origin property. 1 found, 0 not. */
 int loop_origin_of(const struct midge_api *api, const midge_message *m, struct origin *o);
+
+/* A new origin for a message entering the bridged network here. [any thread] */
+void loop_new_origin(struct loop_state *ls, struct origin *o);
+
+/* A midge peer's bridge subscribed to `filter` here. [any thread] */
+void loop_pull_add(struct loop_state *ls, const char *filter);
+/* 1 when `topic` matches a filter of loop_pull_add. [any thread] */
+int loop_pulled(struct loop_state *ls, const char *topic);
 
 /* Parses "NODE:ID" (hex node, decimal id). 1 valid. */
 int loop_parse(const char *s, size_t len, struct origin *o);

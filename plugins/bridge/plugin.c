@@ -420,17 +420,57 @@ message_in(void *state, midge_client *client, const midge_message *msg, midge_me
     struct bridge_ctx *ctx = state;
     struct origin o;
 
-    (void)edit;
     if (ctx->api->client_listener_name(client) == NULL) {
         /* An internal session: a bridge's own inbound publish, checked before it was made. */
         return MIDGE_DEFER;
     }
-    if (loop_origin_of(ctx->api, msg, &o) && loop_seen(&ctx->loop, &o)) {
-        ctx->api->metric_add(ctx->m_loops, 1);
-        *reason = 0; /* acknowledged with success: the sender must not send it again */
-        return MIDGE_DENY;
+    if (loop_origin_of(ctx->api, msg, &o)) {
+        if (loop_seen(&ctx->loop, &o)) {
+            ctx->api->metric_add(ctx->m_loops, 1);
+            *reason = 0; /* acknowledged with success: the sender must not send it again */
+            return MIDGE_DENY;
+        }
+    } else if (loop_pulled(&ctx->loop, ctx->api->message_topic(msg))) {
+        /*
+         * A midge peer's bridge subscribed to this here: the copy it pulls and
+         * the copies our bridges push must carry the same origin.
+         */
+        char val[48];
+        loop_new_origin(&ctx->loop, &o);
+        val[loop_format(&o, val)] = '\0';
+        ctx->api->edit_user_property_add(edit, LOOP_PROP, val);
     }
     return MIDGE_DEFER;
+}
+
+/* 1 when the client is a midge bridge (its MQTT 5 CONNECT said so). */
+static int
+is_midge_bridge(const struct midge_api *api, const midge_client *client)
+{
+    size_t pos = 0;
+    const char *k;
+    const char *v;
+    size_t kl;
+    size_t vl;
+
+    while (api->client_user_property_next(client, &pos, &k, &kl, &v, &vl)) {
+        if (kl == sizeof(LOOP_BRIDGE_PROP) - 1 && memcmp(k, LOOP_BRIDGE_PROP, kl) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* A subscription was granted: a midge peer's bridge pulling from us? [worker thread] */
+static void
+subscribed(void *state, midge_client *client, const char *filter, int qos)
+{
+    struct bridge_ctx *ctx = state;
+
+    (void)qos;
+    if (is_midge_bridge(ctx->api, client)) {
+        loop_pull_add(&ctx->loop, filter);
+    }
 }
 
 static const struct midge_hooks hooks = {
@@ -438,6 +478,7 @@ static const struct midge_hooks hooks = {
     .reload = reload,
     .thread_stop = thread_stop,
     .message_in = message_in,
+    .subscribed = subscribed,
 };
 
 int

@@ -748,25 +748,76 @@ def start_on_port(broker, port):
 class BridgeMesh(BridgeBase):
     """Loop prevention between midge brokers over MQTT 5 (midge-origin user property)."""
 
-    def mesh(self, names, topics):
+    def mesh(self, names, topics, pairs=None, extra=()):
+        """midges `names`, with a bridge from each to each other (or only `pairs` (from, to))
+        carrying the topic lines `topics` over MQTT 5."""
+        pairs = pairs or [(n, peer) for n in names for peer in names if peer != n]
         ports = {n: free_port() for n in names}
         brokers = {}
         for n in names:
             text = ""
-            for peer in names:
-                if peer != n:
+            for src, peer in pairs:
+                if src == n:
                     text += ("connection %s-to-%s\naddress 127.0.0.1:%d\nremote_clientid %s-to-%s\n"
                              "bridge_protocol_version mqttv50\nrestart_timeout 1 2\n%s\n"
                              % (n, peer, ports[peer], n, peer, topics))
             path = self.write_bridges(text)
-            b = Broker(["plugin " + BRIDGE_SO, "plugin_opt_bridges " + path])
+            b = Broker(["plugin " + BRIDGE_SO, "plugin_opt_bridges " + path] + list(extra))
             self._brokers.append(b)
             brokers[n] = start_on_port(b, ports[n])
-        for n in names:
-            for peer in names:
-                if peer != n:
-                    self.wait_connected(brokers[n], "%s-to-%s" % (n, peer))
+        for src, peer in pairs:
+            self.wait_connected(brokers[src], "%s-to-%s" % (src, peer))
         return brokers
+
+    def bridge_counters(self, brokers):
+        """messages_sent + messages_received of every broker's bridge plugin ($SYS, sys_interval 1)."""
+        out = {}
+        for n, b in brokers.items():
+            c = RawClient(b.port, 5)
+            c.connect("probe-%s-%f" % (n, time.monotonic()))
+            c.subscribe([("$SYS/broker/plugin/+/metric/messages_sent", 0),
+                         ("$SYS/broker/plugin/+/metric/messages_received", 0)])
+            vals = {}
+            while len(vals) < 2:
+                p = c.recv_publish(timeout=3)
+                if not p.retain:          # a live value, not the retained one from before
+                    vals[p.topic] = int(p.payload)
+            c.close()
+            out[n] = sum(vals.values())
+        return out
+
+    def assert_once_everywhere_then_quiet(self, brokers, prefix, per_broker, qos):
+        subs = {}
+        for n in brokers:
+            subs[n] = self.client(brokers[n].port, "sub-" + n, version=5)
+            subs[n].subscribe(prefix + "#", qos)
+        for n in brokers:
+            pub = self.client(brokers[n].port, "pub-" + n, version=5)
+            for i in range(per_broker):
+                pub.publish("%s%s/%d" % (prefix, n, i), b"%s%d" % (n.encode(), i), qos=qos)
+        want = sorted(b"%s%d" % (n.encode(), i) for n in brokers for i in range(per_broker))
+        for n in brokers:
+            got = sorted(p.payload for p in subs[n].recv_publishes(len(want), timeout=TIMEOUT * 3))
+            self.assertEqual(got, want, "subscriber on %s" % n)
+        before = self.bridge_counters(brokers)
+        for n in brokers:
+            subs[n].no_publish(QUIET)     # no duplicates, and the counters do not move:
+        self.assertEqual(self.bridge_counters(brokers), before, "bridges still busy")
+
+    def test_ring_of_three_with_both_delivers_once_and_goes_quiet(self):
+        """a -> b -> c -> a, one bridge per pair, each with `both`: messages go both ways
+        round the ring; each subscriber gets each message once and the bridges go quiet."""
+        names = ("a", "b", "c")
+        brokers = self.mesh(names, "topic ring/# both 1", pairs=[("a", "b"), ("b", "c"), ("c", "a")],
+                            extra=["sys_interval 1"])
+        self.assert_once_everywhere_then_quiet(brokers, "ring/", 20, 1)
+
+    def test_triangle_with_both_qos2_delivers_once_and_goes_quiet(self):
+        """Three midges, each bridged to both others with `both` (six bridges, two per pair),
+        QoS 2: each subscriber gets each message once and the bridges go quiet."""
+        names = ("a", "b", "c")
+        brokers = self.mesh(names, "topic tri2/# both 2", extra=["sys_interval 1"])
+        self.assert_once_everywhere_then_quiet(brokers, "tri2/", 20, 2)
 
     def test_triangle_delivers_once_per_subscriber_and_goes_quiet(self):
         """Three midges, each pushing tri/# to the two others: every message once everywhere."""
