@@ -240,4 +240,5 @@ const struct midge_api plugin_api = {
     .retained_list = plugin_retained_list,
     .reload_request = plugin_reload_request,
     .session_publish_message = plugin_session_publish_message,
+    .session_released = plugin_session_released,
 };

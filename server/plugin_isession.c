@@ -151,6 +151,32 @@ plugin_isession_deliver(struct conn *c, const struct qentry *e, uint16_t pid, in
     return 0;
 }
 
+void
+plugin_isession_released(struct conn *c, uint16_t pid)
+{
+    midge_session *ms = c->sink;
+
+    if (!ms->open || ms->h.released == NULL) {
+        return; /* kept released in the session until a handler takes it */
+    }
+    ms->in_deliver++;
+    ms->h.released(ms->arg, ms, pid);
+    ms->in_deliver--;
+}
+
+int
+plugin_session_released(midge_session *ms, uint32_t id)
+{
+    if (!on_home(ms)) {
+        return -MIDGE_ESTATE;
+    }
+    if (id > 0 && id <= 65535) {
+        /* As a client's PUBREC (the PUBREL it would send has no wire here). */
+        session_ack(ms->vconn.session, MQTT_PUBREC, (uint16_t)id, 0);
+    }
+    return 0;
+}
+
 int
 plugin_session_subscribe(midge_session *ms, const char *filter, int qos, int flags)
 {

@@ -303,6 +303,15 @@ struct midge_session_handlers {
      */
     void (*deliver)(void *arg, midge_session *s, const midge_message *msg, int qos, int retain,
                     uint32_t id, int dup);
+    /*
+     * ABI 1.1+: QoS 2 delivery `id` is in the released state (the plugin
+     * called api->session_released for it, possibly before a restart that
+     * restored it so): the message itself is gone; send its PUBREL again and
+     * call api->session_ack(s, id) on PUBCOMP. Called where deliver would
+     * be, by api->session_redeliver and when a present session opens.
+     * Without this handler such deliveries stay in the session unseen.
+     */
+    void (*released)(void *arg, midge_session *s, uint32_t id);
 };
 
 /*
@@ -819,6 +828,17 @@ struct midge_api {
      */
     int (*session_publish_message)(midge_session *s, const midge_message *msg,
                                    void (*done)(void *arg, int result), void *arg);
+
+    /*
+     * QoS 2 delivery `id` was acknowledged with PUBREC where the plugin
+     * sent it: the session records it released (persisted, so after a
+     * restart it comes back through the `released` handler, never again as
+     * a PUBLISH [MQTT-4.3.3-5]) and drops the message. It stays in the
+     * inflight window until api->session_ack(s, id). Returns 0 (also for an
+     * id that is not a QoS 2 delivery of the session: nothing is recorded)
+     * or -MIDGE_ESTATE. [home worker]
+     */
+    int (*session_released)(midge_session *s, uint32_t id);
 };
 
 /* 1 when the broker's table has function `fn` (it lies within api->size and is set). */

@@ -255,6 +255,14 @@ api_session_publish_message(midge_session *s, const midge_message *msg,
     return rc;
 }
 
+/* ABI 1.1: accepted; the fake broker keeps no released state (no restart to survive). */
+static int
+api_session_released(midge_session *s, uint32_t id)
+{
+    (void)id;
+    return usable(s, "session_released") ? 0 : -MIDGE_ESTATE;
+}
+
 /* Delivers what waits while the window has room, in order. Without fb->lock held. */
 static void
 pump(midge_session *s)
@@ -400,6 +408,7 @@ fake_isessions_api_fill(struct midge_api *a)
     a->session_redeliver = api_session_redeliver;
     a->session_close = api_session_close;
     a->session_publish_message = api_session_publish_message;
+    a->session_released = api_session_released;
 }
 
 /* The live (not ended) record of client_id, with fb->lock held. */

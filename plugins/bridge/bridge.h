@@ -62,7 +62,7 @@ struct bbuf {
 struct held {
     struct held *prev;
     struct held *next;
-    const midge_message *msg;  /* a reference (api->message_ref) */
+    const midge_message *msg;  /* a reference (api->message_ref); NULL when restored released */
     uint16_t id;               /* the session's id, also our packet id towards the remote */
     uint8_t qos;               /* delivery QoS towards the remote */
     uint8_t retain;
@@ -188,6 +188,8 @@ int out_send_publish(struct bridge *b, const midge_message *msg, int qos, int re
                      uint16_t pid, int dup, const struct origin *o);
 void out_deliver(void *arg, midge_session *s, const midge_message *msg, int qos, int retain,
                  uint32_t id, int dup);
+/* The session hands back a QoS 2 delivery released before (a restart): PUBREL it again. */
+void out_released(void *arg, midge_session *s, uint32_t id);
 void out_pump(struct bridge *b);
 void out_on_ack(struct bridge *b, const struct mqtt_packet *p);
 void out_link_lost(struct bridge *b);

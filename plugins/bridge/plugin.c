@@ -31,7 +31,11 @@ MIDGE_PLUGIN_DECLARE_OPTIONS("bridge", "1.0", "bridges to other MQTT brokers (mo
 static void opened(void *arg, midge_session *s, int present);
 
 static const struct midge_session_handlers handlers = {
-    sizeof(struct midge_session_handlers), opened, out_deliver};
+    .size = sizeof(struct midge_session_handlers),
+    .opened = opened,
+    .deliver = out_deliver,
+    .released = out_released,
+};
 
 const struct bridge_topic *
 bridge_rule_out(const struct bridge_conf *c, const char *topic)

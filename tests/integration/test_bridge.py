@@ -642,6 +642,49 @@ class BridgeRestore(BridgeBase):
         self.assertIn("Received PUBLISH from rs (d1, q1, r0, m7, 'd/0'", r.log_text())
 
 
+    def test_restored_released_qos2_is_released_not_sent_again(self):
+        """A QoS 2 message whose PUBREC had come in before a restart (restored in the PUBREL
+        state, packet id 7) is released with PUBREL, never published again
+        [MQTT-4.3.3-5]; PUBCOMP finishes it in the session (MSG_DONE persisted)."""
+        so = _test_plugin("persist_test")
+        if so is None:
+            self.skipTest("tests/plugins/persist_test.so not built")
+        d = tempfile.mkdtemp(dir=tmp_root())
+        restore = os.path.join(d, "restore")
+        events = os.path.join(d, "events")
+        with open(restore, "w") as f:
+            f.write("session local.rr 4294967295 5 4294967295\n"
+                    "sub local.rr d/# 2\n"
+                    "msg local.rr 1 2 2 7 d/0 p0\n"
+                    "msg local.rr 2 1 0 0 d/1 p1\n")
+        r = self.remote()
+        sub = self.client(r.port, "sub")
+        sub.subscribe("d/#", 2)
+        m = self.midge(self.bridge_block("rr", r.port, "topic d/# out 2\n"),
+                       extra=["plugin " + so, "plugin_opt_events " + events,
+                              "plugin_opt_restore " + restore])
+        p = sub.recv_publish()
+        self.assertEqual((p.topic, p.payload), ("d/1", b"p1"))
+        sub.no_publish()
+        wait_until(lambda: "Received PUBREL from rr (Mid: 7)" in r.log_text(),
+                   what="the PUBREL of the restored released message at the remote")
+        self.assertNotIn("'d/0'", r.log_text())
+
+        def done():
+            with open(events) as f:
+                return any(l.split()[1:4] == ["10", "local.rr", "1"] for l in f)
+        wait_until(done, what="delivery 1 finished (MSG_DONE) after PUBCOMP")
+        # A live QoS 2 message: the remote's PUBREC is recorded (MSG_RELEASED persisted)
+        # before its PUBREL, so a restart from here would release it, not send it again.
+        self.client(m.port, "pub").publish("d/2", b"p2", qos=2)
+        self.assertEqual(sub.recv_publish().payload, b"p2")
+
+        def released():
+            with open(events) as f:
+                return any(l.split()[1:3] == ["9", "local.rr"] for l in f)
+        wait_until(released, what="MSG_RELEASED of the live QoS 2 message")
+
+
 def _sqlite_so():
     base = os.path.dirname(os.path.dirname(os.path.dirname(BRIDGE_SO or "/x/x/x/x")))
     p = os.path.join(base, "persist-sqlite", ".libs", "persist-sqlite.so")
