@@ -88,6 +88,7 @@ enum link_state {
     LINK_UP,
     LINK_BACKOFF,       /* waiting to reconnect */
     LINK_STOPPED,       /* start_type once after a failure, or being removed */
+    LINK_LAZY,          /* start_type lazy: not connected until `threshold` messages wait */
 };
 
 /* Commands from the main thread (struct bridge.cmd). */
@@ -130,6 +131,9 @@ struct bridge {
     int watch_events;
     midge_timer *timer;              /* backoff / connect timeout */
     midge_timer *ka_timer;           /* keepalive */
+    midge_timer *idle_timer;         /* start_type lazy: every idle_timeout while up */
+    uint64_t activity;               /* packets in and PUBLISHes out, for idle_timeout */
+    uint64_t idle_seen;              /* `activity` at the last idle check */
     int ping_out;                    /* PINGREQ sent, no packet since */
     int ka_keepalive;                /* keepalive used on this connection (server may set it) */
     size_t addr_idx;
@@ -182,6 +186,10 @@ int link_send(struct bridge *b, const struct mqtt_packet *p);
 void link_flush(struct bridge *b);
 void link_on_kick(void *arg, int fd, int revents);
 int link_tls_on(const struct bridge *b);
+/* The first start of a bridge: connects, or with start_type lazy waits for messages. */
+void link_begin(struct bridge *b);
+/* start_type lazy: connects once `threshold` messages wait. */
+void link_lazy_check(struct bridge *b);
 
 /* outgoing.c */
 int out_send_publish(struct bridge *b, const midge_message *msg, int qos, int retain,

@@ -218,6 +218,7 @@ out_send_publish(struct bridge *b, const midge_message *msg, int qos, int retain
         return -1;
     }
     api->metric_add(b->ctx->m_sent, 1);
+    b->activity++;
     return 0;
 }
 
@@ -323,6 +324,7 @@ out_deliver(void *arg, midge_session *s, const midge_message *msg, int qos, int 
     h->bytes = plen + (uint32_t)strlen(api->message_topic(msg));
     h->origin = o;
     held_append(b, h);
+    link_lazy_check(b);
     out_pump(b);
 }
 
@@ -362,6 +364,7 @@ out_released(void *arg, midge_session *s, uint32_t id)
     h->qos = 2;
     h->state = HELD_RELEASED;
     held_append(b, h);
+    link_lazy_check(b);
     out_pump(b);
 }
 

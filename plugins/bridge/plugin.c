@@ -201,7 +201,7 @@ opened(void *arg, midge_session *s, int present)
         }
     }
     BLOG(b, MIDGE_LOG_INFO, "session %s open present=%d", b->conf->local_clientid, present);
-    link_start(b);
+    link_begin(b);
 }
 
 static struct bridge *

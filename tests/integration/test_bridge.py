@@ -291,6 +291,40 @@ class BridgeTest(BridgeBase):
         wait_until(lambda: "Received PUBACK from in5" in r.log_text() and
                    "RC:135)" in r.log_text(), what="PUBACK 0x87 from the bridge at the remote")
 
+    def test_lazy_start_connects_at_threshold_and_disconnects_when_idle(self):
+        """start_type lazy (mosquitto's meaning): no connection until `threshold` messages
+        wait for the remote; after idle_timeout seconds without traffic it disconnects, and
+        connects again at the next `threshold` messages. Nothing is lost meanwhile."""
+        r = self.remote()
+        rsub = self.client(r.port, "rsub")
+        rsub.subscribe("lz/#", 1)
+        m = self.midge(self.bridge_block("lz", r.port, "topic lz/# out 1\n",
+                                         "start_type lazy\nthreshold 3\nidle_timeout 1\n"))
+        m.wait_log(lambda l: "bridge=lz waiting for 3 messages before connecting" in l)
+        pub = self.client(m.port, "pub")
+        pub.publish("lz/0", b"0", qos=1)
+        pub.publish("lz/1", b"1", qos=1)
+        rsub.no_publish()
+        self.assertNotIn("bridge=lz connected", m.log_text())
+        pub.publish("lz/2", b"2", qos=1)
+        self.wait_connected(m, "lz")
+        self.assertEqual([p.payload for p in rsub.recv_publishes(3)], [b"0", b"1", b"2"])
+        m.wait_log(lambda l: "bridge=lz idle for 1s: disconnected until 3 messages wait" in l,
+                   timeout=TIMEOUT * 2)
+        for i in range(3, 6):
+            pub.publish("lz/%d" % i, b"%d" % i, qos=1)
+        self.wait_connected(m, "lz", count=2)
+        self.assertEqual([p.payload for p in rsub.recv_publishes(3)], [b"3", b"4", b"5"])
+        rsub.no_publish()
+
+    def test_start_type_once_does_not_reconnect(self):
+        """start_type once: one connection attempt; after it fails there is no other."""
+        m = self.midge(self.bridge_block("o1", free_port(), "topic o/# out 1\n",
+                                         "start_type once\n"))
+        m.wait_log(lambda l: "bridge=o1 not reconnecting: start_type once" in l)
+        time.sleep(QUIET * 3)   # restart_timeout 1 2: another attempt would show by now
+        self.assertEqual(m.log_text().count("bridge=o1 connection failed"), 1)
+
     def test_retained_forwarding(self):
         """A retained message goes out with RETAIN; a later remote subscriber gets it."""
         r = self.remote()
