@@ -272,10 +272,14 @@ publish_local(struct bridge *b, const char *topic, const struct mqtt_publish *pu
               const struct origin *o, struct in_ack *a)
 {
     const struct midge_api *api = bridge_api(b);
-    static _Thread_local uint8_t props[65536 * 2 + 64];
-    static _Thread_local uint8_t ubuf[65536 + 128];
+    /* Room for what is kept of the remote's properties plus our midge-origin. */
+    size_t ucap = (size_t)pub->props.user_props.len + 128;
+    size_t cap = ucap + pub->props.content_type.len + pub->props.response_topic.len +
+                 pub->props.correlation_data.len + 64;
+    uint8_t *props = NULL;
+    uint8_t *ubuf = NULL;
     const midge_message *msg;
-    long plen;
+    long plen = -1;
     int rc;
 
     if (topic[0] == '$') {
@@ -293,7 +297,9 @@ publish_local(struct bridge *b, const char *topic, const struct mqtt_publish *pu
         }
         return;
     }
-    plen = local_props(pub, o, props, sizeof(props), ubuf, sizeof(ubuf));
+    if ((props = malloc(cap)) != NULL && (ubuf = malloc(ucap)) != NULL) {
+        plen = local_props(pub, o, props, cap, ubuf, ucap);
+    }
     msg = plen < 0 ? NULL
                    : api->message_new(bridge_self(b), topic, pub->payload.ptr, pub->payload.len,
                                       pub->qos, pub->retain, props, (uint32_t)plen,
@@ -301,9 +307,11 @@ publish_local(struct bridge *b, const char *topic, const struct mqtt_publish *pu
                                           ? pub->props.message_expiry
                                           : 0,
                                       0);
+    free(props);
+    free(ubuf);
     if (msg == NULL) {
         BLOG(b, MIDGE_LOG_WARNING, "cannot publish incoming message locally topic=%s: %s", topic,
-             plen < 0 ? "properties too large" : "invalid or out of memory");
+             plen < 0 ? "properties too large or out of memory" : "invalid or out of memory");
         if (a != NULL) {
             a->ready = 1; /* acknowledged and dropped: it would fail again */
         }
