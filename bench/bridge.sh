@@ -132,22 +132,25 @@ one_run() { # EDGE REMOTE -> "rate sent recv"
 
 median() { sort -n | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 
-declare -A med loss
-for pair in "midge mosquitto" "mosquitto mosquitto" "midge midge"; do
-    set -- $pair
-    rates=()
-    losses=()
-    for i in $(seq 1 "$runs"); do
+# Interleaved (run 1 of every pair, then run 2, ...): the machine is shared and
+# noisy, so a slow minute hits every pair rather than one.
+declare -A med loss rates losses
+pairs=("midge mosquitto" "mosquitto mosquitto" "midge midge")
+for i in $(seq 1 "$runs"); do
+    for pair in "${pairs[@]}"; do
+        set -- $pair
         line=$(one_run "$1" "$2")
         set -- $pair
         read -r rr ss aa <<< "$line"
         l=$((ss - aa))
         echo "$1 -> $2 run $i: delivered ${rr} msg/s, sent $ss, received $aa, loss $l"
-        rates+=("$rr")
-        losses+=("$l")
+        rates["$pair"]="${rates[$pair]:-} $rr"
+        losses["$pair"]="${losses[$pair]:-} $l"
     done
-    med["$pair"]=$(printf '%s\n' "${rates[@]}" | median)
-    loss["$pair"]=$(printf '%s\n' "${losses[@]}" | sort -n | tail -1)
+done
+for pair in "${pairs[@]}"; do
+    med["$pair"]=$(printf '%s\n' ${rates[$pair]} | median)
+    loss["$pair"]=$(printf '%s\n' ${losses[$pair]} | sort -n | tail -1)
 done
 
 summary=$(

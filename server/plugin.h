@@ -191,10 +191,15 @@ int plugin_session_publish(midge_session *s, const char *topic, const void *payl
 int plugin_session_ack(midge_session *s, uint32_t id);
 void plugin_session_redeliver(midge_session *s);
 void plugin_session_close(midge_session *s, int end);
+int plugin_session_publish_message(midge_session *s, const midge_message *msg,
+                                   void (*done)(void *arg, int result), void *arg);
+int plugin_session_released(midge_session *s, uint32_t id);
 
 struct qentry;
 /* proto_send_publish for an internal session's stand-in connection. Returns 0. [worker thread] */
 int plugin_isession_deliver(struct conn *c, const struct qentry *e, uint16_t pid, int dup);
+/* session_resume for a released QoS 2 delivery of an internal session (its `released` handler). */
+void plugin_isession_released(struct conn *c, uint16_t pid);
 
 /* Worker shutdown: frees the internal sessions' handles of worker w. [that worker] */
 void plugin_isessions_free(struct worker *w);

@@ -117,7 +117,9 @@ api_client_address(const midge_client *c)
 static int
 api_client_listener_port(const midge_client *c)
 {
-    return ((const struct conn *)c)->listener->port;
+    const struct conn *conn = (const struct conn *)c;
+
+    return conn->listener != NULL ? conn->listener->port : 0; /* 0: internal session */
 }
 
 static int
@@ -239,4 +241,6 @@ const struct midge_api plugin_api = {
     .reload_request = plugin_reload_request,
     .plugin_list = plugin_plugin_list,
     .metric_list = plugin_metric_list,
+    .session_publish_message = plugin_session_publish_message,
+    .session_released = plugin_session_released,
 };

@@ -26,7 +26,9 @@
 const char *
 plugin_client_listener_name(const midge_client *c)
 {
-    return ((const struct conn *)c)->listener->name;
+    const struct conn *conn = (const struct conn *)c;
+
+    return conn->listener != NULL ? conn->listener->name : NULL; /* NULL: internal session */
 }
 
 const char *

@@ -232,7 +232,8 @@ plugin_applies(const struct midge_plugin *p, const struct listener *l)
     if (!p->per_listener) {
         return 1;
     }
-    if (l->conf_port != p->listener_port) {
+    if (l == NULL || l->conf_port != p->listener_port) {
+        /* l NULL: an internal session, on no listener. */
         return 0;
     }
     if (l->bind_address == NULL || p->listener_address == NULL) {

@@ -10,6 +10,7 @@
  * session_ack() plays the client's PUBACK/PUBCOMP.
  */
 #include "plugin.h"
+#include "plugin_isession.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -25,25 +26,6 @@
 #include "subs.h"
 #include "topic.h"
 #include "worker.h"
-
-/*
- * A plugin's handle. Owned by the broker: linked on its home worker's
- * `isessions` list while open; freed by session_close or at worker shutdown.
- */
-struct midge_session {
-    struct conn vconn;            /* the stand-in connection; vconn.session is the session */
-    struct midge_plugin *plugin;
-    struct midge_session_handlers h;
-    void *arg;
-    uint32_t expiry;
-    uint16_t window;
-    int open;                     /* attached to its session; 0 once session_close was called */
-    int end;                      /* session_close(s, 1) */
-    int in_deliver;               /* inside h.deliver */
-    struct midge_session *next;   /* worker's list */
-    size_t id_len;
-    char id[];
-};
 
 static int
 on_home(const midge_session *ms)
@@ -166,6 +148,32 @@ plugin_isession_deliver(struct conn *c, const struct qentry *e, uint16_t pid, in
     ms->in_deliver++;
     ms->h.deliver(ms->arg, ms, (const midge_message *)e->msg, e->qos, e->retain, pid, dup);
     ms->in_deliver--;
+    return 0;
+}
+
+void
+plugin_isession_released(struct conn *c, uint16_t pid)
+{
+    midge_session *ms = c->sink;
+
+    if (!ms->open || ms->h.released == NULL) {
+        return; /* kept released in the session until a handler takes it */
+    }
+    ms->in_deliver++;
+    ms->h.released(ms->arg, ms, pid);
+    ms->in_deliver--;
+}
+
+int
+plugin_session_released(midge_session *ms, uint32_t id)
+{
+    if (!on_home(ms)) {
+        return -MIDGE_ESTATE;
+    }
+    if (id > 0 && id <= 65535) {
+        /* As a client's PUBREC (the PUBREL it would send has no wire here). */
+        session_ack(ms->vconn.session, MQTT_PUBREC, (uint16_t)id, 0);
+    }
     return 0;
 }
 
@@ -324,6 +332,7 @@ close_run(void *arg)
     midge_session *ms = arg;
     struct session *s = ms->vconn.session;
 
+    isession_pub_abandon(ms);
     if (worker_current() != NULL && s != NULL) {
         s->conn = NULL;
         ms->vconn.session = NULL;
@@ -360,6 +369,7 @@ plugin_isessions_free(struct worker *w)
     while (w->isessions != NULL) {
         midge_session *ms = w->isessions;
         w->isessions = ms->next;
+        isession_pub_abandon(ms);
         if (ms->vconn.session != NULL) {
             ms->vconn.session->conn = NULL;
         }

@@ -61,6 +61,8 @@ struct acl_hold {
 };
 
 /* proto_publish.c */
+/* memory_limit: 1 while messages hold more than `limit` bytes (checked every 10 ms per thread). */
+int proto_over_memory_limit(long long limit, double now);
 /* An inbound PUBLISH; `raw` is the whole packet (copied if an ACL decision waits). */
 int proto_publish(struct conn *c, const struct mqtt_publish *p, const uint8_t *raw,
                   size_t raw_len);

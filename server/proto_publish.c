@@ -96,8 +96,8 @@ publish_acl(struct conn *c, const struct mqtt_publish *p, const char *topic, siz
  * Summing the counter's shards costs ~64 cache lines, so each thread looks
  * at most every 10 ms (the limit is a guard, not an exact quota).
  */
-static int
-over_memory_limit(long long limit, double now)
+int
+proto_over_memory_limit(long long limit, double now)
 {
     static atomic_int logged;
     static __thread double checked_at;
@@ -290,7 +290,7 @@ proto_publish(struct conn *c, const struct mqtt_publish *p, const uint8_t *raw, 
         return proto_fail(c, MQTT_RC_RETAIN_NOT_SUPPORTED, "retain not available");
     }
     if ((p->qos > 0 && persist_refusing()) ||
-        (cfg->memory_limit > 0 && over_memory_limit(cfg->memory_limit, ev_now(c->w->loop)))) {
+        (cfg->memory_limit > 0 && proto_over_memory_limit(cfg->memory_limit, ev_now(c->w->loop)))) {
         /*
          * Storage failing or memory_limit reached: not accepted. QoS 0 is dropped;
          * v5 QoS 1/2 is told so (0x97); v3 gets no ack and sends again later.

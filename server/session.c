@@ -523,6 +523,8 @@ session_resume(struct session *s)
         struct qentry *e = ring_at(&s->inflight, i);
         if (e->state == QS_SENT) {
             proto_send_publish(s->conn, e, pid_of(e->seq), 1, now);
+        } else if (e->state == QS_RELEASED && s->conn->sink != NULL) {
+            plugin_isession_released(s->conn, pid_of(e->seq));
         } else if (e->state == QS_RELEASED) {
             proto_send_ack(s->conn, MQTT_PUBREL, pid_of(e->seq), 0);
         }

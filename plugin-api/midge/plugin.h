@@ -35,7 +35,7 @@ extern "C" {
 #endif
 
 #define MIDGE_ABI_MAJOR 1
-#define MIDGE_ABI_MINOR 0
+#define MIDGE_ABI_MINOR 1
 
 #if defined(__GNUC__)
 #define MIDGE_EXPORT __attribute__((visibility("default")))
@@ -360,6 +360,15 @@ struct midge_session_handlers {
      */
     void (*deliver)(void *arg, midge_session *s, const midge_message *msg, int qos, int retain,
                     uint32_t id, int dup);
+    /*
+     * ABI 1.1+: QoS 2 delivery `id` is in the released state (the plugin
+     * called api->session_released for it, possibly before a restart that
+     * restored it so): the message itself is gone; send its PUBREL again and
+     * call api->session_ack(s, id) on PUBCOMP. Called where deliver would
+     * be, by api->session_redeliver and when a present session opens.
+     * Without this handler such deliveries stay in the session unseen.
+     */
+    void (*released)(void *arg, midge_session *s, uint32_t id);
 };
 
 /*
@@ -547,7 +556,7 @@ struct midge_api {
     const char *(*client_username)(const midge_client *c); /* NULL: none */
     int (*client_protocol)(const midge_client *c);          /* 3, 4 or 5 */
     const char *(*client_address)(const midge_client *c);   /* "ip:port" */
-    int (*client_listener_port)(const midge_client *c);
+    int (*client_listener_port)(const midge_client *c);     /* 0: an internal session */
     int (*client_clean_start)(const midge_client *c);
     int (*client_keepalive)(const midge_client *c);
 
@@ -610,7 +619,7 @@ struct midge_api {
 
     /* ---- More about a client. [worker thread, during a hook about that client] ---- */
 
-    /* The listener's name, "ADDRESS:PORT" as in the broker's logs. Borrowed. */
+    /* The listener's name, "ADDRESS:PORT" as in the broker's logs; NULL for an internal session. Borrowed. */
     const char *(*client_listener_name)(const midge_client *c);
     /* Peer IP address as text (no port). Borrowed until the hook returns. */
     const char *(*client_peer_ip)(const midge_client *c);
@@ -860,6 +869,54 @@ struct midge_api {
      */
     int (*metric_list)(midge_plugin *self,
                        int (*cb)(void *arg, const struct midge_metric_info *info), void *arg);
+    /* ---- ABI 1.1+ ---- */
+
+    /*
+     * Publishes `msg` (built with api->message_new: topic, payload, QoS,
+     * RETAIN, properties, expiry) as internal session s, the way a client's
+     * PUBLISH is handled: the `acl` hooks (MIDGE_ACL_PUBLISH, then
+     * MIDGE_ACL_RETAIN when RETAIN is set; they get a ticket and may answer
+     * PENDING) and the `message_in` hooks run with the session as the client
+     * (api->client_id is its client id; it has no listener:
+     * client_listener_name is NULL and client_listener_port 0, and plugins
+     * limited to a listener do not see it); then the message is routed (the
+     * session's No Local subscriptions do not get it). Topics starting with
+     * '$' are refused. The message is borrowed: the broker takes its own
+     * reference (a message_in hook's edit routes a changed copy).
+     *
+     * done(arg, result), when done is not NULL, runs exactly once, on the
+     * home worker, in the order of the calls (possibly before this function
+     * returns):
+     *   0    routed and, with a persistence plugin, everything the publish
+     *        stored (deliveries to persistent sessions, a retained message)
+     *        is durable: the moment to acknowledge it upstream. Also 0 when
+     *        a message_in hook dropped it with reason 0.
+     *   > 0  not routed: the MQTT reason code a client would get (0x87 from
+     *        an ACL or its own code, 0x97 storage failing or memory_limit,
+     *        0x95 over message_size_limit, a message_in hook's code; 0x80:
+     *        out of memory, maybe routed).
+     *   -MIDGE_ESTATE  the handle was closed (session_close, shutdown)
+     *        first: not routed if an ACL decision was pending, else routed
+     *        but maybe not durable. done may then only release what arg
+     *        holds (no session_* call); it runs inside session_close or on
+     *        the home worker soon after.
+     * Returns 0 (done will run), -MIDGE_EINVAL, -MIDGE_ESTATE (not on the
+     * home worker, or closed) or -MIDGE_ENOMEM; done does not run then.
+     * [home worker]
+     */
+    int (*session_publish_message)(midge_session *s, const midge_message *msg,
+                                   void (*done)(void *arg, int result), void *arg);
+
+    /*
+     * QoS 2 delivery `id` was acknowledged with PUBREC where the plugin
+     * sent it: the session records it released (persisted, so after a
+     * restart it comes back through the `released` handler, never again as
+     * a PUBLISH [MQTT-4.3.3-5]) and drops the message. It stays in the
+     * inflight window until api->session_ack(s, id). Returns 0 (also for an
+     * id that is not a QoS 2 delivery of the session: nothing is recorded)
+     * or -MIDGE_ESTATE. [home worker]
+     */
+    int (*session_released)(midge_session *s, uint32_t id);
 };
 
 /* 1 when the broker's table has function `fn` (it lies within api->size and is set). */

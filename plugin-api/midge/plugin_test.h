@@ -118,7 +118,8 @@ struct midge_test_message {
     size_t len;
     int qos;
     int retain;
-    const char *session;  /* api->session_publish: the internal session's client id; else NULL */
+    const char *session;  /* api->session_publish(_message): the internal session's client id;
+                             else NULL. session_publish_message settles at once: done(arg, 0) */
 };
 
 /* An api->client_disconnect() request. Borrowed from the fake broker. */

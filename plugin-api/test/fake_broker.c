@@ -414,6 +414,8 @@ midge_test_set_api_size(midge_test_broker *fb, size_t size)
     API_CUT(a, size, client_list);
     API_CUT(a, size, retained_list);
     API_CUT(a, size, reload_request);
+    API_CUT(a, size, session_publish_message);
+    API_CUT(a, size, session_released);
     rc = 0;
 out:
     return rc;

@@ -223,6 +223,46 @@ api_session_publish(midge_session *s, const char *topic, const void *payload, ui
     return fake_publish_record(s->plugin, s->id, topic, payload, len, qos, retain);
 }
 
+/*
+ * ABI 1.1: recorded like session_publish (topic, payload, QoS, RETAIN; the
+ * fake broker runs no ACL or message_in hooks here and does not route), then
+ * settled at once: done(arg, 0) before returning.
+ */
+static int
+api_session_publish_message(midge_session *s, const midge_message *msg,
+                            void (*done)(void *arg, int result), void *arg)
+{
+    const struct midge_api *api;
+    const char *topic;
+    const void *payload;
+    uint32_t len = 0;
+    int rc;
+
+    if (!usable(s, "session_publish_message")) {
+        return -MIDGE_ESTATE;
+    }
+    api = &s->fb->api;
+    if (msg == NULL || (topic = midge_test_message_topic(msg)) == NULL ||
+        topic[0] == '$') {
+        return -MIDGE_EINVAL;
+    }
+    payload = api->message_payload(msg, &len);
+    rc = fake_publish_record(s->plugin, s->id, topic, payload, len, api->message_qos(msg),
+                             api->message_retain(msg));
+    if (rc == 0 && done != NULL) {
+        done(arg, 0);
+    }
+    return rc;
+}
+
+/* ABI 1.1: accepted; the fake broker keeps no released state (no restart to survive). */
+static int
+api_session_released(midge_session *s, uint32_t id)
+{
+    (void)id;
+    return usable(s, "session_released") ? 0 : -MIDGE_ESTATE;
+}
+
 /* Delivers what waits while the window has room, in order. Without fb->lock held. */
 static void
 pump(midge_session *s)
@@ -367,6 +407,8 @@ fake_isessions_api_fill(struct midge_api *a)
     a->session_ack = api_session_ack;
     a->session_redeliver = api_session_redeliver;
     a->session_close = api_session_close;
+    a->session_publish_message = api_session_publish_message;
+    a->session_released = api_session_released;
 }
 
 /* The live (not ended) record of client_id, with fb->lock held. */

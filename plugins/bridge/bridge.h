@@ -8,7 +8,8 @@
  *   outgoing.c  local -> remote: the internal session's deliveries, held in
  *               order, sent within the remote's Receive Maximum, acknowledged
  *               to the session only on the remote's ack
- *   inbound.c   remote -> local: topic mapping, QoS 1/2 towards the remote
+ *   inbound.c   remote -> local: topic mapping, publishing through the hooks,
+ *               QoS 1/2 acknowledged to the remote once settled locally
  *   notify.c    connection state notifications and the will
  *
  * Threads: a bridge lives on its internal session's home worker. Everything
@@ -62,7 +63,7 @@ struct bbuf {
 struct held {
     struct held *prev;
     struct held *next;
-    const midge_message *msg;  /* a reference (api->message_ref) */
+    const midge_message *msg;  /* a reference (api->message_ref); NULL when restored released */
     uint16_t id;               /* the session's id, also our packet id towards the remote */
     uint8_t qos;               /* delivery QoS towards the remote */
     uint8_t retain;
@@ -88,6 +89,7 @@ enum link_state {
     LINK_UP,
     LINK_BACKOFF,       /* waiting to reconnect */
     LINK_STOPPED,       /* start_type once after a failure, or being removed */
+    LINK_LAZY,          /* start_type lazy: not connected until `threshold` messages wait */
 };
 
 /* Commands from the main thread (struct bridge.cmd). */
@@ -98,6 +100,7 @@ enum bridge_cmd {
 };
 
 struct bridge_tls;
+struct in_ack;
 
 /*
  * One bridge. Created by the main thread (plugin.c); from session_open on,
@@ -130,6 +133,9 @@ struct bridge {
     int watch_events;
     midge_timer *timer;              /* backoff / connect timeout */
     midge_timer *ka_timer;           /* keepalive */
+    midge_timer *idle_timer;         /* start_type lazy: every idle_timeout while up */
+    uint64_t activity;               /* packets in and PUBLISHes out, for idle_timeout */
+    uint64_t idle_seen;              /* `activity` at the last idle check */
     int ping_out;                    /* PINGREQ sent, no packet since */
     int ka_keepalive;                /* keepalive used on this connection (server may set it) */
     size_t addr_idx;
@@ -161,7 +167,9 @@ struct bridge {
     struct held *cursor;             /* first HELD_WAITING not yet sent, or NULL */
     uint64_t drops;
     /* inbound */
-    uint8_t qos2_in[8192];           /* bitmap of QoS 2 packet ids awaiting PUBREL */
+    uint8_t qos2_in[8192];           /* bitmap of QoS 2 packet ids published, awaiting PUBREL */
+    struct in_ack *acks_head;        /* acknowledgements owed to the remote, in order (inbound.c) */
+    struct in_ack *acks_tail;
 };
 
 /* One parsed bridges file. Owned by ctx->generations. */
@@ -180,20 +188,34 @@ int link_send(struct bridge *b, const struct mqtt_packet *p);
 void link_flush(struct bridge *b);
 void link_on_kick(void *arg, int fd, int revents);
 int link_tls_on(const struct bridge *b);
+/* The first start of a bridge: connects, or with start_type lazy waits for messages. */
+void link_begin(struct bridge *b);
+/* start_type lazy: connects once `threshold` messages wait. */
+void link_lazy_check(struct bridge *b);
 
 /* outgoing.c */
 int out_send_publish(struct bridge *b, const midge_message *msg, int qos, int retain,
                      uint16_t pid, int dup, const struct origin *o);
 void out_deliver(void *arg, midge_session *s, const midge_message *msg, int qos, int retain,
                  uint32_t id, int dup);
+/* The session hands back a QoS 2 delivery released before (a restart): PUBREL it again. */
+void out_released(void *arg, midge_session *s, uint32_t id);
 void out_pump(struct bridge *b);
 void out_on_ack(struct bridge *b, const struct mqtt_packet *p);
 void out_link_lost(struct bridge *b);
 void out_free(struct bridge *b);
+/*
+ * The user properties of `in` without any midge-origin, then ours for `o`,
+ * encoded (0x26 included) into buf. Returns the length, 0 when they do not fit.
+ */
+size_t bridge_user_props_with_origin(const struct mqtt_props *in, const struct origin *o,
+                                     uint8_t *buf, size_t cap);
 
 /* inbound.c */
 void in_on_packet(struct bridge *b, const struct mqtt_packet *p);
 void in_link_up(struct bridge *b, int session_present);
+/* The connection ended (or the bridge stops): acknowledgements owed on it are dropped. */
+void in_link_lost(struct bridge *b);
 
 /* plugin.c: topic mapping (NULL when no rule applies), [any thread] */
 const struct bridge_topic *bridge_rule_out(const struct bridge_conf *c, const char *local_topic);

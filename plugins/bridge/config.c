@@ -302,6 +302,8 @@ start_connection(struct parser *p, char **tok, int ntok)
     c->attempt_unsubscribe = 1;
     c->outgoing_retain = 1;
     c->queue_max_messages = 10000;
+    c->idle_timeout = 60;
+    c->threshold = 10;
     c->forward_bridged = 1;
     if (p->cur == NULL) {
         p->head = c;
@@ -321,8 +323,6 @@ static const struct {
                        "(ACL on bridged traffic: docs/bridge.md)"},
     {"local_password", "the local side of a midge bridge is an internal session with no login"},
     {"bridge_require_ocsp", "OCSP stapling checks are not supported"},
-    {"idle_timeout", "start_type lazy is not supported, so idle_timeout has no meaning"},
-    {"threshold", "start_type lazy is not supported, so threshold has no meaning"},
 };
 
 /* Words of the broker's own config that do not belong in a bridges file. */
@@ -453,11 +453,20 @@ one_line(struct parser *p, char **tok, int ntok)
         } else if (strcmp(v, "once") == 0) {
             c->start_type = BRIDGE_START_ONCE;
         } else if (strcmp(v, "lazy") == 0) {
-            return fail(p, "start_type lazy is not supported (automatic or once): a midge bridge "
-                           "queues in its session while the link is down");
+            c->start_type = BRIDGE_START_LAZY;
         } else {
-            return fail(p, "start_type must be automatic or once, not \"%s\"", v);
+            return fail(p, "start_type must be automatic, lazy or once, not \"%s\"", v);
         }
+    } else if (strcmp(k, "idle_timeout") == 0) {
+        if (parse_uint(p, k, v, 1, 86400 * 365, &n) != 0) {
+            return -1;
+        }
+        c->idle_timeout = (uint32_t)n;
+    } else if (strcmp(k, "threshold") == 0) {
+        if (parse_uint(p, k, v, 1, 65535, &n) != 0) {
+            return -1;
+        }
+        c->threshold = (uint32_t)n;
     } else if (strcmp(k, "remote_profile") == 0) {
         if (strcmp(v, "generic") == 0) {
             c->profile = BRIDGE_PROFILE_GENERIC;
@@ -785,6 +794,7 @@ bridge_conf_same(const struct bridge_conf *a, const struct bridge_conf *b)
         a->notifications_local_only != b->notifications_local_only ||
         a->restart_base != b->restart_base || a->restart_cap != b->restart_cap ||
         a->round_robin != b->round_robin || a->start_type != b->start_type ||
+        a->idle_timeout != b->idle_timeout || a->threshold != b->threshold ||
         a->attempt_unsubscribe != b->attempt_unsubscribe ||
         a->outgoing_retain != b->outgoing_retain || a->max_packet_size != b->max_packet_size ||
         a->queue_max_messages != b->queue_max_messages ||

@@ -18,6 +18,7 @@ enum bridge_dir {
 enum bridge_start {
     BRIDGE_START_AUTOMATIC = 0,
     BRIDGE_START_ONCE = 1,
+    BRIDGE_START_LAZY = 2,   /* connect once `threshold` messages wait; idle_timeout: disconnect */
 };
 
 enum bridge_profile {
@@ -73,6 +74,8 @@ struct bridge_conf {
     double restart_cap;          /* == base: constant delay */
     int round_robin;
     int start_type;              /* enum bridge_start */
+    uint32_t idle_timeout;       /* lazy: seconds without traffic before disconnecting */
+    uint32_t threshold;          /* lazy: messages waiting that make it connect */
     int attempt_unsubscribe;
     int outgoing_retain;
     uint32_t max_packet_size;    /* 0: no limit of ours */

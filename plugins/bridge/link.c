@@ -111,6 +111,7 @@ close_socket(struct bridge *b)
     }
     stop_timer(b, &b->timer);
     stop_timer(b, &b->ka_timer);
+    stop_timer(b, &b->idle_timer);
     b->in.len = b->in.off = 0;
     b->out.len = b->out.off = 0;
     b->ping_out = 0;
@@ -199,6 +200,10 @@ send_connect(struct bridge *b)
     struct mqtt_packet p;
     struct mqtt_connect *cn = &p.u.connect;
     static const char down[] = "0";
+    struct origin me = {b->ctx->loop.node, 0};
+    uint8_t uprops[64];
+    size_t ulen;
+    size_t vl;
     size_t n;
     size_t at;
 
@@ -233,6 +238,19 @@ send_connect(struct bridge *b)
         /* cleansession false keeps the remote session (and its queue for `in` topics). */
         cn->props.present = MQTT_PBIT(MQTT_PROP_SESSION_EXPIRY);
         cn->props.session_expiry = c->cleansession ? 0 : 0xFFFFFFFFu;
+        /* A midge remote then gives what we subscribe to a midge-origin (loop.h). */
+        ulen = 0;
+        uprops[ulen++] = MQTT_PROP_USER_PROPERTY;
+        uprops[ulen++] = 0;
+        uprops[ulen++] = (uint8_t)(sizeof(LOOP_BRIDGE_PROP) - 1);
+        memcpy(uprops + ulen, LOOP_BRIDGE_PROP, sizeof(LOOP_BRIDGE_PROP) - 1);
+        ulen += sizeof(LOOP_BRIDGE_PROP) - 1;
+        vl = loop_format(&me, (char *)uprops + ulen + 2);
+        uprops[ulen++] = 0;
+        uprops[ulen++] = (uint8_t)vl;
+        ulen += vl;
+        cn->props.user_props.ptr = uprops;
+        cn->props.user_props.len = (uint32_t)ulen;
     }
     n = mqtt_encode(&p, b->version, NULL, 0);
     if (n == 0 || bbuf_reserve(&b->out, n) != 0) {
@@ -454,10 +472,61 @@ probe_cb(void *arg, midge_timer *t)
 }
 
 /* All SUBACK/UNSUBACK are in: the link carries traffic. */
+/*
+ * start_type lazy: no traffic (and nothing waiting for the remote) for a
+ * whole idle_timeout: disconnect until `threshold` messages wait again.
+ */
+static void
+idle_cb(void *arg, midge_timer *t)
+{
+    struct bridge *b = arg;
+
+    (void)t;
+    if (b->state != LINK_UP) {
+        return;
+    }
+    if (b->activity != b->idle_seen || b->nheld > 0 || b->acks_head != NULL) {
+        b->idle_seen = b->activity;
+        return;
+    }
+    link_stop(b, "idle_timeout (start_type lazy)");
+    b->state = LINK_LAZY;
+    BLOG(b, MIDGE_LOG_NOTICE, "idle for %us: disconnected until %u messages wait "
+         "(start_type lazy)", (unsigned)b->conf->idle_timeout, (unsigned)b->conf->threshold);
+}
+
+void
+link_begin(struct bridge *b)
+{
+    if (b->conf->start_type != BRIDGE_START_LAZY) {
+        link_start(b);
+        return;
+    }
+    b->state = LINK_LAZY;
+    BLOG(b, MIDGE_LOG_NOTICE, "waiting for %u messages before connecting (start_type lazy)",
+         (unsigned)b->conf->threshold);
+    link_lazy_check(b);
+}
+
+void
+link_lazy_check(struct bridge *b)
+{
+    if (b->state == LINK_LAZY && b->nheld >= b->conf->threshold) {
+        BLOG(b, MIDGE_LOG_NOTICE, "%u messages waiting: connecting (start_type lazy)",
+             (unsigned)b->nheld);
+        link_start(b);
+    }
+}
+
 void
 link_ready(struct bridge *b)
 {
     b->state = LINK_UP;
+    if (b->conf->start_type == BRIDGE_START_LAZY && b->idle_timer == NULL) {
+        b->idle_seen = b->activity;
+        b->idle_timer = bridge_api(b)->timer_start(bridge_self(b), b->conf->idle_timeout,
+                                                   b->conf->idle_timeout, idle_cb, b);
+    }
     if (!b->conf->round_robin && b->addr_idx != 0 && b->probe_timer == NULL) {
         b->probe_timer = bridge_api(b)->timer_start(bridge_self(b), b->conf->restart_cap,
                                                     b->conf->restart_cap, probe_cb, b);
@@ -470,6 +539,9 @@ static void
 on_packet(struct bridge *b, const struct mqtt_packet *p)
 {
     b->ping_out = 0;
+    if (p->type != MQTT_PINGRESP) {
+        b->activity++;
+    }
     if (b->state == LINK_CONNACK) {
         if (p->type != MQTT_CONNACK) {
             link_drop(b, "protocol error: expected CONNACK");
@@ -830,12 +902,14 @@ link_drop(struct bridge *b, const char *why)
 {
     int was_up = b->state == LINK_UP || b->state == LINK_SUBSCRIBING;
 
-    if (b->state == LINK_BACKOFF || b->state == LINK_STOPPED || b->state == LINK_IDLE) {
+    if (b->state == LINK_BACKOFF || b->state == LINK_STOPPED || b->state == LINK_IDLE ||
+        b->state == LINK_LAZY) {
         return;
     }
     snprintf(b->reason, sizeof(b->reason), "%s", why);
     close_socket(b);
     out_link_lost(b);
+    in_link_lost(b);
     if (was_up) {
         notify_state(b, 0);
         BLOG(b, MIDGE_LOG_NOTICE, "disconnected reason=\"%s\"", why);
@@ -882,6 +956,7 @@ link_stop(struct bridge *b, const char *why)
     BLOG(b, MIDGE_LOG_NOTICE, "stopped reason=\"%s\"", why);
     close_socket(b);
     out_link_lost(b);
+    in_link_lost(b);
     b->state = LINK_STOPPED;
 }
 

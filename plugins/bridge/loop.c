@@ -1,6 +1,6 @@
 /*
- * Loop prevention and duplicate suppression (loop.h). The tables are shared
- * by every bridge of the instance and by the message_in hook, so they sit
+ * Loop prevention and duplicate suppression (loop.h). The window is shared
+ * by every bridge of the instance and by the message_in hook, so it sits
  * behind one mutex; each operation is a few probes.
  */
 #include "loop.h"
@@ -15,19 +15,6 @@
 
 #define SLOTS (2 * LOOP_WINDOW) /* a power of two: at most half full */
 
-/*
- * The message a bridge is publishing locally on this thread right now
- * (loop_inject_begin/end). Thread-local, not global state: it is set and
- * cleared around one api->session_publish call on the home worker, and the
- * broker delivers to same-worker sessions and runs internal subscriptions
- * inside that call, so only code on this thread and stack can see it.
- */
-static _Thread_local struct {
-    struct bridge_ctx *ctx;
-    const char *topic;
-    struct origin o;
-} injecting;
-
 static size_t
 slot_of(const struct origin *o)
 {
@@ -40,7 +27,7 @@ slot_of(const struct origin *o)
 }
 
 static int
-table_init(struct loop_table *t, int with_vals)
+table_init(struct loop_table *t)
 {
     int g;
 
@@ -48,9 +35,6 @@ table_init(struct loop_table *t, int with_vals)
     for (g = 0; g < 2; g++) {
         t->keys[g] = calloc(SLOTS, sizeof(struct origin));
         if (t->keys[g] == NULL) {
-            return -1;
-        }
-        if (with_vals && (t->vals[g] = calloc(SLOTS, sizeof(struct origin))) == NULL) {
             return -1;
         }
     }
@@ -64,7 +48,6 @@ table_free(struct loop_table *t)
 
     for (g = 0; g < 2; g++) {
         free(t->keys[g]);
-        free(t->vals[g]);
     }
     memset(t, 0, sizeof(*t));
 }
@@ -84,23 +67,17 @@ find(const struct loop_table *t, int g, const struct origin *k)
     return -1;
 }
 
-/* Adds k (with value v for a map) to generation 0, rotating generations when it is full. */
+/* Adds k to generation 0, rotating generations when it is full. */
 static void
-insert(struct loop_table *t, const struct origin *k, const struct origin *v)
+insert(struct loop_table *t, const struct origin *k)
 {
     size_t i;
 
     if (t->count >= LOOP_WINDOW) {
         struct origin *ok = t->keys[1];
-        struct origin *ov = t->vals[1];
         t->keys[1] = t->keys[0];
-        t->vals[1] = t->vals[0];
         memset(ok, 0, SLOTS * sizeof(*ok));
-        if (ov != NULL) {
-            memset(ov, 0, SLOTS * sizeof(*ov));
-        }
         t->keys[0] = ok;
-        t->vals[0] = ov;
         t->count = 0;
     }
     i = slot_of(k);
@@ -114,9 +91,6 @@ insert(struct loop_table *t, const struct origin *k, const struct origin *v)
         t->count++;
     }
     t->keys[0][i] = *k;
-    if (v != NULL) {
-        t->vals[0][i] = *v;
-    }
 }
 
 int
@@ -129,7 +103,7 @@ loop_init(struct loop_state *ls)
         }
     }
     pthread_mutex_init(&ls->lock, NULL);
-    if (table_init(&ls->seen, 0) != 0 || table_init(&ls->map, 1) != 0) {
+    if (table_init(&ls->seen) != 0) {
         loop_free(ls);
         return -1;
     }
@@ -139,10 +113,15 @@ loop_init(struct loop_state *ls)
 void
 loop_free(struct loop_state *ls)
 {
+    size_t i;
+
     table_free(&ls->seen);
-    table_free(&ls->map);
-    free(ls->subs);
-    ls->subs = NULL;
+    for (i = 0; i < ls->npull; i++) {
+        free(ls->pull[i]);
+    }
+    free(ls->pull);
+    ls->pull = NULL;
+    ls->npull = 0;
     pthread_mutex_destroy(&ls->lock);
 }
 
@@ -157,7 +136,7 @@ loop_seen(struct loop_state *ls, const struct origin *o)
     pthread_mutex_lock(&ls->lock);
     seen = find(&ls->seen, 0, o) >= 0 || find(&ls->seen, 1, o) >= 0;
     if (!seen) {
-        insert(&ls->seen, o, NULL);
+        insert(&ls->seen, o);
     } else {
         ls->dropped++;
     }
@@ -213,111 +192,61 @@ loop_origin_of(const struct midge_api *api, const midge_message *m, struct origi
     return 0;
 }
 
-void
-loop_inject_begin(struct bridge_ctx *ctx, const struct origin *o, const char *topic)
-{
-    injecting.ctx = ctx;
-    injecting.topic = topic;
-    injecting.o = *o;
-}
-
-void
-loop_inject_end(void)
-{
-    injecting.ctx = NULL;
-    injecting.topic = NULL;
-}
-
-static int
-injected_here(struct bridge_ctx *ctx, const midge_message *m)
-{
-    return injecting.ctx == ctx && strcmp(ctx->api->message_topic(m), injecting.topic) == 0;
-}
-
-static void
-remember(struct bridge_ctx *ctx, uint64_t msg_id, const struct origin *o)
-{
-    struct origin k = {1, msg_id};
-
-    pthread_mutex_lock(&ctx->loop.lock);
-    insert(&ctx->loop.map, &k, o);
-    pthread_mutex_unlock(&ctx->loop.lock);
-}
-
 int
 loop_classify(struct bridge_ctx *ctx, const midge_message *m, struct origin *o)
 {
-    const struct midge_api *api = ctx->api;
-    uint64_t id = api->message_id(m);
-    struct origin k = {1, id};
-    long i;
-    int g;
-
-    if (injected_here(ctx, m)) {
-        *o = injecting.o;
-        remember(ctx, id, o);
-        return 1;
-    }
-    pthread_mutex_lock(&ctx->loop.lock);
-    for (g = 0; g < 2; g++) {
-        if ((i = find(&ctx->loop.map, g, &k)) >= 0) {
-            *o = ctx->loop.map.vals[g][i];
-            pthread_mutex_unlock(&ctx->loop.lock);
-            return 1;
-        }
-    }
-    pthread_mutex_unlock(&ctx->loop.lock);
-    if (loop_origin_of(api, m, o)) {
+    if (loop_origin_of(ctx->api, m, o)) {
         return 1;
     }
     o->node = ctx->loop.node;
-    o->id = id;
+    o->id = ctx->api->message_id(m);
     return 0;
 }
 
-/* Internal subscription: runs inside the publish, on its thread. [any worker] */
-static void
-on_local(void *arg, const midge_message *m)
+void
+loop_new_origin(struct loop_state *ls, struct origin *o)
 {
-    struct bridge_ctx *ctx = arg;
+    static atomic_uint_fast64_t next;
 
-    if (injected_here(ctx, m)) {
-        remember(ctx, ctx->api->message_id(m), &injecting.o);
-    }
+    o->node = ls->node;
+    /* The top bit keeps these apart from message ids, the other ids of this node. */
+    o->id = (1ull << 63) | (uint64_t)atomic_fetch_add(&next, 1);
 }
 
 void
-loop_watch(struct bridge_ctx *ctx)
+loop_pull_add(struct loop_state *ls, const char *filter)
 {
-    struct loop_state *ls = &ctx->loop;
-    const struct midge_api *api = ctx->api;
-    struct bridge *b;
-    size_t n = 0;
     size_t i;
 
-    for (i = 0; i < ls->nsubs; i++) {
-        api->unsubscribe(ctx->self, ls->subs[i]);
+    pthread_mutex_lock(&ls->lock);
+    for (i = 0; i < ls->npull && strcmp(ls->pull[i], filter) != 0; i++) {
     }
-    ls->nsubs = 0;
-    for (b = ctx->bridges; b != NULL; b = b->next) {
-        n += b->latest->ntopics;
-    }
-    free(ls->subs);
-    ls->subs = calloc(n + 1, sizeof(*ls->subs));
-    if (ls->subs == NULL) {
-        return;
-    }
-    for (b = ctx->bridges; b != NULL; b = b->next) {
-        for (i = 0; i < b->latest->ntopics; i++) {
-            const struct bridge_topic *t = &b->latest->topics[i];
-            midge_subscription *s;
-            if (!(t->dir & BRIDGE_IN) || t->local_filter[0] == '$') {
-                continue;
-            }
-            s = api->subscribe(ctx->self, t->local_filter, on_local, ctx);
-            if (s != NULL) {
-                ls->subs[ls->nsubs++] = s;
+    if (i == ls->npull && ls->npull < LOOP_PULL_MAX) {
+        char **v = realloc(ls->pull, (ls->npull + 1) * sizeof(*v));
+        if (v != NULL) {
+            ls->pull = v;
+            if ((v[ls->npull] = strdup(filter)) != NULL) {
+                ls->npull++;
+                atomic_store(&ls->npull_seen, ls->npull);
             }
         }
     }
+    pthread_mutex_unlock(&ls->lock);
+}
+
+int
+loop_pulled(struct loop_state *ls, const char *topic)
+{
+    size_t i;
+    int hit = 0;
+
+    if (atomic_load_explicit(&ls->npull_seen, memory_order_relaxed) == 0) {
+        return 0;
+    }
+    pthread_mutex_lock(&ls->lock);
+    for (i = 0; i < ls->npull && !hit; i++) {
+        hit = bridge_topic_match(ls->pull[i], topic);
+    }
+    pthread_mutex_unlock(&ls->lock);
+    return hit;
 }

@@ -64,7 +64,9 @@ finish(struct bridge *b, struct held *h)
         b->inflight--;
     }
     unlink_held(b, h);
-    bridge_api(b)->message_unref(h->msg);
+    if (h->msg != NULL) {
+        bridge_api(b)->message_unref(h->msg);
+    }
     free(h);
     bridge_api(b)->session_ack(b->s, id);
 }
@@ -96,8 +98,8 @@ remote_topic(const struct bridge *b, const char *topic, char *buf, size_t cap)
  * buf (encoded pairs, 0x26 included). Returns the length, or 0 when they do
  * not fit.
  */
-static size_t
-user_props_with_origin(const struct mqtt_props *in, const struct origin *o, uint8_t *buf,
+size_t
+bridge_user_props_with_origin(const struct mqtt_props *in, const struct origin *o, uint8_t *buf,
                        size_t cap)
 {
     uint32_t pos = 0;
@@ -193,7 +195,7 @@ out_send_publish(struct bridge *b, const midge_message *msg, int qos, int retain
             p.u.publish.props.present |= MQTT_PBIT(MQTT_PROP_MESSAGE_EXPIRY);
             p.u.publish.props.message_expiry = expiry;
         }
-        ulen = user_props_with_origin(&p.u.publish.props, o, ubuf, sizeof(ubuf));
+        ulen = bridge_user_props_with_origin(&p.u.publish.props, o, ubuf, sizeof(ubuf));
         if (ulen == 0) {
             count_drop(b, topic, "user properties too large to forward");
             return 1;
@@ -216,6 +218,7 @@ out_send_publish(struct bridge *b, const midge_message *msg, int qos, int retain
         return -1;
     }
     api->metric_add(b->ctx->m_sent, 1);
+    b->activity++;
     return 0;
 }
 
@@ -259,6 +262,8 @@ out_pump(struct bridge *b)
     }
     link_flush(b);
 }
+
+static void held_append(struct bridge *b, struct held *h);
 
 void
 out_deliver(void *arg, midge_session *s, const midge_message *msg, int qos, int retain,
@@ -318,6 +323,15 @@ out_deliver(void *arg, midge_session *s, const midge_message *msg, int qos, int 
     h->dup = (uint8_t)(dup != 0);
     h->bytes = plen + (uint32_t)strlen(api->message_topic(msg));
     h->origin = o;
+    held_append(b, h);
+    link_lazy_check(b);
+    out_pump(b);
+}
+
+/* Appends h to the held list (and the send cursor). */
+static void
+held_append(struct bridge *b, struct held *h)
+{
     h->prev = b->tail;
     if (b->tail != NULL) {
         b->tail->next = h;
@@ -328,9 +342,29 @@ out_deliver(void *arg, midge_session *s, const midge_message *msg, int qos, int 
     if (b->cursor == NULL) {
         b->cursor = h;
     }
-    b->by_id[id] = h;
+    b->by_id[h->id] = h;
     b->nheld++;
     b->held_bytes += h->bytes;
+}
+
+void
+out_released(void *arg, midge_session *s, uint32_t id)
+{
+    struct bridge *b = arg;
+    struct held *h;
+
+    if (b->s != s || id == 0 || id > 65535 || b->by_id[id] != NULL) {
+        return; /* not ours, or held already (it keeps its state) */
+    }
+    h = calloc(1, sizeof(*h));
+    if (h == NULL) {
+        return; /* stays released in the session: handed back at the next open */
+    }
+    h->id = (uint16_t)id;
+    h->qos = 2;
+    h->state = HELD_RELEASED;
+    held_append(b, h);
+    link_lazy_check(b);
     out_pump(b);
 }
 
@@ -347,10 +381,12 @@ out_on_ack(struct bridge *b, const struct mqtt_packet *p)
         char why[96];
         snprintf(why, sizeof(why), "refused by the remote: %s (0x%02x)", mqtt_rc_name(p->u.ack.rc),
                  p->u.ack.rc);
-        count_drop(b, bridge_api(b)->message_topic(h->msg), why);
+        count_drop(b, h->msg != NULL ? bridge_api(b)->message_topic(h->msg) : "(released)", why);
         finish(b, h);
     } else if (p->type == MQTT_PUBREC && h->state == HELD_SENT && h->qos == 2) {
         h->state = HELD_RELEASED;
+        /* Recorded (persisted) first: after a restart it is released again, never re-sent. */
+        bridge_api(b)->session_released(b->s, id);
         send_pubrel(b, id);
     } else if ((p->type == MQTT_PUBACK && h->state == HELD_SENT) ||
                (p->type == MQTT_PUBCOMP && h->state == HELD_RELEASED)) {
@@ -379,7 +415,9 @@ out_free(struct bridge *b)
     while (b->head != NULL) {
         struct held *h = b->head;
         b->head = h->next;
-        bridge_api(b)->message_unref(h->msg);
+        if (h->msg != NULL) {
+            bridge_api(b)->message_unref(h->msg);
+        }
         free(h);
     }
     b->tail = b->cursor = NULL;

@@ -31,7 +31,11 @@ MIDGE_PLUGIN_DECLARE_OPTIONS("bridge", "1.0", "bridges to other MQTT brokers (mo
 static void opened(void *arg, midge_session *s, int present);
 
 static const struct midge_session_handlers handlers = {
-    sizeof(struct midge_session_handlers), opened, out_deliver};
+    .size = sizeof(struct midge_session_handlers),
+    .opened = opened,
+    .deliver = out_deliver,
+    .released = out_released,
+};
 
 const struct bridge_topic *
 bridge_rule_out(const struct bridge_conf *c, const char *topic)
@@ -102,6 +106,7 @@ teardown(struct bridge *b, int end)
         b->kick_watch = NULL;
     }
     out_free(b);
+    in_link_lost(b); /* before session_close: its pending publishes settle as orphans */
     if (b->s != NULL) {
         api->session_close(b->s, end);
         b->s = NULL;
@@ -196,7 +201,7 @@ opened(void *arg, midge_session *s, int present)
         }
     }
     BLOG(b, MIDGE_LOG_INFO, "session %s open present=%d", b->conf->local_clientid, present);
-    link_start(b);
+    link_begin(b);
 }
 
 static struct bridge *
@@ -382,7 +387,6 @@ reload(void *state)
         ctx->bridges = b;
         begin(b);
     }
-    loop_watch(ctx);
     return 0;
 }
 
@@ -420,14 +424,57 @@ message_in(void *state, midge_client *client, const midge_message *msg, midge_me
     struct bridge_ctx *ctx = state;
     struct origin o;
 
-    (void)client;
-    (void)edit;
-    if (loop_origin_of(ctx->api, msg, &o) && loop_seen(&ctx->loop, &o)) {
-        ctx->api->metric_add(ctx->m_loops, 1);
-        *reason = 0; /* acknowledged with success: the sender must not send it again */
-        return MIDGE_DENY;
+    if (ctx->api->client_listener_name(client) == NULL) {
+        /* An internal session: a bridge's own inbound publish, checked before it was made. */
+        return MIDGE_DEFER;
+    }
+    if (loop_origin_of(ctx->api, msg, &o)) {
+        if (loop_seen(&ctx->loop, &o)) {
+            ctx->api->metric_add(ctx->m_loops, 1);
+            *reason = 0; /* acknowledged with success: the sender must not send it again */
+            return MIDGE_DENY;
+        }
+    } else if (loop_pulled(&ctx->loop, ctx->api->message_topic(msg))) {
+        /*
+         * A midge peer's bridge subscribed to this here: the copy it pulls and
+         * the copies our bridges push must carry the same origin.
+         */
+        char val[48];
+        loop_new_origin(&ctx->loop, &o);
+        val[loop_format(&o, val)] = '\0';
+        ctx->api->edit_user_property_add(edit, LOOP_PROP, val);
     }
     return MIDGE_DEFER;
+}
+
+/* 1 when the client is a midge bridge (its MQTT 5 CONNECT said so). */
+static int
+is_midge_bridge(const struct midge_api *api, const midge_client *client)
+{
+    size_t pos = 0;
+    const char *k;
+    const char *v;
+    size_t kl;
+    size_t vl;
+
+    while (api->client_user_property_next(client, &pos, &k, &kl, &v, &vl)) {
+        if (kl == sizeof(LOOP_BRIDGE_PROP) - 1 && memcmp(k, LOOP_BRIDGE_PROP, kl) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* A subscription was granted: a midge peer's bridge pulling from us? [worker thread] */
+static void
+subscribed(void *state, midge_client *client, const char *filter, int qos)
+{
+    struct bridge_ctx *ctx = state;
+
+    (void)qos;
+    if (is_midge_bridge(ctx->api, client)) {
+        loop_pull_add(&ctx->loop, filter);
+    }
 }
 
 static const struct midge_hooks hooks = {
@@ -435,6 +482,7 @@ static const struct midge_hooks hooks = {
     .reload = reload,
     .thread_stop = thread_stop,
     .message_in = message_in,
+    .subscribed = subscribed,
 };
 
 int
@@ -446,8 +494,9 @@ midge_plugin_init(midge_plugin *self, const struct midge_api *api, void **state)
     const char *path;
     int rc;
 
-    if (!MIDGE_API_HAS(api, session_close) || !MIDGE_API_HAS(api, message_new)) {
-        api->set_error(self, "this broker has no internal sessions (ABI 1.0 with sessions needed)");
+    if (!MIDGE_API_HAS(api, session_publish_message)) {
+        api->set_error(self, "this broker's plugin ABI %u.%u lacks session_publish_message "
+                       "(ABI 1.1 needed)", (unsigned)api->abi_major, (unsigned)api->abi_minor);
         return -MIDGE_ENOTSUP;
     }
     path = api->option(self, "bridges");
@@ -495,7 +544,6 @@ midge_plugin_init(midge_plugin *self, const struct midge_api *api, void **state)
         b->next = ctx->bridges;
         ctx->bridges = b;
     }
-    loop_watch(ctx);
     for (struct bridge *b = ctx->bridges; b != NULL; b = b->next) {
         if (begin(b) != 0) {
             api->set_error(self, "cannot open the internal session of bridge %s", b->conf->name);

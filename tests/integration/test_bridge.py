@@ -6,6 +6,7 @@ Each test starts its own remote and its own midge and stops both by PID.
 """
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -31,6 +32,14 @@ def _bridge_so():
 
 
 BRIDGE_SO = _bridge_so()
+
+
+def _test_plugin(name):
+    """A test plugin of tests/plugins (built by `make check`), or None."""
+    d = os.environ.get("MIDGE_TEST_PLUGINS") or os.path.join(
+        os.path.dirname(BRIDGE_SO or "/x/x/x/x"), "..", "..", "..", "tests", "plugins", ".libs")
+    p = os.path.join(d, name + ".so")
+    return p if os.path.exists(p) else None
 need_bridge = unittest.skipUnless(BRIDGE_SO and os.path.exists(MOSQUITTO_BIN),
                                   "bridge plugin not built or %s missing" % MOSQUITTO_BIN)
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
@@ -237,6 +246,84 @@ class BridgeTest(BridgeBase):
         self.assertEqual(rsub.recv_publish().topic, "v/in")
         rsub.no_publish()   # neither message came back
         lsub.no_publish()
+
+    def test_incoming_keeps_properties_and_passes_acl_and_message_in(self):
+        """Remote -> local over MQTT 5: the message keeps its properties (payload format,
+        expiry, content type, response topic, correlation data, user properties) and is
+        published through the ACL hooks (here answered later, by acl-async: the order of
+        what follows is kept) and the message_in hooks (msgedit adds a property). A denied
+        one is acknowledged to the remote with 0x87 [MQTT-3.4.2-1] and not delivered."""
+        acl, edit = _test_plugin("acl_async"), _test_plugin("msgedit")
+        if acl is None or edit is None:
+            self.skipTest("tests/plugins acl_async/msgedit not built")
+        r = self.remote()
+        m = self.midge(self.bridge_block("in5", r.port, "topic in/# in 1 here/ \"\"\n",
+                                         "bridge_protocol_version mqttv50\n"),
+                       extra=["plugin " + acl, "plugin_opt_deny_prefix here/in/forbidden/",
+                              "plugin_opt_delay_ms 100",
+                              "plugin " + edit, "plugin_opt_prop_a here/ seen-by"])
+        self.wait_connected(m, "in5")
+        lsub = self.client(m.port, "lsub", version=5)
+        lsub.subscribe("here/#", 1)
+        rpub = self.client(r.port, "rpub", version=5)
+        props = [("payload_format", 1), ("message_expiry", 300), ("content_type", "text/plain"),
+                 ("response_topic", "reply/here"), ("correlation_data", b"\x01\x02"),
+                 ("user_property", ("k", "v"))]
+        rpub.publish("in/ok/1", b"1", qos=1, props=props)
+        rpub.publish("in/forbidden/2", b"2", qos=1)
+        rpub.publish("in/ok/3", b"3", qos=1)
+        got = lsub.recv_publishes(2)
+        self.assertEqual([(p.topic, p.payload) for p in got],
+                         [("here/in/ok/1", b"1"), ("here/in/ok/3", b"3")])
+        p = got[0]
+        self.assertEqual(p.prop("payload_format"), 1)
+        self.assertTrue(0 < p.prop("message_expiry") <= 300, p.props)
+        self.assertEqual(p.prop("content_type"), "text/plain")
+        self.assertEqual(p.prop("response_topic"), "reply/here")
+        self.assertEqual(p.prop("correlation_data"), b"\x01\x02")
+        ups = dict(p.props_all("user_property"))
+        self.assertEqual(ups.get("k"), "v")
+        self.assertIn("midge-origin", ups)
+        self.assertTrue(ups.get("seen-by", "").startswith("here/in/ok/1"), ups)
+        lsub.no_publish()
+        # The ACL saw the bridge's session as the publisher, and the remote was told.
+        self.assertIn("acl-async: queued", m.log_text())
+        wait_until(lambda: "Received PUBACK from in5" in r.log_text() and
+                   "RC:135)" in r.log_text(), what="PUBACK 0x87 from the bridge at the remote")
+
+    def test_lazy_start_connects_at_threshold_and_disconnects_when_idle(self):
+        """start_type lazy (mosquitto's meaning): no connection until `threshold` messages
+        wait for the remote; after idle_timeout seconds without traffic it disconnects, and
+        connects again at the next `threshold` messages. Nothing is lost meanwhile."""
+        r = self.remote()
+        rsub = self.client(r.port, "rsub")
+        rsub.subscribe("lz/#", 1)
+        m = self.midge(self.bridge_block("lz", r.port, "topic lz/# out 1\n",
+                                         "start_type lazy\nthreshold 3\nidle_timeout 1\n"))
+        m.wait_log(lambda l: "bridge=lz waiting for 3 messages before connecting" in l)
+        pub = self.client(m.port, "pub")
+        pub.publish("lz/0", b"0", qos=1)
+        pub.publish("lz/1", b"1", qos=1)
+        rsub.no_publish()
+        self.assertNotIn("bridge=lz connected", m.log_text())
+        pub.publish("lz/2", b"2", qos=1)
+        self.wait_connected(m, "lz")
+        self.assertEqual([p.payload for p in rsub.recv_publishes(3)], [b"0", b"1", b"2"])
+        m.wait_log(lambda l: "bridge=lz idle for 1s: disconnected until 3 messages wait" in l,
+                   timeout=TIMEOUT * 2)
+        for i in range(3, 6):
+            pub.publish("lz/%d" % i, b"%d" % i, qos=1)
+        self.wait_connected(m, "lz", count=2)
+        self.assertEqual([p.payload for p in rsub.recv_publishes(3)], [b"3", b"4", b"5"])
+        rsub.no_publish()
+
+    def test_start_type_once_does_not_reconnect(self):
+        """start_type once: one connection attempt; after it fails there is no other."""
+        m = self.midge(self.bridge_block("o1", free_port(), "topic o/# out 1\n",
+                                         "start_type once\n"))
+        m.wait_log(lambda l: "bridge=o1 not reconnecting: start_type once" in l)
+        time.sleep(QUIET * 3)   # restart_timeout 1 2: another attempt would show by now
+        self.assertEqual(m.log_text().count("bridge=o1 connection failed"), 1)
 
     def test_retained_forwarding(self):
         """A retained message goes out with RETAIN; a later remote subscriber gets it."""
@@ -589,6 +676,49 @@ class BridgeRestore(BridgeBase):
         self.assertIn("Received PUBLISH from rs (d1, q1, r0, m7, 'd/0'", r.log_text())
 
 
+    def test_restored_released_qos2_is_released_not_sent_again(self):
+        """A QoS 2 message whose PUBREC had come in before a restart (restored in the PUBREL
+        state, packet id 7) is released with PUBREL, never published again
+        [MQTT-4.3.3-5]; PUBCOMP finishes it in the session (MSG_DONE persisted)."""
+        so = _test_plugin("persist_test")
+        if so is None:
+            self.skipTest("tests/plugins/persist_test.so not built")
+        d = tempfile.mkdtemp(dir=tmp_root())
+        restore = os.path.join(d, "restore")
+        events = os.path.join(d, "events")
+        with open(restore, "w") as f:
+            f.write("session local.rr 4294967295 5 4294967295\n"
+                    "sub local.rr d/# 2\n"
+                    "msg local.rr 1 2 2 7 d/0 p0\n"
+                    "msg local.rr 2 1 0 0 d/1 p1\n")
+        r = self.remote()
+        sub = self.client(r.port, "sub")
+        sub.subscribe("d/#", 2)
+        m = self.midge(self.bridge_block("rr", r.port, "topic d/# out 2\n"),
+                       extra=["plugin " + so, "plugin_opt_events " + events,
+                              "plugin_opt_restore " + restore])
+        p = sub.recv_publish()
+        self.assertEqual((p.topic, p.payload), ("d/1", b"p1"))
+        sub.no_publish()
+        wait_until(lambda: "Received PUBREL from rr (Mid: 7)" in r.log_text(),
+                   what="the PUBREL of the restored released message at the remote")
+        self.assertNotIn("'d/0'", r.log_text())
+
+        def done():
+            with open(events) as f:
+                return any(l.split()[1:4] == ["10", "local.rr", "1"] for l in f)
+        wait_until(done, what="delivery 1 finished (MSG_DONE) after PUBCOMP")
+        # A live QoS 2 message: the remote's PUBREC is recorded (MSG_RELEASED persisted)
+        # before its PUBREL, so a restart from here would release it, not send it again.
+        self.client(m.port, "pub").publish("d/2", b"p2", qos=2)
+        self.assertEqual(sub.recv_publish().payload, b"p2")
+
+        def released():
+            with open(events) as f:
+                return any(l.split()[1:3] == ["9", "local.rr"] for l in f)
+        wait_until(released, what="MSG_RELEASED of the live QoS 2 message")
+
+
 def _sqlite_so():
     base = os.path.dirname(os.path.dirname(os.path.dirname(BRIDGE_SO or "/x/x/x/x")))
     p = os.path.join(base, "persist-sqlite", ".libs", "persist-sqlite.so")
@@ -627,6 +757,58 @@ class BridgeSqlite(BridgeBase):
         sub.no_publish()
 
 
+    def test_incoming_qos1_acknowledged_to_the_remote_only_once_durable(self):
+        """Remote -> midge with persist-sqlite: numbered QoS 1 messages flow from mosquitto
+        over the bridge to a persistent local subscriber (offline: every message is queued
+        for it); midge is SIGKILLed mid-stream and restarted. Every message mosquitto got a
+        PUBACK for from the bridge is there for the subscriber, and the rest arrive too
+        (mosquitto sends the unacknowledged ones again)."""
+        so = _sqlite_so()
+        if so is None:
+            self.skipTest("persist-sqlite.so not built")
+        db = os.path.join(tempfile.mkdtemp(dir=tmp_root()), "midge.db")
+        r = self.remote(["max_queued_messages 0", "max_inflight_messages 100"])
+        m = self.midge(self.bridge_block("dur", r.port, "topic in/# in 1\n"),
+                       extra=["plugin " + so, "plugin_opt_db " + db,
+                              "max_queued_messages 0"])
+        self.wait_connected(m, "dur")
+        keeper = self.client(m.port, "keeper", clean=False)
+        keeper.subscribe("in/#", 1)
+        keeper.close()
+        n = 3000
+        rpub = self.client(r.port, "rpub")
+        for i in range(n):
+            rpub.publish("in/%d" % i, b"%d" % i, qos=1, wait_ack=False)
+        wait_until(lambda: r.log_text().count("Received PUBACK from dur ") >= 300,
+                   TIMEOUT * 3, interval=0.01, what="the bridge acknowledging")
+        m.kill()                                     # mid-stream, no clean shutdown
+        wait_until(lambda: any(w in r.log_text() for w in
+                               ("Socket error on client dur", "Client dur closed",
+                                "Client dur disconnected")),
+                   what="mosquitto noticing the bridge is gone")
+        text = r.log_text()
+        topic_of = {}
+        for mid, topic in re.findall(r"Sending PUBLISH to dur \(d0, q1, r\d, m(\d+), '([^']+)'",
+                                     text):
+            topic_of.setdefault(int(mid), topic)
+        acked = {int(topic_of[int(mid)].split("/")[1])
+                 for mid in re.findall(r"Received PUBACK from dur \(Mid: (\d+), RC:0\)", text)}
+        self.assertGreaterEqual(len(acked), 300)
+        self.assertLess(len(acked), n, "midge was killed too late to test anything")
+        m.start()
+        self.wait_connected(m, "dur", count=2)
+        keeper = self.client(m.port, "keeper", clean=False)
+        got = set()
+        deadline = time.monotonic() + TIMEOUT * 6
+        while len(got) < n and time.monotonic() < deadline:
+            try:
+                got.add(int(keeper.recv_publish(timeout=1).payload))
+            except AssertionError:
+                pass
+        self.assertEqual(sorted(acked - got), [], "acknowledged to the remote, then lost")
+        self.assertEqual(sorted(set(range(n)) - got), [])
+
+
 def start_on_port(broker, port):
     """Starts a midge Broker on a port chosen in advance (its peers' bridges name it)."""
     broker.port = port
@@ -643,25 +825,76 @@ def start_on_port(broker, port):
 class BridgeMesh(BridgeBase):
     """Loop prevention between midge brokers over MQTT 5 (midge-origin user property)."""
 
-    def mesh(self, names, topics):
+    def mesh(self, names, topics, pairs=None, extra=()):
+        """midges `names`, with a bridge from each to each other (or only `pairs` (from, to))
+        carrying the topic lines `topics` over MQTT 5."""
+        pairs = pairs or [(n, peer) for n in names for peer in names if peer != n]
         ports = {n: free_port() for n in names}
         brokers = {}
         for n in names:
             text = ""
-            for peer in names:
-                if peer != n:
+            for src, peer in pairs:
+                if src == n:
                     text += ("connection %s-to-%s\naddress 127.0.0.1:%d\nremote_clientid %s-to-%s\n"
                              "bridge_protocol_version mqttv50\nrestart_timeout 1 2\n%s\n"
                              % (n, peer, ports[peer], n, peer, topics))
             path = self.write_bridges(text)
-            b = Broker(["plugin " + BRIDGE_SO, "plugin_opt_bridges " + path])
+            b = Broker(["plugin " + BRIDGE_SO, "plugin_opt_bridges " + path] + list(extra))
             self._brokers.append(b)
             brokers[n] = start_on_port(b, ports[n])
-        for n in names:
-            for peer in names:
-                if peer != n:
-                    self.wait_connected(brokers[n], "%s-to-%s" % (n, peer))
+        for src, peer in pairs:
+            self.wait_connected(brokers[src], "%s-to-%s" % (src, peer))
         return brokers
+
+    def bridge_counters(self, brokers):
+        """messages_sent + messages_received of every broker's bridge plugin ($SYS, sys_interval 1)."""
+        out = {}
+        for n, b in brokers.items():
+            c = RawClient(b.port, 5)
+            c.connect("probe-%s-%f" % (n, time.monotonic()))
+            c.subscribe([("$SYS/broker/plugin/+/metric/messages_sent", 0),
+                         ("$SYS/broker/plugin/+/metric/messages_received", 0)])
+            vals = {}
+            while len(vals) < 2:
+                p = c.recv_publish(timeout=3)
+                if not p.retain:          # a live value, not the retained one from before
+                    vals[p.topic] = int(p.payload)
+            c.close()
+            out[n] = sum(vals.values())
+        return out
+
+    def assert_once_everywhere_then_quiet(self, brokers, prefix, per_broker, qos):
+        subs = {}
+        for n in brokers:
+            subs[n] = self.client(brokers[n].port, "sub-" + n, version=5)
+            subs[n].subscribe(prefix + "#", qos)
+        for n in brokers:
+            pub = self.client(brokers[n].port, "pub-" + n, version=5)
+            for i in range(per_broker):
+                pub.publish("%s%s/%d" % (prefix, n, i), b"%s%d" % (n.encode(), i), qos=qos)
+        want = sorted(b"%s%d" % (n.encode(), i) for n in brokers for i in range(per_broker))
+        for n in brokers:
+            got = sorted(p.payload for p in subs[n].recv_publishes(len(want), timeout=TIMEOUT * 3))
+            self.assertEqual(got, want, "subscriber on %s" % n)
+        before = self.bridge_counters(brokers)
+        for n in brokers:
+            subs[n].no_publish(QUIET)     # no duplicates, and the counters do not move:
+        self.assertEqual(self.bridge_counters(brokers), before, "bridges still busy")
+
+    def test_ring_of_three_with_both_delivers_once_and_goes_quiet(self):
+        """a -> b -> c -> a, one bridge per pair, each with `both`: messages go both ways
+        round the ring; each subscriber gets each message once and the bridges go quiet."""
+        names = ("a", "b", "c")
+        brokers = self.mesh(names, "topic ring/# both 1", pairs=[("a", "b"), ("b", "c"), ("c", "a")],
+                            extra=["sys_interval 1"])
+        self.assert_once_everywhere_then_quiet(brokers, "ring/", 20, 1)
+
+    def test_triangle_with_both_qos2_delivers_once_and_goes_quiet(self):
+        """Three midges, each bridged to both others with `both` (six bridges, two per pair),
+        QoS 2: each subscriber gets each message once and the bridges go quiet."""
+        names = ("a", "b", "c")
+        brokers = self.mesh(names, "topic tri2/# both 2", extra=["sys_interval 1"])
+        self.assert_once_everywhere_then_quiet(brokers, "tri2/", 20, 2)
 
     def test_triangle_delivers_once_per_subscriber_and_goes_quiet(self):
         """Three midges, each pushing tri/# to the two others: every message once everywhere."""

@@ -54,7 +54,7 @@ static void deliver(void *arg, midge_session *s, const midge_message *msg, int q
                     uint32_t id, int dup);
 
 static const struct midge_session_handlers handlers = {
-    sizeof(struct midge_session_handlers), opened, deliver};
+    .size = sizeof(struct midge_session_handlers), .opened = opened, .deliver = deliver};
 
 /* On the home worker: carries out a control command. */
 static void

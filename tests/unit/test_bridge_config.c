@@ -157,6 +157,22 @@ test_restart_timeout_constant(void **state)
 }
 
 static void
+test_lazy_start(void **state)
+{
+    struct bridge_conf *c = parse_ok("connection a\naddress h\ntopic t\nstart_type lazy\n"
+                                     "idle_timeout 5\nthreshold 3\n"
+                                     "connection b\naddress h\ntopic t\nstart_type lazy\n");
+
+    (void)state;
+    assert_int_equal(c->start_type, BRIDGE_START_LAZY);
+    assert_int_equal(c->idle_timeout, 5);
+    assert_int_equal(c->threshold, 3);
+    assert_int_equal(c->next->idle_timeout, 60); /* mosquitto's defaults */
+    assert_int_equal(c->next->threshold, 10);
+    bridge_conf_free(c);
+}
+
+static void
 test_psk(void **state)
 {
     struct bridge_conf *c = parse_ok("connection a\naddress h:8884\ntopic t\n"
@@ -221,9 +237,10 @@ static const struct {
      "b.conf:4: bridge_protocol_version must be mqttv31, mqttv311 or mqttv50, not \"mqttv6\""},
     {"connection a\naddress h\ntopic t\nrestart_timeout 10 5\n",
      "b.conf:4: restart_timeout cap 5 is below its base 10"},
-    {"connection a\naddress h\ntopic t\nstart_type lazy\n",
-     "b.conf:4: start_type lazy is not supported (automatic or once): a midge bridge queues in "
-     "its session while the link is down"},
+    {"connection a\naddress h\ntopic t\nstart_type sometimes\n",
+     "b.conf:4: start_type must be automatic, lazy or once, not \"sometimes\""},
+    {"connection a\naddress h\ntopic t\nstart_type lazy\nthreshold 0\n",
+     "b.conf:5: threshold must be a whole number from 1 to 65535, not \"0\""},
     {"connection a\naddress h\ntopic t\nlocal_username u\n",
      "b.conf:4: local_username is not supported: the local side of a midge bridge is an internal "
      "session with no login (ACL on bridged traffic: docs/bridge.md)"},
@@ -352,6 +369,7 @@ main(void)
         cmocka_unit_test(test_every_supported_line),
         cmocka_unit_test(test_restart_timeout_constant),
         cmocka_unit_test(test_old_aliases),
+        cmocka_unit_test(test_lazy_start),
         cmocka_unit_test(test_psk),
         cmocka_unit_test(test_errors_name_file_and_line),
         cmocka_unit_test(test_load_missing_file),
