@@ -589,13 +589,23 @@ plugin_acl_wait(struct conn *c, int action, const char *topic, size_t topic_len,
         *reason = MQTT_RC_SERVER_UNAVAILABLE;
         return PLUGIN_DENY;
     }
+    if (action == PLUGIN_ACL_FORWARD) {
+        req.action = MIDGE_ACL_PUBLISH;
+    }
     for (p = plugins; p != NULL; p = p->next, idx++) {
+        int (*hook)(void *, midge_client *, const struct midge_acl_request *, uint8_t *,
+                    midge_ticket *);
         struct auth_wait *aw;
         uint64_t t0;
         uint8_t r = 0;
         int v;
 
-        if (idx < start || !PLUGIN_HAS(p, acl) || !plugin_applies(p, c->listener)) {
+        if (action == PLUGIN_ACL_FORWARD) {
+            hook = PLUGIN_HAS(p, publish_accepted) ? p->hooks->publish_accepted : NULL;
+        } else {
+            hook = PLUGIN_HAS(p, acl) ? p->hooks->acl : NULL;
+        }
+        if (idx < start || hook == NULL || !plugin_applies(p, c->listener)) {
             continue;
         }
         aw = plugin_wait_begin(c, p, idx, PLUGIN_WAIT_ACL);
@@ -605,8 +615,8 @@ plugin_acl_wait(struct conn *c, int action, const char *topic, size_t topic_len,
             break;
         }
         t0 = timed(p, PH_ACL) ? now_ns() : 0;
-        v = p->hooks->acl(p->state, (midge_client *)c, &req, &r, plugin_wait_ticket(aw));
-        v = valid_verdict(p, "acl", v, 1);
+        v = hook(p->state, (midge_client *)c, &req, &r, plugin_wait_ticket(aw));
+        v = valid_verdict(p, action == PLUGIN_ACL_FORWARD ? "publish_accepted" : "acl", v, 1);
         plugin_record(p, PH_ACL, v, t0 ? now_ns() - t0 + 1 : 0);
         if (plugin_wait_end(aw, c, v, NULL, 0) < 0) {
             *reason = MQTT_RC_SERVER_UNAVAILABLE;

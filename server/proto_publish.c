@@ -77,10 +77,17 @@ publish_acl(struct conn *c, const struct mqtt_publish *p, const char *topic, siz
             v = plugin_acl_wait(c, *action, topic, len, p->qos, retain, p->payload.ptr,
                                 p->payload.len, start, &r);
         }
-        if (v != PLUGIN_ALLOW || *action == MIDGE_ACL_RETAIN || !p->retain) {
+        if (v != PLUGIN_ALLOW) {
             break;
         }
-        *action = MIDGE_ACL_RETAIN;
+        /* Allowed: then the RETAIN chain when set, then the publish_accepted hooks. */
+        if (*action == MIDGE_ACL_PUBLISH && p->retain && plugins_acl_active) {
+            *action = MIDGE_ACL_RETAIN;
+        } else if (*action != PLUGIN_ACL_FORWARD && plugins_forward_active) {
+            *action = PLUGIN_ACL_FORWARD;
+        } else {
+            break;
+        }
         start = 0;
         v = MIDGE_DEFER;
     }
@@ -322,7 +329,7 @@ proto_publish(struct conn *c, const struct mqtt_publish *p, const uint8_t *raw, 
     }
     if (cfg->message_size_limit > 0 && p->payload.len > cfg->message_size_limit) {
         ack_rc = MQTT_RC_PACKET_TOO_LARGE;
-    } else if (plugins_acl_active) {
+    } else if (plugins_acl_active || plugins_forward_active) {
         /* v5: a denial is the ack's reason code; v3: acknowledged and dropped [MQTT-3.3.5-2]. */
         int action = MIDGE_ACL_PUBLISH;
         if (publish_acl(c, p, topic, topic_len, &action, 0, MIDGE_DEFER, &ack_rc) ==

@@ -438,6 +438,21 @@ struct midge_hooks {
      * refuse to start (with api->set_error).
      */
     int (*restore)(void *state);
+
+    /*
+     * A client's PUBLISH passed every ACL chain (PUBLISH, and RETAIN when
+     * set) and is about to be routed: the point where a plugin that carries
+     * messages elsewhere (a cluster) takes them before the publisher is
+     * acknowledged. [worker thread] `req` is as for the acl hook (action
+     * MIDGE_ACL_PUBLISH). Return ALLOW or DEFER to go on, DENY to refuse it
+     * (*reason as for acl), or PENDING and later api->complete(ticket, ...)
+     * from any thread: meanwhile the PUBACK/PUBREC and the client's later
+     * packets wait, exactly as for a pending ACL decision (plugin_timeout
+     * and plugin_timeout_verdict apply). Appended in ABI 1.0.
+     */
+    int (*publish_accepted)(void *state, midge_client *client,
+                            const struct midge_acl_request *req, uint8_t *reason,
+                            midge_ticket *ticket);
 };
 
 /* ---- The API table ----------------------------------------------------- */
