@@ -8,6 +8,7 @@ top=$(pwd)
 
 PACKAGES="build-essential autoconf automake libtool pkg-config clang \
 libev-dev libssl-dev libjansson-dev libcmocka-dev libsqlite3-dev libargon2-dev libwslay-dev \
+libhiredis-dev redis-server \
 mosquitto mosquitto-clients python3 python3-paho-mqtt"
 
 missing=""
