@@ -25,6 +25,7 @@ enum job_kind {
     JOB_ROUTE_ADD = 1, /* announce `filter` */
     JOB_ROUTE_DEL = 2, /* withdraw `filter` */
     JOB_FORWARD = 3,   /* carry `blob` to `targets` (and store/clear a retained message) */
+    JOB_CLAIM = 4,     /* client `filter` (its id) connected here: other nodes drop theirs */
 };
 
 /*
@@ -35,7 +36,7 @@ enum job_kind {
 struct job {
     struct job *next;
     int kind;
-    char *filter;       /* ROUTE_*: owned */
+    char *filter;       /* ROUTE_*: the filter; CLAIM: the client id; owned */
     char *blob;         /* FORWARD: wire.h blob, owned */
     size_t blob_len;
     char *topic;        /* FORWARD of a retained message: the retained hash field, owned; else NULL */

@@ -82,6 +82,7 @@ struct link {
     char *k_retained;     /* PREFIX:retained       hash topic -> blob */
     char *ch_routes;      /* PREFIX:ch:routes      "+NODE\nFILTER", "-NODE\nFILTER", "*NODE" */
     char *ch_q0_me;       /* PREFIX:ch:q0:NODE     QoS 0 messages for NODE */
+    char *ch_claims;      /* PREFIX:ch:claims      "NODE\nCLIENT_ID": the client connected on NODE */
 };
 
 void
@@ -288,6 +289,17 @@ run_job(struct link *l, struct job *j)
         } else {
             buffer_job(l, j);
         }
+        return;
+    }
+    if (j->kind == JOB_CLAIM) {
+        if (l->up) {
+            /* The owner key orders claims that cross each other (see claim_owner). */
+            redisAsyncCommand(l->ctx[C_CMD], ignore_reply, NULL, "SET %s:owner:%s %s EX 86400",
+                              l->cl->prefix, j->filter, l->cl->node_id);
+            redisAsyncCommand(l->ctx[C_CMD], ignore_reply, NULL, "PUBLISH %s %s\n%s",
+                              l->ch_claims, l->cl->node_id, j->filter);
+        }
+        job_free(j);
         return;
     }
     /* Route changes while Redis is away are covered by the resync when it is back. */
@@ -523,6 +535,72 @@ resync_remote(struct link *l)
     redisAsyncCommand(l->ctx[C_CMD], nodes_reply, NULL, "HGETALL %s", l->k_nodes);
 }
 
+/* A client id claimed by another node, on its way to the session's worker here. */
+struct claim {
+    struct cluster *cl;
+    char id[];
+};
+
+static void
+claim_found(void *arg, const struct midge_client_info *info)
+{
+    struct claim *c = arg;
+
+    if (info != NULL && info->connected) {
+        c->cl->api->log(c->cl->self, MIDGE_LOG_NOTICE, "client=%s connected to another node: "
+                        "taken over", c->id);
+        c->cl->api->client_disconnect(c->cl->self, c->id, 0x8E);
+    }
+    free(c);
+}
+
+/* Disconnects the client with this id if it is connected here (looked up on its worker). */
+static void
+claim_lookup(struct cluster *cl, const char *id)
+{
+    size_t n = strlen(id);
+    struct claim *c = malloc(sizeof(*c) + n + 1);
+
+    if (c == NULL) {
+        return;
+    }
+    c->cl = cl;
+    memcpy(c->id, id, n + 1);
+    if (cl->api->client_find(cl->self, c->id, claim_found, c) != 0) {
+        free(c);
+    }
+}
+
+/*
+ * Another node claimed a client id. Claims can cross (the client went A -> B
+ * faster than A's claim reached B), so the owner key, written in Redis's
+ * order by each claim, decides: only a node that is not the owner drops it.
+ */
+static void
+claim_owner(redisAsyncContext *ac, void *r, void *arg)
+{
+    struct link *l = ac->data;
+    redisReply *reply = r;
+    char *id = arg;
+
+    if (reply != NULL && reply->type == REDIS_REPLY_STRING &&
+        strcmp(reply->str, l->cl->node_id) != 0) {
+        claim_lookup(l->cl, id);
+    }
+    free(id);
+}
+
+static void
+claim_check(struct link *l, const char *id)
+{
+    char *copy = strdup(id);
+
+    if (copy != NULL && redisAsyncCommand(l->ctx[C_CMD], claim_owner, copy, "GET %s:owner:%s",
+                                          l->cl->prefix, copy) != REDIS_OK) {
+        free(copy);
+    }
+}
+
 /* Pub/sub: route changes of other nodes, and QoS 0 messages for this one. */
 static void
 sub_message(redisAsyncContext *ac, void *r, void *arg)
@@ -535,6 +613,9 @@ sub_message(redisAsyncContext *ac, void *r, void *arg)
     const char *nl;
 
     (void)arg;
+    if (!l->up || l->ctx[C_CMD] == NULL) {
+        return; /* closing: the resync after reconnecting covers what is missed */
+    }
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
         reply->element[0]->type != REDIS_REPLY_STRING ||
         strcmp(reply->element[0]->str, "message") != 0) {
@@ -547,6 +628,18 @@ sub_message(redisAsyncContext *ac, void *r, void *arg)
     }
     if (strcmp(ch->str, l->ch_q0_me) == 0) {
         inject(l, body->str, body->len, 0);
+        return;
+    }
+    if (strcmp(ch->str, l->ch_claims) == 0) {
+        /* One connection per client id across the cluster: the older one goes [MQTT-3.1.4-3]. */
+        nl = memchr(body->str, '\n', body->len);
+        if (nl != NULL && (size_t)(nl - body->str) == strlen(cl->node_id) &&
+            memcmp(body->str, cl->node_id, (size_t)(nl - body->str)) == 0) {
+            return; /* our own claim */
+        }
+        if (nl != NULL && nl[1] != 0) {
+            claim_check(l, nl + 1);
+        }
         return;
     }
     if (strcmp(ch->str, l->ch_routes) != 0 || body->len < 2) {
@@ -657,8 +750,8 @@ link_up(struct link *l)
     heartbeat(l);
     redisAsyncCommand(ac, ignore_reply, NULL, "PUBLISH %s *%s", l->ch_routes, cl->node_id);
 
-    redisAsyncCommand(l->ctx[C_SUB], sub_message, NULL, "SUBSCRIBE %s %s", l->ch_routes,
-                      l->ch_q0_me);
+    redisAsyncCommand(l->ctx[C_SUB], sub_message, NULL, "SUBSCRIBE %s %s %s", l->ch_routes,
+                      l->ch_q0_me, l->ch_claims);
     redisAsyncCommand(ac, group_created, NULL, "XGROUP CREATE %s %s 0 MKSTREAM", l->k_stream_me,
                       GROUP);
     resync_remote(l);
@@ -895,10 +988,11 @@ link_new(struct cluster *cl)
     l->k_retained = key2(cl->prefix, "retained");
     l->ch_routes = key2(cl->prefix, "ch:routes");
     l->ch_q0_me = key3(cl->prefix, "ch:q0", cl->node_id);
+    l->ch_claims = key2(cl->prefix, "ch:claims");
     l->dd = dedupe_new();
     l->loop = ev_loop_new(EVFLAG_AUTO);
     if (l->k_nodes == NULL || l->k_routes_me == NULL || l->k_stream_me == NULL ||
-        l->k_retained == NULL || l->ch_routes == NULL || l->ch_q0_me == NULL || l->dd == NULL ||
+        l->k_retained == NULL || l->ch_routes == NULL || l->ch_q0_me == NULL || l->ch_claims == NULL || l->dd == NULL ||
         l->loop == NULL) {
         link_free(l);
         return NULL;
@@ -961,6 +1055,7 @@ link_free(struct link *l)
     free(l->k_retained);
     free(l->ch_routes);
     free(l->ch_q0_me);
+    free(l->ch_claims);
     pthread_mutex_destroy(&l->lock);
     free(l);
 }

@@ -149,6 +149,13 @@ fail:
     return MIDGE_DENY;
 }
 
+/* A client connected here: a connection with its id on another node is taken over. */
+static void
+on_client_connected(void *state, midge_client *client)
+{
+    route_job(state, JOB_CLAIM, ((struct cluster *)state)->api->client_id(client));
+}
+
 static void
 on_thread_start(void *state, unsigned worker)
 {
@@ -177,6 +184,7 @@ static const struct midge_hooks cluster_hooks = {
     .subscribed = on_subscribed,
     .unsubscribed = on_unsubscribed,
     .session_ended = on_session_ended,
+    .client_connected = on_client_connected,
     .thread_start = on_thread_start,
     .thread_stop = on_thread_stop,
     .publish_accepted = on_publish_accepted,

@@ -18,7 +18,7 @@ import time
 import unittest
 
 import midgetest
-from midgetest import (Broker, PahoClient, free_port, only_midge, tmp_root, wait_until, HOST,
+from midgetest import (Broker, PahoClient, RawClient, free_port, only_midge, tmp_root, wait_until, HOST,
                        QUIET, TIMEOUT)
 
 REDIS_BIN = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -340,6 +340,18 @@ class ClusterTest(unittest.TestCase):
         self.assertEqual({int(p) for p in got}, set(range(50)))
         self.assertEqual(drain_payloads(sub, 1, QUIET), [], "duplicates delivered")
         self.assertEqual(len(got), 50, "duplicates delivered")
+
+    def test_takeover_across_nodes_drops_old_connection(self):
+        """A client id connected on node 1 connects again on node 2: node 1 drops the old
+        connection, MQTT 5 with DISCONNECT 0x8E Session taken over [MQTT-3.1.4-3]."""
+        a, b = self.nodes[0], self.nodes[1]
+        old = RawClient(a.port, version=5)
+        old.connect(client_id="roamer")
+        new = RawClient(b.port, version=5)
+        new.connect(client_id="roamer")
+        old.expect_disconnect(rc=0x8E, timeout=5.0)
+        self.assertTrue(new.is_open(), "the new connection must stay")
+        new.close()
 
     def test_redis_restarted_mid_stream(self):
         """Redis stopped while numbered QoS 1 messages flow: the nodes keep serving local
