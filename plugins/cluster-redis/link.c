@@ -42,6 +42,8 @@
 #define RESYNC_EVERY 5   /* ticks (seconds) between full reloads of remote routes */
 #define MAX_ATTEMPTS 3   /* a forward refused by Redis (not lost with the connection) */
 #define QUEUE_MAX 100000 /* jobs waiting for the thread */
+#define INFLIGHT_MAX 20000 /* forwards sent to Redis and not answered: then jobs wait in the queue */
+#define BUNDLE_BYTES (256 * 1024) /* one PUBLISH / XADD carries the messages of one wake up to this */
 
 enum { C_CMD = 0, C_SUB = 1, C_RD = 2, NCONN = 3 };
 
@@ -74,6 +76,7 @@ struct link {
     struct job **buf_tail;
     size_t buf_len;
     struct dedupe *dd;
+    size_t inflight;      /* forwards sent and not finished (job_start / job_end) */
     char read_from[64];   /* "0..." while reading this consumer's pending entries, then ">" */
 
     char *k_nodes;        /* PREFIX:nodes          hash node -> last heartbeat (ms) */
@@ -173,12 +176,31 @@ buffer_job(struct link *l, struct job *j)
 static void send_forward(struct link *l, struct job *j);
 static void forward_settle(struct link *l, struct job *j);
 
+/* A forward goes to Redis / is finished (sent, dropped or buffered): the in-flight bound. */
+static void
+job_start(struct link *l)
+{
+    l->inflight++;
+}
+
+static void
+job_end(struct link *l)
+{
+    l->inflight--;
+    if (l->inflight == INFLIGHT_MAX / 2 && l->in_head != NULL) {
+        ev_async_send(l->loop, &l->wake); /* room again: take what waits in the queue */
+    }
+}
+
 /* One answer (or the sending hold) less; the job finishes with its last one. */
 static void
 forward_settle(struct link *l, struct job *j)
 {
     if (--j->outstanding > 0) {
         return;
+    }
+    if (!j->failed || !(j->failed == 1 && l->up && j->attempts + 1 < MAX_ATTEMPTS)) {
+        job_end(l);
     }
     if (!j->failed) {
         l->cl->api->metric_add(l->cl->m_forwarded, (int64_t)j->ntargets);
@@ -285,6 +307,7 @@ run_job(struct link *l, struct job *j)
 {
     if (j->kind == JOB_FORWARD) {
         if (l->up) {
+            job_start(l);
             send_forward(l, j);
         } else {
             buffer_job(l, j);
@@ -348,6 +371,24 @@ inject(struct link *l, const char *blob, size_t len, int load)
     }
 }
 
+/* Publishes every message of a bundle (wire.h). */
+static void
+inject_bundle(struct link *l, const char *buf, size_t len, int load)
+{
+    size_t pos = 0;
+    const char *blob;
+    size_t n;
+    int r;
+
+    while ((r = wire_next(buf, len, &pos, &blob, &n)) == 1) {
+        inject(l, blob, n, load);
+    }
+    if (r < 0) {
+        l->cl->api->log(l->cl->self, MIDGE_LOG_WARNING, "dropped the rest of an unreadable "
+                        "cluster bundle (%zu of %zu bytes)", len - pos, len);
+    }
+}
+
 static void read_stream(struct link *l);
 
 static void
@@ -390,7 +431,7 @@ stream_reply(redisAsyncContext *ac, void *r, void *arg)
             /* A pending entry trimmed away by MAXLEN comes back without fields. */
             if (fields->type == REDIS_REPLY_ARRAY && fields->elements == 2 &&
                 fields->element[1]->type == REDIS_REPLY_STRING) {
-                inject(l, fields->element[1]->str, fields->element[1]->len, 0);
+                inject_bundle(l, fields->element[1]->str, fields->element[1]->len, 0);
             }
             if (l->read_from[0] != '>') {
                 snprintf(l->read_from, sizeof(l->read_from), "%s", e->element[0]->str);
@@ -627,7 +668,7 @@ sub_message(redisAsyncContext *ac, void *r, void *arg)
         return;
     }
     if (strcmp(ch->str, l->ch_q0_me) == 0) {
-        inject(l, body->str, body->len, 0);
+        inject_bundle(l, body->str, body->len, 0);
         return;
     }
     if (strcmp(ch->str, l->ch_claims) == 0) {
@@ -689,7 +730,7 @@ retained_reply(redisAsyncContext *ac, void *r, void *arg)
     }
     for (i = 1; i < reply->elements; i += 2) {
         if (reply->element[i]->type == REDIS_REPLY_STRING) {
-            inject(l, reply->element[i]->str, reply->element[i]->len, 1);
+            inject_bundle(l, reply->element[i]->str, reply->element[i]->len, 1);
         }
     }
     l->cl->api->log(l->cl->self, MIDGE_LOG_INFO, "loaded %zu retained messages from redis",
@@ -769,6 +810,7 @@ link_up(struct link *l)
     while (j != NULL) {
         struct job *next = j->next;
         j->next = NULL;
+        job_start(l);
         send_forward(l, j);
         j = next;
     }
@@ -919,28 +961,217 @@ tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
     cl->api->metric_set(cl->m_routes_remote, (int64_t)routes_remote_filters(cl->routes));
 }
 
+/*
+ * The messages for one target node taken in one wake: one PUBLISH (QoS 0)
+ * or one XADD (QoS 1/2) instead of one per message, which is what lets a
+ * single Redis carry tens of thousands of messages a second. Owned by its
+ * command until the reply.
+ */
+struct bundle {
+    struct bundle *next;
+    char *target;
+    int qos0;
+    char *buf;           /* frames (wire.h), owned */
+    size_t len;
+    size_t cap;
+    struct job **jobs;   /* each holds one `outstanding` count for this bundle */
+    size_t njobs;
+    size_t jcap;
+};
+
+static void
+bundle_free(struct bundle *b)
+{
+    free(b->target);
+    free(b->buf);
+    free(b->jobs);
+    free(b);
+}
+
+static void
+bundle_reply(redisAsyncContext *ac, void *r, void *arg)
+{
+    struct link *l = ac->data;
+    struct bundle *b = arg;
+    redisReply *reply = r;
+    size_t i;
+
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
+        l->cl->api->log(l->cl->self, MIDGE_LOG_WARNING, "redis refused a forward to %s: %s",
+                        b->target, reply->str);
+    }
+    for (i = 0; i < b->njobs; i++) {
+        struct job *j = b->jobs[i];
+        if (reply == NULL) {
+            j->failed = 2;
+        } else if (reply->type == REDIS_REPLY_ERROR && !j->failed) {
+            j->failed = 1;
+        }
+        forward_settle(l, j);
+    }
+    bundle_free(b);
+}
+
+static void
+bundle_send(struct link *l, struct bundle *b)
+{
+    struct cluster *cl = l->cl;
+    int rc;
+
+    if (b->qos0) {
+        rc = redisAsyncCommand(l->ctx[C_CMD], bundle_reply, b, "PUBLISH %s:ch:q0:%s %b",
+                               cl->prefix, b->target, b->buf, b->len);
+    } else {
+        rc = redisAsyncCommand(l->ctx[C_CMD], bundle_reply, b,
+                               "XADD %s:stream:%s MAXLEN ~ %ld * m %b", cl->prefix, b->target,
+                               cl->stream_maxlen, b->buf, b->len);
+    }
+    if (rc != REDIS_OK) {
+        size_t i;
+        for (i = 0; i < b->njobs; i++) {
+            b->jobs[i]->failed = 2;
+            forward_settle(l, b->jobs[i]);
+        }
+        bundle_free(b);
+    }
+}
+
+/* Adds j's frame to the bundle of each of its targets. 0, or -1 when out of memory. */
+static int
+bundle_add(struct link *l, struct bundle **list, struct job *j)
+{
+    size_t t;
+
+    for (t = 0; t < j->ntargets; t++) {
+        struct bundle *b;
+        int qos0 = j->qos == 0;
+        for (b = *list; b != NULL; b = b->next) {
+            if (b->qos0 == qos0 && strcmp(b->target, j->targets[t]) == 0) {
+                break;
+            }
+        }
+        if (b == NULL) {
+            if ((b = calloc(1, sizeof(*b))) == NULL || (b->target = strdup(j->targets[t])) == NULL) {
+                free(b);
+                return -1;
+            }
+            b->qos0 = qos0;
+            b->next = *list;
+            *list = b;
+        }
+        if (b->len + j->blob_len > b->cap) {
+            size_t cap = b->cap ? b->cap : 4096;
+            char *nb;
+            while (cap < b->len + j->blob_len) {
+                cap *= 2;
+            }
+            if ((nb = realloc(b->buf, cap)) == NULL) {
+                return -1;
+            }
+            b->buf = nb;
+            b->cap = cap;
+        }
+        if (b->njobs == b->jcap) {
+            size_t c = b->jcap ? b->jcap * 2 : 64;
+            struct job **nj = realloc(b->jobs, c * sizeof(*nj));
+            if (nj == NULL) {
+                return -1;
+            }
+            b->jobs = nj;
+            b->jcap = c;
+        }
+        memcpy(b->buf + b->len, j->blob, j->blob_len);
+        b->len += j->blob_len;
+        b->jobs[b->njobs++] = j;
+        j->outstanding++;
+        if (b->len >= BUNDLE_BYTES) {
+            /* Full: sent now; the next message for this target starts a new one. */
+            struct bundle **p = list;
+            while (*p != b) {
+                p = &(*p)->next;
+            }
+            *p = b->next;
+            bundle_send(l, b);
+        }
+    }
+    return 0;
+}
+
+/* Takes the jobs that fit in the in-flight bound and runs them, bundling plain forwards. */
+static void
+drain_queue(struct link *l)
+{
+    struct job *j;
+    struct job **tailp;
+    struct job *rest;
+    struct bundle *bundles = NULL;
+    struct job **held = NULL;
+    size_t nheld = 0;
+    size_t budget = SIZE_MAX;
+    size_t i;
+
+    if (l->up) {
+        budget = l->inflight < INFLIGHT_MAX ? INFLIGHT_MAX - l->inflight : 0;
+    }
+    if (budget == 0) {
+        return; /* job_end wakes us when there is room */
+    }
+    pthread_mutex_lock(&l->lock);
+    j = l->in_head;
+    tailp = &l->in_head;
+    for (i = 0; *tailp != NULL && i < budget; i++) {
+        tailp = &(*tailp)->next;
+    }
+    rest = *tailp;
+    *tailp = NULL;
+    l->in_head = rest;
+    if (rest == NULL) {
+        l->in_tail = &l->in_head;
+    }
+    l->in_len -= i;
+    pthread_mutex_unlock(&l->lock);
+    if (l->up && (held = malloc(i * sizeof(*held) + 1)) == NULL) {
+        l->cl->api->log(l->cl->self, MIDGE_LOG_ERROR, "out of memory: forwards sent one by one");
+    }
+    while (j != NULL) {
+        struct job *next = j->next;
+        j->next = NULL;
+        if (held != NULL && j->kind == JOB_FORWARD && j->topic == NULL && l->up) {
+            job_start(l);
+            j->failed = 0;
+            j->outstanding = 1; /* the hold, dropped below once every bundle is sent */
+            if (bundle_add(l, &bundles, j) < 0) {
+                j->failed = 2; /* out of memory: buffered for later by forward_settle */
+            }
+            held[nheld++] = j;
+        } else {
+            run_job(l, j);
+        }
+        j = next;
+    }
+    while (bundles != NULL) {
+        struct bundle *b = bundles;
+        bundles = b->next;
+        bundle_send(l, b);
+    }
+    for (i = 0; i < nheld; i++) {
+        forward_settle(l, held[i]);
+    }
+    free(held);
+}
+
 /* Jobs from the workers, or the stop request. */
 static void
 wake_cb(struct ev_loop *loop, ev_async *w, int revents)
 {
     struct link *l = w->data;
-    struct job *j;
     int stop;
 
     (void)revents;
+    drain_queue(l);
     pthread_mutex_lock(&l->lock);
-    j = l->in_head;
-    l->in_head = NULL;
-    l->in_tail = &l->in_head;
-    l->in_len = 0;
     stop = l->stop;
     pthread_mutex_unlock(&l->lock);
-    while (j != NULL) {
-        struct job *next = j->next;
-        j->next = NULL;
-        run_job(l, j);
-        j = next;
-    }
     if (stop) {
         int i;
         l->tearing_down = 1; /* callbacks now see NULL replies: nothing is sent any more */

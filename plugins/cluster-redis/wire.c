@@ -27,13 +27,17 @@ wire_encode(const char *id, const char *topic, const void *payload, size_t paylo
     char *b;
     char *p;
 
-    if (il > 0xffff || tl > 0xffff || qos < 0 || qos > 2) {
+    if (il > 0xffff || tl > 0xffff || qos < 0 || qos > 2 || payload_len > 0xfffffff0u - n) {
         return NULL;
     }
-    if ((b = malloc(n ? n : 1)) == NULL) {
+    if ((b = malloc(4 + n)) == NULL) {
         return NULL;
     }
     p = b;
+    *p++ = (char)((n >> 24) & 0xff);
+    *p++ = (char)((n >> 16) & 0xff);
+    *p++ = (char)((n >> 8) & 0xff);
+    *p++ = (char)(n & 0xff);
     *p++ = WIRE_VERSION;
     *p++ = (char)(qos | (retain ? 4 : 0));
     put16(p, il);
@@ -45,7 +49,7 @@ wire_encode(const char *id, const char *topic, const void *payload, size_t paylo
     if (payload_len > 0) {
         memcpy(p, payload, payload_len);
     }
-    *out_len = n;
+    *out_len = 4 + n;
     return b;
 }
 
@@ -80,4 +84,26 @@ wire_decode(const char *buf, size_t len, struct wire_msg *m)
     m->payload = (const uint8_t *)buf + pos;
     m->payload_len = len - pos;
     return 0;
+}
+
+int
+wire_next(const char *buf, size_t len, size_t *pos, const char **blob, size_t *blob_len)
+{
+    const uint8_t *p = (const uint8_t *)buf + *pos;
+    size_t n;
+
+    if (*pos >= len) {
+        return 0;
+    }
+    if (len - *pos < 4) {
+        return -1;
+    }
+    n = ((size_t)p[0] << 24) | ((size_t)p[1] << 16) | ((size_t)p[2] << 8) | p[3];
+    if (n > len - *pos - 4) {
+        return -1;
+    }
+    *blob = buf + *pos + 4;
+    *blob_len = n;
+    *pos += 4 + n;
+    return 1;
 }

@@ -1,8 +1,10 @@
 /*
- * The bytes one forwarded message travels as between nodes: a Redis pub/sub
+ * The bytes forwarded messages travel as between nodes. A Redis pub/sub
  * payload (QoS 0), a stream entry's field (QoS 1/2) and a value of the
- * retained hash all carry the same blob:
+ * retained hash all carry a bundle: one or more frames, each
  *
+ *   u32 BE    length of the blob that follows
+ *   blob:
  *   byte 0    version (1)
  *   byte 1    qos | retain << 2
  *   u16 BE    length of the cluster message id, then the id
@@ -32,11 +34,17 @@ struct wire_msg {
     int retain;
 };
 
-/* Encodes into a new buffer (caller frees); NULL when out of memory or too long. */
+/* Encodes one frame into a new buffer (caller frees); NULL when out of memory or too long. */
 char *wire_encode(const char *id, const char *topic, const void *payload, size_t payload_len,
                   int qos, int retain, size_t *out_len);
 
-/* Decodes buf; 0, or -1 when it is not a valid blob. */
+/* Decodes one blob (without its frame length); 0, or -1 when it is not a valid blob. */
 int wire_decode(const char *buf, size_t len, struct wire_msg *m);
+
+/*
+ * The next frame of a bundle at *pos: 1 with *blob and *blob_len set and *pos
+ * advanced, 0 at the end, -1 when the rest is not a whole frame.
+ */
+int wire_next(const char *buf, size_t len, size_t *pos, const char **blob, size_t *blob_len);
 
 #endif
