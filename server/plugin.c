@@ -243,6 +243,7 @@ plugins_load(const struct config *cfg, unsigned nthreads, int call_init, char *e
         plugins_auth_active |= PLUGIN_HAS(p, auth);
         plugins_acl_active |= PLUGIN_HAS(p, acl);
         plugins_forward_active |= PLUGIN_HAS(p, publish_accepted);
+        persist_holds_possible |= PLUGIN_HAS(p, publish_accepted);
         plugins_events_active |= PLUGIN_HAS(p, client_connected) ||
                                  PLUGIN_HAS(p, client_disconnected);
         plugins_message_in_active |= PLUGIN_HAS(p, message_in);

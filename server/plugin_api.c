@@ -237,4 +237,6 @@ const struct midge_api plugin_api = {
     .client_list = plugin_client_list,
     .retained_list = plugin_retained_list,
     .reload_request = plugin_reload_request,
+    .ack_hold = persist_ack_hold,
+    .ack_release = persist_ack_release,
 };

@@ -144,8 +144,10 @@ publish_finish(struct conn *c, const struct mqtt_publish *p, const char *topic, 
 {
     struct session *s = c->session;
     int ack_type = p->qos == 1 ? MQTT_PUBACK : MQTT_PUBREC;
+    uint64_t hold = c->ack_hold; /* set by a publish_accepted hook (api->ack_hold) */
     struct msg *m;
 
+    c->ack_hold = 0;
     if (ack_rc != 0) {
         /* Refused already: too large, or by the ACL. */
     } else if (topic_len >= 4 && memcmp(topic, "$SYS", 4) == 0) {
@@ -185,12 +187,14 @@ publish_finish(struct conn *c, const struct mqtt_publish *p, const char *topic, 
      * id, the deliveries to persistent sessions, a retained message) is durable:
      * `mark` is this thread's last event before the PUBLISH was handled.
      */
-    return persist_send_ack(c, ack_type, p->packet_id, c->version == MQTT_V5 ? ack_rc : 0,
-                            persist_active && persist_thread_mark() != mark
-                                ? persist_thread_mark()
-                                : 0) < 0
-               ? PROTO_CLOSE
-               : PROTO_OK;
+    {
+        uint64_t need = persist_active && persist_thread_mark() != mark ? persist_thread_mark() : 0;
+        int r = hold != 0 ? persist_send_ack_held(c, ack_type, p->packet_id,
+                                                  c->version == MQTT_V5 ? ack_rc : 0, need, hold)
+                          : persist_send_ack(c, ack_type, p->packet_id,
+                                             c->version == MQTT_V5 ? ack_rc : 0, need);
+        return r < 0 ? PROTO_CLOSE : PROTO_OK;
+    }
 }
 
 static void

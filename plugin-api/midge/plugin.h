@@ -796,6 +796,22 @@ struct midge_api {
                          int (*cb)(void *arg, const midge_message *msg), void *arg);
     /* Asks for a configuration reload, as SIGHUP does. [any thread] */
     int (*reload_request)(midge_plugin *self);
+
+    /* ---- Held acknowledgements (appended in ABI 1.0, for plugins that carry messages elsewhere) ---- */
+
+    /*
+     * In the publish_accepted hook: holds the PUBACK/PUBREC of the PUBLISH
+     * being handled until api->ack_release(self, n) with n >= seq. Unlike a
+     * PENDING answer the client's later packets are handled meanwhile (the
+     * message is routed locally at once); acknowledgements still leave in
+     * order. `seq` > 0 numbers the plugin's holds and only grows; one
+     * instance per broker may hold acks (the first to call). Returns 0,
+     * -MIDGE_EINVAL (seq 0) or -MIDGE_ESTATE (another instance holds acks).
+     * [worker thread, in publish_accepted]
+     */
+    int (*ack_hold)(midge_plugin *self, midge_client *client, uint64_t seq);
+    /* Every hold with seq <= `seq` is released: held acknowledgements go out. [any thread] */
+    void (*ack_release)(midge_plugin *self, uint64_t seq);
 };
 
 /* 1 when the broker's table has function `fn` (it lies within api->size and is set). */

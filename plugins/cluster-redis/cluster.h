@@ -44,7 +44,9 @@ struct job {
     int retain_clear;   /* the retained message on `topic` is cleared (empty payload) */
     char **targets;     /* node ids, owned */
     size_t ntargets;
-    midge_ticket *ticket; /* QoS 1/2: the publisher's acknowledgement waits on it; NULL once completed */
+    midge_ticket *ticket; /* QoS 1/2 without api->ack_hold: the publisher waits on it; NULL once completed */
+    int hold_wanted;    /* QoS 1/2 with api->ack_hold: link_submit numbers the hold */
+    uint64_t hold_seq;  /* the publisher's acknowledgement is held until this is released; 0 once done */
     int outstanding;    /* commands sent and not answered */
     int failed;
     int attempts;
@@ -72,6 +74,8 @@ struct cluster {
 
     struct routes *routes;
     struct link *link;
+    int can_hold;       /* the broker has api->ack_hold / ack_release */
+    atomic_int hold_refused_logged;
 
     /* Metrics ($SYS/broker/plugin/INSTANCE/metric/NAME). */
     midge_metric *m_nodes;
@@ -93,7 +97,11 @@ struct link *link_new(struct cluster *cl);
 int link_start(struct link *l);
 /* Stops the thread (if running) and frees everything; tickets still waiting are refused. */
 void link_free(struct link *l);
-/* Hands a job to the Redis thread. 0, or -1 when the queue is full (the caller keeps j). [any thread] */
-int link_submit(struct link *l, struct job *j);
+/*
+ * Hands a job to the Redis thread. 0, or -1 when the queue is full (the
+ * caller keeps j). With j->hold_wanted, *hold_seq is the hold's number for
+ * api->ack_hold (released once the job is done). [any thread]
+ */
+int link_submit(struct link *l, struct job *j, uint64_t *hold_seq);
 
 #endif

@@ -44,6 +44,7 @@
 #define QUEUE_MAX 100000 /* jobs waiting for the thread */
 #define INFLIGHT_MAX 20000 /* forwards sent to Redis and not answered: then jobs wait in the queue */
 #define BUNDLE_BYTES (256 * 1024) /* one PUBLISH / XADD carries the messages of one wake up to this */
+#define HOLD_WINDOW (1u << 21) /* > holds that can be outstanding: QUEUE_MAX + INFLIGHT_MAX + buffer */
 
 enum { C_CMD = 0, C_SUB = 1, C_RD = 2, NCONN = 3 };
 
@@ -61,6 +62,7 @@ struct link {
     struct job **in_tail; /* Protected by lock */
     size_t in_len;        /* Protected by lock */
     int stop;             /* Protected by lock */
+    uint64_t hold_next;   /* Protected by lock: the last hold number given out */
 
     /* Everything below: the Redis thread only. */
     redisAsyncContext *ctx[NCONN]; /* owned by hiredis once connected; NULL when closed */
@@ -77,6 +79,8 @@ struct link {
     size_t buf_len;
     struct dedupe *dd;
     size_t inflight;      /* forwards sent and not finished (job_start / job_end) */
+    uint8_t *hold_done;   /* finished holds above hold_mark, by number % HOLD_WINDOW */
+    uint64_t hold_mark;   /* every hold up to this is finished (released to the broker) */
     char read_from[64];   /* "0..." while reading this consumer's pending entries, then ">" */
 
     char *k_nodes;        /* PREFIX:nodes          hash node -> last heartbeat (ms) */
@@ -136,12 +140,36 @@ key3(const char *a, const char *b, const char *c)
 
 /* ---- finishing forwards ---- */
 
+/* Hold `seq` is finished: release the holds up to the first one still open. */
+static void
+hold_finish(struct link *l, uint64_t seq)
+{
+    uint64_t was = l->hold_mark;
+
+    l->hold_done[seq % HOLD_WINDOW] = 1;
+    while (l->hold_done[(l->hold_mark + 1) % HOLD_WINDOW]) {
+        l->hold_done[(l->hold_mark + 1) % HOLD_WINDOW] = 0;
+        l->hold_mark++;
+    }
+    if (l->hold_mark != was) {
+        l->cl->api->ack_release(l->cl->self, l->hold_mark);
+    }
+}
+
+/*
+ * The job is decided: the publisher's acknowledgement goes out (a held one:
+ * always; after DENY the message just did not cross, counted in `dropped`).
+ */
 static void
 complete(struct link *l, struct job *j, int verdict, uint8_t reason)
 {
     if (j->ticket != NULL) {
         l->cl->api->complete(j->ticket, verdict, reason);
         j->ticket = NULL;
+    }
+    if (j->hold_seq != 0) {
+        hold_finish(l, j->hold_seq);
+        j->hold_seq = 0;
     }
 }
 
@@ -1221,9 +1249,11 @@ link_new(struct cluster *cl)
     l->ch_q0_me = key3(cl->prefix, "ch:q0", cl->node_id);
     l->ch_claims = key2(cl->prefix, "ch:claims");
     l->dd = dedupe_new();
+    l->hold_done = calloc(HOLD_WINDOW, 1);
     l->loop = ev_loop_new(EVFLAG_AUTO);
     if (l->k_nodes == NULL || l->k_routes_me == NULL || l->k_stream_me == NULL ||
         l->k_retained == NULL || l->ch_routes == NULL || l->ch_q0_me == NULL || l->ch_claims == NULL || l->dd == NULL ||
+        l->hold_done == NULL ||
         l->loop == NULL) {
         link_free(l);
         return NULL;
@@ -1254,6 +1284,7 @@ refuse_all(struct link *l, struct job *j)
 {
     while (j != NULL) {
         struct job *next = j->next;
+        j->hold_seq = 0; /* shutting down: the workers stop, their connections close */
         complete(l, j, MIDGE_DENY, 0x8B); /* server shutting down: not acknowledged as taken */
         job_free(j);
         j = next;
@@ -1280,6 +1311,7 @@ link_free(struct link *l)
         ev_loop_destroy(l->loop);
     }
     dedupe_free(l->dd);
+    free(l->hold_done);
     free(l->k_nodes);
     free(l->k_routes_me);
     free(l->k_stream_me);
@@ -1292,7 +1324,7 @@ link_free(struct link *l)
 }
 
 int
-link_submit(struct link *l, struct job *j)
+link_submit(struct link *l, struct job *j, uint64_t *hold_seq)
 {
     int wake;
 
@@ -1302,6 +1334,10 @@ link_submit(struct link *l, struct job *j)
         return -1;
     }
     j->next = NULL;
+    if (j->hold_wanted) {
+        /* Numbered in queue order, which is (nearly) the order they finish in. */
+        j->hold_seq = *hold_seq = ++l->hold_next;
+    }
     wake = l->in_head == NULL;
     *l->in_tail = j;
     l->in_tail = &j->next;

@@ -45,7 +45,7 @@ route_job(struct cluster *cl, int kind, const char *filter)
         return;
     }
     j->kind = kind;
-    if (link_submit(cl->link, j) < 0) {
+    if (link_submit(cl->link, j, NULL) < 0) {
         job_free(j);
     }
 }
@@ -100,8 +100,8 @@ on_publish_accepted(void *state, midge_client *client, const struct midge_acl_re
     size_t n;
     char **targets;
     int verdict;
+    uint64_t seq = 0;
 
-    (void)client;
     targets = routes_match(cl->routes, req->topic, req->retain, &n);
     if (n == 0 && !req->retain) {
         return MIDGE_DEFER;
@@ -129,13 +129,25 @@ on_publish_accepted(void *state, midge_client *client, const struct midge_acl_re
         }
         j->retain_clear = req->payload_len == 0;
     }
-    if (req->qos > 0 && ticket != NULL) {
+    /*
+     * QoS 1/2: the acknowledgement waits for Redis. With api->ack_hold only
+     * the ack waits and the client's next messages flow (one Redis round trip
+     * covers many); else the whole client waits on a PENDING answer.
+     */
+    if (req->qos > 0 && cl->can_hold) {
+        j->hold_wanted = 1;
+    } else if (req->qos > 0 && ticket != NULL) {
         j->ticket = ticket;
     }
     /* Decided before the hand-over: the job (and the ticket) belong to the Redis thread after it. */
     verdict = j->ticket != NULL ? MIDGE_PENDING : MIDGE_DEFER;
-    if (link_submit(cl->link, j) < 0) {
+    if (link_submit(cl->link, j, &seq) < 0) {
         goto fail;
+    }
+    if (seq != 0 && cl->api->ack_hold(cl->self, client, seq) != 0 &&
+        atomic_exchange(&cl->hold_refused_logged, 1) == 0) {
+        cl->api->log(cl->self, MIDGE_LOG_ERROR, "another plugin holds acknowledgements: QoS 1/2 "
+                     "publishes are acknowledged before they reach redis");
     }
     return verdict;
 fail:
@@ -349,7 +361,7 @@ midge_plugin_init(midge_plugin *self, const struct midge_api *api, void **state)
         goto fail;
     }
     n = 10000;
-    if (number_option(cl, "buffer", 0, 100000000, &n) < 0) {
+    if (number_option(cl, "buffer", 0, 1000000, &n) < 0) {
         goto fail;
     }
     cl->buffer_max = (size_t)n;
@@ -366,6 +378,7 @@ midge_plugin_init(midge_plugin *self, const struct midge_api *api, void **state)
     gettimeofday(&tv, NULL);
     snprintf(cl->boot, sizeof(cl->boot), "%llx",
              (unsigned long long)tv.tv_sec * 1000000ull + (unsigned long long)tv.tv_usec);
+    cl->can_hold = MIDGE_API_HAS(api, ack_hold) && MIDGE_API_HAS(api, ack_release);
     if ((cl->routes = routes_new()) == NULL || metrics_new(cl) < 0 ||
         (cl->link = link_new(cl)) == NULL) {
         api->set_error(self, "out of memory");
