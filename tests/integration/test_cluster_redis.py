@@ -295,8 +295,8 @@ class ClusterTest(unittest.TestCase):
         wait_route(b, "num/probe", sub)
         acked = set()
         pub = client(a)
-        total = 400
-        # paho sends them with its in-flight window (20); node 1 dies with some unacknowledged.
+        total = 3000
+        # paho sends them with its in-flight window (20); node 1 dies with most unacknowledged.
         infos = [pub.c.publish("num/x", b"%d" % i, 1) for i in range(total)]
         wait_until(lambda: sum(1 for i in infos if i.is_published()) >= 100, 10.0,
                    what="100 acknowledged")
@@ -305,9 +305,8 @@ class ClusterTest(unittest.TestCase):
         acked = {i for i, info in enumerate(infos) if info.is_published()}
         self.assertLess(len(acked), total, "everything acknowledged before the kill")
         pub2 = self.c(b)
-        for i in range(total):
-            if i not in acked:
-                pub2.publish("num/x", b"%d" % i, 1)
+        resend = [pub2.c.publish("num/x", b"%d" % i, 1) for i in range(total) if i not in acked]
+        wait_until(lambda: all(i.is_published() for i in resend), 15.0, what="resend acknowledged")
         got = drain_payloads(sub, total, 15.0)
         numbers = {int(p) for p in got}
         self.assertEqual(set(range(total)) - numbers, set(), "acknowledged messages lost")
