@@ -100,7 +100,7 @@ class Node(Broker):
         super().__init__(config=["plugin %s" % PLUGIN_SO,
                                  "plugin_opt_redis %s:%d" % (HOST, redis.port),
                                  "plugin_opt_node_id %s" % node_id,
-                                 "plugin_opt_node_timeout 5"] + list(extra))
+                                 "plugin_opt_node_timeout 5", "sys_interval 1"] + list(extra))
         self.node_id = node_id
 
     def start(self, timeout=5.0):
@@ -351,6 +351,40 @@ class ClusterTest(unittest.TestCase):
         old.expect_disconnect(rc=0x8E, timeout=5.0)
         self.assertTrue(new.is_open(), "the new connection must stay")
         new.close()
+
+    def test_metrics_under_sys(self):
+        """$SYS/broker/plugin/cluster-redis/metric/...: nodes seen, forwarded and received
+        counts, redis up, and the Redis round-trip histogram."""
+        a, b = self.nodes[0], self.nodes[1]
+        sub = self.c(b)
+        sub.subscribe("met/#", 1)
+        wait_route(a, "met/probe", sub)
+        pub = self.c(a)
+        for i in range(5):
+            pub.publish("met/x", b"%d" % i, 1)
+        self.assertEqual(len(drain_payloads(sub, 5, TIMEOUT)), 5)
+        base = "$SYS/broker/plugin/cluster-redis/metric/"
+        want = {
+            (a, "forwarded"): lambda v: int(v) >= 5,
+            (a, "nodes_seen"): lambda v: int(v) == 3,
+            (a, "redis_up"): lambda v: int(v) == 1,
+            (a, "redis_latency/count"): lambda v: int(v) >= 1,
+            (b, "received"): lambda v: int(v) >= 5,
+        }
+        for node in (a, b):
+            w = self.c(node)
+            w.subscribe(base + "#", 0)
+            names = [k[1] for k in want if k[0] is node]
+            seen = {}
+
+            def all_good():
+                try:
+                    m = w.messages.get(timeout=0.2)
+                    seen[m.topic[len(base):]] = m.payload.decode()
+                except queue.Empty:
+                    pass
+                return all(n in seen and want[(node, n)](seen[n]) for n in names)
+            wait_until(all_good, 8.0, what="metrics %s on %s (seen %r)" % (names, node.node_id, seen))
 
     def test_redis_restarted_mid_stream(self):
         """Redis stopped while numbered QoS 1 messages flow: the nodes keep serving local
