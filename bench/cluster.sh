@@ -57,7 +57,7 @@ free_port() {
 }
 
 wait_port() {
-    for _ in $(seq 1 250); do
+    for _ in $(seq 1 750); do
         (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
         sleep 0.02
     done
@@ -121,7 +121,8 @@ one_run() { # SCENARIO QOS RATE -> "recv_rate p50 p99"
     echo "$(result recv_rate "$line") $(result p50_us "$line") $(result p99_us "$line")"
 }
 
-median() { sort -n | awk '{v[NR]=$1} END {if (NR == 0) print "-"; else print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
+# Median of the runs that worked (a run that failed to start, e.g. on a loaded machine, reports 0).
+median() { awk '$1 > 0' | sort -n | awk '{v[NR]=$1} END {if (NR == 0) print "-"; else print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 
 declare -A tput p50 p99
 tests=("plain 0 0" "local 0 0" "cross 0 0" "plain 1 0" "local 1 0" "cross 1 0"
@@ -131,7 +132,7 @@ for i in $(seq 1 "$runs"); do
         read -r sc qos rate <<< "$t"
         line=$(one_run "$sc" "$qos" "$rate")
         read -r rr l50 l99 <<< "$line"
-        echo "run $i: $sc qos $qos rate $rate: delivered ${rr:-0} msg/s, p50 ${l50:-?} us, p99 ${l99:-?} us"
+        echo "run $i: $sc qos $qos rate $rate: delivered ${rr:-0} msg/s, p50 ${l50:-?} us, p99 ${l99:-?} us (load $(cut -d' ' -f1 /proc/loadavg))"
         tput["$t"]+="${rr:-0} "
         p50["$t"]+="${l50:-0} "
         p99["$t"]+="${l99:-0} "
