@@ -215,8 +215,8 @@ static void
 job_end(struct link *l)
 {
     l->inflight--;
-    if (l->inflight == INFLIGHT_MAX / 2 && l->in_head != NULL) {
-        ev_async_send(l->loop, &l->wake); /* room again: take what waits in the queue */
+    if (l->inflight == INFLIGHT_MAX / 2) {
+        ev_async_send(l->loop, &l->wake); /* room again: take what waits in the queue, if any */
     }
 }
 
