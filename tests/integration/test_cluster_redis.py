@@ -352,6 +352,28 @@ class ClusterTest(unittest.TestCase):
         self.assertTrue(new.is_open(), "the new connection must stay")
         new.close()
 
+    def test_routes_resynced_after_redis_lost_its_data(self):
+        """Redis replaced by an empty one (its data lost): the nodes reconnect, announce
+        their routes again and recreate their streams' groups; cross-node QoS 0 and 1 work."""
+        a, b = self.nodes[0], self.nodes[1]
+        sub = self.c(b)
+        sub.subscribe("lost/#", 1)
+        wait_route(a, "lost/probe", sub)
+        port = self.redis.port
+        self.redis.kill()
+        wait_until(lambda: "redis unavailable" in a.log_text() and
+                   "redis unavailable" in b.log_text(), 5.0, what="outage seen")
+        fresh = Redis()
+        fresh.port = port
+        self.redis = fresh.start()
+        wait_until(lambda: "redis is back" in a.log_text() and "redis is back" in b.log_text(),
+                   10.0, what="both nodes reconnected")
+        self.assertIn(b"lost/#", self.redis.command("SMEMBERS", "midge:routes:n2"))
+        wait_route(a, "lost/probe", sub)
+        pub = self.c(a)
+        pub.publish("lost/x", b"q1", 1)
+        self.assertEqual(drain_payloads(sub, 1, 5.0), [b"q1"])
+
     def test_metrics_under_sys(self):
         """$SYS/broker/plugin/cluster-redis/metric/...: nodes seen, forwarded and received
         counts, redis up, and the Redis round-trip histogram."""
