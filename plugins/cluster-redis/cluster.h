@@ -87,6 +87,7 @@ struct cluster {
     midge_metric *m_buffered;
     midge_metric *m_redis_up;
     midge_metric *m_latency;
+    midge_metric *m_shared_elsewhere;
 };
 
 /* link.c */

@@ -24,9 +24,9 @@
 #include "routes.h"
 #include "wire.h"
 
-static const char *const cluster_options[] = {"redis",         "node_id",      "prefix",
-                                              "buffer",        "stream_maxlen", "node_timeout",
-                                              NULL};
+static const char *const cluster_options[] = {
+    "redis", "node_id", "prefix", "buffer", "stream_maxlen", "node_timeout",
+    "shared_subscriptions", NULL};
 MIDGE_PLUGIN_DECLARE_OPTIONS("cluster-redis", "1.0",
                              "nodes sharing routes and retained messages through Redis",
                              cluster_options);
@@ -168,6 +168,53 @@ on_client_connected(void *state, midge_client *client)
     route_job(state, JOB_CLAIM, ((struct cluster *)state)->api->client_id(client));
 }
 
+static uint64_t
+message_hash(const char *topic, const uint8_t *payload, uint32_t len)
+{
+    uint64_t h = 1469598103934665603ull;
+    uint32_t i;
+
+    while (*topic) {
+        h = (h ^ (uint8_t)*topic++) * 1099511628211ull;
+    }
+    for (i = 0; i < len; i++) {
+        h = (h ^ payload[i]) * 1099511628211ull;
+    }
+    h ^= h >> 29;
+    h *= 0xBF58476D1CE4E5B9ull;
+    return h ^ (h >> 32);
+}
+
+/*
+ * Shared subscriptions across nodes: a message reaches every node with a
+ * member of the group (routes), and each of those nodes would hand it to
+ * one of its members. The delivery to a member through a $share filter is
+ * let through only on the node that owns this message for the group (the
+ * same answer on every node: a hash of topic and payload over the sorted
+ * nodes with members), so the group gets it once cluster-wide.
+ */
+static int
+on_acl(void *state, midge_client *client, const struct midge_acl_request *req, uint8_t *reason,
+       midge_ticket *ticket)
+{
+    struct cluster *cl = state;
+    char share[512];
+
+    (void)ticket;
+    if (req->action != MIDGE_ACL_RECEIVE || !routes_local_shared(cl->routes) ||
+        !routes_client_shared(cl->routes, cl->api->client_id(client), req->topic, share,
+                              sizeof(share))) {
+        return MIDGE_DEFER;
+    }
+    if (routes_shared_owner(cl->routes, cl->node_id, share,
+                            message_hash(req->topic, req->payload, req->payload_len))) {
+        return MIDGE_DEFER;
+    }
+    *reason = 0;
+    cl->api->metric_add(cl->m_shared_elsewhere, 1);
+    return MIDGE_DENY;
+}
+
 static void
 on_thread_start(void *state, unsigned worker)
 {
@@ -191,6 +238,19 @@ on_thread_stop(void *state, unsigned worker)
     }
 }
 
+static const struct midge_hooks cluster_hooks_shared = {
+    .size = sizeof(struct midge_hooks),
+    .acl = on_acl,
+    .subscribed = on_subscribed,
+    .unsubscribed = on_unsubscribed,
+    .session_ended = on_session_ended,
+    .client_connected = on_client_connected,
+    .thread_start = on_thread_start,
+    .thread_stop = on_thread_stop,
+    .publish_accepted = on_publish_accepted,
+};
+
+/* With plugin_opt_shared_subscriptions local: no acl hook (no per-delivery check). */
 static const struct midge_hooks cluster_hooks = {
     .size = sizeof(struct midge_hooks),
     .subscribed = on_subscribed,
@@ -303,9 +363,11 @@ metrics_new(struct cluster *cl)
                                    "1 while connected to redis");
     cl->m_latency = a->metric_new(s, "redis_latency", MIDGE_METRIC_HISTOGRAM,
                                   "heartbeat round trip to redis, seconds");
+    cl->m_shared_elsewhere = a->metric_new(s, "shared_elsewhere", MIDGE_METRIC_COUNTER,
+                                           "shared-subscription deliveries left to another node");
     return cl->m_nodes && cl->m_routes_remote && cl->m_forwarded && cl->m_received &&
                    cl->m_duplicates && cl->m_dropped && cl->m_buffered && cl->m_redis_up &&
-                   cl->m_latency
+                   cl->m_latency && cl->m_shared_elsewhere
                ? 0
                : -1;
 }
@@ -384,7 +446,14 @@ midge_plugin_init(midge_plugin *self, const struct midge_api *api, void **state)
         api->set_error(self, "out of memory");
         goto fail;
     }
-    if (api->hooks_set(self, &cluster_hooks) != 0) {
+    v = api->option(self, "shared_subscriptions");
+    if (v != NULL && strcmp(v, "cluster") != 0 && strcmp(v, "local") != 0) {
+        api->set_error(self, "plugin_opt_shared_subscriptions must be cluster or local, not '%s'",
+                       v);
+        goto fail;
+    }
+    if (api->hooks_set(self, v != NULL && strcmp(v, "local") == 0 ? &cluster_hooks
+                                                                  : &cluster_hooks_shared) != 0) {
         api->set_error(self, "hooks_set failed");
         goto fail;
     }

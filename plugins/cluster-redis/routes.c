@@ -11,6 +11,7 @@
 #include "routes.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,8 @@ struct routes {
     pthread_mutex_t local_lock;
     struct entry *filters[BUCKETS]; /* Protected by local_lock */
     struct entry *clients[BUCKETS]; /* Protected by local_lock */
+
+    atomic_int shared_filters;      /* distinct $share filters present on this node */
 
     pthread_rwlock_t remote_lock;
     struct node *nodes;             /* Protected by remote_lock */
@@ -203,6 +206,9 @@ filter_release(struct routes *r, const char *filter)
     if (--f->count > 0) {
         return 0;
     }
+    if (strncmp(filter, "$share/", 7) == 0) {
+        atomic_fetch_sub(&r->shared_filters, 1);
+    }
     unlink_entry(r->filters, f);
     return 1;
 }
@@ -232,6 +238,9 @@ routes_local_add(struct routes *r, const char *client_id, const char *filter)
         goto out;
     }
     result = f->count++ == 0;
+    if (result && strncmp(filter, "$share/", 7) == 0) {
+        atomic_fetch_add(&r->shared_filters, 1);
+    }
 out:
     pthread_mutex_unlock(&r->local_lock);
     return result;
@@ -528,4 +537,77 @@ routes_remote_filters(struct routes *r)
     }
     pthread_rwlock_unlock(&r->remote_lock);
     return n;
+}
+
+int
+routes_local_shared(struct routes *r)
+{
+    return atomic_load_explicit(&r->shared_filters, memory_order_relaxed) > 0;
+}
+
+int
+routes_client_shared(struct routes *r, const char *client_id, const char *topic, char *out,
+                     size_t outlen)
+{
+    struct entry *c;
+    const char *shared = NULL;
+    size_t i;
+    int result = 0;
+
+    pthread_mutex_lock(&r->local_lock);
+    c = find(r->clients, client_id, 0);
+    for (i = 0; c != NULL && i < c->n; i++) {
+        if (!routes_filter_matches(c->filters[i], topic)) {
+            continue;
+        }
+        if (strncmp(c->filters[i], "$share/", 7) != 0) {
+            shared = NULL; /* a plain subscription gets it too: not the group's to decide */
+            break;
+        }
+        if (shared == NULL) {
+            shared = c->filters[i];
+        }
+    }
+    if (shared != NULL && strlen(shared) < outlen) {
+        memcpy(out, shared, strlen(shared) + 1);
+        result = 1;
+    }
+    pthread_mutex_unlock(&r->local_lock);
+    return result;
+}
+
+static int
+cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+int
+routes_shared_owner(struct routes *r, const char *me, const char *share, uint64_t h)
+{
+    const char *stack[64];
+    const char **ids = stack;
+    size_t n = 0;
+    size_t i;
+    int mine;
+
+    pthread_rwlock_rdlock(&r->remote_lock);
+    if (r->nnodes + 1 > sizeof(stack) / sizeof(stack[0]) &&
+        (ids = malloc((r->nnodes + 1) * sizeof(*ids))) == NULL) {
+        pthread_rwlock_unlock(&r->remote_lock);
+        return 1; /* out of memory: deliver rather than lose */
+    }
+    ids[n++] = me;
+    for (i = 0; i < r->nnodes; i++) {
+        if (list_find(r->nodes[i].filters, r->nodes[i].n, share) >= 0) {
+            ids[n++] = r->nodes[i].id;
+        }
+    }
+    qsort(ids, n, sizeof(*ids), cmp_str);
+    mine = strcmp(ids[h % n], me) == 0;
+    pthread_rwlock_unlock(&r->remote_lock);
+    if (ids != stack) {
+        free(ids);
+    }
+    return mine;
 }

@@ -16,6 +16,7 @@
 #define CLUSTER_ROUTES_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct routes;
 
@@ -61,6 +62,21 @@ size_t routes_remote_filters(struct routes *r);
 
 /* MQTT filter matching, with $share/GROUP/ stripped and the $-topic rule [MQTT-4.7.2-1]. */
 int routes_filter_matches(const char *filter, const char *topic);
+
+/*
+ * Shared subscriptions across nodes: one delivery per group cluster-wide.
+ * routes_local_shared: 1 while some session here has a $share filter.
+ * routes_client_shared: when client_id gets `topic` only through a shared
+ * filter (no plain filter of its matches), copies that filter into out and
+ * returns 1. routes_shared_owner: 1 when this node (`me`) is the one that
+ * delivers a message with hash h to group filter `share`: every node with
+ * members computes the same answer (members' nodes sorted by id, h modulo
+ * their number), so exactly one delivers while their views agree.
+ */
+int routes_local_shared(struct routes *r);
+int routes_client_shared(struct routes *r, const char *client_id, const char *topic, char *out,
+                         size_t outlen);
+int routes_shared_owner(struct routes *r, const char *me, const char *share, uint64_t h);
 
 /* Frees a list returned by routes_match or routes_local_snapshot. */
 void routes_list_free(char **v, size_t n);

@@ -374,6 +374,32 @@ class ClusterTest(unittest.TestCase):
         pub.publish("lost/x", b"q1", 1)
         self.assertEqual(drain_payloads(sub, 1, 5.0), [b"q1"])
 
+    def test_shared_subscription_one_delivery_per_group_cluster_wide(self):
+        """$share/g/jobs/# with a member on node 2 and one on node 3, publisher on node 1:
+        each message goes to exactly one member of the group across the cluster
+        [MQTT-4.8.2-3 (v5 4.8.2: one session of the group)], and both members get some."""
+        a, b, c = self.nodes
+        m2 = self.c(b, version=5)
+        m2.subscribe("$share/g/jobs/#", 1)
+        m3 = self.c(c, version=5)
+        m3.subscribe("$share/g/jobs/#", 1)
+        # Both members' routes reached node 1 (and each other's node: the owner choice).
+        for n in (a, b, c):
+            wait_until(lambda: all(
+                b"$share/g/jobs/#" in self.redis.command("SMEMBERS", "midge:routes:%s" % x.node_id)
+                for x in (b, c)), 5.0, what="group routes in redis")
+        time.sleep(0.3)  # the nodes' copies follow the announcements (a few ms)
+        pub = self.c(a)
+        total = 60
+        for i in range(total):
+            pub.publish("jobs/x", b"%d" % i, 1)
+        got2 = drain_payloads(m2, total, 3.0)
+        got3 = drain_payloads(m3, total, 1.0)
+        both = sorted(int(p) for p in got2 + got3)
+        self.assertEqual(both, list(range(total)), "each message once to the group")
+        self.assertTrue(got2 and got3, "both members get a share (n2 %d, n3 %d)"
+                        % (len(got2), len(got3)))
+
     def test_metrics_under_sys(self):
         """$SYS/broker/plugin/cluster-redis/metric/...: nodes seen, forwarded and received
         counts, redis up, and the Redis round-trip histogram."""

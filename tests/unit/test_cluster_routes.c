@@ -116,6 +116,41 @@ test_remote_match(void **state)
 }
 
 static void
+test_shared_owner(void **state)
+{
+    struct routes *r = routes_new();
+    char out[64];
+    uint64_t h;
+    int mine = 0;
+
+    (void)state;
+    assert_int_equal(routes_local_shared(r), 0);
+    assert_int_equal(routes_local_add(r, "c1", "$share/g/jobs/#"), 1);
+    assert_int_equal(routes_local_shared(r), 1);
+    /* Only through the group: the group decides; with a plain filter too: it does not. */
+    assert_int_equal(routes_client_shared(r, "c1", "jobs/1", out, sizeof(out)), 1);
+    assert_string_equal(out, "$share/g/jobs/#");
+    assert_int_equal(routes_client_shared(r, "c1", "other", out, sizeof(out)), 0);
+    assert_int_equal(routes_local_add(r, "c1", "jobs/+"), 1);
+    assert_int_equal(routes_client_shared(r, "c1", "jobs/1", out, sizeof(out)), 0);
+    /* Alone in the group: every message is ours. With two other nodes: about a third. */
+    assert_int_equal(routes_shared_owner(r, "n1", "$share/g/jobs/#", 12345), 1);
+    assert_int_equal(routes_remote_add(r, "n2", "$share/g/jobs/#"), 0);
+    assert_int_equal(routes_remote_add(r, "n3", "$share/g/jobs/#"), 0);
+    for (h = 0; h < 300; h++) {
+        mine += routes_shared_owner(r, "n1", "$share/g/jobs/#", h);
+    }
+    assert_int_equal(mine, 100);
+    /* Sorted n1, n2, n3: hash 0 (mod 3) is n1's, 1 is n2's. */
+    assert_int_equal(routes_shared_owner(r, "n1", "$share/g/jobs/#", 3), 1);
+    assert_int_equal(routes_shared_owner(r, "n1", "$share/g/jobs/#", 4), 0);
+    gone_count = 0;
+    routes_local_session_end(r, "c1", gone, NULL);
+    assert_int_equal(routes_local_shared(r), 0);
+    routes_free(r);
+}
+
+static void
 test_wire_bundle(void **state)
 {
     size_t l1;
@@ -184,6 +219,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_filter_matching), cmocka_unit_test(test_local_counts),
         cmocka_unit_test(test_remote_match),    cmocka_unit_test(test_wire_bundle),
+        cmocka_unit_test(test_shared_owner),
         cmocka_unit_test(test_dedupe_window),
     };
 
