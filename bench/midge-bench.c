@@ -64,6 +64,7 @@ static const char *const topo_names[] = { "pair", "fanin", "fanout", "nm" };
 
 struct opts {
     int port;
+    int sub_port;    /* subscribers connect here (0: port): a cross-node hop in a cluster */
     enum mode mode;
     enum topo topo;
     int pubs;
@@ -181,6 +182,7 @@ static uint64_t g_win_start;
 static uint64_t g_win_end;
 static uint64_t g_interval;     /* rate mode: ns between two messages of one publisher */
 static struct sockaddr_in g_addr;
+static struct sockaddr_in g_sub_addr; /* subscribers' broker (--sub-port) */
 static char g_idprefix[32];
 static uint16_t g_nonce;        /* tells this run's messages from a previous run's leftovers */
 
@@ -484,7 +486,9 @@ conn_open(struct conn *c)
         return -1;
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (connect(fd, (struct sockaddr *)&g_addr, sizeof(g_addr)) != 0 && errno != EINPROGRESS) {
+    const struct sockaddr_in *to = c->role == ROLE_SUB ? &g_sub_addr : &g_addr;
+
+    if (connect(fd, (const struct sockaddr *)to, sizeof(*to)) != 0 && errno != EINPROGRESS) {
         close(fd);
         return -1;
     }
@@ -1107,6 +1111,8 @@ usage(FILE *f)
 "\n"
 "common:\n"
 "  -p, --port N          broker port on 127.0.0.1 (1883)\n"
+"  -u, --sub-port N      subscribers connect to this port instead (another node of a\n"
+"                        cluster: latency then includes the cross-node hop)\n"
 "  -m, --mode M          load | storm | idle (load)\n"
 "  -t, --threads N       threads, each with an epoll loop over many connections (1;\n"
 "                        on a 2-core machine one thread leaves the broker the most CPU)\n"
@@ -1202,15 +1208,16 @@ parse_args(int argc, char **argv)
         { "drain", 1, NULL, 'D' }, { "rate", 1, NULL, 'r' }, { "batch", 1, NULL, 'b' },
         { "window", 1, NULL, 'W' }, { "conns", 1, NULL, 'c' }, { "concurrency", 1, NULL, 'C' },
         { "keep", 0, NULL, 'K' }, { "hold", 1, NULL, 'H' }, { "help", 0, NULL, 'h' },
-        { "persistent-subs", 0, NULL, 'R' },
+        { "persistent-subs", 0, NULL, 'R' }, { "sub-port", 1, NULL, 'u' },
         { NULL, 0, NULL, 0 },
     };
     int ch;
 
-    while ((ch = getopt_long(argc, argv, "p:m:t:V:k:L:T:P:S:X:q:Q:s:d:w:D:r:b:W:c:C:KH:hR", lo,
+    while ((ch = getopt_long(argc, argv, "p:m:t:V:k:L:T:P:S:X:q:Q:s:d:w:D:r:b:W:c:C:KH:hRu:", lo,
                              NULL)) != -1) {
         switch (ch) {
         case 'p': opt.port = parse_int(optarg, 1, 65535); break;
+        case 'u': opt.sub_port = parse_int(optarg, 1, 65535); break;
         case 'm': opt.mode = (enum mode)parse_name(optarg, mode_names, 3); break;
         case 't': opt.threads = parse_int(optarg, 1, MAX_THREADS); break;
         case 'V': opt.version = parse_int(optarg, 3, 5) == 5 ? 5 : 4; break;
@@ -1561,6 +1568,10 @@ main(int argc, char **argv)
     g_addr.sin_family = AF_INET;
     g_addr.sin_port = htons((uint16_t)opt.port);
     g_addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    g_sub_addr = g_addr;
+    if (opt.sub_port != 0) {
+        g_sub_addr.sin_port = htons((uint16_t)opt.sub_port);
+    }
     snprintf(g_idprefix, sizeof(g_idprefix), "mb%d-", (int)getpid());
     g_nonce = (uint16_t)(getpid() ^ (now_ns() >> 10));
     workers = calloc((size_t)opt.threads, sizeof(*workers));

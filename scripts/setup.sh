@@ -8,10 +8,11 @@ top=$(pwd)
 
 PACKAGES="build-essential autoconf automake libtool pkg-config clang \
 libev-dev libssl-dev libjansson-dev libcmocka-dev libsqlite3-dev libargon2-dev libwslay-dev \
-mosquitto mosquitto-clients python3 python3-paho-mqtt \
+libhiredis-dev redis-server mosquitto mosquitto-clients python3 python3-paho-mqtt \
 libmicrohttpd-dev chromium prometheus"
 # libmicrohttpd-dev: the http-admin plugin's HTTP server. chromium: its dashboard test
 # (headless, driven by playwright-core below). prometheus: promtool checks /metrics.
+# libhiredis-dev, redis-server: the cluster-redis plugin and its tests.
 
 missing=""
 for p in $PACKAGES; do

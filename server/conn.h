@@ -94,6 +94,7 @@ struct conn {
     struct eauth *eauth;        /* MQTT 5 enhanced authentication state, or NULL */
     struct midge_session *sink; /* set on the stand-in connection of an internal session */
     struct held_ring *held;     /* acks waiting for durability (persist.c), or NULL */
+    uint64_t ack_hold;          /* api->ack_hold of the PUBLISH being handled, 0 none */
     struct xport *xp;      /* TLS/WebSocket layers (xport.c), owned; NULL: plain TCP */
 };
 

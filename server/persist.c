@@ -30,7 +30,10 @@
 #include "worker.h"
 
 int persist_active;
+int persist_holds_possible;
 static struct midge_plugin *pplugin;
+static _Atomic(struct midge_plugin *) hold_plugin; /* the instance that holds acks (api->ack_hold) */
+static atomic_uint_fast64_t released_seq;           /* its api->ack_release mark */
 
 static pthread_mutex_t emit_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t emit_seq;               /* Protected by emit_lock */
@@ -209,6 +212,7 @@ persist_refusing(void)
 /* One thing a connection sends only once `need` is durable. Owned by the connection's ring. */
 struct held {
     uint64_t need;
+    uint64_t hold;   /* api->ack_hold seq, 0 none */
     void (*fn)(struct conn *c, void *arg); /* NULL: an ack */
     void (*free_fn)(void *arg);
     void *arg;
@@ -237,6 +241,12 @@ static int
 durable(uint64_t need)
 {
     return need <= atomic_load_explicit(&durable_seq, memory_order_acquire);
+}
+
+static int
+released(uint64_t hold)
+{
+    return hold <= atomic_load_explicit(&released_seq, memory_order_acquire);
 }
 
 static int
@@ -298,13 +308,22 @@ unlist(struct conn *c)
 int
 persist_send_ack_slow(struct conn *c, int type, uint16_t pid, uint8_t rc, uint64_t need)
 {
+    return persist_send_ack_held(c, type, pid, rc, need, 0);
+}
+
+int
+persist_send_ack_held(struct conn *c, int type, uint16_t pid, uint8_t rc, uint64_t need,
+                      uint64_t ack_hold)
+{
     struct held h;
 
-    if (!persist_active || ((need == 0 || durable(need)) && !persist_conn_holding(c))) {
+    if ((need == 0 || durable(need)) && (ack_hold == 0 || released(ack_hold)) &&
+        !persist_conn_holding(c)) {
         return proto_send_ack(c, type, pid, rc);
     }
     memset(&h, 0, sizeof(h));
     h.need = need;
+    h.hold = ack_hold;
     h.type = (uint8_t)type;
     h.rc = rc;
     h.pid = pid;
@@ -317,7 +336,7 @@ persist_after(struct conn *c, uint64_t need, void (*fn)(struct conn *c, void *ar
 {
     struct held h;
 
-    if (!persist_active || ((need == 0 || durable(need)) && !persist_conn_holding(c))) {
+    if ((need == 0 || durable(need)) && !persist_conn_holding(c)) {
         fn(c, arg);
         return 0;
     }
@@ -337,7 +356,7 @@ release(struct conn *c)
 
     while (r->n > 0 && c->state != CONN_CLOSED) {
         struct held h = r->v[r->head];
-        if (!durable(h.need)) {
+        if (!durable(h.need) || !released(h.hold)) {
             return;
         }
         r->head = (r->head + 1) % r->cap;
@@ -394,25 +413,65 @@ persist_conn_free(struct conn *c)
     c->held = NULL;
 }
 
-void
-persist_durable(midge_plugin *self, uint64_t seq)
+/* A mark moved: every worker looks at its holding connections. */
+static void
+wake_holders(void)
 {
-    uint_fast64_t cur = atomic_load(&durable_seq);
     unsigned i;
     unsigned n;
 
-    (void)self;
-    while (cur < seq && !atomic_compare_exchange_weak(&durable_seq, &cur, seq)) {
-    }
-    if (cur >= seq) {
-        return;
-    }
     n = workers_ready_count();
     for (i = 0; i < n; i++) {
         struct worker *w = broker.workers[i];
         if (atomic_exchange(&w->held_wake, 1) == 0) {
             call_post(i, release_run, NULL);
         }
+    }
+}
+
+void
+persist_durable(midge_plugin *self, uint64_t seq)
+{
+    uint_fast64_t cur = atomic_load(&durable_seq);
+
+    (void)self;
+    while (cur < seq && !atomic_compare_exchange_weak(&durable_seq, &cur, seq)) {
+    }
+    if (cur < seq) {
+        wake_holders();
+    }
+}
+
+int
+persist_ack_hold(midge_plugin *self, midge_client *client, uint64_t seq)
+{
+    struct midge_plugin *none = NULL;
+    struct conn *c = (struct conn *)client;
+
+    if (seq == 0 || c == NULL) {
+        return -MIDGE_EINVAL;
+    }
+    if (!atomic_compare_exchange_strong(&hold_plugin, &none, self) && none != self) {
+        return -MIDGE_ESTATE;
+    }
+    c->ack_hold = seq;
+    return 0;
+}
+
+void
+persist_ack_release(midge_plugin *self, uint64_t seq)
+{
+    uint_fast64_t cur = atomic_load(&released_seq);
+    struct midge_plugin *none = NULL;
+
+    /* A release may come before the first hold was registered: it names the holder too. */
+    if (!atomic_compare_exchange_strong(&hold_plugin, &none, self) && none != self) {
+        return;
+    }
+    while (cur < seq && !atomic_compare_exchange_weak(&released_seq, &cur, seq)) {
+    }
+    if (cur < seq) {
+        wake_holders();
     }
 }
 

@@ -55,6 +55,16 @@ int persist_refusing(void);
  */
 int persist_send_ack_slow(struct conn *c, int type, uint16_t pid, uint8_t rc, uint64_t need);
 
+/*
+ * As persist_send_ack_slow, and also after api->ack_release reached `hold`
+ * (0: no plugin hold). [worker thread]
+ */
+int persist_send_ack_held(struct conn *c, int type, uint16_t pid, uint8_t rc, uint64_t need,
+                          uint64_t hold);
+
+/* Some plugin has the publish_accepted hook, so acks may be held (persist_send_ack takes the slow path). */
+extern int persist_holds_possible;
+
 /* proto.c: sends an acknowledgement now. */
 int proto_send_ack(struct conn *c, int type, uint16_t pid, uint8_t rc);
 
@@ -62,8 +72,8 @@ int proto_send_ack(struct conn *c, int type, uint16_t pid, uint8_t rc);
 static inline int
 persist_send_ack(struct conn *c, int type, uint16_t pid, uint8_t rc, uint64_t need)
 {
-    return persist_active ? persist_send_ack_slow(c, type, pid, rc, need)
-                          : proto_send_ack(c, type, pid, rc);
+    return persist_active || persist_holds_possible ? persist_send_ack_slow(c, type, pid, rc, need)
+                                                    : proto_send_ack(c, type, pid, rc);
 }
 
 /* Runs fn(c, arg) when `need` is durable, in order with held acks; free_fn(arg) if dropped. */
@@ -79,6 +89,8 @@ void persist_conn_free(struct conn *c);
 /* API entries. [any thread] */
 void persist_durable(midge_plugin *self, uint64_t seq);
 void persist_failing(midge_plugin *self, int failing);
+int persist_ack_hold(midge_plugin *self, midge_client *client, uint64_t seq);
+void persist_ack_release(midge_plugin *self, uint64_t seq);
 
 /*
  * Start-up, workers running, listeners not yet open: the plugin's restore

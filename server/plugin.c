@@ -19,6 +19,7 @@
 struct midge_plugin *plugins;
 int plugins_auth_active;
 int plugins_acl_active;
+int plugins_forward_active;
 int plugins_events_active;
 int plugins_message_in_active;
 int plugins_message_out_active;
@@ -243,6 +244,8 @@ plugins_load(const struct config *cfg, unsigned nthreads, int call_init, char *e
         p->initialised = 1;
         plugins_auth_active |= PLUGIN_HAS(p, auth);
         plugins_acl_active |= PLUGIN_HAS(p, acl);
+        plugins_forward_active |= PLUGIN_HAS(p, publish_accepted);
+        persist_holds_possible |= PLUGIN_HAS(p, publish_accepted);
         plugins_events_active |= PLUGIN_HAS(p, client_connected) ||
                                  PLUGIN_HAS(p, client_disconnected);
         plugins_message_in_active |= PLUGIN_HAS(p, message_in);
@@ -304,6 +307,7 @@ plugins_unload(void)
         instance_free(p);
     }
     plugins_auth_active = plugins_acl_active = plugins_events_active = 0;
+    plugins_forward_active = 0;
     plugins_message_in_active = plugins_message_out_active = 0;
     plugins_sub_events_active = plugins_session_events_active = 0;
     plugins_count = 0;

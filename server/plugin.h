@@ -98,6 +98,7 @@ extern struct midge_plugin *plugins;
 /* Fast-path flags: some instance has an auth / acl / event hook. Fixed after load. */
 extern int plugins_auth_active;
 extern int plugins_acl_active;
+extern int plugins_forward_active;        /* publish_accepted */
 extern int plugins_events_active;
 extern int plugins_message_in_active;
 extern int plugins_message_out_active;
@@ -357,8 +358,15 @@ int plugin_acl(struct conn *c, int action, const char *topic, int qos, int retai
 struct acl_hold;
 
 /*
+ * Internal action for plugin_acl_wait: the publish_accepted chain, run after
+ * a PUBLISH passed its ACL chains (plugins see action MIDGE_ACL_PUBLISH).
+ */
+#define PLUGIN_ACL_FORWARD 0x100
+
+/*
  * Runs the ACL chain for an action the client can wait for (PUBLISH,
- * RETAIN, SUBSCRIBE, WILL) from chain position `start` (0 at first); hooks
+ * RETAIN, SUBSCRIBE, WILL, or PLUGIN_ACL_FORWARD: the publish_accepted
+ * hooks) from chain position `start` (0 at first); hooks
  * get a ticket. Returns PLUGIN_ALLOW (also when every plugin deferred),
  * PLUGIN_DENY (*reason set, 0 when the plugin gave none) or PLUGIN_PENDING:
  * the decision waits on c->auth_wait, and before returning PROTO_WAIT the

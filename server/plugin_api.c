@@ -243,4 +243,6 @@ const struct midge_api plugin_api = {
     .metric_list = plugin_metric_list,
     .session_publish_message = plugin_session_publish_message,
     .session_released = plugin_session_released,
+    .ack_hold = persist_ack_hold,
+    .ack_release = persist_ack_release,
 };

@@ -706,13 +706,14 @@ acl_untimely_pending(struct midge_plugin *p, int action)
 }
 
 /*
- * The ACL chain from position `start` about req. With `with_tickets` each hook
- * gets one and may answer PENDING (c->auth_wait is then set); without, a
- * PENDING answer is a plugin bug. [worker thread]
+ * The ACL chain from position `start` about req, or with `forward` the
+ * publish_accepted chain. With `with_tickets` each hook gets one and may
+ * answer PENDING (c->auth_wait is then set); without, a PENDING answer is a
+ * plugin bug. [worker thread]
  */
 static int
 acl_chain(struct conn *c, const struct midge_acl_request *req, size_t start, int with_tickets,
-          uint8_t *reason)
+          int forward, uint8_t *reason)
 {
     struct midge_plugin *p;
     size_t idx = 0;
@@ -725,7 +726,15 @@ acl_chain(struct conn *c, const struct midge_acl_request *req, size_t start, int
         uint8_t r = 0;
         int v;
 
-        if (idx < start || !PLUGIN_HAS(p, acl) || !plugin_applies(p, c->listener)) {
+        int (*hook)(void *, midge_client *, const struct midge_acl_request *, uint8_t *,
+                    midge_ticket *);
+
+        if (forward) {
+            hook = PLUGIN_HAS(p, publish_accepted) ? p->hooks->publish_accepted : NULL;
+        } else {
+            hook = PLUGIN_HAS(p, acl) ? p->hooks->acl : NULL;
+        }
+        if (idx < start || hook == NULL || !plugin_applies(p, c->listener)) {
             continue;
         }
         if (with_tickets) {
@@ -736,9 +745,10 @@ acl_chain(struct conn *c, const struct midge_acl_request *req, size_t start, int
             ticket = plugin_wait_ticket(&pw);
         }
         t0 = timed(p, PH_ACL) ? now_ns() : 0;
-        v = p->hooks->acl(p->state, (midge_client *)c, req, &r, ticket);
-        v = v == MIDGE_PENDING && !with_tickets ? acl_untimely_pending(p, req->action)
-                                           : valid_verdict(p, "acl", v, with_tickets);
+        v = hook(p->state, (midge_client *)c, req, &r, ticket);
+        v = v == MIDGE_PENDING && !with_tickets
+                ? acl_untimely_pending(p, req->action)
+                : valid_verdict(p, forward ? "publish_accepted" : "acl", v, with_tickets);
         plugin_record(p, PH_ACL, v, t0 ? now_ns() - t0 + 1 : 0);
         if (with_tickets && plugin_wait_end(&pw, c, v, NULL, 0) < 0) {
             *reason = MQTT_RC_SERVER_UNAVAILABLE;
@@ -766,7 +776,7 @@ plugin_acl(struct conn *c, int action, const char *topic, int qos, int retain,
     struct midge_acl_request req;
 
     acl_request_fill(&req, action, topic, qos, retain, payload, payload_len);
-    return acl_chain(c, &req, 0, 0, reason);
+    return acl_chain(c, &req, 0, 0, 0, reason);
 }
 
 /* Runs the ACL chain with tickets; see plugin.h. [worker thread] */
@@ -785,7 +795,10 @@ plugin_acl_wait(struct conn *c, int action, const char *topic, size_t topic_len,
         *reason = MQTT_RC_SERVER_UNAVAILABLE;
         return PLUGIN_DENY;
     }
-    result = acl_chain(c, &req, start, 1, reason);
+    if (action == PLUGIN_ACL_FORWARD) {
+        req.action = MIDGE_ACL_PUBLISH;
+    }
+    result = acl_chain(c, &req, start, 1, action == PLUGIN_ACL_FORWARD, reason);
     if (t != buf) {
         free(t);
     }

@@ -77,10 +77,17 @@ publish_acl(struct conn *c, const struct mqtt_publish *p, const char *topic, siz
             v = plugin_acl_wait(c, *action, topic, len, p->qos, retain, p->payload.ptr,
                                 p->payload.len, start, &r);
         }
-        if (v != PLUGIN_ALLOW || *action == MIDGE_ACL_RETAIN || !p->retain) {
+        if (v != PLUGIN_ALLOW) {
             break;
         }
-        *action = MIDGE_ACL_RETAIN;
+        /* Allowed: then the RETAIN chain when set, then the publish_accepted hooks. */
+        if (*action == MIDGE_ACL_PUBLISH && p->retain && plugins_acl_active) {
+            *action = MIDGE_ACL_RETAIN;
+        } else if (*action != PLUGIN_ACL_FORWARD && plugins_forward_active) {
+            *action = PLUGIN_ACL_FORWARD;
+        } else {
+            break;
+        }
         start = 0;
         v = MIDGE_DEFER;
     }
@@ -137,8 +144,10 @@ publish_finish(struct conn *c, const struct mqtt_publish *p, const char *topic, 
 {
     struct session *s = c->session;
     int ack_type = p->qos == 1 ? MQTT_PUBACK : MQTT_PUBREC;
+    uint64_t hold = c->ack_hold; /* set by a publish_accepted hook (api->ack_hold) */
     struct msg *m;
 
+    c->ack_hold = 0;
     if (ack_rc != 0) {
         /* Refused already: too large, or by the ACL. */
     } else if (topic_len >= 4 && memcmp(topic, "$SYS", 4) == 0) {
@@ -178,12 +187,14 @@ publish_finish(struct conn *c, const struct mqtt_publish *p, const char *topic, 
      * id, the deliveries to persistent sessions, a retained message) is durable:
      * `mark` is this thread's last event before the PUBLISH was handled.
      */
-    return persist_send_ack(c, ack_type, p->packet_id, c->version == MQTT_V5 ? ack_rc : 0,
-                            persist_active && persist_thread_mark() != mark
-                                ? persist_thread_mark()
-                                : 0) < 0
-               ? PROTO_CLOSE
-               : PROTO_OK;
+    {
+        uint64_t need = persist_active && persist_thread_mark() != mark ? persist_thread_mark() : 0;
+        int r = hold != 0 ? persist_send_ack_held(c, ack_type, p->packet_id,
+                                                  c->version == MQTT_V5 ? ack_rc : 0, need, hold)
+                          : persist_send_ack(c, ack_type, p->packet_id,
+                                             c->version == MQTT_V5 ? ack_rc : 0, need);
+        return r < 0 ? PROTO_CLOSE : PROTO_OK;
+    }
 }
 
 static void
@@ -322,7 +333,7 @@ proto_publish(struct conn *c, const struct mqtt_publish *p, const uint8_t *raw, 
     }
     if (cfg->message_size_limit > 0 && p->payload.len > cfg->message_size_limit) {
         ack_rc = MQTT_RC_PACKET_TOO_LARGE;
-    } else if (plugins_acl_active) {
+    } else if (plugins_acl_active || plugins_forward_active) {
         /* v5: a denial is the ack's reason code; v3: acknowledged and dropped [MQTT-3.3.5-2]. */
         int action = MIDGE_ACL_PUBLISH;
         if (publish_acl(c, p, topic, topic_len, &action, 0, MIDGE_DEFER, &ack_rc) ==

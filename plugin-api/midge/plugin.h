@@ -504,6 +504,21 @@ struct midge_hooks {
      * refuse to start (with api->set_error).
      */
     int (*restore)(void *state);
+
+    /*
+     * A client's PUBLISH passed every ACL chain (PUBLISH, and RETAIN when
+     * set) and is about to be routed: the point where a plugin that carries
+     * messages elsewhere (a cluster) takes them before the publisher is
+     * acknowledged. [worker thread] `req` is as for the acl hook (action
+     * MIDGE_ACL_PUBLISH). Return ALLOW or DEFER to go on, DENY to refuse it
+     * (*reason as for acl), or PENDING and later api->complete(ticket, ...)
+     * from any thread: meanwhile the PUBACK/PUBREC and the client's later
+     * packets wait, exactly as for a pending ACL decision (plugin_timeout
+     * and plugin_timeout_verdict apply). Appended in ABI 1.0.
+     */
+    int (*publish_accepted)(void *state, midge_client *client,
+                            const struct midge_acl_request *req, uint8_t *reason,
+                            midge_ticket *ticket);
 };
 
 /* ---- The API table ----------------------------------------------------- */
@@ -917,6 +932,21 @@ struct midge_api {
      * or -MIDGE_ESTATE. [home worker]
      */
     int (*session_released)(midge_session *s, uint32_t id);
+    /* ---- Held acknowledgements (appended in ABI 1.0, for plugins that carry messages elsewhere) ---- */
+
+    /*
+     * In the publish_accepted hook: holds the PUBACK/PUBREC of the PUBLISH
+     * being handled until api->ack_release(self, n) with n >= seq. Unlike a
+     * PENDING answer the client's later packets are handled meanwhile (the
+     * message is routed locally at once); acknowledgements still leave in
+     * order. `seq` > 0 numbers the plugin's holds and only grows; one
+     * instance per broker may hold acks (the first to call). Returns 0,
+     * -MIDGE_EINVAL (seq 0) or -MIDGE_ESTATE (another instance holds acks).
+     * [worker thread, in publish_accepted]
+     */
+    int (*ack_hold)(midge_plugin *self, midge_client *client, uint64_t seq);
+    /* Every hold with seq <= `seq` is released: held acknowledgements go out. [any thread] */
+    void (*ack_release)(midge_plugin *self, uint64_t seq);
 };
 
 /* 1 when the broker's table has function `fn` (it lies within api->size and is set). */
