@@ -16,7 +16,7 @@ import threading
 import time
 import unittest
 
-from midgetest import (BrokerTest, Closed, RawClient, connect_packet, dec_varint, disconnect_packet,
+from midgetest import (BrokerTest, RawClient, connect_packet, dec_varint, disconnect_packet,
                        publish_packet, subscribe_packet, unsubscribe_packet, ack_packet, only_midge,
                        broker_bin, wait_until, HOST, PUBACK, PUBLISH, SUBACK, UNSUBACK, IS_MIDGE)
 
