@@ -8,7 +8,8 @@ import socket
 import subprocess
 import unittest
 
-from midgetest import Broker, RawClient, broker_bin, free_port, only_midge, wait_until, TIMEOUT
+from midgetest import (Broker, BrokerTest, RawClient, broker_bin, bstr, free_port, only_midge, packet,
+                       varint, wait_until, CONNECT, TIMEOUT)
 
 
 class ExactBroker(Broker):
@@ -132,6 +133,35 @@ class Anonymous(unittest.TestCase):
             self.assertTrue(len(words) >= 3 and words[2] in ("127.0.0.1", "::1", "localhost"),
                             "etc/midge.conf opens %r to other hosts" % " ".join(words))
         self.assertTrue(listeners, "etc/midge.conf has no listener line: the default applies")
+
+
+@only_midge("midge's pre-CONNACK packet cap")
+class UnauthenticatedSize(BrokerTest):
+    """max_packet_size is 0 (the protocol's 256 MB) here, as by default."""
+
+    def test_connect_larger_than_1mib_closed_before_buffering(self):
+        """A CONNECT declaring 200 MB is refused from its fixed header: the broker closes without
+        reading the body (3.1.1 [MQTT-4.8.0-1] style close; MQTT 5 3.2.2.2 0x95 Packet too large
+        needs a version it has not read yet). An unauthenticated client cannot make it buffer more
+        than 1 MiB."""
+        for version in (4, 5):
+            c = RawClient(self.port, version)
+            self._clients.append(c)
+            c.send(bytes([CONNECT << 4]) + varint(200 * 1024 * 1024) + bstr("MQTT") + bytes([version]))
+            c.expect_closed(timeout=TIMEOUT)
+        self.broker.wait_log(lambda l: "larger than 1 MiB" in l, what="the refusal logged")
+        self.assertTrue(self.raw(5).is_open())
+
+    def test_large_legitimate_connect_still_accepted(self):
+        """A CONNECT near the largest one MQTT 3.1.1 allows (65535-byte will payload, user name and
+        password: ~200 KB) is below the cap and accepted [MQTT-3.2.2-1]."""
+        big = b"p" * 65535
+        body = (bstr("MQTT") + bytes([4, 0x02 | 0x04 | 0x80 | 0x40]) + b"\x00\x3c" + bstr("big") +
+                bstr("will/big") + bstr(big) + bstr("u" * 65535) + bstr(big))
+        c = RawClient(self.port, 4)
+        self._clients.append(c)
+        c.send(packet(CONNECT, 0, body))
+        self.assertEqual(c.expect(2).rc, 0)
 
 
 if __name__ == "__main__":
