@@ -8,6 +8,7 @@ not a thread per client. Leaks show at exit: the sanitizer builds check them in 
 """
 
 import os
+import random
 import selectors
 import signal
 import socket
@@ -18,7 +19,8 @@ import unittest
 
 from midgetest import (BrokerTest, RawClient, connect_packet, dec_varint, disconnect_packet,
                        publish_packet, subscribe_packet, unsubscribe_packet, ack_packet, only_midge,
-                       broker_bin, wait_until, HOST, PUBACK, PUBLISH, SUBACK, UNSUBACK, IS_MIDGE)
+                       broker_bin, wait_until, HOST, PUBACK, SUBACK, UNSUBACK, IS_MIDGE)
+from test_plugins import PluginTest, need_plugins, plug
 
 
 def _sanitized():
@@ -457,6 +459,48 @@ class Storms(BrokerTest):
             c.close()
         finally:
             proxy.close()
+
+
+@only_midge("midge plugin ABI")
+@need_plugins
+class SessionSubscriptionTable(PluginTest):
+    """The session's own record of its filters (indexed once it has 16, see server/session.c) must stay
+    exactly the set the client subscribed to through any mix of adds, re-adds and removals: the
+    client_list service reports its size, the $SYS-like stats the broker's total."""
+
+    def ask(self, ctl, cmd):
+        ctl.publish("admin/ctl/" + cmd, b"", qos=0)
+        return ctl.recv_publish(topic="admin/out/" + cmd).payload.decode()
+
+    def test_random_subscribe_unsubscribe_keeps_the_record_exact(self):
+        self.start_broker([plug("admin_test")])
+        ctl = RawClient(self.port, 5)
+        self._clients.append(ctl)
+        ctl.connect("ctl")
+        ctl.subscribe("admin/out/#", 0)
+        base = int(dict(kv.split("=") for kv in self.ask(ctl, "stats").split())["subscriptions"])
+        c = RawClient(self.port, 5)
+        self._clients.append(c)
+        c.connect("table")
+        rnd = random.Random(7)
+        names = ["t/%d/+" % i if i % 3 else "t/%d" % i for i in range(600)]
+        model = set()
+        for step in range(60):
+            batch = rnd.sample(names, rnd.randrange(1, 40))
+            if rnd.random() < 0.55:
+                c.subscribe([(f, rnd.randrange(3)) for f in batch])
+                model.update(batch)
+            else:
+                ua = c.unsubscribe(batch)
+                # [MQTT-3.11.3-1]: one reason code per filter; 0x11 when there was none.
+                self.assertEqual(ua.codes, [0 if f in model else 0x11 for f in batch], "step %d" % step)
+                model.difference_update(batch)
+            if step % 6 == 5:
+                listed = {e.split(":")[0]: e.split(":")[2] for e in self.ask(ctl, "clients").split(",")}
+                self.assertEqual(int(listed["table"]), len(model), "step %d" % step)
+        c.disconnect()
+        wait_until(lambda: int(dict(kv.split("=") for kv in self.ask(ctl, "stats").split())
+                               ["subscriptions"]) == base, what="the session's filters gone")
 
 
 class BlackholeProxy:
