@@ -7,6 +7,7 @@ MIDGE_STORM_SCALE=0.1 and the like. The clients are raw sockets driven from one 
 not a thread per client. Leaks show at exit: the sanitizer builds check them in the broker log.
 """
 
+import json
 import os
 import random
 import selectors
@@ -21,6 +22,7 @@ from midgetest import (BrokerTest, RawClient, connect_packet, dec_varint, discon
                        publish_packet, subscribe_packet, unsubscribe_packet, ack_packet, only_midge,
                        broker_bin, wait_until, HOST, PUBACK, SUBACK, UNSUBACK, IS_MIDGE)
 from test_plugins import PluginTest, need_plugins, plug
+from test_acl_json import BUILD, bundled
 
 
 def _sanitized():
@@ -310,8 +312,28 @@ class Storms(BrokerTest):
     # -- SIGHUP under load -----------------------------------------------------------------------
 
     def test_sighup_during_full_load(self):
-        """Reloads while 4 publishers flood QoS 0 and a QoS 1 stream runs: every reload is applied,
-        the QoS 1 stream loses nothing and stays in order [MQTT-4.6.0-6], the broker keeps serving."""
+        """SIGHUP every 50 ms while 4 publishers flood QoS 0 and a QoS 1 stream runs, with the acl-json
+        plugin checking every PUBLISH and its rule file rewritten between reloads: the QoS 1 stream
+        loses nothing and stays in order [MQTT-4.6.0-6], the rules of the last file apply (v5 PUBACK
+        0x87 Not authorized, 3.4.2.1), the broker keeps serving."""
+        acl = os.path.join(self.broker.dir, "acl.json")
+        rules = [{"default": {"publish": "allow", "subscribe": "allow", "receive": "allow", "retain": "allow"},
+                  "anonymous": {"rules": [{"topic": "blocked/#", "deny": ["publish"]}]}}]
+        rules.append(json.loads(json.dumps(rules[0])))
+        rules[1]["anonymous"]["rules"].append({"topic": "blocked2/#", "deny": ["publish"]})
+
+        def write_rules(k):
+            with open(acl + ".tmp", "w") as f:
+                json.dump(rules[k % 2], f)
+            os.rename(acl + ".tmp", acl)  # a reload reads either file whole
+
+        write_rules(0)
+        plugin = []
+        if BUILD:
+            plugin = ["plugin " + bundled("acl-json"), "plugin_opt_acl_file " + acl]
+        self.broker.stop()
+        self.broker = type(self.broker)(self.CONFIG + plugin, self.WORKERS).start()
+        self.port = self.broker.port
         stop = threading.Event()
         errors = []
 
@@ -370,6 +392,7 @@ class Storms(BrokerTest):
                 stream_pub.publish("stream", b"%d" % sent, qos=1)
                 sent += 1
                 if time.monotonic() >= next_hup:
+                    write_rules(reloads + 1)
                     self.broker.proc.send_signal(signal.SIGHUP)  # every 50 ms
                     reloads += 1
                     next_hup += 0.05
@@ -386,6 +409,14 @@ class Storms(BrokerTest):
         self.assertGreater(reloads, 5)
         wait_until(lambda: self.broker.log_text().count("configuration reloaded") >= 1,
                    what="reload log lines")
+        if BUILD:
+            # The last file written is rules[reloads % 2]; one more reload makes sure it was read.
+            n = self.broker.log_text().count("acl reloaded")
+            self.broker.proc.send_signal(signal.SIGHUP)
+            wait_until(lambda: self.broker.log_text().count("acl reloaded") > n, what="the last reload")
+            probe = self.raw(5)
+            self.assertEqual(probe.publish("blocked/x", b"", qos=1).rc, 0x87)
+            self.assertEqual(probe.publish("blocked2/x", b"", qos=1).rc, 0x87 if reloads % 2 else 0)
         self.assertTrue(self.raw(5).is_open())
 
     # -- clients vanishing -----------------------------------------------------------------------
