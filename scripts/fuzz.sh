@@ -11,7 +11,7 @@ set -u
 cd "$(dirname "$0")/.."
 top=$(pwd)
 secs=${1:-60}
-targets=${FUZZ_TARGETS:-"codec config"}
+targets=${FUZZ_TARGETS:-"codec config passwd acl bridge ws"}
 BUILD_DIR=build-fuzz CONFIGURE_FLAGS="CC=clang --enable-fuzzing" ./scripts/setup.sh >/dev/null || {
     echo "fuzz: build failed (BUILD_DIR=build-fuzz)" >&2; exit 1; }
 passed=0

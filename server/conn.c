@@ -320,6 +320,10 @@ process_input(struct conn *c, const uint8_t *data, size_t len, int from_inbuf)
             conn_close(c, 0, 0, "first packet is not CONNECT");
             return -1;
         }
+        if (c->state == CONN_NEW && total > CONN_CONNECT_MAX) {
+            proto_fail(c, MQTT_RC_PACKET_TOO_LARGE, "packet before CONNACK larger than 1 MiB");
+            return -1;
+        }
         if (cfg->max_packet_size != 0 && total > cfg->max_packet_size) {
             /* [MQTT-3.2.2-15] / 3.1.1: oversized packet closes the connection. */
             proto_fail(c, MQTT_RC_PACKET_TOO_LARGE, "packet exceeds max_packet_size");

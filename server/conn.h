@@ -103,6 +103,10 @@ const char *conn_addr(const struct conn *c);
 
 /* Output above this is "capped": QoS 0 dropped, QoS 1/2 left in the session queue. */
 #define CONN_OUT_CAP (1024 * 1024)
+/* The largest packet before CONNACK (CONNECT, AUTH), whatever max_packet_size says: an
+ * unauthenticated client cannot make the broker buffer more. A CONNECT with every
+ * string at its 65535-byte maximum is ~330 KB. */
+#define CONN_CONNECT_MAX (1024 * 1024)
 /* Unparsed input kept while a plugin decides (c->auth_wait). */
 #define CONN_HOLD_MAX (64 * 1024)
 /* A client that is reading (see conn_progressing) may go this far past the

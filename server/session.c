@@ -739,6 +739,7 @@ destroy(struct session *s, int ended)
         free(s->subs[i].filter);
     }
     free(s->subs);
+    free(s->sub_index);
     session_clear_messages(s);
     msg_unref(s->will);
     for (pp = &t->by_id[hash_bytes(s->client_id, s->client_id_len) & (t->nbuckets - 1)]; *pp;
@@ -828,21 +829,129 @@ sessions_tick(struct worker *w, double now)
     }
 }
 
+/* Sessions with fewer filters find theirs by scanning: no index to allocate. */
+#define SUB_INDEX_MIN 16
+
+static uint32_t
+sub_hash_slot(const struct session *s, const char *filter, size_t len)
+{
+    return (uint32_t)hash_bytes(filter, len) & (s->sub_index_cap - 1);
+}
+
+/*
+ * The position in s->subs of `filter`, or -1. With an index, *slot is where
+ * it is (or would go) in s->sub_index.
+ */
+static long
+sub_find(const struct session *s, const char *filter, size_t len, uint32_t *slot)
+{
+    size_t i;
+
+    if (s->sub_index == NULL) {
+        for (i = 0; i < s->nsubs; i++) {
+            if (strlen(s->subs[i].filter) == len && memcmp(s->subs[i].filter, filter, len) == 0) {
+                return (long)i;
+            }
+        }
+        return -1;
+    }
+    for (*slot = sub_hash_slot(s, filter, len);; *slot = (*slot + 1) & (s->sub_index_cap - 1)) {
+        uint32_t v = s->sub_index[*slot];
+        const char *f;
+
+        if (v == 0) {
+            return -1;
+        }
+        f = s->subs[v - 1].filter;
+        if (strlen(f) == len && memcmp(f, filter, len) == 0) {
+            return (long)(v - 1);
+        }
+    }
+}
+
+/* Puts subs[i] into the index (not in it yet; there is room). */
+static void
+sub_index_put(struct session *s, uint32_t i)
+{
+    const char *f = s->subs[i].filter;
+    uint32_t slot = sub_hash_slot(s, f, strlen(f));
+
+    while (s->sub_index[slot] != 0) {
+        slot = (slot + 1) & (s->sub_index_cap - 1);
+    }
+    s->sub_index[slot] = i + 1;
+}
+
+/* Sizes the index for subcap filters (built from scratch). Returns 0, or -1: out of memory. */
+static int
+sub_index_resize(struct session *s)
+{
+    uint32_t cap = 32;
+    uint32_t *v;
+    uint32_t i;
+
+    while (cap < 2 * s->subcap) {
+        cap *= 2;
+    }
+    if (cap == s->sub_index_cap) {
+        return 0;
+    }
+    v = calloc(cap, sizeof(*v));
+    if (v == NULL) {
+        return -1;
+    }
+    free(s->sub_index);
+    s->sub_index = v;
+    s->sub_index_cap = cap;
+    for (i = 0; i < s->nsubs; i++) {
+        sub_index_put(s, i);
+    }
+    return 0;
+}
+
+/* Removes the entry at `slot` from the index (backward-shift deletion of linear probing). */
+static void
+sub_index_delete(struct session *s, uint32_t slot)
+{
+    uint32_t mask = s->sub_index_cap - 1;
+    uint32_t hole = slot;
+    uint32_t j = slot;
+
+    for (;;) {
+        uint32_t v;
+        uint32_t home;
+        const char *f;
+
+        j = (j + 1) & mask;
+        v = s->sub_index[j];
+        if (v == 0) {
+            break;
+        }
+        f = s->subs[v - 1].filter;
+        home = sub_hash_slot(s, f, strlen(f));
+        /* The entry at j may move to the hole unless its home lies cyclically in (hole, j]. */
+        if (((j - home) & mask) >= ((j - hole) & mask)) {
+            s->sub_index[hole] = v;
+            hole = j;
+        }
+    }
+    s->sub_index[hole] = 0;
+}
+
 /* Records a subscription in the session (replacing one with the same filter). */
 int
 session_sub_add(struct session *s, const char *filter, size_t len, uint8_t opts, uint32_t sub_id)
 {
-    size_t i;
+    uint32_t slot = 0;
+    long i = sub_find(s, filter, len, &slot);
 
-    for (i = 0; i < s->nsubs; i++) {
-        if (strlen(s->subs[i].filter) == len && memcmp(s->subs[i].filter, filter, len) == 0) {
-            s->subs[i].opts = opts;
-            s->subs[i].sub_id = sub_id;
-            if (s->persist) {
-                persist_sub(s, filter, len, opts, sub_id, 1);
-            }
-            return 0;
+    if (i >= 0) {
+        s->subs[i].opts = opts;
+        s->subs[i].sub_id = sub_id;
+        if (s->persist) {
+            persist_sub(s, filter, len, opts, sub_id, 1);
         }
+        return 0;
     }
     if (s->nsubs == s->subcap) {
         size_t cap = s->subcap ? s->subcap * 2 : 4;
@@ -859,10 +968,23 @@ session_sub_add(struct session *s, const char *filter, size_t len, uint8_t opts,
     }
     s->subs[s->nsubs].opts = opts;
     s->subs[s->nsubs].sub_id = sub_id;
+    if (s->nsubs + 1 >= SUB_INDEX_MIN &&
+        (s->sub_index == NULL || 2 * s->subcap > s->sub_index_cap)) {
+        s->nsubs++; /* the rebuild indexes the new entry too */
+        if (sub_index_resize(s) != 0) {
+            s->nsubs--;
+            free(s->subs[s->nsubs].filter);
+            return -1;
+        }
+    } else {
+        if (s->sub_index != NULL) {
+            sub_index_put(s, s->nsubs);
+        }
+        s->nsubs++;
+    }
     if (s->persist) {
         persist_sub(s, filter, len, opts, sub_id, 1);
     }
-    s->nsubs++;
     return 0;
 }
 
@@ -870,20 +992,31 @@ session_sub_add(struct session *s, const char *filter, size_t len, uint8_t opts,
 int
 session_sub_remove(struct session *s, const char *filter, size_t len)
 {
-    size_t i;
+    uint32_t slot = 0;
+    long i = sub_find(s, filter, len, &slot);
+    uint32_t last = s->nsubs - 1;
 
-    for (i = 0; i < s->nsubs; i++) {
-        if (strlen(s->subs[i].filter) == len && memcmp(s->subs[i].filter, filter, len) == 0) {
-            if (s->persist) {
-                persist_sub(s, filter, len, 0, 0, 0);
-            }
-            free(s->subs[i].filter);
-            s->subs[i] = s->subs[s->nsubs - 1];
-            s->nsubs--;
-            return 1;
+    if (i < 0) {
+        return 0;
+    }
+    if (s->persist) {
+        persist_sub(s, filter, len, 0, 0, 0);
+    }
+    if (s->sub_index != NULL) {
+        sub_index_delete(s, slot);
+        if ((uint32_t)i != last) {
+            /* The last record moves to position i: its index entry follows. */
+            const char *f = s->subs[last].filter;
+            uint32_t j;
+
+            sub_find(s, f, strlen(f), &j);
+            s->sub_index[j] = (uint32_t)i + 1;
         }
     }
-    return 0;
+    free(s->subs[i].filter);
+    s->subs[i] = s->subs[last];
+    s->nsubs--;
+    return 1;
 }
 
 /* See session.h. [worker thread] */

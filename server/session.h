@@ -77,6 +77,10 @@ struct session {
     struct sess_sub *subs;
     uint32_t nsubs;
     uint32_t subcap;
+    uint32_t *sub_index;      /* filter -> subs[] position + 1 (0: empty), open addressing; built
+                                 once a session has SUB_INDEX_MIN filters so a client with 100,000
+                                 costs no linear scan per SUBSCRIBE; owned, NULL below that */
+    uint32_t sub_index_cap;   /* slots, a power of two >= 2 * subcap */
     uint16_t client_id_len;
     uint8_t pressing;         /* counted in broker.pressure (session_press_update) */
     uint8_t persist;          /* outlives its connection and a persistence plugin keeps it */

@@ -443,6 +443,30 @@ class AsyncAcl(PluginTest):
         self.assertEqual(got, {"ok/%d" % k: [b"%d" % i for i in range(200)] for k in range(2)})
         sub.no_publish()
         self.assertEqual(self.log_lines("plugin bug"), [])
+    def test_verdicts_outside_the_enum_are_plugin_bugs_treated_as_deny(self):
+        """A hook returning 42, complete() with verdict 42 and a RECEIVE answer of -1 are values outside
+        enum midge_verdict: each is logged as a plugin bug and treated as deny (v5 PUBACK / SUBACK 0x87,
+        3.4.2.1 / 3.9.3); the broker keeps serving and the other topics are unaffected."""
+        self.start("delay_ms 50", "bogus 1")
+        sub = self.raw(5)
+        sub.subscribe([("ok/#", 1), ("bogus/sync/f", 1)], expect_codes=[1, 0x87])
+        self.assertTrue(self.log_lines("hook=acl returned 42: treated as deny"))
+        pub = self.raw(5)
+        self.assertEqual(pub.publish("bogus/sync/x", b"a", qos=1).rc, 0x87)
+        self.assertEqual(pub.publish("bogus/late/x", b"b", qos=1).rc, 0x87)
+        self.broker.wait_log(lambda l: "complete() with verdict 42: treated as deny" in l,
+                             what="the bogus completion logged as a plugin bug")
+        self.assertEqual(pub.publish("ok/x", b"fine", qos=1).rc, 0)
+        self.assertEqual(sub.recv_publish().payload, b"fine")
+        sub.no_publish()
+        # RECEIVE (synchronous, no ticket) answered -1: not delivered.
+        rsub = self.raw(5)
+        rsub.subscribe("bogus/r", 1, expect_codes=[1])
+        self.assertEqual(pub.publish("bogus/r", b"r", qos=1).rc, 0)
+        rsub.no_publish()
+        self.broker.wait_log(lambda l: "hook=acl returned -1: treated as deny" in l,
+                             what="the RECEIVE answer -1 logged as a plugin bug")
+        self.assertTrue(self.raw(5).is_open())
 
     def test_defer_completion_asks_the_next_plugin(self):
         """A pending decision completed with DEFER continues the chain with the next plugin (acl-deny:

@@ -558,6 +558,28 @@ class AsyncAuth(PluginTest):
         self.broker.wait_log(lambda l: "plugin bug" in l, what="a 'plugin bug' log line")
         self.assertTrue(self.broker.alive())
 
+    def test_out_of_enum_and_double_completions_are_plugin_bugs(self):
+        """An auth hook returning 42, complete() with verdict 42 (outside enum midge_verdict) and a second
+        complete() of one ticket: each is logged as a plugin bug; the first two refuse the client
+        (CONNACK 0x87 [MQTT-3.2.2-6]: no session), the double completion keeps the first answer (the
+        client is accepted once) and returns -MIDGE_ESTATE; the broker keeps serving."""
+        self.start_broker([plug("auth_async"), "plugin_opt_delay_ms 50"], workers=1)
+        c, rc = self.login(5, "u", "bogus-sync", client_id="bogus-1")
+        self.assertEqual(rc, 0x87)
+        self.broker.wait_log(lambda l: "hook=auth returned 42: treated as deny" in l,
+                             what="the bogus return logged")
+        c, rc = self.login(5, "u", "bogus-late", client_id="bogus-2")
+        self.assertEqual(rc, 0x87)
+        self.broker.wait_log(lambda l: "complete() with verdict 42: treated as deny" in l,
+                             what="the bogus completion logged")
+        c, rc = self.login(5, "u", "twice-ok", client_id="twice-1")
+        self.assertEqual(rc, 0)
+        line = self.broker.wait_log(lambda l: "second complete() client=twice-1 " in l)
+        self.assertIn("rc=-4", line)
+        self.assertTrue(c.is_open())
+        c2, rc = self.login(5, "u", "async-ok", client_id="after-bugs")
+        self.assertEqual(rc, 0)
+
     def _leave_while_pending(self, client_id):
         c = RawClient(self.port, 5)
         self._clients.append(c)

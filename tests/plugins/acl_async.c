@@ -21,6 +21,10 @@
  *                           queued one, newest first (decisions out of order)
  *   plugin_opt_never 1      never answer (timeouts, clients leaving)
  *   plugin_opt_twice 1      complete every ticket twice (the second is a plugin bug)
+ *   plugin_opt_bogus 1      answers outside enum midge_verdict (plugin bugs the broker must
+ *                           survive): topics starting with "bogus/sync/" get 42 from the
+ *                           hook, "bogus/late/" get complete(ticket, 42), RECEIVE of
+ *                           "bogus/" topics gets -1
  *
  * Logs (debug/info; the tests run the broker with -v):
  *   "acl-async: queued seq=N action=A topic=T"
@@ -39,7 +43,8 @@
 #include "midge/plugin.h"
 
 static const char *const options[] = {"delay_ms", "order", "deny_prefix", "sync_prefix",
-                                      "verdict", "never", "twice", "receive_pending", NULL};
+                                      "verdict", "never", "twice", "receive_pending", "bogus",
+                                      NULL};
 MIDGE_PLUGIN_DECLARE_OPTIONS("acl-async", "1.0", "test: answers ACL questions later, from a thread",
                              options);
 
@@ -62,6 +67,7 @@ struct state {
     int lifo;
     int never;
     int twice;
+    int bogus;
     int receive_pending;
     int defer;
     char *deny_prefix;
@@ -101,7 +107,7 @@ starts(const char *s, const char *prefix)
 static const char *
 verdict_name(int v)
 {
-    return v == MIDGE_ALLOW ? "allow" : v == MIDGE_DENY ? "deny" : "defer";
+    return v == MIDGE_ALLOW ? "allow" : v == MIDGE_DENY ? "deny" : v == MIDGE_DEFER ? "defer" : "bogus";
 }
 
 static void
@@ -186,8 +192,14 @@ acl(void *st, midge_client *client, const struct midge_acl_request *req, uint8_t
 
     (void)client;
     *reason = 0;
+    if (s->bogus && req->action == MIDGE_ACL_RECEIVE && starts(req->topic, "bogus/")) {
+        return -1;
+    }
     if (req->action == MIDGE_ACL_RECEIVE) {
         return s->receive_pending ? MIDGE_PENDING : MIDGE_DEFER;
+    }
+    if (s->bogus && starts(req->topic, "bogus/sync/")) {
+        return 42;
     }
     if (ticket == NULL) {
         /* Asked synchronously (e.g. the subscription re-check after a reload). */
@@ -215,6 +227,9 @@ acl(void *st, midge_client *client, const struct midge_acl_request *req, uint8_t
     it->ticket = ticket;
     it->action = req->action;
     it->verdict = deny ? MIDGE_DENY : s->defer ? MIDGE_DEFER : MIDGE_ALLOW;
+    if (s->bogus && starts(req->topic, "bogus/late/")) {
+        it->verdict = 42;
+    }
     clock_gettime(CLOCK_MONOTONIC, &it->due);
     ts_add_ms(&it->due, s->delay_ms);
     pthread_mutex_lock(&s->lock);
@@ -327,7 +342,8 @@ midge_plugin_init(midge_plugin *self, const struct midge_api *api, void **state)
     }
     s->defer = v != NULL && strcmp(v, "defer") == 0;
     if (flag(self, api, "never", &s->never) < 0 || flag(self, api, "twice", &s->twice) < 0 ||
-        flag(self, api, "receive_pending", &s->receive_pending) < 0) {
+        flag(self, api, "receive_pending", &s->receive_pending) < 0 ||
+        flag(self, api, "bogus", &s->bogus) < 0) {
         free(s);
         return -MIDGE_EINVAL;
     }

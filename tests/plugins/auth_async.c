@@ -11,6 +11,9 @@
  * complete() returned ("auth-async: answered client=ID verdict=V
  * complete()=RC"; a warning when RC is not 0: the ticket timed out or its
  * client left).
+ * Plugin bugs on request, by password: "bogus-sync" makes the hook return 42
+ * (outside enum midge_verdict), "bogus-late" completes the ticket with 42,
+ * "twice-ok" completes it with ALLOW twice (the second is refused).
  * The thread is stopped and joined in cleanup.
  */
 #ifndef _POSIX_C_SOURCE
@@ -31,6 +34,8 @@ MIDGE_PLUGIN_DECLARE_OPTIONS("auth-async", "1.0", "test: answers every CONNECT l
 struct item {
     midge_ticket *ticket;
     int ok;
+    int verdict;         /* what complete() gets */
+    int twice;           /* complete a second time */
     char *client_id;     /* copied: the client handle is only borrowed during the hook */
     struct timespec due; /* CLOCK_MONOTONIC */
     struct item *next;
@@ -93,16 +98,28 @@ answerer(void *arg)
             s->tail = NULL;
         }
         pthread_mutex_unlock(&s->lock);
-        rc = s->api->complete(it->ticket, it->ok ? MIDGE_ALLOW : MIDGE_DENY, it->ok ? 0 : 0x86);
+        rc = s->api->complete(it->ticket, it->verdict, it->verdict == MIDGE_DENY ? 0x86 : 0);
         s->api->log(s->self, rc == 0 ? MIDGE_LOG_DEBUG : MIDGE_LOG_WARNING,
-                    "auth-async: answered client=%s verdict=%s complete()=%d",
-                    it->client_id != NULL ? it->client_id : "?", it->ok ? "allow" : "deny", rc);
+                    "auth-async: answered client=%s verdict=%d complete()=%d",
+                    it->client_id != NULL ? it->client_id : "?", it->verdict, rc);
+        if (it->twice) {
+            rc = s->api->complete(it->ticket, it->verdict, 0);
+            s->api->log(s->self, MIDGE_LOG_WARNING, "auth-async: second complete() client=%s rc=%d",
+                        it->client_id != NULL ? it->client_id : "?", rc);
+        }
         free(it->client_id);
         free(it);
         pthread_mutex_lock(&s->lock);
     }
     pthread_mutex_unlock(&s->lock);
     return NULL;
+}
+
+static int
+password_is(const struct midge_auth_request *req, const char *pw)
+{
+    return req->password != NULL && req->password_len == strlen(pw) &&
+           memcmp(req->password, pw, req->password_len) == 0;
 }
 
 static int
@@ -118,10 +135,15 @@ auth(void *st, midge_client *client, const struct midge_auth_request *req, uint8
         *reason = 0x89; /* server busy */
         return MIDGE_DENY;
     }
+    if (password_is(req, "bogus-sync")) {
+        free(it);
+        return 42;
+    }
     it->ticket = ticket;
     it->client_id = strdup(id != NULL ? id : "?");
-    it->ok = req->password != NULL && req->password_len == sizeof(good) - 1 &&
-             memcmp(req->password, good, sizeof(good) - 1) == 0;
+    it->ok = password_is(req, good) || password_is(req, "twice-ok");
+    it->verdict = password_is(req, "bogus-late") ? 42 : it->ok ? MIDGE_ALLOW : MIDGE_DENY;
+    it->twice = password_is(req, "twice-ok");
     clock_gettime(CLOCK_MONOTONIC, &it->due);
     ts_add_ms(&it->due, s->delay_ms);
     pthread_mutex_lock(&s->lock);
