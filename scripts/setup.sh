@@ -6,9 +6,11 @@ set -eu
 cd "$(dirname "$0")/.."
 top=$(pwd)
 
+# chromium: the browser test (tests/integration/test_ws_browser.py) runs the
+# MQTT.js example page in headless Chromium, driven over the DevTools protocol.
 PACKAGES="build-essential autoconf automake libtool pkg-config clang \
 libev-dev libssl-dev libjansson-dev libcmocka-dev libsqlite3-dev libargon2-dev libwslay-dev \
-mosquitto mosquitto-clients python3 python3-paho-mqtt"
+mosquitto mosquitto-clients python3 python3-paho-mqtt chromium"
 
 missing=""
 for p in $PACKAGES; do
