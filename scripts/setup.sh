@@ -11,7 +11,8 @@ libev-dev libssl-dev libjansson-dev libcmocka-dev libsqlite3-dev libargon2-dev l
 libhiredis-dev redis-server mosquitto mosquitto-clients python3 python3-paho-mqtt \
 libmicrohttpd-dev chromium prometheus"
 # libmicrohttpd-dev: the http-admin plugin's HTTP server. chromium: its dashboard test
-# (headless, driven by playwright-core below). prometheus: promtool checks /metrics.
+# (headless, driven by playwright-core below) and the MQTT.js example page over
+# WebSockets (tests/integration/test_ws_browser.py). prometheus: promtool checks /metrics.
 # libhiredis-dev, redis-server: the cluster-redis plugin and its tests.
 
 missing=""

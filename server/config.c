@@ -87,6 +87,12 @@ static const struct directive directives[] = {
       "TLS 1.2 cipher list in OpenSSL syntax", NULL },
     { "ciphers_tls1.3", set_string, LK(FK_STR, ciphers_tls13), 0, 0, "OpenSSL's default",
       "TLS 1.3 cipher suites in OpenSSL syntax", NULL },
+    { "dhparamfile", conf_set_tls_path, LK(FK_STR, dhparamfile), 0, 0, "none",
+      "PEM Diffie-Hellman parameters for DHE cipher suites (TLS 1.2)", NULL },
+    { "psk_hint", set_string, LK(FK_STR, psk_hint), 0, 0, "none",
+      "turns TLS-PSK on for this listener; the hint sent to TLS 1.2 clients", NULL },
+    { "psk_file", conf_set_tls_path, GK(FK_STR, psk_file), 0, 0, "none",
+      "pre-shared keys for psk_hint listeners, identity:hexkey per line", NULL },
     { "websockets_path", conf_set_word_list, LK(FK_STR, ws_paths), 0, 0, "any path",
       "HTTP paths a WebSocket client may connect to; repeatable", NULL },
     { "websockets_origin", conf_set_word_list, LK(FK_STR, ws_origins), 0, 0, "any origin",
@@ -180,12 +186,12 @@ static const struct directive directives[] = {
 static const char *const mosquitto_only[] = {
     "acl_file", "address", "allow_duplicate_messages", "auth_opt_", "auth_plugin",
     "auth_plugin_deny_special_chars", "autosave_interval", "autosave_on_changes", "bridge_",
-    "check_retain_source", "cleansession", "clientid", "clientid_prefixes", "connection", "dhparamfile",
+    "check_retain_source", "cleansession", "clientid", "clientid_prefixes", "connection",
     "enable_control_api", "http_dir", "keepalive_interval", "local_clientid",
     "local_password", "local_username", "log_facility", "log_timestamp_format",
     "max_inflight_bytes", "mount_point", "notification_topic", "notifications",
     "password_file", "persistence", "persistence_file", "persistence_location",
-    "psk_file", "psk_hint", "remote_clientid", "remote_password", "remote_username",
+    "remote_clientid", "remote_password", "remote_username",
     "restart_timeout", "retry_interval", "start_type",
     "store_clean_interval", "tls_engine", "tls_keyform", "topic", "try_private",
     "upgrade_outgoing_qos", "use_username_as_clientid", "websockets_headers_size",
@@ -984,6 +990,7 @@ config_free(struct config *cfg)
     free(cfg->pid_file);
     free(cfg->user);
     free(cfg->plugin_dir);
+    free(cfg->psk_file);
     while (cfg->plugins != NULL) {
         struct plugin_conf *pc = cfg->plugins;
         cfg->plugins = pc->next;
@@ -1023,7 +1030,8 @@ listener_needs_restart(const struct listener_conf *l, const struct config *new_c
         if (n->port == l->port && same_address(n->bind_address, l->bind_address)) {
             /* issue 9: turning TLS on or off also needs a new socket. */
             return n->protocol != l->protocol || n->socket_domain != l->socket_domain ||
-                   (n->certfile != NULL) != (l->certfile != NULL);
+                   (n->certfile != NULL || n->psk_hint != NULL) !=
+                       (l->certfile != NULL || l->psk_hint != NULL);
         }
     }
     return 1;

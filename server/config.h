@@ -36,6 +36,9 @@ struct listener_conf {
     char *crlfile;
     char *ciphers;           /* TLS 1.2 cipher list (OpenSSL syntax) */
     char *ciphers_tls13;     /* TLS 1.3 cipher suites */
+    char *dhparamfile;       /* PEM DH parameters for DHE cipher suites (TLS 1.2) */
+    char *psk_hint;          /* TLS-PSK on: the identity hint sent to TLS 1.2 clients */
+    char *psk_file;          /* copy of the global psk_file for a psk_hint listener */
     int tls_version;         /* minimum: 12 (default) or 13 */
     int require_certificate;
     int use_identity_as_username; /* the certificate's CN becomes the username */
@@ -101,6 +104,7 @@ struct config {
     long long memory_limit;       /* bytes of messages; 0: no limit */
     struct plugin_conf *plugins;  /* every plugin line, in file order */
     char *plugin_dir;             /* where bare plugin names are found; default the install dir */
+    char *psk_file;               /* TLS-PSK keys, "identity:hexkey" lines; NULL: none */
 };
 
 /*

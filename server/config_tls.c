@@ -17,15 +17,18 @@
 #include "config.h"
 #include "config_internal.h"
 
-/* Field of the latest listener that directive d writes (a char * for these words). */
+/* Field that directive d writes (a char * for these words): the latest listener's, or global. */
 static char **
 str_field(struct parser *p, const struct directive *d)
 {
+    if (d->scope == SCOPE_GLOBAL) {
+        return (char **)((char *)p->cfg + d->off);
+    }
     return (char **)((char *)p->last + d->off);
 }
 
 /*
- * certfile, keyfile, cafile, crlfile: a readable file; capath: a readable
+ * certfile, keyfile, cafile, crlfile, dhparamfile, psk_file: a readable file; capath: a readable
  * directory. The whole rest of the line is the path (spaces allowed).
  */
 int
@@ -138,10 +141,10 @@ listener_error(struct parser *p, const struct listener_conf *l, const char *msg)
 int
 conf_tls_finish(struct parser *p)
 {
-    const struct listener_conf *l;
+    struct listener_conf *l;
 
     for (l = p->cfg->listeners; l != NULL; l = l->next) {
-        int tls = l->certfile != NULL;
+        int tls = l->certfile != NULL || l->psk_hint != NULL;
 
         if (l->certfile != NULL && l->keyfile == NULL) {
             return listener_error(p, l, "certfile needs keyfile");
@@ -150,9 +153,10 @@ conf_tls_finish(struct parser *p)
             return listener_error(p, l, "keyfile needs certfile");
         }
         if (!tls && (l->cafile || l->capath || l->crlfile || l->ciphers || l->ciphers_tls13 ||
+                     l->dhparamfile ||
                      l->require_certificate || l->use_identity_as_username ||
                      l->use_subject_as_username || l->tls_version != 12)) {
-            return listener_error(p, l, "TLS options need certfile and keyfile");
+            return listener_error(p, l, "TLS options need certfile and keyfile (or psk_hint)");
         }
         if (l->require_certificate && l->cafile == NULL && l->capath == NULL) {
             return listener_error(p, l, "require_certificate needs cafile or capath");
@@ -160,10 +164,22 @@ conf_tls_finish(struct parser *p)
         if (l->crlfile != NULL && l->cafile == NULL && l->capath == NULL) {
             return listener_error(p, l, "crlfile needs cafile or capath");
         }
-        if ((l->use_identity_as_username || l->use_subject_as_username) &&
-            !l->require_certificate) {
-            return listener_error(p, l, "use_identity_as_username and use_subject_as_username "
-                                        "need require_certificate true");
+        /* With PSK the identity of the key is the username (as mosquitto). */
+        if (l->use_identity_as_username && !l->require_certificate && l->psk_hint == NULL) {
+            return listener_error(p, l, "use_identity_as_username needs require_certificate "
+                                        "true or psk_hint");
+        }
+        if (l->use_subject_as_username && !l->require_certificate) {
+            return listener_error(p, l, "use_subject_as_username needs require_certificate true");
+        }
+        if (l->psk_hint != NULL) {
+            if (p->cfg->psk_file == NULL) {
+                return listener_error(p, l, "psk_hint needs psk_file");
+            }
+            free(l->psk_file);
+            if ((l->psk_file = strdup(p->cfg->psk_file)) == NULL) {
+                return listener_error(p, l, "out of memory");
+            }
         }
         if (l->use_identity_as_username && l->use_subject_as_username) {
             return listener_error(p, l, "use_identity_as_username and use_subject_as_username "
@@ -188,6 +204,9 @@ conf_tls_free(struct listener_conf *l)
     free(l->crlfile);
     free(l->ciphers);
     free(l->ciphers_tls13);
+    free(l->dhparamfile);
+    free(l->psk_hint);
+    free(l->psk_file);
     free(l->ws_paths);
     free(l->ws_origins);
 }

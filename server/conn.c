@@ -154,6 +154,10 @@ conn_new(struct worker *w, int fd, struct listener *l)
     ev_io_init(&c->io, io_cb, fd, 0);
     link_conn(w, c);
     io_update(c);
+    /* The client usually sent its first bytes (TLS ClientHello, CONNECT) while
+     * the socket waited in the accept queue and the inbox: read them in this
+     * loop iteration instead of after another epoll_wait (EAGAIN is harmless). */
+    ev_feed_event(w->loop, &c->io, EV_READ);
     return c;
 }
 

@@ -164,9 +164,12 @@ open_one(const struct listener_conf *lc, struct ev_loop *loop)
         l->next = all;
         all = l;
         opened++;
-        midge_log(MLOG_NOTICE, "listening listener=%s%s", l->name,
-                  lc->protocol == LISTENER_WEBSOCKETS ? (lc->certfile ? " protocol=wss" : " protocol=ws")
-                  : lc->certfile ? " protocol=mqtts" : "");
+        {
+            int tls = lc->certfile != NULL || lc->psk_hint != NULL;
+            midge_log(MLOG_NOTICE, "listening listener=%s%s", l->name,
+                      lc->protocol == LISTENER_WEBSOCKETS ? (tls ? " protocol=wss" : " protocol=ws")
+                      : tls ? " protocol=mqtts" : "");
+        }
     }
     freeaddrinfo(res);
     return opened > 0 ? 0 : -1;

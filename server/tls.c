@@ -12,10 +12,12 @@
 #include <string.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
 #include "config.h"
 #include "midge/plugin.h"
+#include "tls_psk.h"
 #include "xport.h"
 
 /* Subject alternative names kept per connection (a certificate may carry many). */
@@ -38,6 +40,8 @@ struct tls_conn {
     char *issuer;      /* certificate issuer, RFC 2253 */
     char **sans;       /* every DNS/email/URI/IP alternative name (at most TLS_MAX_SANS) */
     uint32_t nsans;
+    char *psk_identity; /* identity of the pre-shared key the client used; NULL: none */
+    uint8_t psk_unknown; /* the client offered an identity psk_file does not have */
     char err[256];
 };
 
@@ -91,6 +95,36 @@ alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsign
     return SSL_TLSEXT_ERR_NOACK;
 }
 
+/*
+ * dhparamfile: DH parameters for the DHE cipher suites of TLS 1.2 (TLS 1.3
+ * and ECDHE do not use them). Returns 0 or -1 with the reason in err.
+ */
+static int
+load_dhparams(SSL_CTX *ctx, const char *path, char *err, size_t errlen)
+{
+    BIO *b = BIO_new_file(path, "r");
+    EVP_PKEY *dh = b != NULL ? PEM_read_bio_Parameters(b, NULL) : NULL;
+
+    BIO_free(b);
+    if (dh == NULL) {
+        char reason[200];
+        ssl_reason(reason, sizeof(reason));
+        ERR_clear_error();
+        snprintf(err, errlen, "dhparamfile '%s': no PEM DH parameters in it (%s)", path, reason);
+        return -1;
+    }
+    if (EVP_PKEY_get_base_id(dh) != EVP_PKEY_DH) {
+        EVP_PKEY_free(dh);
+        snprintf(err, errlen, "dhparamfile '%s': not DH parameters", path);
+        return -1;
+    }
+    if (SSL_CTX_set0_tmp_dh_pkey(ctx, dh) != 1) { /* takes dh on success only */
+        EVP_PKEY_free(dh);
+        return ctx_fail(err, errlen, "dhparamfile", path);
+    }
+    return 0;
+}
+
 /* See tls.h. Main thread. */
 SSL_CTX *
 tls_ctx_build(const struct listener_conf *lc, int ws, char *err, size_t errlen)
@@ -110,16 +144,25 @@ tls_ctx_build(const struct listener_conf *lc, int ws, char *err, size_t errlen)
     /* A client closing TCP without close_notify is an ordinary disconnect for MQTT. */
     SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION |
                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
-    if (SSL_CTX_use_certificate_chain_file(ctx, lc->certfile) != 1) {
-        ctx_fail(err, errlen, "certfile", lc->certfile);
+    /* A psk_hint listener may have no certificate: it then speaks PSK only. */
+    if (lc->certfile != NULL) {
+        if (SSL_CTX_use_certificate_chain_file(ctx, lc->certfile) != 1) {
+            ctx_fail(err, errlen, "certfile", lc->certfile);
+            goto fail;
+        }
+        if (SSL_CTX_use_PrivateKey_file(ctx, lc->keyfile, SSL_FILETYPE_PEM) != 1) {
+            ctx_fail(err, errlen, "keyfile", lc->keyfile);
+            goto fail;
+        }
+        if (SSL_CTX_check_private_key(ctx) != 1) {
+            ctx_fail(err, errlen, "keyfile does not match certfile", lc->keyfile);
+            goto fail;
+        }
+    }
+    if (lc->dhparamfile != NULL && load_dhparams(ctx, lc->dhparamfile, err, errlen) < 0) {
         goto fail;
     }
-    if (SSL_CTX_use_PrivateKey_file(ctx, lc->keyfile, SSL_FILETYPE_PEM) != 1) {
-        ctx_fail(err, errlen, "keyfile", lc->keyfile);
-        goto fail;
-    }
-    if (SSL_CTX_check_private_key(ctx) != 1) {
-        ctx_fail(err, errlen, "keyfile does not match certfile", lc->keyfile);
+    if (lc->psk_hint != NULL && tls_psk_setup(ctx, lc->psk_hint, lc->psk_file, err, errlen) < 0) {
         goto fail;
     }
     if (lc->ciphers != NULL && SSL_CTX_set_cipher_list(ctx, lc->ciphers) != 1) {
@@ -189,6 +232,7 @@ tls_conn_new(SSL_CTX *ctx, int fd, enum tls_identity id)
         return NULL;
     }
     SSL_set_accept_state(t->ssl);
+    SSL_set_app_data(t->ssl, t); /* for tls_conn_psk_used */
     t->id_mode = (uint8_t)id;
     return t;
 }
@@ -296,7 +340,10 @@ ssl_failed(struct tls_conn *t, int r, int reading)
         return -1;
     default:
         ssl_reason(reason, sizeof(reason));
-        if (SSL_get_verify_result(t->ssl) != X509_V_OK) {
+        if (t->psk_unknown && t->psk_identity == NULL) {
+            /* OpenSSL's own reason ("no suitable signature algorithm", ...) hides this. */
+            snprintf(t->err, sizeof(t->err), "%s: unknown PSK identity (%s)", stage, reason);
+        } else if (SSL_get_verify_result(t->ssl) != X509_V_OK) {
             snprintf(t->err, sizeof(t->err), "%s: %s (%s)", stage, reason,
                      X509_verify_cert_error_string(SSL_get_verify_result(t->ssl)));
         } else {
@@ -384,9 +431,30 @@ tls_conn_error(const struct tls_conn *t)
     return t->err[0] != '\0' ? t->err : "tls error";
 }
 
+/* See tls_psk.h. [worker thread] */
+void
+tls_conn_psk_seen(SSL *ssl, const char *identity, int known)
+{
+    struct tls_conn *t = SSL_get_app_data(ssl);
+
+    if (t == NULL) {
+        return;
+    }
+    if (!known) {
+        t->psk_unknown = 1;
+        return;
+    }
+    free(t->psk_identity);
+    t->psk_identity = strdup(identity); /* NULL when out of memory: no identity */
+}
+
 const char *
 tls_conn_identity(const struct tls_conn *t)
 {
+    /* A pre-shared key names its client like a certificate's CN (mosquitto). */
+    if (t->psk_identity != NULL && t->established && t->id_mode == TLS_ID_CN) {
+        return t->psk_identity;
+    }
     if (!t->verified) {
         return NULL;
     }
@@ -422,6 +490,7 @@ tls_conn_free(struct tls_conn *t)
     free(t->cn);
     free(t->san);
     free(t->issuer);
+    free(t->psk_identity);
     while (t->nsans > 0) {
         free(t->sans[--t->nsans]);
     }

@@ -63,7 +63,7 @@ xport_listener_new(const struct listener_conf *lc, char *err, size_t errlen)
     char reason[300];
 
     err[0] = '\0';
-    if (lc->certfile == NULL && lc->protocol != LISTENER_WEBSOCKETS) {
+    if (lc->certfile == NULL && lc->psk_hint == NULL && lc->protocol != LISTENER_WEBSOCKETS) {
         return NULL;
     }
     xl = calloc(1, sizeof(*xl));
@@ -80,7 +80,7 @@ xport_listener_new(const struct listener_conf *lc, char *err, size_t errlen)
         xport_listener_free(xl);
         return NULL;
     }
-    if (lc->certfile != NULL) {
+    if (lc->certfile != NULL || lc->psk_hint != NULL) {
         xl->ctx = tls_ctx_build(lc, xl->ws, reason, sizeof(reason));
         if (xl->ctx == NULL) {
             listener_err(lc, reason, err, errlen);
@@ -104,7 +104,7 @@ xport_listener_reload(struct xport_listener *xl, const struct listener_conf *lc,
     if (xl == NULL) {
         return;
     }
-    if (lc->certfile != NULL && xl->ctx != NULL) {
+    if ((lc->certfile != NULL || lc->psk_hint != NULL) && xl->ctx != NULL) {
         ctx = tls_ctx_build(lc, xl->ws, reason, sizeof(reason));
         if (ctx == NULL) {
             midge_log(MLOG_ERROR, "tls reload failed, keeping the current certificate listener=%s "

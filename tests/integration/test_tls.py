@@ -346,6 +346,164 @@ class TestTLSVersion(TLSCase):
         self.closed_log("unsupported protocol")
 
 
+PSK_KEYS = {"alice": "00112233445566778899aabbccddeeff", "bob": "deadbeefcafef00d"}
+
+
+def psk_file(path):
+    """A psk_file in mosquitto's format (identity:hexkey), with a comment and a blank line."""
+    with open(path, "w") as f:
+        f.write("# test keys\n\n")
+        for ident, key in sorted(PSK_KEYS.items()):
+            f.write("%s:%s\n" % (ident, key))
+    return path
+
+
+def mosq_psk(tool, port, identity, key, *args, version=None, timeout=TIMEOUT):
+    argv = [tool, "-h", HOST, "-p", str(port), "--psk", key, "--psk-identity", identity]
+    if version:
+        argv += ["--tls-version", version]
+    return subprocess.run(argv + list(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          timeout=timeout)
+
+
+@only_midge("log lines")
+class TestPSK(BrokerTest):
+    """TLS-PSK: psk_hint on a listener, keys from psk_file, the identity as username.
+
+    The clients are mosquitto_pub/sub with --psk/--psk-identity, over TLS 1.2
+    (a PSK cipher suite, the hint is sent) and TLS 1.3 (an external PSK).
+    """
+
+    def setUp(self):
+        self._clients = []
+        d = os.path.join(tmp_root(), "psk-%d-%d" % (os.getpid(), time.monotonic_ns()))
+        os.makedirs(d)
+        self.psk_port = free_port()
+        self.psk_path = psk_file(os.path.join(d, "psk.txt"))
+        self.broker = Broker(["psk_file " + self.psk_path,
+                              "listener %d %s" % (self.psk_port, HOST), "psk_hint midge-test",
+                              "use_identity_as_username true"]).start()
+        self.port = self.broker.port
+
+    def sub(self, identity, topic):
+        """A mosquitto_sub over PSK waiting for one message; returned once subscribed."""
+        p = subprocess.Popen(["mosquitto_sub", "-h", HOST, "-p", str(self.psk_port), "--psk",
+                              PSK_KEYS[identity], "--psk-identity", identity, "-t", topic,
+                              "-C", "1", "-W", str(int(TIMEOUT * 3)), "-q", "1"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.addCleanup(lambda: (p.poll() is None and p.kill(), p.wait()))
+        # Its stdout is a pipe (block-buffered): the broker's log says when it subscribed.
+        self.broker.wait_log(lambda l: "subscribe" in l and "topic=%s " % topic in l + " ",
+                             what="psk subscriber on " + topic)
+        return p
+
+    def test_psk_tls12_and_tls13_identity_is_username(self):
+        """Both TLS versions; the identity replaces the CONNECT username (-u mallory)."""
+        for version in ("tlsv1.2", "tlsv1.3"):
+            s = self.sub("alice", "psk/" + version)
+            r = mosq_psk("mosquitto_pub", self.psk_port, "bob", PSK_KEYS["bob"], "-t",
+                         "psk/" + version, "-m", "over " + version, "-q", "1", "-u", "mallory",
+                         "-i", "pub-" + version, version=version)
+            self.assertEqual(r.returncode, 0, r.stdout)
+            out, _ = s.communicate(timeout=TIMEOUT * 3)
+            self.assertIn(b"over " + version.encode(), out, self.broker.log_text()[-3000:])
+            self.broker.wait_log(lambda l: "client=pub-%s" % version in l and "user=bob" in l,
+                                 what="connect line with user=bob")
+        self.assertNotIn("user=mallory", self.broker.log_text())
+
+    def test_wrong_key_and_unknown_identity_refused(self):
+        r = mosq_psk("mosquitto_pub", self.psk_port, "alice", "00112233445566778899aabbccddee00",
+                     "-t", "x", "-m", "x")
+        self.assertNotEqual(r.returncode, 0)
+        r = mosq_psk("mosquitto_pub", self.psk_port, "carol", PSK_KEYS["alice"], "-t", "x",
+                     "-m", "x", version="tlsv1.2")
+        self.assertNotEqual(r.returncode, 0)
+        self.broker.wait_log(lambda l: "connection closed" in l and "unknown PSK identity" in l,
+                             what="close line for the unknown identity")
+        # Nothing else disturbed: a good client still gets through.
+        r = mosq_psk("mosquitto_pub", self.psk_port, "alice", PSK_KEYS["alice"], "-t", "x",
+                     "-m", "x")
+        self.assertEqual(r.returncode, 0, r.stdout)
+
+    def test_sighup_reloads_psk_file(self):
+        """New handshakes use the keys of the rewritten psk_file; a broken file keeps the old."""
+        new_key = "0f" * 32
+        with open(self.psk_path, "w") as f:
+            f.write("alice:%s\n" % new_key)
+        n = self.broker.log_text().count("tls certificate reloaded")
+        self.broker.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: self.broker.log_text().count("tls certificate reloaded") > n,
+                   what="reload")
+        r = mosq_psk("mosquitto_pub", self.psk_port, "alice", new_key, "-t", "x", "-m", "x")
+        self.assertEqual(r.returncode, 0, r.stdout)
+        r = mosq_psk("mosquitto_pub", self.psk_port, "bob", PSK_KEYS["bob"], "-t", "x", "-m", "x")
+        self.assertNotEqual(r.returncode, 0)
+        with open(self.psk_path, "w") as f:
+            f.write("alice:zz00\n")
+        self.broker.proc.send_signal(signal.SIGHUP)
+        self.broker.wait_log(lambda l: "tls reload failed" in l and "key is not hexadecimal" in l,
+                             what="reload failure line: " + self.broker.log_text()[-800:])
+        r = mosq_psk("mosquitto_pub", self.psk_port, "alice", new_key, "-t", "x", "-m", "x")
+        self.assertEqual(r.returncode, 0, r.stdout)
+
+    def test_certificate_client_on_psk_only_listener_refused(self):
+        """A listener with psk_hint and no certfile speaks PSK only."""
+        ctx = ssl.create_default_context(cafile=pki().ca)
+        with self.assertRaises((ssl.SSLError, OSError)):
+            ctx.wrap_socket(socket.create_connection((HOST, self.psk_port)),
+                            server_hostname="localhost").close()
+
+
+def rsa_server(d):
+    """An RSA server certificate (self-signed): DHE suites need RSA, the PKI is EC."""
+    crt, key = os.path.join(d, "rsa.crt"), os.path.join(d, "rsa.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", crt, "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost"],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    return crt, key
+
+
+def dhparams(path):
+    subprocess.run(["openssl", "genpkey", "-genparam", "-algorithm", "DH", "-pkeyopt",
+                    "group:ffdhe2048", "-out", path], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, check=True)
+    return path
+
+
+class TestDHParams(BrokerTest):
+    """dhparamfile: DHE cipher suites in TLS 1.2 work with it and not without it."""
+
+    def setUp(self):
+        self._clients = []
+        d = os.path.join(tmp_root(), "dh-%d-%d" % (os.getpid(), time.monotonic_ns()))
+        os.makedirs(d)
+        self.crt, key = rsa_server(d)
+        self.dh_port, self.nodh_port = free_port(), free_port()
+        self.broker = Broker([
+            "listener %d %s" % (self.dh_port, HOST), "certfile " + self.crt, "keyfile " + key,
+            "dhparamfile " + dhparams(os.path.join(d, "dh.pem")),
+            "listener %d %s" % (self.nodh_port, HOST), "certfile " + self.crt,
+            "keyfile " + key]).start()
+        self.port = self.broker.port
+
+    def dhe_client(self, port):
+        ctx = ssl.create_default_context(cafile=self.crt)
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers("DHE-RSA-AES128-GCM-SHA256")
+        return ctx.wrap_socket(socket.create_connection((HOST, port)), server_hostname="localhost")
+
+    def test_dhe_with_dhparamfile(self):
+        with self.dhe_client(self.dh_port) as s:
+            self.assertEqual(s.cipher()[0], "DHE-RSA-AES128-GCM-SHA256")
+            s.sendall(connect_packet("dhe"))
+            self.assertEqual(s.recv(4)[:1], b"\x20")  # CONNACK
+
+    def test_no_dhe_without_dhparamfile(self):
+        with self.assertRaises(ssl.SSLError):
+            self.dhe_client(self.nodh_port)
+
+
 def _peer_cert(port):
     ctx = ssl.create_default_context(cafile=pki().ca)
     with ctx.wrap_socket(socket.create_connection((HOST, port)), server_hostname="localhost") as s:
@@ -476,3 +634,36 @@ class TestTLSConfigErrors(unittest.TestCase):
     def test_bad_ciphers(self):
         self.check(["listener 8883", "certfile " + pki().server_crt, "keyfile " + pki().server_key,
                     "ciphers NOT-A-CIPHER"], "ciphers 'NOT-A-CIPHER'", 1)
+
+    def test_dhparamfile_not_dh_parameters(self):
+        bad = os.path.join(tmp_root(), "bad-dh-%d.pem" % os.getpid())
+        with open(bad, "w") as f:
+            f.write("garbage\n")
+        self.check(["listener 8883", "certfile " + pki().server_crt, "keyfile " + pki().server_key,
+                    "dhparamfile " + bad], "dhparamfile '%s': no PEM DH parameters" % bad, 1)
+        self.check(["listener 8883", "certfile " + pki().server_crt, "keyfile " + pki().server_key,
+                    "dhparamfile " + pki().ca], "dhparamfile '%s': no PEM DH parameters" % pki().ca, 1)
+
+    def test_dhparamfile_missing(self):
+        self.check(["listener 8883", "certfile " + pki().server_crt, "keyfile " + pki().server_key,
+                    "dhparamfile /nonexistent/dh.pem"], "dhparamfile: cannot read", 4)
+
+    def test_psk_hint_without_psk_file(self):
+        self.check(["listener 8883", "psk_hint h"], "psk_hint needs psk_file", 1)
+
+    def test_bad_psk_file(self):
+        bad = os.path.join(tmp_root(), "bad-psk-%d.txt" % os.getpid())
+        for content, why in (("alice:0011\nbob:xyz0\n", "line 2: key is not hexadecimal"),
+                             ("# c\nalice\n", "line 2: expected identity:hexkey"),
+                             ("alice:001\n", "line 1: key has an odd number of hex digits"),
+                             ("alice:00\nalice:11\n", "identity 'alice' appears twice")):
+            with open(bad, "w") as f:
+                f.write(content)
+            self.check(["psk_file " + bad, "listener 8883", "psk_hint h"],
+                       "psk_file '%s' " % bad if "line" in why else "psk_file '%s'" % bad, 2)
+            self.check(["psk_file " + bad, "listener 8883", "psk_hint h"], why, 2)
+
+    def test_identity_as_username_needs_certificate_or_psk(self):
+        self.check(["listener 8883", "certfile " + pki().server_crt, "keyfile " + pki().server_key,
+                    "use_identity_as_username true"],
+                   "use_identity_as_username needs require_certificate true or psk_hint", 1)

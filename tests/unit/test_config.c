@@ -387,15 +387,17 @@ test_unknown_option(void **state)
              "1: unknown option 'password_file' (a mosquitto option midge does not support yet)");
     load_err(fx, "plugin_opt_foo bar\n",
              "1: plugin_opt_foo must follow a plugin or listener_plugin line");
-    load_err(fx, "listener 1883\npsk_hint x\n",
-             "2: unknown option 'psk_hint' (a mosquitto option midge does not support yet)");
+    load_err(fx, "listener 1883\ntls_engine x\n",
+             "2: unknown option 'tls_engine' (a mosquitto option midge does not support yet)");
+    /* TLS-PSK (issue 9): a psk_hint listener needs the global psk_file. */
+    load_err(fx, "listener 1883\npsk_hint x\n", "1: listener 1883: psk_hint needs psk_file");
     /* TLS and WebSocket words (issue 9): files are checked when read, combinations at the end. */
     load_err(fx, "listener 1883\ncafile /nonexistent/ca.pem\n",
              "2: cafile: cannot read '/nonexistent/ca.pem': No such file or directory");
     load_err(fx, "listener 1883\ncapath /nonexistent/certs\n",
              "2: capath: cannot open directory '/nonexistent/certs': No such file or directory");
     load_err(fx, "listener 1883\nrequire_certificate true\n",
-             "1: listener 1883: TLS options need certfile and keyfile");
+             "1: listener 1883: TLS options need certfile and keyfile (or psk_hint)");
     load_err(fx, "listener 1883\nwebsockets_path /mqtt\n",
              "1: listener 1883: websockets_path and websockets_origin need protocol websockets");
     load_err(fx, "listener_plugin /x.so\n",
