@@ -222,26 +222,35 @@ class AsyncAcl(PluginTest):
             t.start()
         try:
             wait_until(lambda: len(arrivals) >= 20, what="the QoS 0 stream to flow")
-            t_start = time.monotonic()
-            slow.send(b"".join(publish_packet("ok/slow", b"%d" % i, qos=1, pid=i + 1) for i in range(4)))
-            acks = []
-            for _ in range(4):
-                slow.expect(PUBACK, timeout=5)
-                acks.append(time.monotonic() - t_start)
-            t_end = time.monotonic()
-            wait_until(lambda: arrivals and arrivals[-1] > t_end + 0.1, what="the stream after the decisions")
+            # A gap that the test's own publisher also shows (it did not send for 100 ms or more:
+            # the machine stalled the test, not the broker) says nothing about the broker: the
+            # round is run again, at most three in all. A broker that blocks stalls every time.
+            for attempt in range(3):
+                t_start = time.monotonic()
+                slow.send(b"".join(publish_packet("ok/slow", b"%d" % i, qos=1, pid=i + 1)
+                                   for i in range(4)))
+                acks = []
+                for _ in range(4):
+                    slow.expect(PUBACK, timeout=5)
+                    acks.append(time.monotonic() - t_start)
+                t_end = time.monotonic()
+                wait_until(lambda: arrivals and arrivals[-1] > t_end + 0.1,
+                           what="the stream after the decisions")
+                self.assertGreaterEqual(acks[-1], 4 * 0.3 - 0.05, "the publishes were not each decided in turn")
+                times = sorted(arrivals)
+                gaps = [(b - a, a - t_start) for a, b in zip(times, times[1:]) if b >= t_start and a <= t_end]
+                worst, at = max(gaps)
+                snd = sorted(sends)
+                send_worst = max([b - a for a, b in zip(snd, snd[1:]) if b >= t_start and a <= t_end] or [0])
+                if worst < 0.200 or send_worst < 0.100:
+                    break
         finally:
             stop.set()
             for t in threads:
                 t.join(2)
-        self.assertGreaterEqual(acks[-1], 4 * 0.3 - 0.05, "the publishes were not each decided in turn")
-        times = sorted(arrivals)
-        gaps = [(b - a, a - t_start) for a, b in zip(times, times[1:]) if b >= t_start and a <= t_end]
-        worst, at = max(gaps)
-        send_gaps = [b - a for a, b in zip(sends, sends[1:]) if b >= t_start and a <= t_end]
         self.assertLess(worst, 0.200, "QoS 0 stream stalled %.0f ms (%.2f s after the pending publishes "
-                        "began; the test's own publisher's worst send gap was %.0f ms)"
-                        % (worst * 1000, at, max(send_gaps or [0]) * 1000))
+                        "began; the test's own publisher's worst send gap was %.0f ms; attempt %d)"
+                        % (worst * 1000, at, send_worst * 1000, attempt + 1))
 
     # -- SUBSCRIBE --------------------------------------------------------------------------------
 
