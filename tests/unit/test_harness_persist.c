@@ -244,6 +244,12 @@ test_restore_refused(void **state)
 /* ---- Internal sessions ---------------------------------------------------- */
 
 static void
+store_result(void *arg, int result)
+{
+    *(int *)arg = result;
+}
+
+static void
 test_isession(void **state)
 {
     struct fixture *f = *state;
@@ -269,6 +275,25 @@ test_isession(void **state)
     assert_non_null(pub);
     assert_string_equal(pub->session, "bridge-1");
     assert_int_equal(pub->qos, 1);
+    /* ABI 1.1: a whole message published as the session, settled at once by the fake. */
+    {
+        const midge_message *full = f->api->message_new(f->p, "bridge/full", "f", 1, 2, 1, NULL,
+                                                        0, 0, 0);
+        int result = -1;
+        assert_non_null(full);
+        assert_int_equal(f->api->session_publish_message(f->pr->session, full, store_result,
+                                                         &result), 0);
+        assert_int_equal(result, 0);
+        pub = midge_test_published_find(f->fb, "bridge/full");
+        assert_non_null(pub);
+        assert_string_equal(pub->session, "bridge-1");
+        assert_int_equal(pub->qos, 2);
+        assert_int_equal(pub->retain, 1);
+        assert_int_equal(f->api->session_publish_message(f->pr->session, NULL, NULL, NULL),
+                         -MIDGE_EINVAL);
+        assert_int_equal(f->api->session_released(f->pr->session, 1), 0);
+        f->api->message_unref(full);
+    }
 
     /* Deliveries: QoS capped by the subscription, ids for QoS 1/2, a window of 2. */
     assert_int_equal(midge_test_isessions_deliver(f->fb, other), 0);
