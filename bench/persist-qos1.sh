@@ -8,7 +8,9 @@
 #
 # Prints each run's RESULT line and the median delivered msg/s per configuration,
 # plus persist-sqlite's commit statistics (group commit: events per commit, fsync
-# time) from its "closed ..." log line. Binaries from BUILD (default build/),
+# time) from its "closed ..." log line, and the broker's CPU per delivered message
+# (its utime+stime over the whole run / (recv_rate x (warm-up + measured)), an
+# estimate that a shared machine's load disturbs less than the rates). Binaries from BUILD (default build/),
 # MOSQUITTO (default /usr/sbin/mosquitto). Stops what it starts, by PID.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -54,9 +56,15 @@ set_tcp_nodelay true"
     done
     res=$("$build/bench/midge-bench" -p "$port" -T pair -P "$pubs" -S "$pubs" -q 1 -R -W "$window" \
         -d "$dur" -w "$warm" -D 5 -L "$name" | grep '^RESULT' || true)
+    ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat")
     kill "$pid"; wait "$pid" 2>/dev/null || true
     echo "$res"
-    echo "$res" | sed -n "s/.* recv_rate=\([0-9.]*\).*/\1/p" >> "$work/$name.rates"
+    rate=$(echo "$res" | sed -n "s/.* recv_rate=\([0-9.]*\).*/\1/p")
+    echo "$rate" >> "$work/$name.rates"
+    cpu=$(awk -v t="$ticks" -v r="${rate:-0}" -v s="$((warm + dur))" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { if (r > 0) printf "%.2f", t / hz * 1e6 / (r * s) }')
+    echo "    broker cpu $(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }') s, ~$cpu us per delivered message"
+    echo "$cpu" >> "$work/$name.cpu"
     grep "plugin=persist-sqlite closed" "$dir/log" | sed 's/.*closed db=[^ ]* /    /' || true
 }
 
@@ -65,7 +73,7 @@ for run in $(seq 1 "$runs"); do
         run_one "$name" "$run"
     done
 done
-echo "# medians (delivered msg/s)"
+echo "# medians (delivered msg/s, broker cpu us per delivered message)"
 for name in memory full batch none mosquitto; do
-    [ -s "$work/$name.rates" ] && echo "$name $(median < "$work/$name.rates")"
+    [ -s "$work/$name.rates" ] && echo "$name $(median < "$work/$name.rates") $(grep . "$work/$name.cpu" | median)"
 done
