@@ -82,6 +82,36 @@ def free_port():
     return p
 
 
+def listening_addresses(pid):
+    """(address, port) of every TCP socket the process listens on (/proc/net/tcp and tcp6)."""
+    inodes = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            t = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if t.startswith("socket:["):
+            inodes.add(t[8:-1])
+    out = []
+    for name, size in (("tcp", 4), ("tcp6", 16)):
+        try:
+            with open("/proc/%d/net/%s" % (pid, name)) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if cols[3] != "0A" or cols[9] not in inodes:  # 0A: LISTEN
+                continue
+            addr_hex, port_hex = cols[1].split(":")
+            raw = bytes.fromhex(addr_hex)
+            # /proc prints each 32-bit word in host (little-endian) order.
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            family = socket.AF_INET if size == 4 else socket.AF_INET6
+            out.append((socket.inet_ntop(family, raw), int(port_hex, 16)))
+    return out
+
+
 def wait_until(pred, timeout=TIMEOUT, interval=0.02, what="condition"):
     """Poll pred() until it returns a truthy value; return it, or raise."""
     end = time.monotonic() + timeout
@@ -188,10 +218,24 @@ class Broker:
             try:
                 s = socket.create_connection((HOST, self.port), timeout=0.5)
                 s.close()
-                return
+                break
             except OSError:
                 time.sleep(0.02)
-        raise AssertionError("port %d not accepting after %.1fs" % (self.port, timeout))
+        else:
+            raise AssertionError("port %d not accepting after %.1fs" % (self.port, timeout))
+        # The other listeners of the config (TLS, WebSockets, ...) may open a little later:
+        # wait until the broker listens on them too, without connecting (a probe would show
+        # up in logs as a failed handshake). One that never opens is left to the test.
+        ports = {int(l.split()[1]) for l in self.config_lines()
+                 if l.split()[:1] == ["listener"] and len(l.split()) > 1 and l.split()[1].isdigit()}
+        ports.discard(0)
+        while ports and time.monotonic() < end and self.proc.poll() is None:
+            try:
+                ports -= {p for _, p in listening_addresses(self.proc.pid)}
+            except OSError:
+                break
+            if ports:
+                time.sleep(0.02)
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None

@@ -8,7 +8,8 @@ import socket
 import subprocess
 import unittest
 
-from midgetest import (Broker, BrokerTest, RawClient, broker_bin, bstr, free_port, only_midge, packet,
+from midgetest import (Broker, BrokerTest, RawClient, broker_bin, bstr, free_port, listening_addresses,
+                       only_midge, packet,
                        varint, wait_until, CONNECT, TIMEOUT)
 
 
@@ -32,36 +33,6 @@ def connack_rc(port, version):
         return c.connect("sec-%d" % version, expect_rc=None).rc
     finally:
         c.close()
-
-
-def listening_addresses(pid):
-    """(address, port) of every TCP socket the process listens on (/proc/net/tcp and tcp6)."""
-    inodes = set()
-    for fd in os.listdir("/proc/%d/fd" % pid):
-        try:
-            t = os.readlink("/proc/%d/fd/%s" % (pid, fd))
-        except OSError:
-            continue
-        if t.startswith("socket:["):
-            inodes.add(t[8:-1])
-    out = []
-    for name, size in (("tcp", 4), ("tcp6", 16)):
-        try:
-            with open("/proc/%d/net/%s" % (pid, name)) as f:
-                rows = f.read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            cols = row.split()
-            if cols[3] != "0A" or cols[9] not in inodes:  # 0A: LISTEN
-                continue
-            addr_hex, port_hex = cols[1].split(":")
-            raw = bytes.fromhex(addr_hex)
-            # /proc prints each 32-bit word in host (little-endian) order.
-            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-            family = socket.AF_INET if size == 4 else socket.AF_INET6
-            out.append((socket.inet_ntop(family, raw), int(port_hex, 16)))
-    return out
 
 
 @only_midge("midge defaults")
