@@ -50,6 +50,7 @@ struct job {
     int outstanding;    /* commands sent and not answered */
     int failed;
     int attempts;
+    uint64_t when;      /* CLAIM: connect time, microseconds since the epoch */
 };
 
 void job_free(struct job *j);

@@ -44,6 +44,17 @@
 #define QUEUE_MAX 100000 /* jobs waiting for the thread */
 #define INFLIGHT_MAX 20000 /* forwards sent to Redis and not answered: then jobs wait in the queue */
 #define BUNDLE_BYTES (256 * 1024) /* one PUBLISH / XADD carries the messages of one wake up to this */
+/*
+ * PREFIX:owner:ID = "CONNECT_TIME_US NODE", replaced only by a later
+ * connection: claims that cross (the client moved A -> B faster than A's
+ * claim travelled) are settled by when the client connected, not by which
+ * claim reached Redis first. Node clocks must agree to well under the time
+ * a client takes to reconnect (NTP).
+ */
+#define OWNER_SCRIPT                                                                           \
+    "local c = redis.call('GET', KEYS[1]) "                                                    \
+    "if not c or tonumber(string.match(c, '^%d+')) <= tonumber(ARGV[1]) then "                 \
+    "redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'EX', 86400) end return 0"
 #define HOLD_WINDOW (1u << 21) /* > holds that can be outstanding: QUEUE_MAX + INFLIGHT_MAX + buffer */
 
 enum { C_CMD = 0, C_SUB = 1, C_RD = 2, NCONN = 3 };
@@ -90,6 +101,7 @@ struct link {
     char *ch_routes;      /* PREFIX:ch:routes      "+NODE\nFILTER", "-NODE\nFILTER", "*NODE" */
     char *ch_q0_me;       /* PREFIX:ch:q0:NODE     QoS 0 messages for NODE */
     char *ch_claims;      /* PREFIX:ch:claims      "NODE\nCLIENT_ID": the client connected on NODE */
+    char *ch_retained;    /* PREFIX:ch:retained    retained messages set or cleared, to every node */
 };
 
 void
@@ -202,6 +214,7 @@ buffer_job(struct link *l, struct job *j)
 }
 
 static void send_forward(struct link *l, struct job *j);
+static void ignore_reply(redisAsyncContext *ac, void *r, void *arg);
 static void forward_settle(struct link *l, struct job *j);
 
 /* A forward goes to Redis / is finished (sent, dropped or buffered): the in-flight bound. */
@@ -288,6 +301,13 @@ send_forward(struct link *l, struct job *j)
             j->outstanding--;
             j->failed = 2;
         }
+        /*
+         * Every node's store, whatever this node knows of the others now: the
+         * nodes with subscribers also get it by the usual way below (QoS kept),
+         * and drop the second copy by id.
+         */
+        redisAsyncCommand(ac, ignore_reply, NULL, "PUBLISH %s %b", l->ch_retained, j->blob,
+                          j->blob_len);
     }
     for (i = 0; i < j->ntargets; i++) {
         int rc;
@@ -344,9 +364,10 @@ run_job(struct link *l, struct job *j)
     }
     if (j->kind == JOB_CLAIM) {
         if (l->up) {
-            /* The owner key orders claims that cross each other (see claim_owner). */
-            redisAsyncCommand(l->ctx[C_CMD], ignore_reply, NULL, "SET %s:owner:%s %s EX 86400",
-                              l->cl->prefix, j->filter, l->cl->node_id);
+            /* The owner key keeps the latest connection's node (see claim_owner). */
+            redisAsyncCommand(l->ctx[C_CMD], ignore_reply, NULL, "EVAL %s 1 %s:owner:%s %" PRIu64
+                              " %s", OWNER_SCRIPT, l->cl->prefix, j->filter, j->when,
+                              l->cl->node_id);
             redisAsyncCommand(l->ctx[C_CMD], ignore_reply, NULL, "PUBLISH %s %s\n%s",
                               l->ch_claims, l->cl->node_id, j->filter);
         }
@@ -641,9 +662,9 @@ claim_lookup(struct cluster *cl, const char *id)
 }
 
 /*
- * Another node claimed a client id. Claims can cross (the client went A -> B
- * faster than A's claim reached B), so the owner key, written in Redis's
- * order by each claim, decides: only a node that is not the owner drops it.
+ * Another node claimed a client id. Claims can cross, so the owner key
+ * (OWNER_SCRIPT: the node of the latest connection) decides: only a node
+ * that is not the owner drops its connection.
  */
 static void
 claim_owner(redisAsyncContext *ac, void *r, void *arg)
@@ -652,8 +673,11 @@ claim_owner(redisAsyncContext *ac, void *r, void *arg)
     redisReply *reply = r;
     char *id = arg;
 
-    if (reply != NULL && reply->type == REDIS_REPLY_STRING &&
-        strcmp(reply->str, l->cl->node_id) != 0) {
+    const char *node = reply != NULL && reply->type == REDIS_REPLY_STRING
+                           ? strchr(reply->str, ' ')
+                           : NULL;
+
+    if (node != NULL && strcmp(node + 1, l->cl->node_id) != 0) {
         claim_lookup(l->cl, id);
     }
     free(id);
@@ -687,15 +711,26 @@ sub_message(redisAsyncContext *ac, void *r, void *arg)
     }
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
         reply->element[0]->type != REDIS_REPLY_STRING ||
-        strcmp(reply->element[0]->str, "message") != 0) {
+        reply->element[1]->type != REDIS_REPLY_STRING) {
         return;
     }
     ch = reply->element[1];
     body = reply->element[2];
-    if (body->type != REDIS_REPLY_STRING) {
+    if (strcmp(reply->element[0]->str, "subscribe") == 0) {
+        /*
+         * Listening to route changes now: read the other nodes only after this,
+         * so a node announced before is in the hash and one announced after
+         * arrives on the channel (no window in which a node is missed).
+         */
+        if (strcmp(ch->str, l->ch_routes) == 0) {
+            resync_remote(l);
+        }
         return;
     }
-    if (strcmp(ch->str, l->ch_q0_me) == 0) {
+    if (strcmp(reply->element[0]->str, "message") != 0 || body->type != REDIS_REPLY_STRING) {
+        return;
+    }
+    if (strcmp(ch->str, l->ch_q0_me) == 0 || strcmp(ch->str, l->ch_retained) == 0) {
         inject_bundle(l, body->str, body->len, 0);
         return;
     }
@@ -819,11 +854,10 @@ link_up(struct link *l)
     heartbeat(l);
     redisAsyncCommand(ac, ignore_reply, NULL, "PUBLISH %s *%s", l->ch_routes, cl->node_id);
 
-    redisAsyncCommand(l->ctx[C_SUB], sub_message, NULL, "SUBSCRIBE %s %s %s", l->ch_routes,
-                      l->ch_q0_me, l->ch_claims);
+    redisAsyncCommand(l->ctx[C_SUB], sub_message, NULL, "SUBSCRIBE %s %s %s %s", l->ch_routes,
+                      l->ch_q0_me, l->ch_claims, l->ch_retained);
     redisAsyncCommand(ac, group_created, NULL, "XGROUP CREATE %s %s 0 MKSTREAM", l->k_stream_me,
                       GROUP);
-    resync_remote(l);
     if (!l->ever_up) {
         redisAsyncCommand(ac, retained_reply, NULL, "HGETALL %s", l->k_retained);
         l->ever_up = 1;
@@ -1248,11 +1282,12 @@ link_new(struct cluster *cl)
     l->ch_routes = key2(cl->prefix, "ch:routes");
     l->ch_q0_me = key3(cl->prefix, "ch:q0", cl->node_id);
     l->ch_claims = key2(cl->prefix, "ch:claims");
+    l->ch_retained = key2(cl->prefix, "ch:retained");
     l->dd = dedupe_new();
     l->hold_done = calloc(HOLD_WINDOW, 1);
     l->loop = ev_loop_new(EVFLAG_AUTO);
     if (l->k_nodes == NULL || l->k_routes_me == NULL || l->k_stream_me == NULL ||
-        l->k_retained == NULL || l->ch_routes == NULL || l->ch_q0_me == NULL || l->ch_claims == NULL || l->dd == NULL ||
+        l->k_retained == NULL || l->ch_routes == NULL || l->ch_q0_me == NULL || l->ch_claims == NULL || l->ch_retained == NULL || l->dd == NULL ||
         l->hold_done == NULL ||
         l->loop == NULL) {
         link_free(l);
@@ -1319,6 +1354,7 @@ link_free(struct link *l)
     free(l->ch_routes);
     free(l->ch_q0_me);
     free(l->ch_claims);
+    free(l->ch_retained);
     pthread_mutex_destroy(&l->lock);
     free(l);
 }
