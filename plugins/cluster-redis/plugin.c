@@ -126,7 +126,7 @@ on_publish_accepted(void *state, midge_client *client, const struct midge_acl_re
         goto fail;
     }
     if (req->retain) {
-        /* Retained messages also go into the retained hash and to every node's store (link.c). */
+        /* Retained messages also go into the retained hash and to every node's store (forward.c). */
         if ((j->topic = strdup(req->topic)) == NULL) {
             goto fail;
         }
