@@ -307,7 +307,7 @@ plugins_unload(void)
         instance_free(p);
     }
     plugins_auth_active = plugins_acl_active = plugins_events_active = 0;
-    plugins_forward_active = 0;
+    plugins_forward_active = persist_holds_possible = 0;
     plugins_message_in_active = plugins_message_out_active = 0;
     plugins_sub_events_active = plugins_session_events_active = 0;
     plugins_count = 0;

@@ -232,8 +232,7 @@ plugin_applies(const struct midge_plugin *p, const struct listener *l)
     if (!p->per_listener) {
         return 1;
     }
-    if (l == NULL || l->conf_port != p->listener_port) {
-        /* l NULL: an internal session, on no listener. */
+    if (l->conf_port != p->listener_port) {
         return 0;
     }
     if (l->bind_address == NULL || p->listener_address == NULL) {
@@ -706,10 +705,10 @@ acl_untimely_pending(struct midge_plugin *p, int action)
 }
 
 /*
- * The ACL chain from position `start` about req, or with `forward` the
- * publish_accepted chain. With `with_tickets` each hook gets one and may
- * answer PENDING (c->auth_wait is then set); without, a PENDING answer is a
- * plugin bug. [worker thread]
+ * The ACL chain from position `start` about req. With `with_tickets` each hook
+ * gets one and may answer PENDING (c->auth_wait is then set); without, a
+ * PENDING answer is a plugin bug. With `forward` the chain is the
+ * publish_accepted hooks instead of the acl hooks. [worker thread]
  */
 static int
 acl_chain(struct conn *c, const struct midge_acl_request *req, size_t start, int with_tickets,
@@ -720,14 +719,13 @@ acl_chain(struct conn *c, const struct midge_acl_request *req, size_t start, int
 
     *reason = 0;
     for (p = plugins; p != NULL; p = p->next, idx++) {
+        int (*hook)(void *, midge_client *, const struct midge_acl_request *, uint8_t *,
+                    midge_ticket *);
         struct plugin_wait pw;
         midge_ticket *ticket = NULL;
         uint64_t t0;
         uint8_t r = 0;
         int v;
-
-        int (*hook)(void *, midge_client *, const struct midge_acl_request *, uint8_t *,
-                    midge_ticket *);
 
         if (forward) {
             hook = PLUGIN_HAS(p, publish_accepted) ? p->hooks->publish_accepted : NULL;
@@ -790,13 +788,11 @@ plugin_acl_wait(struct conn *c, int action, const char *topic, size_t topic_len,
     char *t;
     int result;
 
-    if (acl_request(&req, action, topic, topic_len, qos, retain, payload, payload_len, buf,
-                    sizeof(buf), &t) < 0) {
+    /* The publish_accepted hooks see the PUBLISH they are about. */
+    if (acl_request(&req, action == PLUGIN_ACL_FORWARD ? MIDGE_ACL_PUBLISH : action, topic,
+                    topic_len, qos, retain, payload, payload_len, buf, sizeof(buf), &t) < 0) {
         *reason = MQTT_RC_SERVER_UNAVAILABLE;
         return PLUGIN_DENY;
-    }
-    if (action == PLUGIN_ACL_FORWARD) {
-        req.action = MIDGE_ACL_PUBLISH;
     }
     result = acl_chain(c, &req, start, 1, action == PLUGIN_ACL_FORWARD, reason);
     if (t != buf) {
@@ -908,10 +904,7 @@ plugin_metrics(struct midge_plugin *p, int h)
     return &p->metrics[(size_t)shard * PH_COUNT + (size_t)h];
 }
 
-/*
- * Sums an instance's shards. [any thread: reads only what load fixed, and
- * the shards with relaxed loads]
- */
+/* Sums an instance's shards. [main thread] */
 void
 plugin_metrics_sum(const struct midge_plugin *p, int h, struct hook_metrics *out)
 {
@@ -919,7 +912,7 @@ plugin_metrics_sum(const struct midge_plugin *p, int h, struct hook_metrics *out
     unsigned b;
 
     memset(out, 0, sizeof(*out));
-    for (i = 0; i < p->metric_shards; i++) {
+    for (i = 0; i <= broker.nworkers; i++) {
         const struct hook_metrics *m = &p->metrics[(size_t)i * PH_COUNT + (size_t)h];
         STAT_ADD(out, calls, STAT_GET(m, calls));
         STAT_ADD(out, allow, STAT_GET(m, allow));

@@ -5,7 +5,9 @@
  *   plugin.c   options, hooks (routes from subscribe events, forwarding at
  *              publish_accepted), metrics
  *   routes.c   which filters this node and the other nodes have
- *   link.c     the Redis thread: connections, forwarding, receiving, resync
+ *   link.c     the Redis thread: its loop, connections, outage and reconnect
+ *   forward.c  jobs to Redis: bundled forwards, held acks, the outage buffer
+ *   receive.c  what comes from Redis: stream entries, pub/sub, route reloads
  *   wire.c     the forwarded-message blob
  *   dedupe.c   recent message ids
  */
@@ -50,6 +52,7 @@ struct job {
     int outstanding;    /* commands sent and not answered */
     int failed;
     int attempts;
+    uint64_t when;      /* CLAIM: connect time, microseconds since the epoch */
 };
 
 void job_free(struct job *j);
@@ -90,7 +93,7 @@ struct cluster {
     midge_metric *m_shared_elsewhere;
 };
 
-/* link.c */
+/* link.c (link_int.h: its parts in link.c, forward.c, receive.c) */
 
 /* Creates the link (its loop and queue, not yet running). NULL when out of memory. [main thread] */
 struct link *link_new(struct cluster *cl);

@@ -37,6 +37,7 @@ static void
 route_job(struct cluster *cl, int kind, const char *filter)
 {
     struct job *j = calloc(1, sizeof(*j));
+    struct timeval tv;
 
     if (j == NULL || (j->filter = strdup(filter)) == NULL) {
         free(j);
@@ -45,6 +46,8 @@ route_job(struct cluster *cl, int kind, const char *filter)
         return;
     }
     j->kind = kind;
+    gettimeofday(&tv, NULL);
+    j->when = (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
     if (link_submit(cl->link, j, NULL) < 0) {
         job_free(j);
     }
@@ -102,7 +105,7 @@ on_publish_accepted(void *state, midge_client *client, const struct midge_acl_re
     int verdict;
     uint64_t seq = 0;
 
-    targets = routes_match(cl->routes, req->topic, req->retain, &n);
+    targets = routes_match(cl->routes, req->topic, 0, &n);
     if (n == 0 && !req->retain) {
         return MIDGE_DEFER;
     }
@@ -123,7 +126,7 @@ on_publish_accepted(void *state, midge_client *client, const struct midge_acl_re
         goto fail;
     }
     if (req->retain) {
-        /* Retained messages go to every node (targets: all) and into the retained hash. */
+        /* Retained messages also go into the retained hash and to every node's store (forward.c). */
         if ((j->topic = strdup(req->topic)) == NULL) {
             goto fail;
         }

@@ -100,7 +100,10 @@ class Node(Broker):
         super().__init__(config=["plugin %s" % PLUGIN_SO,
                                  "plugin_opt_redis %s:%d" % (HOST, redis.port),
                                  "plugin_opt_node_id %s" % node_id,
-                                 "plugin_opt_node_timeout 5", "sys_interval 1"] + list(extra))
+                                 "plugin_opt_node_timeout 5", "sys_interval 1",
+                                 # a slow paho subscriber must not hit the default 1000-message
+                                 # queue limit (a drop by design, not the cluster's)
+                                 "max_queued_messages 0"] + list(extra))
         self.node_id = node_id
 
     def start(self, timeout=5.0):
