@@ -394,6 +394,56 @@ class AsyncAcl(PluginTest):
         sub.no_publish()
         self.assertRaises(AssertionError, pub.expect, PUBACK, QUIET)
 
+    def test_completed_inside_the_hook(self):
+        """A ticket completed inside the hook that then answers PENDING: the decision applies once, in
+        order with the client's other packets (PUBACK 0x87 for a deny, delivery for an allow,
+        SUBACK granted)."""
+        self.start("delay_ms 100")
+        sub = self.raw(5)
+        sub.subscribe("inline/#", 1, expect_codes=[1])
+        pub = self.raw(5)
+        for i in range(50):
+            self.assertEqual(pub.publish("inline/ok", b"%d" % i, qos=1).rc, 0)
+            self.assertEqual(pub.publish("inline/deny", b"no", qos=1).rc, 0x87)
+        rec = pub.publish("inline/deny/q2", b"no", qos=2)
+        self.assertEqual((rec.type, rec.rc), (PUBREC, 0x87), rec)
+        self.assertEqual(pub.publish("inline/q2", b"yes", qos=2).type, PUBCOMP)
+        got = [p.payload for p in sub.recv_publishes(51)]
+        self.assertEqual(got, [b"%d" % i for i in range(50)] + [b"yes"])
+        sub.no_publish()
+        self.assertEqual(self.log_lines("plugin bug"), [])
+
+    def test_completed_inside_the_hook_and_answered_is_a_plugin_bug(self):
+        """A hook that completes its ticket (DENY) and also answers ALLOW: logged as a plugin bug, the
+        answer decides, the broker keeps serving."""
+        self.start("delay_ms 100")
+        sub = self.raw(5)
+        sub.subscribe("both/#", 1, expect_codes=[1])
+        pub = self.raw(5)
+        self.assertEqual(pub.publish("both/x", b"x", qos=1).rc, 0)
+        self.broker.wait_log(lambda l: "plugin bug" in l and "also returned a verdict" in l,
+                             what="a 'plugin bug' log line")
+        self.assertEqual(sub.recv_publish().payload, b"x")
+        sub.no_publish()
+
+    def test_completions_racing_the_hook(self):
+        """delay_ms 0: the plugin's thread completes tickets while (or just after) the hook returns.
+        Every publish is decided exactly once, in order, from two publishers on two workers."""
+        self.start("delay_ms 0")
+        sub = self.raw(5)
+        sub.subscribe("ok/#", 1, expect_codes=[1])
+        pubs = [self.raw(5) for _ in range(2)]
+        for i in range(200):
+            for k, pub in enumerate(pubs):
+                self.assertEqual(pub.publish("ok/%d" % k, b"%d" % i, qos=1).rc, 0)
+                self.assertEqual(pub.publish("deny/%d" % k, b"no", qos=1).rc, 0x87)
+        got = {}
+        for p in sub.recv_publishes(400):
+            got.setdefault(p.topic, []).append(p.payload)
+        self.assertEqual(got, {"ok/%d" % k: [b"%d" % i for i in range(200)] for k in range(2)})
+        sub.no_publish()
+        self.assertEqual(self.log_lines("plugin bug"), [])
+
     def test_defer_completion_asks_the_next_plugin(self):
         """A pending decision completed with DEFER continues the chain with the next plugin (acl-deny:
         PUBLISH "forbidden/..." and SUBSCRIBE "secret/..." denied); when all defer the action is allowed."""
