@@ -74,12 +74,20 @@ def mosquitto_deviation(reason):
     return unittest.skipIf(IS_MOSQUITTO, "known mosquitto deviation: " + reason)
 
 
+_handed_out = set()
+
+
 def free_port():
-    s = socket.socket()
-    s.bind((HOST, 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+    """A loopback port nobody listens on now, and never one this process handed out
+    before (a test often asks for several before the broker binds any of them)."""
+    while True:
+        s = socket.socket()
+        s.bind((HOST, 0))
+        p = s.getsockname()[1]
+        s.close()
+        if p not in _handed_out:
+            _handed_out.add(p)
+            return p
 
 
 def listening_addresses(pid):
