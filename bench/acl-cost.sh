@@ -5,17 +5,18 @@
 # (tests/plugins/acl_deny: defers everything), QoS 1 pair 4->4 paced at
 # 2000 msg/s for 5 s, then the instructions the broker executed per message
 # delivered and the inclusive instructions of proto_publish per PUBLISH.
+# ACL_PLUGIN=none runs the same without the plugin (the baseline of its cost).
 #   bench/acl-cost.sh [BROKER_BINARY ...]
 set -u
 cd "$(dirname "$0")/.."
-plugin=$(pwd)/build/tests/plugins/.libs/acl_deny.so
+plugin=${ACL_PLUGIN:-$(pwd)/build/tests/plugins/.libs/acl_deny.so}
 bench=build/bench/midge-bench
 [ $# -gt 0 ] || set -- build/server/midge
 for bin in "$@"; do
     port=$((20000 + RANDOM % 20000))
     dir=$(mktemp -d)
-    printf 'listener %d 127.0.0.1\nallow_anonymous true\nworker_threads 2\nplugin %s\n' \
-        "$port" "$plugin" >"$dir/conf"
+    printf 'listener %d 127.0.0.1\nallow_anonymous true\nworker_threads 2\n' "$port" >"$dir/conf"
+    [ "$plugin" = none ] || echo "plugin $plugin" >>"$dir/conf"
     valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" "$bin" -c "$dir/conf" \
         >"$dir/log" 2>&1 &
     pid=$!

@@ -45,8 +45,13 @@ for log in $(find tests -name '*.log' ! -name 'test-suite.log'); do
 done
 if [ $status -ne 0 ]; then
     for trs in $(grep -l -E '^:test-result: (FAIL|ERROR)' $(find tests -name '*.trs')); do
-        echo "=== ${trs%.trs}.log (last 80 lines) ==="
-        tail -n 80 "${trs%.trs}.log"
+        log=${trs%.trs}.log
+        # Each failing test's own block (the FAIL/ERROR line and its indented
+        # traceback and broker log), then the end of the log.
+        echo "=== $log: failing tests ==="
+        awk '/^(FAIL|ERROR) / { show = 1; print; next } show && /^    / { print; next } { show = 0 }' "$log"
+        echo "=== $log (last 40 lines) ==="
+        tail -n 40 "$log"
     done
     [ $failed -eq 0 ] && failed=1
 fi

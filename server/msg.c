@@ -41,6 +41,7 @@ static struct {
 } mem[MEM_SHARDS];
 static atomic_uint mem_next;
 static __thread int mem_shard = -1;
+static __thread long long mem_made; /* bytes of the messages this thread made, ever */
 
 static void
 mem_add(long long n)
@@ -48,7 +49,16 @@ mem_add(long long n)
     if (mem_shard < 0) {
         mem_shard = (int)(atomic_fetch_add(&mem_next, 1) % MEM_SHARDS);
     }
+    if (n > 0) {
+        mem_made += n;
+    }
     atomic_fetch_add_explicit(&mem[mem_shard].v, n, memory_order_relaxed);
+}
+
+long long
+msg_mem_made_here(void)
+{
+    return mem_made;
 }
 
 long long

@@ -60,6 +60,8 @@ struct msg *msg_rebuild(const struct msg *m, const char *topic, size_t topic_len
 
 /* Bytes held by all live messages (memory_limit). [any thread] */
 long long msg_mem_in_use(void);
+/* Bytes of all the messages the calling thread made so far (only grows). */
+long long msg_mem_made_here(void);
 
 /* The message's id (persistence, plugins), assigned on first use. [any thread] */
 uint64_t msg_id(struct msg *m);

@@ -262,16 +262,29 @@ enum plugin_wait_kind {
 };
 
 /*
- * A decision hook of p (chain position idx) is about to run for c: creates
- * the pending-decision record and its ticket (plugin_wait_ticket). After
- * the hook returned verdict v, plugin_wait_end() arms it when v is PENDING
- * (timeout started, c->auth_wait set, a copy of `raw` kept when not NULL)
- * or releases it. plugin_wait_begin returns NULL and plugin_wait_end -1
- * when out of memory. `kind`: enum plugin_wait_kind. [worker thread]
+ * A decision hook of p (chain position idx) about to run for c, and its
+ * ticket (plugin_wait_ticket). Lives on the caller's stack from
+ * plugin_wait_begin to plugin_wait_end.
  */
-struct auth_wait *plugin_wait_begin(struct conn *c, struct midge_plugin *p, size_t idx, int kind);
-midge_ticket *plugin_wait_ticket(const struct auth_wait *aw);
-int plugin_wait_end(struct auth_wait *aw, struct conn *c, int v, const uint8_t *raw,
+struct plugin_wait {
+    uint64_t id;             /* the ticket */
+    struct auth_wait *aw;    /* NULL while the ticket is only its stripe's slot */
+    struct midge_plugin *p;
+    size_t idx;
+    int kind;                /* enum plugin_wait_kind */
+};
+
+/*
+ * plugin_wait_begin gives pw a ticket; it costs no allocation unless the
+ * hook answers PENDING. After the hook returned verdict v, plugin_wait_end()
+ * arms the pending decision when v is PENDING (timeout started,
+ * c->auth_wait set, a copy of `raw` kept when not NULL) or releases the
+ * ticket. Both return -1 when out of memory. [worker thread]
+ */
+int plugin_wait_begin(struct plugin_wait *pw, struct conn *c, struct midge_plugin *p, size_t idx,
+                      int kind);
+midge_ticket *plugin_wait_ticket(const struct plugin_wait *pw);
+int plugin_wait_end(struct plugin_wait *pw, struct conn *c, int v, const uint8_t *raw,
                     size_t raw_len);
 
 /* plugin_eauth.c: MQTT 5 enhanced authentication */

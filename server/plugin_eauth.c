@@ -90,7 +90,7 @@ call_step(struct conn *c, struct midge_plugin *p, size_t idx, uint8_t *reason)
 {
     struct eauth *ea = c->eauth;
     struct midge_enhanced_auth_request req;
-    struct auth_wait *aw;
+    struct plugin_wait pw;
     int v;
 
     memset(&req, 0, sizeof(req));
@@ -104,8 +104,7 @@ call_step(struct conn *c, struct midge_plugin *p, size_t idx, uint8_t *reason)
     req.username = c->username;
     req.password = (const uint8_t *)ea->password;
     req.password_len = ea->password_len;
-    aw = plugin_wait_begin(c, p, idx, 1);
-    if (aw == NULL) {
+    if (plugin_wait_begin(&pw, c, p, idx, PLUGIN_WAIT_EAUTH) < 0) {
         *reason = MQTT_RC_SERVER_UNAVAILABLE;
         return MIDGE_DENY;
     }
@@ -113,7 +112,7 @@ call_step(struct conn *c, struct midge_plugin *p, size_t idx, uint8_t *reason)
     *reason = 0;
     ea->in_hook = 1;
     v = p->hooks->enhanced_auth(p->state, (midge_client *)c, &req, reason,
-                                plugin_wait_ticket(aw));
+                                plugin_wait_ticket(&pw));
     ea->in_hook = 0;
     if (v != MIDGE_ALLOW && v != MIDGE_DENY && v != MIDGE_DEFER && v != MIDGE_PENDING &&
         v != MIDGE_CONTINUE) {
@@ -122,7 +121,7 @@ call_step(struct conn *c, struct midge_plugin *p, size_t idx, uint8_t *reason)
         v = MIDGE_DENY;
     }
     plugin_record(p, PH_EAUTH, v == MIDGE_CONTINUE ? MIDGE_ALLOW : v, 1);
-    if (plugin_wait_end(aw, c, v, NULL, 0) < 0) {
+    if (plugin_wait_end(&pw, c, v, NULL, 0) < 0) {
         *reason = MQTT_RC_SERVER_UNAVAILABLE;
         return MIDGE_DENY;
     }

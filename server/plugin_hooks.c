@@ -2,14 +2,19 @@
  * Hook chains: auth and ACL with asynchronous decisions (tickets,
  * timeouts), events, and the per-hook metrics the broker measures itself.
  *
- * A pending decision is a struct auth_wait with two references: one
- * held by its connection, one by the ticket table. api->complete()
- * (any thread) takes the table's reference out and posts it to the
- * connection's worker; a timeout or the connection closing takes it out on
- * the worker. Whoever removes the ticket from the table owns that
- * reference, so a decision is applied at most once and never to a freed
- * connection. While it waits, the connection holds its further input
- * (conn.c), so a client's packets are still handled in order.
+ * Every decision hook that may answer PENDING gets a ticket, and nearly
+ * all answer at once, so a ticket starts as an id in its stripe's `slot`
+ * and costs two compare-and-swaps (plugin_wait_begin/_end). Only a PENDING
+ * answer makes a struct auth_wait with two references: one held by its
+ * connection, one by the ticket table. api->complete() (any thread) takes
+ * the table's reference out and posts it to the connection's worker; a
+ * timeout or the connection closing takes it out on the worker. Whoever
+ * removes the ticket from the table owns that reference, so a decision is
+ * applied at most once and never to a freed connection. A complete() that
+ * comes while the ticket is still only a slot (during the hook) parks its
+ * verdict in the stripe for plugin_wait_end. While a decision waits, the
+ * connection holds its further input (conn.c), so a client's packets are
+ * still handled in order.
  */
 #include "plugin.h"
 
@@ -47,20 +52,33 @@ struct auth_wait {
 
 /*
  * Every ACL check that may wait takes a ticket, so a PUBLISH on every
- * worker at full rate adds and removes one: the table must not make
- * workers share cache lines. A ticket id is (seq << 16 | worker), seq
- * counted by the worker's own thread; its stripe (lock and buckets, one
- * cache line apart) is one of TICKET_OWN stripes of that worker, so with up
- * to TICKET_STRIPES / TICKET_OWN workers no two workers touch the same
- * stripe. api->complete() from any thread finds the stripe from the id.
+ * worker at full rate takes one: tickets must not make workers share cache
+ * lines. A ticket id is (seq << 16 | worker), seq counted by the worker's
+ * own thread; its stripe (slot, lock and buckets, cache-line aligned) is
+ * one of TICKET_OWN stripes of that worker, so with up to TICKET_STRIPES /
+ * TICKET_OWN workers no two workers touch the same stripe.
+ * api->complete() from any thread finds the stripe from the id.
  */
 #define TICKET_STRIPES 64
 #define TICKET_OWN 4
 #define TICKET_STRIPE_BUCKETS 64
+/* In a slot: the ticket was completed during its hook; the verdict is parked. */
+#define SLOT_DONE (UINT64_C(1) << 63)
 
 struct ticket_stripe {
-    _Alignas(64) pthread_mutex_t lock;
+    /*
+     * 0, or the id of the one ticket whose hook is running and that has no
+     * struct auth_wait yet (| SLOT_DONE once completed). Set from 0 and
+     * cleared by the ticket's worker; marked done by complete() under lock.
+     */
+    _Alignas(64) _Atomic uint64_t slot;
+    pthread_mutex_t lock;
     struct auth_wait *b[TICKET_STRIPE_BUCKETS]; /* Protected by lock */
+    /* The parked decision of a done slot. Protected by lock; data owned here. */
+    int parked_verdict;
+    uint8_t parked_reason;
+    uint8_t *parked_data;
+    uint32_t parked_data_len;
 };
 
 static struct ticket_stripe tickets[TICKET_STRIPES];
@@ -103,24 +121,39 @@ wait_unref(struct auth_wait *aw)
     }
 }
 
-/* Registers a new ticket (table reference taken). [aw->w's thread] */
+/* Puts aw (its id set) in bucket head; the caller holds the bucket's stripe lock. */
+static void
+ticket_insert_locked(struct auth_wait **head, struct auth_wait *aw)
+{
+    aw->tnext = *head;
+    *head = aw;
+}
+
+/* Registers aw under its id (the table's reference taken). [aw->w's thread] */
 static void
 ticket_add(struct auth_wait *aw)
 {
     struct ticket_stripe *ts;
     struct auth_wait **head;
 
-    pthread_once(&tickets_once, tickets_init);
-    /*
-     * seq is per thread and the worker id (below 65536: worker_threads is at
-     * most 1024) is this thread's: the id is unique and never 0.
-     */
-    aw->id = (++ticket_seq << 16) | (aw->w->id & 0xFFFFu);
     ts = ticket_stripe(aw->id, &head);
     pthread_mutex_lock(&ts->lock);
-    aw->tnext = *head;
-    *head = aw;
+    ticket_insert_locked(head, aw);
     pthread_mutex_unlock(&ts->lock);
+}
+
+/* Unlinks ticket `id` from bucket pp (its stripe locked by the caller); returns it or NULL. */
+static struct auth_wait *
+ticket_unlink_locked(struct auth_wait **pp, uint64_t id)
+{
+    for (; *pp != NULL; pp = &(*pp)->tnext) {
+        if ((*pp)->id == id) {
+            struct auth_wait *aw = *pp;
+            *pp = aw->tnext;
+            return aw;
+        }
+    }
+    return NULL;
 }
 
 /* Removes ticket `id`; returns it (the caller now owns the table's reference) or NULL. */
@@ -128,19 +161,13 @@ static struct auth_wait *
 ticket_take(uint64_t id)
 {
     struct auth_wait **pp;
-    struct auth_wait *aw = NULL;
+    struct auth_wait *aw;
     struct ticket_stripe *ts;
 
     pthread_once(&tickets_once, tickets_init);
     ts = ticket_stripe(id, &pp);
     pthread_mutex_lock(&ts->lock);
-    for (; *pp != NULL; pp = &(*pp)->tnext) {
-        if ((*pp)->id == id) {
-            aw = *pp;
-            *pp = aw->tnext;
-            break;
-        }
-    }
+    aw = ticket_unlink_locked(pp, id);
     pthread_mutex_unlock(&ts->lock);
     return aw;
 }
@@ -230,82 +257,187 @@ valid_verdict(struct midge_plugin *p, const char *hook, int v, int pending_ok)
 }
 
 static void timeout_cb(struct ev_loop *loop, ev_timer *t, int revents);
+static void wait_post(struct auth_wait *aw);
 
 static const char *const wait_hook_names[] = {"auth", "enhanced_auth", "acl"};
 static const int wait_hook_ids[] = {PH_AUTH, PH_EAUTH, PH_ACL};
 
-/* Starts a possible pending decision of p about c; see plugin.h. [worker thread] */
-struct auth_wait *
-plugin_wait_begin(struct conn *c, struct midge_plugin *p, size_t idx, int kind)
+/* A pending-decision record for ticket pw->id, two references: the caller's and the table's. */
+static struct auth_wait *
+wait_new(const struct plugin_wait *pw, struct conn *c)
 {
-    /*
-     * This runs for every PUBLISH an ACL plugin sees: malloc and field by
-     * field, since glibc's calloc (which memset would be turned into)
-     * bypasses the per-thread cache. The timer is set up by plugin_wait_end.
-     */
+    /* malloc and field by field: glibc's calloc bypasses the per-thread cache. */
     struct auth_wait *aw = malloc(sizeof(*aw));
 
     if (aw == NULL) {
         return NULL;
     }
-    atomic_init(&aw->refs, 2); /* ours (then the connection's) and the table's */
+    atomic_init(&aw->refs, 2);
+    aw->id = pw->id;
     aw->conn = NULL;
     /* complete() may run on another thread before the hook even returns: it needs w. */
     aw->w = c->w;
-    aw->plugin = p;
-    aw->index = idx;
+    aw->plugin = pw->p;
+    aw->index = pw->idx;
     aw->connect = NULL;
     aw->connect_len = 0;
     aw->verdict = MIDGE_DEFER;
     aw->reason = 0;
-    aw->kind = kind;
+    aw->kind = pw->kind;
     aw->hold = NULL;
     aw->data = NULL;
     aw->data_len = 0;
-    ticket_add(aw); /* sets id and tnext */
     return aw;
 }
 
-midge_ticket *
-plugin_wait_ticket(const struct auth_wait *aw)
+/* Starts a possible pending decision of p about c; see plugin.h. [worker thread] */
+int
+plugin_wait_begin(struct plugin_wait *pw, struct conn *c, struct midge_plugin *p, size_t idx,
+                  int kind)
 {
-    return (midge_ticket *)(uintptr_t)aw->id;
+    struct ticket_stripe *ts;
+    struct auth_wait **head;
+    uint64_t free_slot = 0;
+
+    pthread_once(&tickets_once, tickets_init);
+    /*
+     * seq is per thread and the worker id (below 65536: worker_threads is at
+     * most 1024) is this thread's: the id is unique, never 0, and far from
+     * SLOT_DONE.
+     */
+    pw->id = (++ticket_seq << 16) | (c->w->id & 0xFFFFu);
+    pw->p = p;
+    pw->idx = idx;
+    pw->kind = kind;
+    pw->aw = NULL;
+    ts = ticket_stripe(pw->id, &head);
+    if (atomic_compare_exchange_strong(&ts->slot, &free_slot, pw->id)) {
+        return 0;
+    }
+    /* The slot is busy (a hook that runs another chain, or a shared stripe): register now. */
+    pw->aw = wait_new(pw, c);
+    if (pw->aw == NULL) {
+        return -1;
+    }
+    ticket_add(pw->aw);
+    return 0;
+}
+
+midge_ticket *
+plugin_wait_ticket(const struct plugin_wait *pw)
+{
+    return (midge_ticket *)(uintptr_t)pw->id;
+}
+
+/*
+ * Frees the slot of pw, which complete() marked done, and returns its
+ * parked decision in *aw (when not NULL) or drops it. ts is locked.
+ */
+static void
+slot_take_parked_locked(struct ticket_stripe *ts, struct auth_wait *aw)
+{
+    if (aw != NULL) {
+        aw->verdict = ts->parked_verdict;
+        aw->reason = ts->parked_reason;
+        aw->data = ts->parked_data;
+        aw->data_len = ts->parked_data_len;
+    } else {
+        free(ts->parked_data);
+    }
+    ts->parked_data = NULL;
+    ts->parked_data_len = 0;
+    atomic_store(&ts->slot, 0);
+}
+
+/* Arms aw for a PENDING answer; see plugin_wait_end. */
+static int
+wait_arm(struct auth_wait *aw, struct conn *c, const uint8_t *raw, size_t raw_len)
+{
+    /* Set only now: a decision posted during the hook is processed after this. */
+    aw->conn = c;
+    if (raw != NULL) {
+        aw->connect = malloc(raw_len);
+        if (aw->connect == NULL) {
+            if (ticket_take(aw->id) != NULL) {
+                wait_unref(aw);
+            }
+            aw->conn = NULL;
+            wait_unref(aw);
+            return -1;
+        }
+        memcpy(aw->connect, raw, raw_len);
+        aw->connect_len = raw_len;
+    }
+    c->auth_wait = aw;
+    ev_timer_init(&aw->timer, timeout_cb, aw->plugin->timeout_ms / 1000.0, 0.0);
+    ev_timer_start(c->w->loop, &aw->timer);
+    return 0;
 }
 
 /* The hook answered v; see plugin.h. [worker thread] */
 int
-plugin_wait_end(struct auth_wait *aw, struct conn *c, int v, const uint8_t *raw, size_t raw_len)
+plugin_wait_end(struct plugin_wait *pw, struct conn *c, int v, const uint8_t *raw,
+                size_t raw_len)
 {
-    struct midge_plugin *p = aw->plugin;
+    struct ticket_stripe *ts;
+    struct auth_wait **head;
+    struct auth_wait *aw = pw->aw;
+    uint64_t mine = pw->id;
 
-    if (v == MIDGE_PENDING) {
-        /* Set only now: a decision posted during the hook is processed after this. */
-        aw->conn = c;
-        if (raw != NULL) {
-            aw->connect = malloc(raw_len);
-            if (aw->connect == NULL) {
-                if (ticket_take(aw->id) != NULL) {
-                    wait_unref(aw);
-                }
-                aw->conn = NULL;
-                wait_unref(aw);
-                return -1;
-            }
-            memcpy(aw->connect, raw, raw_len);
-            aw->connect_len = raw_len;
+    if (aw != NULL) { /* registered at begin */
+        if (v == MIDGE_PENDING) {
+            return wait_arm(aw, c, raw, raw_len);
         }
-        c->auth_wait = aw;
-        ev_timer_init(&aw->timer, timeout_cb, p->timeout_ms / 1000.0, 0.0);
-        ev_timer_start(c->w->loop, &aw->timer);
+        if (ticket_take(aw->id) != NULL) {
+            wait_unref(aw); /* the table's reference */
+        } else {
+            midge_log(MLOG_ERROR, "plugin bug plugin=%s completed a ticket and also returned a "
+                      "verdict", pw->p->name);
+        }
+        wait_unref(aw);
         return 0;
     }
-    if (ticket_take(aw->id) != NULL) {
-        wait_unref(aw); /* the table's reference */
-    } else {
+    ts = ticket_stripe(pw->id, &head);
+    if (v != MIDGE_PENDING) {
+        if (atomic_compare_exchange_strong(&ts->slot, &mine, 0)) {
+            return 0; /* the common case: answered at once, never completed */
+        }
+        pthread_mutex_lock(&ts->lock);
+        slot_take_parked_locked(ts, NULL);
+        pthread_mutex_unlock(&ts->lock);
         midge_log(MLOG_ERROR, "plugin bug plugin=%s completed a ticket and also returned a "
-                  "verdict", p->name);
+                  "verdict", pw->p->name);
+        return 0;
     }
-    wait_unref(aw);
+    aw = wait_new(pw, c);
+    pthread_mutex_lock(&ts->lock);
+    if (aw == NULL) {
+        /* Give the ticket up: a later complete() is refused as unknown. */
+        if (atomic_load(&ts->slot) != mine) {
+            slot_take_parked_locked(ts, NULL);
+        }
+        atomic_store(&ts->slot, 0);
+        pthread_mutex_unlock(&ts->lock);
+        return -1;
+    }
+    if (atomic_compare_exchange_strong(&ts->slot, &mine, 0)) {
+        ticket_insert_locked(head, aw);
+        pthread_mutex_unlock(&ts->lock);
+        return wait_arm(aw, c, raw, raw_len);
+    }
+    /* Completed during the hook: deliver the parked decision like a complete() after it. */
+    slot_take_parked_locked(ts, aw);
+    pthread_mutex_unlock(&ts->lock);
+    if (aw->verdict == MIDGE_CONTINUE && aw->kind != PLUGIN_WAIT_EAUTH) {
+        midge_log(MLOG_ERROR, "plugin bug plugin=%s: api->complete() with verdict %d: treated "
+                  "as deny", pw->p->name, aw->verdict);
+        aw->verdict = MIDGE_DENY;
+    }
+    if (wait_arm(aw, c, raw, raw_len) < 0) {
+        wait_unref(aw); /* the reference wait_post would have carried */
+        return -1;
+    }
+    wait_post(aw);
     return 0;
 }
 
@@ -328,7 +460,7 @@ plugin_auth(struct conn *c, const struct mqtt_connect *cp, const uint8_t *raw, s
     }
     *reason = 0;
     for (p = plugins; p != NULL; p = p->next, idx++) {
-        struct auth_wait *aw;
+        struct plugin_wait pw;
         uint64_t t0;
         uint8_t r = 0;
         int v;
@@ -337,16 +469,15 @@ plugin_auth(struct conn *c, const struct mqtt_connect *cp, const uint8_t *raw, s
             continue;
         }
         *any = 1;
-        aw = plugin_wait_begin(c, p, idx, PLUGIN_WAIT_AUTH);
-        if (aw == NULL) {
+        if (plugin_wait_begin(&pw, c, p, idx, PLUGIN_WAIT_AUTH) < 0) {
             *reason = MQTT_RC_SERVER_UNAVAILABLE;
             return PLUGIN_DENY;
         }
         t0 = now_ns();
-        v = p->hooks->auth(p->state, (midge_client *)c, &req, &r, plugin_wait_ticket(aw));
+        v = p->hooks->auth(p->state, (midge_client *)c, &req, &r, plugin_wait_ticket(&pw));
         v = valid_verdict(p, "auth", v, 1);
         plugin_record(p, PH_AUTH, v, now_ns() - t0 + 1);
-        if (plugin_wait_end(aw, c, v, raw, raw_len) < 0) {
+        if (plugin_wait_end(&pw, c, v, raw, raw_len) < 0) {
             *reason = MQTT_RC_SERVER_UNAVAILABLE;
             return PLUGIN_DENY;
         }
@@ -368,42 +499,80 @@ plugin_complete(midge_ticket *ticket, int verdict, uint8_t reason)
     return plugin_complete_auth(ticket, verdict, reason, NULL, 0);
 }
 
+/* Posts aw's decision to its worker with the table's reference. [any thread] */
+static void
+wait_post(struct auth_wait *aw)
+{
+    struct witem it;
+
+    memset(&it, 0, sizeof(it));
+    it.kind = WI_TICKET;
+    it.u.ptr = aw;
+    worker_post(aw->w->id, &it);
+}
+
 /* api->complete_auth: a decision with Authentication Data. [any thread] */
 int
 plugin_complete_auth(midge_ticket *ticket, int verdict, uint8_t reason, const void *data,
                      uint32_t len)
 {
     uint64_t id = (uint64_t)(uintptr_t)ticket;
-    struct auth_wait *aw = ticket_take(id);
-    struct witem it;
+    struct ticket_stripe *ts;
+    struct auth_wait **pp;
+    struct auth_wait *aw;
+    uint8_t *copy = NULL;
+    uint64_t open_slot = id;
 
-    if (aw == NULL) {
-        midge_log(MLOG_WARNING, "plugin bug: api->complete() for ticket %llu that was already "
-                  "completed, timed out, or whose client left", (unsigned long long)id);
-        return -MIDGE_ESTATE;
+    if (id == 0 || (id & SLOT_DONE) != 0) {
+        midge_log(MLOG_WARNING, "plugin bug: api->complete() for ticket %llu that the broker "
+                  "never handed out", (unsigned long long)id);
+        return -MIDGE_EINVAL;
     }
     if (verdict != MIDGE_ALLOW && verdict != MIDGE_DENY && verdict != MIDGE_DEFER &&
-        !(aw->kind == PLUGIN_WAIT_EAUTH && verdict == MIDGE_CONTINUE)) {
+        verdict != MIDGE_CONTINUE) {
         midge_log(MLOG_ERROR, "plugin bug: api->complete() with verdict %d: treated as deny",
                   verdict);
         verdict = MIDGE_DENY;
     }
     if (data != NULL && len > 0) {
-        aw->data = malloc(len);
-        if (aw->data == NULL) {
+        copy = malloc(len);
+        if (copy == NULL) {
             verdict = MIDGE_DENY;
             reason = MQTT_RC_SERVER_UNAVAILABLE;
         } else {
-            memcpy(aw->data, data, len);
-            aw->data_len = len;
+            memcpy(copy, data, len);
         }
+    }
+    pthread_once(&tickets_once, tickets_init);
+    ts = ticket_stripe(id, &pp);
+    pthread_mutex_lock(&ts->lock);
+    aw = ticket_unlink_locked(pp, id);
+    if (aw == NULL && atomic_compare_exchange_strong(&ts->slot, &open_slot, id | SLOT_DONE)) {
+        /* Its hook is still running: park the decision for plugin_wait_end. */
+        ts->parked_verdict = verdict;
+        ts->parked_reason = reason;
+        ts->parked_data = copy;
+        ts->parked_data_len = copy != NULL ? len : 0;
+        pthread_mutex_unlock(&ts->lock);
+        return 0;
+    }
+    pthread_mutex_unlock(&ts->lock);
+    if (aw == NULL) {
+        free(copy);
+        midge_log(MLOG_WARNING, "plugin bug: api->complete() for ticket %llu that was already "
+                  "completed, timed out, or whose client left", (unsigned long long)id);
+        return -MIDGE_ESTATE;
+    }
+    if (verdict == MIDGE_CONTINUE && aw->kind != PLUGIN_WAIT_EAUTH) {
+        midge_log(MLOG_ERROR, "plugin bug: api->complete() with verdict %d: treated as deny",
+                  verdict);
+        verdict = MIDGE_DENY;
     }
     aw->verdict = verdict;
     aw->reason = reason;
-    memset(&it, 0, sizeof(it));
-    it.kind = WI_TICKET;
-    it.u.ptr = aw; /* carries the table's reference */
-    worker_post(aw->w->id, &it);
+    aw->data = copy;
+    aw->data_len = copy != NULL ? len : 0;
+    wait_post(aw); /* carries the table's reference */
     return 0;
 }
 
@@ -535,39 +704,68 @@ acl_untimely_pending(struct midge_plugin *p, int action)
     return p->timeout_allow ? MIDGE_ALLOW : MIDGE_DENY;
 }
 
+/*
+ * The ACL chain from position `start` about req. With `with_tickets` each hook
+ * gets one and may answer PENDING (c->auth_wait is then set); without, a
+ * PENDING answer is a plugin bug. [worker thread]
+ */
+static int
+acl_chain(struct conn *c, const struct midge_acl_request *req, size_t start, int with_tickets,
+          uint8_t *reason)
+{
+    struct midge_plugin *p;
+    size_t idx = 0;
+
+    *reason = 0;
+    for (p = plugins; p != NULL; p = p->next, idx++) {
+        struct plugin_wait pw;
+        midge_ticket *ticket = NULL;
+        uint64_t t0;
+        uint8_t r = 0;
+        int v;
+
+        if (idx < start || !PLUGIN_HAS(p, acl) || !plugin_applies(p, c->listener)) {
+            continue;
+        }
+        if (with_tickets) {
+            if (plugin_wait_begin(&pw, c, p, idx, PLUGIN_WAIT_ACL) < 0) {
+                *reason = MQTT_RC_SERVER_UNAVAILABLE;
+                return PLUGIN_DENY;
+            }
+            ticket = plugin_wait_ticket(&pw);
+        }
+        t0 = timed(p, PH_ACL) ? now_ns() : 0;
+        v = p->hooks->acl(p->state, (midge_client *)c, req, &r, ticket);
+        v = v == MIDGE_PENDING && !with_tickets ? acl_untimely_pending(p, req->action)
+                                           : valid_verdict(p, "acl", v, with_tickets);
+        plugin_record(p, PH_ACL, v, t0 ? now_ns() - t0 + 1 : 0);
+        if (with_tickets && plugin_wait_end(&pw, c, v, NULL, 0) < 0) {
+            *reason = MQTT_RC_SERVER_UNAVAILABLE;
+            return PLUGIN_DENY;
+        }
+        if (v == MIDGE_PENDING) {
+            return PLUGIN_PENDING;
+        }
+        if (v == MIDGE_ALLOW) {
+            return PLUGIN_ALLOW;
+        }
+        if (v == MIDGE_DENY) {
+            *reason = r;
+            return PLUGIN_DENY;
+        }
+    }
+    return PLUGIN_ALLOW;
+}
+
 /* Runs the ACL chain synchronously; see plugin.h. [worker thread] */
 int
 plugin_acl(struct conn *c, int action, const char *topic, int qos, int retain,
            const uint8_t *payload, uint32_t payload_len, uint8_t *reason)
 {
     struct midge_acl_request req;
-    struct midge_plugin *p;
-    int result = PLUGIN_ALLOW;
 
-    *reason = 0;
     acl_request_fill(&req, action, topic, qos, retain, payload, payload_len);
-    for (p = plugins; p != NULL; p = p->next) {
-        uint64_t t0;
-        uint8_t r = 0;
-        int v;
-
-        if (!PLUGIN_HAS(p, acl) || !plugin_applies(p, c->listener)) {
-            continue;
-        }
-        t0 = timed(p, PH_ACL) ? now_ns() : 0;
-        v = p->hooks->acl(p->state, (midge_client *)c, &req, &r, NULL);
-        v = v == MIDGE_PENDING ? acl_untimely_pending(p, action) : valid_verdict(p, "acl", v, 0);
-        plugin_record(p, PH_ACL, v, t0 ? now_ns() - t0 + 1 : 0);
-        if (v == MIDGE_ALLOW) {
-            break;
-        }
-        if (v == MIDGE_DENY) {
-            *reason = r;
-            result = PLUGIN_DENY;
-            break;
-        }
-    }
-    return result;
+    return acl_chain(c, &req, 0, 0, reason);
 }
 
 /* Runs the ACL chain with tickets; see plugin.h. [worker thread] */
@@ -577,55 +775,16 @@ plugin_acl_wait(struct conn *c, int action, const char *topic, size_t topic_len,
                 uint8_t *reason)
 {
     struct midge_acl_request req;
-    struct midge_plugin *p;
     char buf[256];
     char *t;
-    size_t idx = 0;
-    int result = PLUGIN_ALLOW;
+    int result;
 
-    *reason = 0;
     if (acl_request(&req, action, topic, topic_len, qos, retain, payload, payload_len, buf,
                     sizeof(buf), &t) < 0) {
         *reason = MQTT_RC_SERVER_UNAVAILABLE;
         return PLUGIN_DENY;
     }
-    for (p = plugins; p != NULL; p = p->next, idx++) {
-        struct auth_wait *aw;
-        uint64_t t0;
-        uint8_t r = 0;
-        int v;
-
-        if (idx < start || !PLUGIN_HAS(p, acl) || !plugin_applies(p, c->listener)) {
-            continue;
-        }
-        aw = plugin_wait_begin(c, p, idx, PLUGIN_WAIT_ACL);
-        if (aw == NULL) {
-            *reason = MQTT_RC_SERVER_UNAVAILABLE;
-            result = PLUGIN_DENY;
-            break;
-        }
-        t0 = timed(p, PH_ACL) ? now_ns() : 0;
-        v = p->hooks->acl(p->state, (midge_client *)c, &req, &r, plugin_wait_ticket(aw));
-        v = valid_verdict(p, "acl", v, 1);
-        plugin_record(p, PH_ACL, v, t0 ? now_ns() - t0 + 1 : 0);
-        if (plugin_wait_end(aw, c, v, NULL, 0) < 0) {
-            *reason = MQTT_RC_SERVER_UNAVAILABLE;
-            result = PLUGIN_DENY;
-            break;
-        }
-        if (v == MIDGE_PENDING) {
-            result = PLUGIN_PENDING;
-            break;
-        }
-        if (v == MIDGE_ALLOW) {
-            break;
-        }
-        if (v == MIDGE_DENY) {
-            *reason = r;
-            result = PLUGIN_DENY;
-            break;
-        }
-    }
+    result = acl_chain(c, &req, start, 1, reason);
     if (t != buf) {
         free(t);
     }

@@ -222,26 +222,35 @@ class AsyncAcl(PluginTest):
             t.start()
         try:
             wait_until(lambda: len(arrivals) >= 20, what="the QoS 0 stream to flow")
-            t_start = time.monotonic()
-            slow.send(b"".join(publish_packet("ok/slow", b"%d" % i, qos=1, pid=i + 1) for i in range(4)))
-            acks = []
-            for _ in range(4):
-                slow.expect(PUBACK, timeout=5)
-                acks.append(time.monotonic() - t_start)
-            t_end = time.monotonic()
-            wait_until(lambda: arrivals and arrivals[-1] > t_end + 0.1, what="the stream after the decisions")
+            # A gap that the test's own publisher also shows (it did not send for 100 ms or more:
+            # the machine stalled the test, not the broker) says nothing about the broker: the
+            # round is run again, at most three in all. A broker that blocks stalls every time.
+            for attempt in range(3):
+                t_start = time.monotonic()
+                slow.send(b"".join(publish_packet("ok/slow", b"%d" % i, qos=1, pid=i + 1)
+                                   for i in range(4)))
+                acks = []
+                for _ in range(4):
+                    slow.expect(PUBACK, timeout=5)
+                    acks.append(time.monotonic() - t_start)
+                t_end = time.monotonic()
+                wait_until(lambda: arrivals and arrivals[-1] > t_end + 0.1,
+                           what="the stream after the decisions")
+                self.assertGreaterEqual(acks[-1], 4 * 0.3 - 0.05, "the publishes were not each decided in turn")
+                times = sorted(arrivals)
+                gaps = [(b - a, a - t_start) for a, b in zip(times, times[1:]) if b >= t_start and a <= t_end]
+                worst, at = max(gaps)
+                snd = sorted(sends)
+                send_worst = max([b - a for a, b in zip(snd, snd[1:]) if b >= t_start and a <= t_end] or [0])
+                if worst < 0.200 or send_worst < 0.100:
+                    break
         finally:
             stop.set()
             for t in threads:
                 t.join(2)
-        self.assertGreaterEqual(acks[-1], 4 * 0.3 - 0.05, "the publishes were not each decided in turn")
-        times = sorted(arrivals)
-        gaps = [(b - a, a - t_start) for a, b in zip(times, times[1:]) if b >= t_start and a <= t_end]
-        worst, at = max(gaps)
-        send_gaps = [b - a for a, b in zip(sends, sends[1:]) if b >= t_start and a <= t_end]
         self.assertLess(worst, 0.200, "QoS 0 stream stalled %.0f ms (%.2f s after the pending publishes "
-                        "began; the test's own publisher's worst send gap was %.0f ms)"
-                        % (worst * 1000, at, max(send_gaps or [0]) * 1000))
+                        "began; the test's own publisher's worst send gap was %.0f ms; attempt %d)"
+                        % (worst * 1000, at, send_worst * 1000, attempt + 1))
 
     # -- SUBSCRIBE --------------------------------------------------------------------------------
 
@@ -393,6 +402,56 @@ class AsyncAcl(PluginTest):
         self.assertEqual(sub.recv_publish().payload, b"x")
         sub.no_publish()
         self.assertRaises(AssertionError, pub.expect, PUBACK, QUIET)
+
+    def test_completed_inside_the_hook(self):
+        """A ticket completed inside the hook that then answers PENDING: the decision applies once, in
+        order with the client's other packets (PUBACK 0x87 for a deny, delivery for an allow,
+        SUBACK granted)."""
+        self.start("delay_ms 100")
+        sub = self.raw(5)
+        sub.subscribe("inline/#", 1, expect_codes=[1])
+        pub = self.raw(5)
+        for i in range(50):
+            self.assertEqual(pub.publish("inline/ok", b"%d" % i, qos=1).rc, 0)
+            self.assertEqual(pub.publish("inline/deny", b"no", qos=1).rc, 0x87)
+        rec = pub.publish("inline/deny/q2", b"no", qos=2)
+        self.assertEqual((rec.type, rec.rc), (PUBREC, 0x87), rec)
+        self.assertEqual(pub.publish("inline/q2", b"yes", qos=2).type, PUBCOMP)
+        got = [p.payload for p in sub.recv_publishes(51)]
+        self.assertEqual(got, [b"%d" % i for i in range(50)] + [b"yes"])
+        sub.no_publish()
+        self.assertEqual(self.log_lines("plugin bug"), [])
+
+    def test_completed_inside_the_hook_and_answered_is_a_plugin_bug(self):
+        """A hook that completes its ticket (DENY) and also answers ALLOW: logged as a plugin bug, the
+        answer decides, the broker keeps serving."""
+        self.start("delay_ms 100")
+        sub = self.raw(5)
+        sub.subscribe("both/#", 1, expect_codes=[1])
+        pub = self.raw(5)
+        self.assertEqual(pub.publish("both/x", b"x", qos=1).rc, 0)
+        self.broker.wait_log(lambda l: "plugin bug" in l and "also returned a verdict" in l,
+                             what="a 'plugin bug' log line")
+        self.assertEqual(sub.recv_publish().payload, b"x")
+        sub.no_publish()
+
+    def test_completions_racing_the_hook(self):
+        """delay_ms 0: the plugin's thread completes tickets while (or just after) the hook returns.
+        Every publish is decided exactly once, in order, from two publishers on two workers."""
+        self.start("delay_ms 0")
+        sub = self.raw(5)
+        sub.subscribe("ok/#", 1, expect_codes=[1])
+        pubs = [self.raw(5) for _ in range(2)]
+        for i in range(200):
+            for k, pub in enumerate(pubs):
+                self.assertEqual(pub.publish("ok/%d" % k, b"%d" % i, qos=1).rc, 0)
+                self.assertEqual(pub.publish("deny/%d" % k, b"no", qos=1).rc, 0x87)
+        got = {}
+        for p in sub.recv_publishes(400):
+            got.setdefault(p.topic, []).append(p.payload)
+        self.assertEqual(got, {"ok/%d" % k: [b"%d" % i for i in range(200)] for k in range(2)})
+        sub.no_publish()
+        self.assertEqual(self.log_lines("plugin bug"), [])
 
     def test_defer_completion_asks_the_next_plugin(self):
         """A pending decision completed with DEFER continues the chain with the next plugin (acl-deny:

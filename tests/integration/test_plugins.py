@@ -378,6 +378,54 @@ class AsyncAuth(PluginTest):
     BURST = 100
     MAX_GAP = 0.200
 
+    def _login_burst(self, attempt, arrivals, sends):
+        """100 CONNECTs at once (even ones with the right password) while the stream flows.
+        Returns (worst stream gap, when, the test publisher's worst send gap, clients,
+        t_start, t_end); clients are [client, ok, sent, rc, t_connack]."""
+        clients = []
+        t_start = time.monotonic()
+        for i in range(self.BURST):
+            c = RawClient(self.port, 5)
+            self._clients.append(c)
+            c.send(connect_packet("burst-%d-%d" % (attempt, i), 5, username="u%d" % i,
+                                  password="async-ok" if i % 2 == 0 else "nope"))
+            clients.append([c, i % 2 == 0, time.monotonic(), None, None])
+        by_sock = {c[0].sock: c for c in clients}
+        deadline = t_start + 15
+        left = set(by_sock)
+        while left and time.monotonic() < deadline:
+            r, _, _ = select.select(list(left), [], [], 0.2)
+            for s in r:
+                ent = by_sock[s]
+                try:
+                    p = ent[0].read_packet(0.05)
+                except Closed:
+                    ent[3] = "closed without CONNACK"
+                    left.discard(s)
+                    continue
+                if p is not None and p.type == CONNACK:
+                    ent[3], ent[4] = p.rc, time.monotonic()
+                    left.discard(s)
+        t_end = time.monotonic()
+        # keep the stream running a little past the burst so a stall at its end shows
+        try:
+            wait_until(lambda: arrivals and arrivals[-1] > t_end + 0.2, timeout=3,
+                       what="stream messages after the burst")
+        except AssertionError:
+            pass  # reported as a gap
+        t_stop = time.monotonic()
+        times = sorted(arrivals)
+        self.assertTrue(times and times[0] < t_start, "stream did not flow before the burst")
+        gaps = [(b - a, a) for a, b in zip(times, times[1:]) if b >= t_start and a <= t_end]
+        if times[-1] <= t_end:
+            gaps.append((t_stop - times[-1], times[-1]))  # the stream never came back
+        worst, at = max(gaps)
+        snd = sorted(sends)
+        send_gaps = [b - a for a, b in zip(snd, snd[1:]) if b >= t_start and a <= t_end]
+        for c in clients:
+            c[0].close()
+        return worst, at, max(send_gaps or [0]), clients, t_start, t_end
+
     def test_pending_logins_do_not_stall_worker(self):
         """One worker, auth answered after 300 ms from a plugin thread: during a burst of 100 pending
         logins every login gets its verdict and a QoS 0 stream on the same worker has no gap over 200 ms."""
@@ -423,57 +471,24 @@ class AsyncAuth(PluginTest):
             t.start()
         try:
             wait_until(lambda: len(arrivals) >= 20, what="the QoS 0 stream to flow")
-
-            # The burst: 100 CONNECTs at once; even ones have the right password.
-            clients = []
-            t_start = time.monotonic()
-            for i in range(self.BURST):
-                c = RawClient(self.port, 5)
-                self._clients.append(c)
-                c.send(connect_packet("burst-%d" % i, 5, username="u%d" % i,
-                                      password="async-ok" if i % 2 == 0 else "nope"))
-                clients.append([c, i % 2 == 0, time.monotonic(), None, None])  # client, ok, sent, rc, t_connack
-            by_sock = {c[0].sock: c for c in clients}
-            deadline = t_start + 15
-            left = set(by_sock)
-            while left and time.monotonic() < deadline:
-                r, _, _ = select.select(list(left), [], [], 0.2)
-                for s in r:
-                    ent = by_sock[s]
-                    try:
-                        p = ent[0].read_packet(0.05)
-                    except Closed:
-                        ent[3] = "closed without CONNACK"
-                        left.discard(s)
-                        continue
-                    if p is not None and p.type == CONNACK:
-                        ent[3], ent[4] = p.rc, time.monotonic()
-                        left.discard(s)
-            t_end = time.monotonic()
-            # keep the stream running a little past the burst so a stall at its end shows
-            try:
-                wait_until(lambda: arrivals and arrivals[-1] > t_end + 0.2, timeout=3,
-                           what="stream messages after the burst")
-            except AssertionError:
-                pass  # reported below as a gap
+            # A gap that the test's own publisher also shows (it did not send for 100 ms or
+            # more: this machine stalled the test, not the broker) does not say anything
+            # about the broker: such a burst is run again, at most three times in all. A
+            # broker that blocks while logins are pending stalls the stream every time.
+            for attempt in range(3):
+                r = self._login_burst(attempt, arrivals, sends)
+                worst, at, send_worst, clients, t_start, t_end = r
+                if worst < self.MAX_GAP or send_worst < 0.100:
+                    break
         finally:
             stop.set()
-            t_stop = time.monotonic()
             for t in threads:
                 t.join(2)
 
-        # The stream first: no gap over 200 ms while logins were pending.
-        times = sorted(arrivals)
-        self.assertTrue(times and times[0] < t_start, "stream did not flow before the burst")
-        gaps = [(b - a, a) for a, b in zip(times, times[1:]) if b >= t_start and a <= t_end]
-        if times[-1] <= t_end:
-            gaps.append((t_stop - times[-1], times[-1]))  # the stream never came back
-        worst, at = max(gaps)
-        send_gaps = [b - a for a, b in zip(sends, sends[1:]) if b >= t_start and a <= t_end]
         self.assertLess(worst, self.MAX_GAP,
                         "QoS 0 stream stalled %.0f ms during the burst (%.2f s after it began; the test's "
-                        "own publisher's worst send gap was %.0f ms; burst %.2f s)"
-                        % (worst * 1000, at - t_start, max(send_gaps or [0]) * 1000, t_end - t_start))
+                        "own publisher's worst send gap was %.0f ms; burst %.2f s; attempt %d)"
+                        % (worst * 1000, at - t_start, send_worst * 1000, t_end - t_start, attempt + 1))
 
         # Every login got its verdict, after the plugin's delay, all within about one delay.
         missing = [c for c in clients if c[3] is None]

@@ -9,7 +9,11 @@
  *   topic/filter starting with plugin_opt_deny_prefix (default "deny/") -> DENY (reason 0: 0x87)
  *   anything else -> plugin_opt_verdict: "allow" (default) or "defer"
  * Topics starting with plugin_opt_sync_prefix (default "sync/") are allowed
- * at once, without going PENDING. RECEIVE (no ticket) is DEFER, or PENDING
+ * at once, without going PENDING. Topics starting with "inline/" are
+ * completed inside the hook (DENY when the topic contains "deny", else
+ * ALLOW), which then answers PENDING: a complete() that comes before the
+ * hook returns. Topics starting with "both/" are completed with DENY inside
+ * the hook, which then answers ALLOW (a plugin bug: the answer wins). RECEIVE (no ticket) is DEFER, or PENDING
  * with plugin_opt_receive_pending 1 (a plugin bug the broker must survive).
  *
  * Other options:
@@ -191,6 +195,16 @@ acl(void *st, midge_client *client, const struct midge_acl_request *req, uint8_t
     }
     if (starts(req->topic, s->sync_prefix)) {
         return MIDGE_ALLOW;
+    }
+    if (starts(req->topic, "inline/") || starts(req->topic, "both/")) {
+        int both = starts(req->topic, "both/");
+        int v = both || strstr(req->topic, "deny") != NULL ? MIDGE_DENY : MIDGE_ALLOW;
+        int rc = s->api->complete(ticket, v, 0);
+
+        s->api->log(s->self, MIDGE_LOG_INFO,
+                    "acl-async: answered in the hook action=%d topic=%s verdict=%s complete()=%d",
+                    req->action, req->topic, verdict_name(v), rc);
+        return both ? MIDGE_ALLOW : MIDGE_PENDING;
     }
     it = calloc(1, sizeof(*it));
     if (it == NULL || (it->topic = strdup(req->topic != NULL ? req->topic : "")) == NULL) {
