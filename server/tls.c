@@ -325,8 +325,15 @@ ssl_failed(struct tls_conn *t, int r, int reading)
         errno = EAGAIN;
         return -1;
     case SSL_ERROR_ZERO_RETURN:
-        if (t->established) {
+        /* The peer sent close_notify. For a read that is the end of the stream;
+         * a write can never succeed again (returning 0 there made flush loops spin). */
+        if (t->established && reading) {
             return 0;
+        }
+        if (t->established) {
+            snprintf(t->err, sizeof(t->err), "tls error: connection closed by peer");
+            errno = EPIPE;
+            return -1;
         }
         snprintf(t->err, sizeof(t->err), "%s: connection closed by peer", stage);
         errno = ECONNRESET;

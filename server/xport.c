@@ -296,6 +296,10 @@ xport_flush(struct conn *c)
             return tls_conn_read_wants_write(xp->tls) ? 1 : 0;
         }
         n = tls_conn_write(xp->tls, p, len);
+        if (n == 0) {
+            errno = EPIPE; /* never loop on a write that makes no progress */
+            n = -1;
+        }
         if (n < 0) {
             if (errno == EAGAIN) {
                 return 1;

@@ -13,11 +13,12 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import unittest
 
 from midgetest import (Broker, BrokerTest, PahoClient, broker_bin, connect_packet, free_port,
-                       only_midge, tmp_root, wait_until, HOST, TIMEOUT)
+                       only_midge, subscribe_packet, tmp_root, wait_until, HOST, TIMEOUT)
 from tlspki import PKI
 
 _pki = None
@@ -51,6 +52,15 @@ def mosq(tool, port, *args, cert=None, key=None, ca=None, timeout=TIMEOUT):
         argv += ["--cert", cert, "--key", key]
     argv += list(args)
     return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+
+
+def _drain(s):
+    """Reads s until it fails (the test closes it)."""
+    try:
+        while s.recv(65536):
+            pass
+    except (ssl.SSLError, OSError, ValueError):
+        pass
 
 
 class TLSCase(BrokerTest):
@@ -304,6 +314,38 @@ class TestTLSBadInput(TLSCase):
             ctx.wrap_socket(raw, server_hostname="localhost").close()
         raw.close()
         self.closed_log("tls handshake on a plain listener")
+        self.check_steady(c)
+
+    def test_close_notify_with_output_pending(self):
+        """A client that closes while output for it is still queued.
+
+        The broker's last flush then writes to a dead socket after the peer's
+        close; that must end the connection (an earlier version took OpenSSL's
+        "zero return" on that write for 0 bytes written and spun forever)."""
+        pub = self.paho("flooder")
+        big = b"x" * 60000
+        for i in range(6):  # a race on the client's side: several tries
+            ctx = ssl.create_default_context(cafile=pki().ca)
+            s = ctx.wrap_socket(socket.create_connection((HOST, self.tls_port)),
+                                server_hostname="localhost")
+            s.sendall(connect_packet("notify-%d" % i))
+            self.assertEqual(s.recv(4)[:1], b"\x20")  # CONNACK
+            s.sendall(subscribe_packet(1, [("flood", 0)]))
+            self.assertEqual(s.recv(5)[:1], b"\x90")  # SUBACK
+            # The client keeps reading (its window stays open, the broker's
+            # writes succeed) while far more is published than it can take.
+            reader = threading.Thread(target=_drain, args=(s,), daemon=True)
+            reader.start()
+            for _ in range(150):  # ~9 MB
+                pub.publish("flood", big, qos=0)
+            # A TCP FIN (SSL_OP_IGNORE_UNEXPECTED_EOF makes it a close_notify),
+            # then the close: the broker's next writes meet a reset socket.
+            s.shutdown(socket.SHUT_RDWR)
+            reader.join(TIMEOUT)
+            s.close()
+            self.broker.wait_log(lambda l: "client=notify-%d " % i in l and "disconnected" in l,
+                                 timeout=TIMEOUT * 2, what="disconnect line of notify-%d" % i)
+        c = self.steady()
         self.check_steady(c)
 
     def test_session_resumption(self):
