@@ -24,6 +24,7 @@ plugin_stats(midge_plugin *self, struct midge_broker_stats *out)
     struct midge_broker_stats st;
     unsigned n = workers_ready_count();
     unsigned i;
+    unsigned q;
     int64_t connected = 0;
     int64_t sessions = 0;
 
@@ -36,15 +37,32 @@ plugin_stats(midge_plugin *self, struct midge_broker_stats *out)
         struct stats *s = &broker.workers[i]->stats;
         st.packets_received += STAT_GET(s, msgs_received);
         st.packets_sent += STAT_GET(s, msgs_sent);
-        st.publish_received += STAT_GET(s, pub_received);
-        st.publish_sent += STAT_GET(s, pub_sent);
-        st.publish_dropped += STAT_GET(s, pub_dropped);
+        for (q = 0; q < 3; q++) {
+            st.publish_received_qos[q] += STAT_GET(s, pub_received[q]);
+            st.publish_sent_qos[q] += STAT_GET(s, pub_sent[q]);
+            st.payload_bytes_received_qos[q] += STAT_GET(s, pub_bytes_received[q]);
+            st.payload_bytes_sent_qos[q] += STAT_GET(s, pub_bytes_sent[q]);
+        }
+        st.dropped_queue_limit += STAT_GET(s, pub_dropped[DROP_QUEUE_LIMIT]);
+        st.dropped_slow_client += STAT_GET(s, pub_dropped[DROP_SLOW_CLIENT]);
+        st.dropped_too_large += STAT_GET(s, pub_dropped[DROP_TOO_LARGE]);
+        st.dropped_refused += STAT_GET(s, pub_dropped[DROP_REFUSED]);
+        st.dropped_plugin += STAT_GET(s, pub_dropped[DROP_PLUGIN]);
+        st.dropped_overload += STAT_GET(s, pub_dropped[DROP_OVERLOAD]);
+        st.dropped_no_memory += STAT_GET(s, pub_dropped[DROP_NO_MEMORY]);
         st.bytes_received += STAT_GET(s, bytes_received);
         st.bytes_sent += STAT_GET(s, bytes_sent);
         st.connects += STAT_GET(s, connects_total);
         connected += STAT_GET(s, clients_connected);
         sessions += STAT_GET(s, sessions);
     }
+    for (q = 0; q < 3; q++) {
+        st.publish_received += st.publish_received_qos[q];
+        st.publish_sent += st.publish_sent_qos[q];
+    }
+    st.publish_dropped = st.dropped_queue_limit + st.dropped_slow_client + st.dropped_too_large +
+                         st.dropped_refused + st.dropped_plugin + st.dropped_overload +
+                         st.dropped_no_memory;
     st.clients_connected = connected > 0 ? (uint64_t)connected : 0;
     st.sessions = sessions > 0 ? (uint64_t)sessions : 0;
     st.subscriptions = subs_count();

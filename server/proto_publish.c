@@ -171,7 +171,7 @@ publish_finish(struct conn *c, const struct mqtt_publish *p, const char *topic, 
                 /* Dropped by a plugin with its reason code; 0 acknowledges as if delivered
                  * (a non-zero one is counted below with the other refusals). */
                 if (ack_rc == 0) {
-                    STAT_ADD(&c->w->stats, pub_dropped, 1);
+                    STAT_ADD(&c->w->stats, pub_dropped[DROP_PLUGIN], 1);
                 }
             } else {
                 broker_publish(m, s->uid);
@@ -180,7 +180,7 @@ publish_finish(struct conn *c, const struct mqtt_publish *p, const char *topic, 
         }
     }
     if (ack_rc != 0) {
-        STAT_ADD(&c->w->stats, pub_dropped, 1);
+        STAT_ADD(&c->w->stats, pub_dropped[DROP_REFUSED], 1);
         if (p->qos == 2 && ack_rc >= 0x80) {
             session_qos2_release(s, p->packet_id);
         }
@@ -290,7 +290,8 @@ proto_publish(struct conn *c, const struct mqtt_publish *p, const uint8_t *raw, 
     uint8_t ack_rc = 0;
     uint64_t mark = persist_active ? persist_thread_mark() : 0;
 
-    STAT_ADD(&c->w->stats, pub_received, 1);
+    STAT_ADD(&c->w->stats, pub_received[p->qos], 1);
+    STAT_ADD(&c->w->stats, pub_bytes_received[p->qos], p->payload.len);
     c->is_publisher = 1;
     if (c->version == MQTT_V5 && (p->props.present & MQTT_PBIT(MQTT_PROP_TOPIC_ALIAS))) {
         if (resolve_alias(c, p, &topic, &topic_len) != PROTO_OK) {
@@ -313,7 +314,7 @@ proto_publish(struct conn *c, const struct mqtt_publish *p, const uint8_t *raw, 
          * Storage failing or memory_limit reached: not accepted. QoS 0 is dropped;
          * v5 QoS 1/2 is told so (0x97); v3 gets no ack and sends again later.
          */
-        STAT_ADD(&c->w->stats, pub_dropped, 1);
+        STAT_ADD(&c->w->stats, pub_dropped[DROP_OVERLOAD], 1);
         if (p->qos == 0 || c->version != MQTT_V5) {
             return PROTO_OK;
         }

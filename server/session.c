@@ -249,13 +249,21 @@ pid_of(uint32_t seq)
 }
 
 /* Counts and (at most once a second per session) logs a dropped message. */
+/* A PUBLISH of `qos` carrying m went out. */
 static void
-drop(struct session *s, const char *why)
+count_sent(struct session *s, int qos, const struct msg *m)
+{
+    STAT_ADD(&s->w->stats, pub_sent[qos], 1);
+    STAT_ADD(&s->w->stats, pub_bytes_sent[qos], m->payload_len);
+}
+
+static void
+drop(struct session *s, int reason, const char *why)
 {
     double now = ev_now(s->w->loop);
 
     s->dropped++;
-    STAT_ADD(&s->w->stats, pub_dropped, 1);
+    STAT_ADD(&s->w->stats, pub_dropped[reason], 1);
     if (now - s->drop_log_at >= 1.0) {
         midge_log(MLOG_WARNING, "messages dropped client=%s count=%llu total=%llu reason=\"%s\"",
                   s->client_id, (unsigned long long)(s->dropped - s->dropped_logged),
@@ -270,9 +278,9 @@ static void
 not_sent(struct session *s, int r)
 {
     if (r == 1) {
-        drop(s, "exceeds client maximum packet size");
+        drop(s, DROP_TOO_LARGE, "exceeds client maximum packet size");
     } else if (r < 0) {
-        drop(s, "out of memory");
+        drop(s, DROP_NO_MEMORY, "out of memory");
     }
 }
 
@@ -355,7 +363,7 @@ send_inflight(struct session *s, struct qentry *e, double now)
         persist_delivery(MIDGE_P_MSG_SENT, s->client_id, e->delivery_id, pid_of(e->seq));
     }
     s->next_seq++;
-    STAT_ADD(&s->w->stats, pub_sent, 1);
+    count_sent(s, e->qos, e->msg);
 }
 
 static void
@@ -366,7 +374,7 @@ send_qos0(struct session *s, struct qentry *e, double now)
     if (r != 0) {
         not_sent(s, r);
     } else {
-        STAT_ADD(&s->w->stats, pub_sent, 1);
+        count_sent(s, 0, e->msg);
     }
     entry_release(e);
 }
@@ -417,7 +425,7 @@ session_deliver_id(struct session *s, struct msg *m, uint8_t qos, uint8_t retain
             if (s->conn->out.bytes >= CONN_OUT_CAP) {
                 /* A reading client gets slack while publishers are paused; a stalled one loses QoS 0. */
                 if (!conn_progressing(s->conn) || s->conn->out.bytes >= CONN_OUT_HARD) {
-                    drop(s, "client output full");
+                    drop(s, DROP_SLOW_CLIENT, "client output full");
                     return;
                 }
                 session_press_update(s);
@@ -428,7 +436,7 @@ session_deliver_id(struct session *s, struct msg *m, uint8_t qos, uint8_t retain
             if (r != 0) {
                 not_sent(s, r);
             } else {
-                STAT_ADD(&s->w->stats, pub_sent, 1);
+                count_sent(s, 0, m);
             }
             return;
         }
@@ -438,7 +446,7 @@ session_deliver_id(struct session *s, struct msg *m, uint8_t qos, uint8_t retain
                 e.more_ids = malloc(n_more * sizeof(uint32_t));
                 if (e.more_ids == NULL) {
                     msg_unref(m);
-                    drop(s, "out of memory");
+                    drop(s, DROP_NO_MEMORY, "out of memory");
                     not_kept(s, delivery_id);
                     return;
                 }
@@ -452,13 +460,13 @@ session_deliver_id(struct session *s, struct msg *m, uint8_t qos, uint8_t retain
         return;
     }
     if (cfg->max_queued_messages > 0 && s->queue.count >= (uint32_t)cfg->max_queued_messages) {
-        drop(s, "max_queued_messages reached");
+        drop(s, DROP_QUEUE_LIMIT, "max_queued_messages reached");
         not_kept(s, delivery_id);
         return;
     }
     if (cfg->max_queued_bytes > 0 &&
         (long long)(s->queue_bytes + m->payload_len) > cfg->max_queued_bytes) {
-        drop(s, "max_queued_bytes reached");
+        drop(s, DROP_QUEUE_LIMIT, "max_queued_bytes reached");
         not_kept(s, delivery_id);
         return;
     }
@@ -471,7 +479,7 @@ session_deliver_id(struct session *s, struct msg *m, uint8_t qos, uint8_t retain
     }
     if (ring_push(&s->queue, &e) < 0) {
         entry_release(&e);
-        drop(s, "out of memory");
+        drop(s, DROP_NO_MEMORY, "out of memory");
         not_kept(s, delivery_id);
         return;
     }

@@ -140,6 +140,7 @@ sys_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     unsigned long long v[10];
     unsigned i;
+    unsigned q;
     double now = ev_now(loop);
     char buf[64];
     int64_t connected = 0;
@@ -152,9 +153,13 @@ sys_cb(struct ev_loop *loop, ev_timer *t, int revents)
         struct stats *s = &broker.workers[i]->stats;
         v[0] += STAT_GET(s, msgs_received);
         v[1] += STAT_GET(s, msgs_sent);
-        v[2] += STAT_GET(s, pub_received);
-        v[3] += STAT_GET(s, pub_sent);
-        v[4] += STAT_GET(s, pub_dropped);
+        for (q = 0; q < 3; q++) {
+            v[2] += STAT_GET(s, pub_received[q]);
+            v[3] += STAT_GET(s, pub_sent[q]);
+        }
+        for (q = 0; q < DROP_REASONS; q++) {
+            v[4] += STAT_GET(s, pub_dropped[q]);
+        }
         v[5] += STAT_GET(s, bytes_received);
         v[6] += STAT_GET(s, bytes_sent);
         v[7] += STAT_GET(s, connects_total);

@@ -266,6 +266,19 @@ struct midge_broker_stats {
     uint64_t connects;           /* successful CONNECTs */
     uint64_t message_bytes;      /* now: bytes held by messages (memory_limit counts these) */
     double uptime;               /* seconds */
+    /* ABI 1.1+ (MIDGE_HAS_FIELD): the counts above by QoS, with payload bytes. */
+    uint64_t publish_received_qos[3];
+    uint64_t publish_sent_qos[3];
+    uint64_t payload_bytes_received_qos[3];
+    uint64_t payload_bytes_sent_qos[3];
+    /* ABI 1.1+: publish_dropped by reason (they add up to it). */
+    uint64_t dropped_queue_limit;  /* a session's max_queued_messages / max_queued_bytes */
+    uint64_t dropped_slow_client;  /* a connected client's output cap: it does not read */
+    uint64_t dropped_too_large;    /* over the receiver's Maximum Packet Size */
+    uint64_t dropped_refused;      /* refused at PUBLISH: ACL, size limit, a plugin's code */
+    uint64_t dropped_plugin;       /* dropped by a message_in hook with reason 0 */
+    uint64_t dropped_overload;     /* memory_limit reached or storage failing */
+    uint64_t dropped_no_memory;    /* out of memory */
 };
 
 /*

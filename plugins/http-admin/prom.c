@@ -37,6 +37,38 @@ static const struct stat_row stat_rows[] = {
 };
 #undef ROW
 
+/* A family with one label, one series per value, from consecutive uint64_t fields. */
+struct labeled_family {
+    const char *name;
+    const char *help;
+    const char *label;
+    size_t offset; /* of the first field */
+    size_t count;
+    const char *const *values;
+};
+
+static const char *const qos_values[] = {"0", "1", "2"};
+static const char *const drop_values[] = {"queue_limit", "slow_client", "too_large", "refused",
+                                          "plugin",      "overload",    "no_memory"};
+
+#define FAM(n, h, l, f, c, v) {n, h, l, offsetof(struct midge_broker_stats, f), c, v}
+static const struct labeled_family labeled_families[] = {
+    FAM("midge_messages_received_total", "PUBLISH packets received, by QoS.", "qos",
+        publish_received_qos, 3, qos_values),
+    FAM("midge_messages_sent_total", "PUBLISH packets sent, by QoS.", "qos", publish_sent_qos,
+        3, qos_values),
+    FAM("midge_payload_bytes_received_total", "Payload bytes of the PUBLISH packets received, "
+        "by QoS.", "qos", payload_bytes_received_qos, 3, qos_values),
+    FAM("midge_payload_bytes_sent_total", "Payload bytes of the PUBLISH packets sent, by QoS.",
+        "qos", payload_bytes_sent_qos, 3, qos_values),
+    FAM("midge_messages_dropped_total", "Messages dropped, by reason (docs/http-api.md).",
+        "reason", dropped_queue_limit, 7, drop_values),
+};
+#undef FAM
+_Static_assert(offsetof(struct midge_broker_stats, dropped_no_memory) ==
+                   offsetof(struct midge_broker_stats, dropped_queue_limit) + 6 * sizeof(uint64_t),
+               "the drop reasons are consecutive fields");
+
 static void
 help_type(struct sbuf *b, const char *name, const char *help, const char *type)
 {
@@ -160,6 +192,20 @@ render_broker(const struct snapshot *s, struct sbuf *b)
         memcpy(&v, (const char *)&s->stats + r->offset, sizeof(v));
         help_type(b, r->name, r->help, r->type);
         sbuf_printf(b, "%s %llu\n", r->name, (unsigned long long)v);
+    }
+    for (i = 0; i < sizeof(labeled_families) / sizeof(labeled_families[0]); i++) {
+        const struct labeled_family *f = &labeled_families[i];
+        size_t k;
+        if (s->stats.size < f->offset + f->count * sizeof(uint64_t)) {
+            continue; /* an older broker does not fill it */
+        }
+        help_type(b, f->name, f->help, "counter");
+        for (k = 0; k < f->count; k++) {
+            uint64_t v;
+            memcpy(&v, (const char *)&s->stats + f->offset + k * sizeof(uint64_t), sizeof(v));
+            sbuf_printf(b, "%s{%s=\"%s\"} %llu\n", f->name, f->label, f->values[k],
+                        (unsigned long long)v);
+        }
     }
     if (s->have_sessions) {
         help_type(b, "midge_queued_messages", "Messages waiting in session queues now.", "gauge");

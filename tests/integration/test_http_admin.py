@@ -243,10 +243,20 @@ class Endpoints(HttpAdminBase):
         pub = self.client("m-pub")
         n = 25
         for i in range(n):
-            pub.publish("m/t", b"x", qos=1)  # acknowledged: counted before the scrape
+            pub.publish("m/t", b"xyz", qos=1)  # acknowledged: counted before the scrape
+        self.assertGreaterEqual(pub.publish("$SYS/no", b"x", qos=1).rc, 0x80)  # refused
         after = parse_prometheus(self.metrics())
         self.assertEqual(value(after, "midge_publish_received_total"),
-                         value(before, "midge_publish_received_total") + n)
+                         value(before, "midge_publish_received_total") + n + 1)
+        # By QoS, with payload bytes; drops by reason.
+        self.assertEqual(value(after, "midge_messages_received_total", qos="1"),
+                         value(before, "midge_messages_received_total", qos="1") + n + 1)
+        self.assertEqual(value(after, "midge_messages_received_total", qos="0"),
+                         value(before, "midge_messages_received_total", qos="0"))
+        self.assertEqual(value(after, "midge_payload_bytes_received_total", qos="1"),
+                         value(before, "midge_payload_bytes_received_total", qos="1") + 3 * n + 1)
+        self.assertEqual(value(after, "midge_messages_dropped_total", reason="refused"),
+                         value(before, "midge_messages_dropped_total", reason="refused") + 1)
         self.assertEqual(value(after, "midge_clients_connected"),
                          value(before, "midge_clients_connected") + 1)
         self.assertEqual(value(after, "midge_connects_total"),
