@@ -114,7 +114,7 @@ class Storms(BrokerTest):
     def test_connect_disconnect_storm(self):
         """10,000 clients connect and leave, up to 200 at once, a quarter each way: DISCONNECT, RST
         after CONNACK, RST in the middle of CONNECT, and CONNECT with a will then RST (the will goes
-        out [MQTT-3.1.2-8]). Every CONNECT gets CONNACK 0 [MQTT-3.2.2-1]; afterwards no client is left
+        out [MQTT-3.1.2-8]). Every CONNECT gets CONNACK 0 first [MQTT-3.2.0-1]; afterwards no client is left
         connected, no session is left over (all clean), and a new client is served."""
         total = scaled(10000)
         watcher = self.raw(4, client_id="will-watch")
@@ -262,7 +262,7 @@ class Storms(BrokerTest):
     def test_hundred_thousand_retained_and_hash_subscriber(self):
         """100,000 retained messages on distinct topics, then a '#' subscriber at QoS 1 (the session
         queue is large enough here): it gets every one exactly once with RETAIN set [MQTT-3.3.1-6]
-        [MQTT-3.8.4-4], none on $SYS [MQTT-4.7.2-1]; clearing them all (empty retained payloads
+        [MQTT-3.3.1-8], none on $SYS [MQTT-4.7.2-1]; clearing them all (empty retained payloads
         [MQTT-3.3.1-10]) leaves the store empty."""
         n = scaled(100000)
         self.broker.stop()
