@@ -308,10 +308,11 @@ wait_new(const struct plugin_wait *pw, struct conn *c)
     return aw;
 }
 
-/* Starts a possible pending decision of p about c; see plugin.h. [worker thread] */
-int
-plugin_wait_begin(struct plugin_wait *pw, struct conn *c, struct midge_plugin *p, size_t idx,
-                  int kind)
+static int wait_begin_slow(struct plugin_wait *pw, struct conn *c);
+
+/* plugin_wait_begin, inlined into the ACL chain. [worker thread] */
+static inline int
+wait_begin(struct plugin_wait *pw, struct conn *c, struct midge_plugin *p, size_t idx, int kind)
 {
     struct hook_slot *hs;
 
@@ -331,7 +332,13 @@ plugin_wait_begin(struct plugin_wait *pw, struct conn *c, struct midge_plugin *p
         atomic_store_explicit(&hs->id, pw->id, memory_order_release);
         return 0;
     }
-    /* The slot is busy (a hook that runs another chain): register now. */
+    return wait_begin_slow(pw, c);
+}
+
+/* The slot is busy (a hook that runs another chain): register now. */
+static int
+wait_begin_slow(struct plugin_wait *pw, struct conn *c)
+{
     pthread_once(&tickets_once, tickets_init);
     pw->aw = wait_new(pw, c);
     if (pw->aw == NULL) {
@@ -339,6 +346,14 @@ plugin_wait_begin(struct plugin_wait *pw, struct conn *c, struct midge_plugin *p
     }
     ticket_add(pw->aw);
     return 0;
+}
+
+/* Starts a possible pending decision of p about c; see plugin.h. [worker thread] */
+int
+plugin_wait_begin(struct plugin_wait *pw, struct conn *c, struct midge_plugin *p, size_t idx,
+                  int kind)
+{
+    return wait_begin(pw, c, p, idx, kind);
 }
 
 midge_ticket *
@@ -774,6 +789,17 @@ acl_untimely_pending(struct midge_plugin *p, int action)
     return p->timeout_allow ? MIDGE_ALLOW : MIDGE_DENY;
 }
 
+/* plugin_wait_end with its common case (answered at once, no record) inlined. */
+static inline int
+wait_end(struct plugin_wait *pw, struct conn *c, int v)
+{
+    if (pw->aw == NULL && v != MIDGE_PENDING) {
+        atomic_store_explicit(&hook_slot(pw->id)->id, 0, memory_order_relaxed);
+        return 0;
+    }
+    return plugin_wait_end(pw, c, v, NULL, 0);
+}
+
 /*
  * The ACL chain from position `start` about req. With `with_tickets` each hook
  * gets one and may answer PENDING (c->auth_wait is then set); without, a
@@ -784,6 +810,8 @@ static int
 acl_chain(struct conn *c, const struct midge_acl_request *req, size_t start, int with_tickets,
           int forward, uint8_t *reason)
 {
+    struct worker *w = worker_current();
+    size_t shard = (size_t)(w != NULL ? w->id : broker.nworkers) * PH_COUNT;
     struct midge_plugin *p;
     size_t idx = 0;
 
@@ -807,13 +835,13 @@ acl_chain(struct conn *c, const struct midge_acl_request *req, size_t start, int
             continue;
         }
         if (with_tickets) {
-            if (plugin_wait_begin(&pw, c, p, idx, PLUGIN_WAIT_ACL) < 0) {
+            if (wait_begin(&pw, c, p, idx, PLUGIN_WAIT_ACL) < 0) {
                 *reason = MQTT_RC_SERVER_UNAVAILABLE;
                 return PLUGIN_DENY;
             }
             ticket = plugin_wait_ticket(&pw);
         }
-        m = plugin_metrics(p, PH_ACL);
+        m = &p->metrics[shard + PH_ACL]; /* plugin_metrics() */
         if (STAT_GET(m, calls) % LAT_SAMPLE == 0) {
             t0 = now_ns();
         }
@@ -822,7 +850,7 @@ acl_chain(struct conn *c, const struct midge_acl_request *req, size_t start, int
                 ? acl_untimely_pending(p, req->action)
                 : valid_verdict(p, forward ? "publish_accepted" : "acl", v, with_tickets);
         record_in(m, v, t0 ? now_ns() - t0 + 1 : 0);
-        if (with_tickets && plugin_wait_end(&pw, c, v, NULL, 0) < 0) {
+        if (with_tickets && wait_end(&pw, c, v) < 0) {
             *reason = MQTT_RC_SERVER_UNAVAILABLE;
             return PLUGIN_DENY;
         }
