@@ -245,4 +245,5 @@ const struct midge_api plugin_api = {
     .session_released = plugin_session_released,
     .ack_hold = persist_ack_hold,
     .ack_release = persist_ack_release,
+    .client_acl_standing = plugin_client_acl_standing,
 };

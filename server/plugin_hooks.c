@@ -834,6 +834,17 @@ acl_chain(struct conn *c, const struct midge_acl_request *req, size_t start, int
         if (idx < start || hook == NULL || !plugin_applies(p, c->listener)) {
             continue;
         }
+        if (!forward && c->pslots != NULL) { /* a standing answer (api->client_acl_standing) */
+            const struct plugin_slot *ps = &c->pslots[p->index];
+            unsigned st = (ps->standing >> (2 * req->action)) & 3u;
+            if (st != 0 && ps->standing_gen == atomic_load_explicit(&p->acl_reloads,
+                                                                    memory_order_relaxed)) {
+                if (st == 1) {
+                    return PLUGIN_ALLOW;
+                }
+                continue;
+            }
+        }
         if (with_tickets) {
             if (wait_begin(&pw, c, p, idx, PLUGIN_WAIT_ACL) < 0) {
                 *reason = MQTT_RC_SERVER_UNAVAILABLE;

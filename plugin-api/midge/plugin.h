@@ -35,7 +35,7 @@ extern "C" {
 #endif
 
 #define MIDGE_ABI_MAJOR 1
-#define MIDGE_ABI_MINOR 1
+#define MIDGE_ABI_MINOR 2
 
 #if defined(__GNUC__)
 #define MIDGE_EXPORT __attribute__((visibility("default")))
@@ -960,6 +960,25 @@ struct midge_api {
     int (*ack_hold)(midge_plugin *self, midge_client *client, uint64_t seq);
     /* Every hold with seq <= `seq` is released: held acknowledgements go out. [any thread] */
     void (*ack_release)(midge_plugin *self, uint64_t seq);
+
+    /* ---- ABI 1.2+ ---- */
+
+    /*
+     * A standing answer: from now on the broker answers `verdict` (ALLOW or
+     * DEFER) for this instance to every `action` check (enum
+     * midge_acl_action) of `client`, without calling the acl hook, the way
+     * the hook would have answered; the rest of the chain runs as usual.
+     * Meant for RECEIVE, which runs for every message delivered: an ACL
+     * plugin that knows no rule can deny `client` a delivery says so once
+     * instead of being asked per message. MIDGE_PENDING clears it (the hook
+     * is asked again). Standing answers are forgotten when the instance's
+     * reload hook runs (SIGHUP) and when the client disconnects; the
+     * broker's per-hook metrics do not count the calls it answered this way.
+     * Returns 0, or -MIDGE_EINVAL (bad action or verdict) or -MIDGE_ENOMEM.
+     * [worker thread, in a hook about `client`]
+     */
+    int (*client_acl_standing)(midge_plugin *self, midge_client *client, int action,
+                               int verdict);
 };
 
 /* 1 when the broker's table has function `fn` (it lies within api->size and is set). */

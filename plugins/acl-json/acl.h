@@ -133,6 +133,13 @@ int acl_check_client(const struct acl_ruleset *rs, const struct acl_client *c, i
                      const char *topic, struct acl_decision *d);
 
 /*
+ * 1 when no topic can be denied `action` for c under rs: its default
+ * allows it and no rule of c's entries denies it.
+ */
+int acl_client_always_allows(const struct acl_ruleset *rs, const struct acl_client *c,
+                             int action);
+
+/*
  * Decides `action` on `topic` (a topic name; for ACL_SUBSCRIBE a topic
  * filter, `$share/GROUP/` already stripped) for a client with `client_id`
  * and `username` (NULL: anonymous). Always decides: the rules, else the

@@ -102,6 +102,27 @@ acl_client_clear(struct acl_client *c)
     memset(c, 0, sizeof(*c));
 }
 
+/* See acl.h. [any thread] */
+int
+acl_client_always_allows(const struct acl_ruleset *rs, const struct acl_client *c, int action)
+{
+    size_t i;
+    size_t j;
+
+    if (!acl_ruleset_default(rs, action)) {
+        return 0;
+    }
+    for (i = 0; i < c->n; i++) {
+        for (j = 0; j < c->chain[i]->nrules; j++) {
+            const struct acl_rule *r = &c->chain[i]->rules[j];
+            if (!r->allow && (r->actions & (1u << action)) != 0) {
+                return 0;
+            }
+        }
+    }
+    return 1;
+}
+
 /* Decides for a resolved client; see acl.h. [any thread] */
 int
 acl_check_client(const struct acl_ruleset *rs, const struct acl_client *c, int action,

@@ -154,6 +154,26 @@ conn_free(void *data)
 }
 
 /*
+ * Deliveries to a client that no rule can deny them need not ask us one by
+ * one: a standing ALLOW for RECEIVE (ABI 1.2), which the broker drops at
+ * the next reload. Set only while rs is still the ruleset in force: a
+ * reload that swapped it meanwhile may already have counted its reload.
+ */
+static void
+receive_standing(struct acl_state *st, midge_client *c, const struct acl_ruleset *rs,
+                 const struct acl_client *who)
+{
+    if (!MIDGE_API_HAS(st->api, client_acl_standing) ||
+        !acl_client_always_allows(rs, who, ACL_RECEIVE)) {
+        return;
+    }
+    if (st->api->client_acl_standing(st->self, c, MIDGE_ACL_RECEIVE, MIDGE_ALLOW) == 0 &&
+        atomic_load(&st->rs) != rs) {
+        st->api->client_acl_standing(st->self, c, MIDGE_ACL_RECEIVE, MIDGE_PENDING);
+    }
+}
+
+/*
  * The connection's state for rs, resolving the client again when it was
  * resolved against another ruleset (after a reload). NULL when the broker
  * has no per-client data or out of memory. [worker thread, in a hook about c]
@@ -185,6 +205,7 @@ conn_get(struct acl_state *st, midge_client *c, const struct acl_ruleset *rs)
                            &cs->client) < 0) {
         return NULL; /* stays cleared: ruleset_id 0 never matches */
     }
+    receive_standing(st, c, rs, &cs->client);
     return cs;
 }
 
