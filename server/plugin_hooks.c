@@ -274,6 +274,7 @@ valid_verdict(struct midge_plugin *p, const char *hook, int v, int pending_ok)
 
 static void timeout_cb(struct ev_loop *loop, ev_timer *t, int revents);
 static void wait_post(struct auth_wait *aw);
+static void standing_subscribe_decided(struct conn *c, int action, size_t idx);
 
 static const char *const wait_hook_names[] = {"auth", "enhanced_auth", "acl"};
 static const int wait_hook_ids[] = {PH_AUTH, PH_EAUTH, PH_ACL};
@@ -698,6 +699,9 @@ plugin_auth_completed(void *wait)
     if (aw->kind == PLUGIN_WAIT_ACL) {
         struct acl_hold *h = aw->hold;
         aw->hold = NULL;
+        if (h != NULL && (aw->verdict == MIDGE_ALLOW || aw->verdict == MIDGE_DENY)) {
+            standing_subscribe_decided(c, h->action, aw->index);
+        }
         if (h != NULL) {
             h->resume(c, h, aw->index, aw->verdict, aw->reason);
         } else {
@@ -789,6 +793,27 @@ acl_untimely_pending(struct midge_plugin *p, int action)
     return p->timeout_allow ? MIDGE_ALLOW : MIDGE_DENY;
 }
 
+/*
+ * A SUBSCRIBE check of c was decided by the plugin at chain position idx:
+ * the plugins after it did not see that filter, so their standing RECEIVE
+ * answers, which may rest on having seen every subscription, lapse
+ * (api->client_acl_standing). [worker thread]
+ */
+static void
+standing_subscribe_decided(struct conn *c, int action, size_t idx)
+{
+    const struct midge_plugin *p;
+
+    if (action != MIDGE_ACL_SUBSCRIBE || c->pslots == NULL) {
+        return;
+    }
+    for (p = plugins; p != NULL; p = p->next) {
+        if (p->index > idx) {
+            c->pslots[p->index].standing &= (uint16_t)~(3u << (2 * MIDGE_ACL_RECEIVE));
+        }
+    }
+}
+
 /* plugin_wait_end with its common case (answered at once, no record) inlined. */
 static inline int
 wait_end(struct plugin_wait *pw, struct conn *c, int v)
@@ -840,6 +865,7 @@ acl_chain(struct conn *c, const struct midge_acl_request *req, size_t start, int
             if (st != 0 && ps->standing_gen == atomic_load_explicit(&p->acl_reloads,
                                                                     memory_order_relaxed)) {
                 if (st == 1) {
+                    standing_subscribe_decided(c, req->action, idx);
                     return PLUGIN_ALLOW;
                 }
                 continue;
@@ -868,12 +894,12 @@ acl_chain(struct conn *c, const struct midge_acl_request *req, size_t start, int
         if (v == MIDGE_PENDING) {
             return PLUGIN_PENDING;
         }
-        if (v == MIDGE_ALLOW) {
-            return PLUGIN_ALLOW;
-        }
-        if (v == MIDGE_DENY) {
-            *reason = r;
-            return PLUGIN_DENY;
+        if (v == MIDGE_ALLOW || v == MIDGE_DENY) {
+            if (!forward) {
+                standing_subscribe_decided(c, req->action, idx);
+            }
+            *reason = v == MIDGE_DENY ? r : 0;
+            return v == MIDGE_ALLOW ? PLUGIN_ALLOW : PLUGIN_DENY;
         }
     }
     return PLUGIN_ALLOW;

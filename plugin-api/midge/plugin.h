@@ -972,7 +972,10 @@ struct midge_api {
      * plugin that knows no rule can deny `client` a delivery says so once
      * instead of being asked per message. MIDGE_PENDING clears it (the hook
      * is asked again). Standing answers are forgotten when the instance's
-     * reload hook runs (SIGHUP) and when the client disconnects; the
+     * reload hook runs (SIGHUP) and when the client disconnects; a standing
+     * RECEIVE answer also when an earlier plugin in the chain decides one of
+     * the client's SUBSCRIBE checks (this one did not see that filter, so a
+     * plugin may rest the answer on the subscriptions it has checked). The
      * broker's per-hook metrics do not count the calls it answered this way.
      * Returns 0, or -MIDGE_EINVAL (bad action or verdict) or -MIDGE_ENOMEM.
      * [worker thread, in a hook about `client`]
