@@ -245,4 +245,5 @@ const struct midge_api plugin_api = {
     .session_released = plugin_session_released,
     .ack_hold = persist_ack_hold,
     .ack_release = persist_ack_release,
+    .session_window = plugin_session_window,
 };
