@@ -169,7 +169,7 @@ plugin_isession_released(struct conn *c, uint16_t pid)
  * plugin): the stand-in connection made progress, as a client's socket does
  * when a write goes through. This is what makes an internal session count for
  * back-pressure while its plugin drains it (its link is up) and stop counting
- * within 0.25 s once it does not (link down, remote stalled): see
+ * within a second or two once it does not (link down, remote stalled): see
  * session_press_update. Acknowledgements the plugin gives for messages it
  * drops count too; a plugin dropping everything has an empty queue anyway.
  */

@@ -970,7 +970,7 @@ struct midge_api {
      * bounded by max_queued_messages / max_queued_bytes like a client's
      * queue, and that queue counts for back-pressure like a reading client's:
      * while the plugin acknowledges (session_ack or session_released within
-     * the last 0.25 s), a queue longer than half of max_queued_messages (at
+     * the last second), a queue longer than half of max_queued_messages (at
      * most 1000) pauses reading from every publisher until it is shorter.
      * So a plugin that forwards to something slower than the local
      * publishers (a bridge) opens a window of its own bound while it can
