@@ -8,8 +8,9 @@
 #   bench/bridge.sh [-n RUNS] [-d SECONDS] [-w WARMUP] [-t TAIL] [-r RATE] [-o FILE]
 #
 # -r RATE paces the publishers to RATE msg/s in total (0: as fast as the edge
-# acknowledges, which is faster than any bridge forwards: the edge's bounded
-# bridge queue then overflows and the loss column counts its drops).
+# acknowledges; a midge edge then slows its publishers to the bridge's pace
+# through back-pressure from the bridge's session, and the loss column shows
+# whether anything acknowledged was dropped anyway).
 #
 # Per run: a fresh remote and a fresh edge on free loopback ports, stopped by
 # PID. Two subscribers on the remote: "rate" measures over the publishers'
@@ -40,7 +41,7 @@ while getopts "n:d:w:t:r:o:h" o; do
     t) tail=$OPTARG ;;
     r) rate=$OPTARG ;;
     o) out=$OPTARG ;;
-    *) sed -n '2,17p' "$0"; exit 2 ;;
+    *) sed -n '2,22p' "$0"; exit 2 ;;
     esac
 done
 for f in "$MIDGE" "$MOSQUITTO" "$BENCH" "$BRIDGE_SO"; do

@@ -209,6 +209,7 @@ void plugin_session_close(midge_session *s, int end);
 int plugin_session_publish_message(midge_session *s, const midge_message *msg,
                                    void (*done)(void *arg, int result), void *arg);
 int plugin_session_released(midge_session *s, uint32_t id);
+int plugin_session_window(midge_session *s, uint16_t window);
 
 struct qentry;
 /* proto_send_publish for an internal session's stand-in connection. Returns 0. [worker thread] */

@@ -246,4 +246,5 @@ const struct midge_api plugin_api = {
     .ack_hold = persist_ack_hold,
     .ack_release = persist_ack_release,
     .client_acl_standing = plugin_client_acl_standing,
+    .session_window = plugin_session_window,
 };

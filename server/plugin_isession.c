@@ -164,6 +164,21 @@ plugin_isession_released(struct conn *c, uint16_t pid)
     ms->in_deliver--;
 }
 
+/*
+ * The plugin's destination took a message (its acknowledgement reached the
+ * plugin): the stand-in connection made progress, as a client's socket does
+ * when a write goes through. This is what makes an internal session count for
+ * back-pressure while its plugin drains it (its link is up) and stop counting
+ * within a second or two once it does not (link down, remote stalled): see
+ * session_press_update. Acknowledgements the plugin gives for messages it
+ * drops count too; a plugin dropping everything has an empty queue anyway.
+ */
+static void
+isession_progress(midge_session *ms)
+{
+    ms->vconn.last_progress = ev_now(ms->vconn.w->loop);
+}
+
 int
 plugin_session_released(midge_session *ms, uint32_t id)
 {
@@ -171,6 +186,7 @@ plugin_session_released(midge_session *ms, uint32_t id)
         return -MIDGE_ESTATE;
     }
     if (id > 0 && id <= 65535) {
+        isession_progress(ms);
         /* As a client's PUBREC (the PUBREL it would send has no wire here). */
         session_ack(ms->vconn.session, MQTT_PUBREC, (uint16_t)id, 0);
     }
@@ -297,6 +313,7 @@ plugin_session_ack(midge_session *ms, uint32_t id)
     if (id == 0 || id > 65535) {
         return -MIDGE_ENOENT;
     }
+    isession_progress(ms);
     if (session_release(ms->vconn.session, (uint16_t)id) == 0) {
         return 0;
     }
@@ -312,6 +329,39 @@ plugin_session_ack(midge_session *ms, uint32_t id)
         return 0;
     }
     return -MIDGE_ENOENT;
+}
+
+/* A wider window: delivers what waits in the queue, outside the caller. */
+static void
+window_pump_run(void *arg)
+{
+    midge_session *ms = arg;
+
+    if (worker_current() != NULL && ms->open) {
+        session_pump(ms->vconn.session);
+    }
+}
+
+int
+plugin_session_window(midge_session *ms, uint16_t window)
+{
+    uint16_t was;
+
+    if (!on_home(ms)) {
+        return -MIDGE_ESTATE;
+    }
+    if (window == 0) {
+        return -MIDGE_EINVAL;
+    }
+    was = ms->window;
+    ms->window = window;
+    ms->vconn.recv_max_out = window;
+    if (window > was) {
+        /* Posted, not run here: the caller may be inside deliver, i.e. inside session_pump.
+         * Runs before any close_run posted later: the worker's calls run in order. */
+        call_post(ms->vconn.w->id, window_pump_run, ms);
+    }
+    return 0;
 }
 
 void

@@ -319,12 +319,31 @@ press_queue(void)
     return max > 0 && max < 2000 ? (uint32_t)(max / 2) : 1000;
 }
 
+/*
+ * Whether the session's reader is taking what it is sent. A client's socket
+ * must have accepted bytes within 0.25 s (conn_progressing). An internal
+ * session's progress is its plugin's acknowledgements (plugin_isession.c),
+ * which for a bridge come from a remote a network round trip away, and in
+ * bursts when the remote itself pauses its publishers: it gets a second. A
+ * plugin that acknowledges nothing (a bridge whose link is down) never
+ * counts, and one that stops (a remote that hangs) stops counting within a
+ * second or two (sessions_tick), so it cannot stall the broker.
+ */
+static int
+reading(const struct conn *c)
+{
+    if (c->sink != NULL) {
+        return ev_now(c->w->loop) - c->last_progress < 1.0;
+    }
+    return conn_progressing(c);
+}
+
 /* See session.h. [worker thread] */
 void
 session_press_update(struct session *s)
 {
     struct conn *c = s->conn;
-    int want = online(s) && conn_progressing(c) &&
+    int want = online(s) && reading(c) &&
                (s->queue.count > press_queue() || c->out.bytes >= CONN_OUT_CAP);
 
     if (want != s->pressing) {

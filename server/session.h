@@ -144,6 +144,9 @@ void session_persist_update(struct session *s, int connected);
  * behind (queue above a soft limit or output above CONN_OUT_CAP) counts in
  * broker.pressure, which makes every worker pause its publishers. A client
  * that stopped reading does not count: it only loses its own messages.
+ * An internal session "reads" while its plugin acknowledges deliveries (a
+ * bridge whose link is up); its queue grows past its window (ABI 1.2
+ * session_window).
  */
 void session_press_update(struct session *s);
 

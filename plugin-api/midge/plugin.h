@@ -982,6 +982,27 @@ struct midge_api {
      */
     int (*client_acl_standing)(midge_plugin *self, midge_client *client, int action,
                                int verdict);
+
+    /*
+     * Changes the window of internal session s (session_open's `window`: how
+     * many QoS 1/2 deliveries may wait for api->session_ack, 1-65535). What
+     * does not fit waits in the session's queue in the broker, in order,
+     * bounded by max_queued_messages / max_queued_bytes like a client's
+     * queue, and that queue counts for back-pressure like a reading client's:
+     * while the plugin acknowledges (session_ack or session_released within
+     * the last second), a queue longer than half of max_queued_messages (at
+     * most 1000) pauses reading from every publisher until it is shorter.
+     * So a plugin that forwards to something slower than the local
+     * publishers (a bridge) opens a window of its own bound while it can
+     * forward, and local publishers are slowed instead of acknowledged
+     * messages dropped; and a wide one while it cannot (link down): then it
+     * gets everything and drops past its own bound, and since it
+     * acknowledges nothing from the far side the broker is never paused for
+     * it. A wider window delivers what waits soon after the call returns
+     * (never inside it). Returns 0, -MIDGE_EINVAL (window 0) or
+     * -MIDGE_ESTATE (not on the home worker, or closed). [home worker]
+     */
+    int (*session_window)(midge_session *s, uint16_t window);
 };
 
 /* 1 when the broker's table has function `fn` (it lies within api->size and is set). */

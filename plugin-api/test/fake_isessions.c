@@ -333,6 +333,23 @@ api_session_ack(midge_session *s, uint32_t id)
     return 0;
 }
 
+/* ABI 1.2: the new window; a wider one delivers what waits (the fake has no back-pressure). */
+static int
+api_session_window(midge_session *s, uint16_t window)
+{
+    if (!usable(s, "session_window")) {
+        return -MIDGE_ESTATE;
+    }
+    if (window == 0) {
+        return -MIDGE_EINVAL;
+    }
+    pthread_mutex_lock(&s->fb->lock);
+    s->window = window;
+    pthread_mutex_unlock(&s->fb->lock);
+    pump(s);
+    return 0;
+}
+
 static void
 api_session_redeliver(midge_session *s)
 {
@@ -409,6 +426,7 @@ fake_isessions_api_fill(struct midge_api *a)
     a->session_close = api_session_close;
     a->session_publish_message = api_session_publish_message;
     a->session_released = api_session_released;
+    a->session_window = api_session_window;
 }
 
 /* The live (not ended) record of client_id, with fb->lock held. */

@@ -203,6 +203,12 @@ void out_released(void *arg, midge_session *s, uint32_t id);
 void out_pump(struct bridge *b);
 void out_on_ack(struct bridge *b, const struct mqtt_packet *p);
 void out_link_lost(struct bridge *b);
+/*
+ * The session's window for the link's state (ABI 1.2 session_window): its
+ * queue_max_messages while up (what does not fit waits in the session, which
+ * is what pauses local publishers), 65535 while down. See outgoing.c.
+ */
+void out_window(struct bridge *b, int up);
 void out_free(struct bridge *b);
 /*
  * The user properties of `in` without any midge-origin, then ours for `o`,

@@ -532,6 +532,7 @@ link_ready(struct bridge *b)
                                                     b->conf->restart_cap, probe_cb, b);
     }
     notify_state(b, 1);
+    out_window(b, 1);
     out_pump(b);
 }
 

@@ -10,9 +10,17 @@
  * is released with PUBREL, not published twice.
  *
  * At most the remote's Receive Maximum are in flight [MQTT-4.9.0-2]; the
- * rest wait here (the session's own window is opened at 65535, and the
- * bound of what waits is queue_max_messages / queue_max_bytes: past it new
- * deliveries are dropped, counted and logged). [home worker]
+ * rest wait here, at most queue_max_messages / queue_max_bytes: past that
+ * new deliveries are dropped, counted and logged.
+ *
+ * Back-pressure (out_window): while the link is up the session's window is
+ * queue_max_messages, so the session hands over no more than fit here and
+ * keeps the rest in its own queue in the broker, which pauses local
+ * publishers while the remote acknowledges and that queue grows: a remote
+ * slower than the publishers slows them instead of costing messages they had
+ * acknowledged. While the link is down the window is 65535: everything comes
+ * here and the bound drops, and as nothing is acknowledged the broker is not
+ * paused for a dead link. [home worker]
  */
 #include "bridge.h"
 
@@ -234,6 +242,21 @@ send_pubrel(struct bridge *b, uint16_t id)
 }
 
 void
+out_window(struct bridge *b, int up)
+{
+    const struct midge_api *api = bridge_api(b);
+    uint32_t max = b->conf->queue_max_messages;
+    uint16_t w = 65535;
+
+    if (up && max > 0 && max < 65535) {
+        w = (uint16_t)max;
+    }
+    if (b->s != NULL && MIDGE_API_HAS(api, session_window)) {
+        api->session_window(b->s, w);
+    }
+}
+
+void
 out_pump(struct bridge *b)
 {
     while (b->state == LINK_UP && b->cursor != NULL && b->inflight < b->remote_rm &&
@@ -407,6 +430,7 @@ out_link_lost(struct bridge *b)
     }
     b->cursor = b->head;
     b->inflight = 0;
+    out_window(b, 0);
 }
 
 void

@@ -26,7 +26,7 @@ static const char *const bridge_options[] = {"bridges", NULL};
 MIDGE_PLUGIN_DECLARE_OPTIONS("bridge", "1.0", "bridges to other MQTT brokers (mosquitto's bridge "
                              "lines)", bridge_options);
 
-#define SESSION_WINDOW 65535 /* what waits for the remote is bounded by queue_max_* (outgoing.c) */
+#define SESSION_WINDOW 65535 /* until the link is up; then queue_max_messages (outgoing.c: out_window) */
 
 static void opened(void *arg, midge_session *s, int present);
 

@@ -641,6 +641,130 @@ class BridgeTest(BridgeBase):
         self.assertEqual(sub.recv_publish().payload, b"still")
 
 
+def _publish_burst(client, topic_fmt, n, qos=1):
+    """Sends n numbered PUBLISHes to `client` at once, without waiting for acknowledgements
+    (as fast as the broker reads them), from a thread; returns it (join it)."""
+    from midgetest import publish_packet
+    data = b"".join(publish_packet(topic_fmt % i, b"%d" % i, qos, pid=(i % 65535) + 1,
+                                   version=client.version) for i in range(n))
+    t = threading.Thread(target=client.send, args=(data,), daemon=True)
+    t.start()
+    return t
+
+
+@only_midge("the bridge plugin")
+@need_bridge
+class BridgeBackPressure(BridgeBase):
+    """The bridge's outgoing side is an internal session with a small bound
+    (queue_max_messages): a remote slower than the local publishers must slow them
+    (back-pressure) instead of the bridge dropping messages midge already acknowledged;
+    a link that is down or stalled must not stall them (docs/bridge.md, "Queue")."""
+
+    N = 30000
+    # The session queue's bound: a third of N, so that only pausing the publisher (at 1000,
+    # see session_press_update) keeps it; above the pause point by more than what one
+    # read of a publisher brings in before the pause takes effect.
+    EDGE = ["max_queued_messages 10000"]
+
+    def slow_remote(self):
+        """A second midge granting Receive Maximum 1: one message per round trip."""
+        remote = Broker(["max_inflight_messages 1", "max_queued_messages 100000"])
+        self._brokers.append(remote)
+        return remote.start()
+
+    def edge(self, remote_port, name):
+        return self.midge("connection %s\naddress 127.0.0.1:%d\nremote_clientid %s\n"
+                          "bridge_protocol_version mqttv50\nrestart_timeout 1 2\n"
+                          "queue_max_messages 100\ntopic bp/# out 1\n" % (name, remote_port, name),
+                          extra=self.EDGE)
+
+    def recv_numbered(self, client, n, edge=None):
+        """Up to n numbered publishes, until n or nothing for a few seconds (a loss)."""
+        got = []
+        try:
+            while len(got) < n:
+                got.append(int(client.recv_publish(timeout=TIMEOUT).payload))
+        except AssertionError:
+            pass
+        drops = [l for l in (edge.log_text() if edge else "").splitlines() if "dropped" in l]
+        self.assertEqual(len(got), n, "%d of %d messages lost; edge: %s"
+                         % (n - len(got), n, "\n".join(drops[:5])))
+        self.assertEqual(got, list(range(n)))  # one publisher, one bridge: in order
+        return got
+
+    def assert_no_drop(self, m):
+        text = m.log_text()
+        self.assertNotIn("dropped message", text)   # the bridge's own bound
+        self.assertNotIn("messages dropped", text)  # the session queue's bound (core)
+
+    def test_slow_remote_slows_publishers_and_nothing_is_lost(self):
+        """20000 numbered QoS 1 messages published as fast as midge reads them, over a bridge
+        holding at most 100 to a remote taking one per round trip: every message arrives,
+        in order, and nothing is dropped anywhere."""
+        remote = self.slow_remote()
+        m = self.edge(remote.port, "bp")
+        self.wait_connected(m, "bp")
+        rsub = self.client(remote.port, "rsub", version=5)
+        rsub.subscribe("bp/#", 1)
+        pub = self.client(m.port, "pub", version=5)
+        t = _publish_burst(pub, "bp/%d", self.N)
+        self.recv_numbered(rsub, self.N, m)
+        t.join(TIMEOUT)
+        self.assert_no_drop(m)
+        self.assertEqual(m.log_text().count("bridge=bp connected"), 1)
+
+    def test_stalled_remote_does_not_stall_local_publishers(self):
+        """A remote that stops acknowledging (SIGSTOP, the link stays up) stops counting for
+        back-pressure within a second or so: local publishers and subscribers go on, what
+        waits stays queued (bounded), and it all arrives once the remote continues."""
+        remote = self.slow_remote()
+        m = self.edge(remote.port, "st")
+        self.wait_connected(m, "st")
+        rsub = self.client(remote.port, "rsub", version=5)
+        rsub.subscribe("bp/#", 1)
+        local = self.client(m.port, "local", version=5)
+        local.subscribe("bp/#", 1)
+        os.kill(remote.proc.pid, signal.SIGSTOP)
+        try:
+            pub = self.client(m.port, "pub", version=5)
+            n = 5000
+            t = _publish_burst(pub, "bp/%d", n)
+            self.recv_numbered(local, n)
+            t.join(TIMEOUT)
+            self.assertFalse(t.is_alive(), "the publisher is stalled")
+        finally:
+            os.kill(remote.proc.pid, signal.SIGCONT)
+        self.recv_numbered(rsub, n)
+        self.assert_no_drop(m)
+
+    def test_link_down_drops_at_the_bound_and_publishers_go_on(self):
+        """With the link down the bridge queue is bounded by queue_max_messages: past it
+        messages are dropped, counted and logged, and local publishers are not paused
+        (a local subscriber gets everything)."""
+        r = self.stopped_remote_with_subscriber("sub", "bp/#")
+        m = self.midge("connection dn\naddress 127.0.0.1:%d\nremote_clientid dn\n"
+                       "restart_timeout 1\nqueue_max_messages 100\ntopic bp/# out 1\n" % r.port,
+                       extra=self.EDGE)
+        m.wait_log(lambda l: "bridge=dn connection failed" in l)
+        local = self.client(m.port, "local", version=5)
+        local.subscribe("bp/#", 1)
+        pub = self.client(m.port, "pub", version=5)
+        n = 3000
+        t = _publish_burst(pub, "bp/%d", n)
+        self.recv_numbered(local, n)
+        t.join(TIMEOUT)
+        self.assertFalse(t.is_alive(), "the publisher is stalled")
+        line = m.wait_log(lambda l: "bridge=dn dropped message" in l, what="drop log line")
+        self.assertIn('reason="bridge queue full"', line)
+        self.assertIn("topic=bp/100 ", line)
+        r.start()
+        self.wait_connected(m, "dn")
+        sub = self.client(r.port, "sub", clean=False)
+        got = [int(p.payload) for p in sub.recv_publishes(100)]
+        self.assertEqual(got, list(range(100)))
+        sub.no_publish()
+
+
 @only_midge("the bridge plugin")
 @need_bridge
 class BridgeRestore(BridgeBase):

@@ -71,6 +71,20 @@ class InternalSession(PluginTest):
         self.pub.publish("isess/ctl/ack", b"", qos=0)
         self.assertEqual(reports(self.watcher, 1)[0][3], "isess/in/w4")
 
+    def test_wider_window_delivers_what_waits(self):
+        """ABI 1.2 session_window: what waits behind a full window is delivered, in order,
+        once the plugin widens it, without any acknowledgement."""
+        self.start(ack="hold", window=2)
+        for i in range(5):
+            self.pub.publish("isess/in/v%d" % i, b"x", qos=1)
+        first = reports(self.watcher, 2)
+        self.assertEqual([r[3] for r in first], ["isess/in/v0", "isess/in/v1"])
+        self.watcher.no_publish(QUIET)  # the window is full
+        self.pub.publish("isess/ctl/wide", b"", qos=0)
+        rest = reports(self.watcher, 3)
+        self.assertEqual([r[3] for r in rest], ["isess/in/v%d" % i for i in range(2, 5)])
+        self.assertTrue(all(r[1] == 0 for r in rest), rest)
+
     def test_redeliver_sends_unacknowledged_again_with_dup(self):
         self.start(ack="hold", window=5)
         for i in range(3):

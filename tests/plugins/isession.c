@@ -14,6 +14,7 @@
  *     "isess/delivered" as "ID DUP QOS TOPIC";
  *   - acknowledgements: with plugin_opt_ack "now" it acks at once (inside
  *     deliver); with "hold" it keeps ids until "isess/ctl/ack" arrives;
+ *   - "isess/ctl/wide" sets the window to 65535 (ABI 1.2 session_window);
  *   - "isess/ctl/redeliver" calls session_redeliver, "isess/ctl/close" closes
  *     the session (not ended) and "isess/ctl/end" ends it; "isess/ctl/reopen"
  *     cannot arrive after a close, so reopening is done by SIGHUP (reload).
@@ -37,7 +38,7 @@ struct state {
     int hold;
     midge_session *s;    /* home worker only */
     midge_timer *timer;  /* home worker: polls `cmd` */
-    atomic_int cmd;      /* 0 none, 'a' ack, 'r' redeliver, 'c' close, 'e' end */
+    atomic_int cmd;      /* 0 none, 'a' ack, 'r' redeliver, 'w' wide, 'c' close, 'e' end */
     atomic_int closed;   /* the session was closed: SIGHUP reopens it */
     uint32_t held[1024];
     unsigned nheld;
@@ -76,6 +77,11 @@ poll_cmd(void *arg, midge_timer *t)
         st->nheld = 0; /* they come again */
         api->session_redeliver(st->s);
         break;
+    case 'w':
+        if (api->session_window(st->s, 65535) != 0) {
+            report(st, "isess/error", "session_window failed");
+        }
+        break;
     case 'c':
     case 'e':
         api->timer_stop(st->self, t);
@@ -98,7 +104,8 @@ control(void *arg, const midge_message *msg)
     const char *cmd = st->api->message_topic(msg) + strlen("isess/ctl/");
 
     atomic_store(&st->cmd, strcmp(cmd, "ack") == 0 ? 'a' : strcmp(cmd, "redeliver") == 0 ? 'r'
-                           : strcmp(cmd, "close") == 0 ? 'c' : strcmp(cmd, "end") == 0 ? 'e' : 0);
+                           : strcmp(cmd, "wide") == 0 ? 'w' : strcmp(cmd, "close") == 0 ? 'c'
+                           : strcmp(cmd, "end") == 0 ? 'e' : 0);
 }
 
 static void
