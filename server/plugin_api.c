@@ -245,4 +245,8 @@ const struct midge_api plugin_api = {
     .session_released = plugin_session_released,
     .ack_hold = persist_ack_hold,
     .ack_release = persist_ack_release,
+    /* ABI 1.2 */
+    .metric_new_labeled = plugin_metric_new_labeled,
+    .metric_free = plugin_metric_free,
+    .session_stats = plugin_session_stats,
 };
