@@ -25,47 +25,59 @@ have_labels(const struct midge_api *api)
     return MIDGE_API_HAS(api, metric_new_labeled) && MIDGE_API_HAS(api, metric_free);
 }
 
-static midge_metric *
-series(struct bridge *b, const char *name, int kind, const char *help)
+/* Creates *m unless it exists. `quiet`: no warning (lm_create retries later). */
+static void
+series(struct bridge *b, midge_metric **m, const char *name, int kind, const char *help,
+       int quiet)
 {
-    const struct midge_api *api = bridge_api(b);
-    midge_metric *m = api->metric_new_labeled(bridge_self(b), name, kind, help, "link",
-                                              b->conf->name);
-
-    if (m == NULL) {
-        BLOG(b, MIDGE_LOG_WARNING, "cannot create metric %s for this link", name);
+    if (*m != NULL) {
+        return;
     }
-    return m;
+    *m = bridge_api(b)->metric_new_labeled(bridge_self(b), name, kind, help, "link",
+                                           b->conf->name);
+    if (*m == NULL && !quiet) {
+        BLOG(b, MIDGE_LOG_WARNING, "cannot create metric %s{link=\"%s\"}", name, b->conf->name);
+    }
+}
+
+/*
+ * Creates the series that do not exist yet. A bridge removed and added
+ * again by two quick SIGHUPs may find its old series not freed yet (their
+ * home worker frees them): lm_start tries again.
+ */
+static void
+create(struct bridge *b, int quiet)
+{
+    struct link_metrics *lm = &b->lm;
+
+    if (!have_labels(bridge_api(b))) {
+        return;
+    }
+    series(b, &lm->connected, "link_connected", MIDGE_METRIC_GAUGE,
+           "1 while the link is connected to its remote broker, else 0", quiet);
+    series(b, &lm->state, "link_state", MIDGE_METRIC_GAUGE,
+           "0 disconnected, 1 connecting, 2 connected", quiet);
+    series(b, &lm->queue_messages, "link_queue_messages", MIDGE_METRIC_GAUGE,
+           "messages for the remote not yet acknowledged by it (waiting and in flight)", quiet);
+    series(b, &lm->queue_bytes, "link_queue_bytes", MIDGE_METRIC_GAUGE,
+           "topic and payload bytes of link_queue_messages", quiet);
+    series(b, &lm->inflight, "link_inflight", MIDGE_METRIC_GAUGE,
+           "messages sent to the remote, acknowledgement awaited", quiet);
+    series(b, &lm->sent, "link_messages_sent", MIDGE_METRIC_COUNTER,
+           "messages sent to the remote broker", quiet);
+    series(b, &lm->received, "link_messages_received", MIDGE_METRIC_COUNTER,
+           "messages received from the remote broker", quiet);
+    series(b, &lm->dropped, "link_messages_dropped", MIDGE_METRIC_COUNTER,
+           "messages dropped (queue full, too large, QoS 0 offline)", quiet);
+    series(b, &lm->reconnects, "link_reconnects", MIDGE_METRIC_COUNTER,
+           "connection attempts after a failed or lost connection", quiet);
 }
 
 void
 lm_create(struct bridge *b)
 {
-    struct link_metrics *lm = &b->lm;
-
-    lm->addr_shown[0] = '\0';
-    if (!have_labels(bridge_api(b))) {
-        return;
-    }
-    lm->connected = series(b, "link_connected", MIDGE_METRIC_GAUGE,
-                           "1 while the link is connected to its remote broker, else 0");
-    lm->state = series(b, "link_state", MIDGE_METRIC_GAUGE,
-                       "0 disconnected, 1 connecting, 2 connected");
-    lm->queue_messages = series(b, "link_queue_messages", MIDGE_METRIC_GAUGE,
-                                "messages for the remote not yet acknowledged by it (waiting "
-                                "and in flight)");
-    lm->queue_bytes = series(b, "link_queue_bytes", MIDGE_METRIC_GAUGE,
-                             "topic and payload bytes of link_queue_messages");
-    lm->inflight = series(b, "link_inflight", MIDGE_METRIC_GAUGE,
-                          "messages sent to the remote, acknowledgement awaited");
-    lm->sent = series(b, "link_messages_sent", MIDGE_METRIC_COUNTER,
-                      "messages sent to the remote broker");
-    lm->received = series(b, "link_messages_received", MIDGE_METRIC_COUNTER,
-                          "messages received from the remote broker");
-    lm->dropped = series(b, "link_messages_dropped", MIDGE_METRIC_COUNTER,
-                         "messages dropped (queue full, too large, QoS 0 offline)");
-    lm->reconnects = series(b, "link_reconnects", MIDGE_METRIC_COUNTER,
-                            "connection attempts after a failed or lost connection");
+    b->lm.addr_shown[0] = '\0';
+    create(b, 1);
 }
 
 /* The retained topic of the link's address; '/', '+', '#' of the name as '_' (like $SYS metrics). */
@@ -169,6 +181,7 @@ sample_cb(void *arg, midge_timer *t)
 void
 lm_start(struct bridge *b)
 {
+    create(b, 0);
     if (b->lm.timer == NULL && b->lm.connected != NULL) {
         b->lm.timer = bridge_api(b)->timer_start(bridge_self(b), SAMPLE_SECONDS, SAMPLE_SECONDS,
                                                  sample_cb, b);

@@ -14,8 +14,10 @@ struct bridge;
 /*
  * The series of one link. Owned by its struct bridge (the series
  * themselves belong to the broker until lm_free). The pointers are set by
- * the main thread before the home worker starts and cleared by whoever
- * calls lm_free last; counters are updated on the home worker.
+ * the main thread before the session opens (lm_create), then only by the
+ * home worker (lm_start, lm_free after teardown), or by the main thread
+ * once the workers stopped (lm_free at cleanup). Counters and gauges are
+ * updated on the home worker.
  */
 struct link_metrics {
     midge_metric *connected;      /* gauge 0/1 */
@@ -40,7 +42,10 @@ enum lm_state {
 
 /* Creates b's series (label link=NAME). [main thread, when the bridge is created] */
 void lm_create(struct bridge *b);
-/* The session is open: samples the queue gauges every second from now. [home worker] */
+/*
+ * The session is open: creates the series lm_create could not (logged) and
+ * samples the gauges every second from now. [home worker]
+ */
 void lm_start(struct bridge *b);
 /* Stops sampling. [home worker] */
 void lm_stop(struct bridge *b);
