@@ -292,7 +292,7 @@ enum plugin_wait_kind {
  */
 struct plugin_wait {
     uint64_t id;             /* the ticket */
-    struct auth_wait *aw;    /* NULL while the ticket is only its stripe's slot */
+    struct auth_wait *aw;    /* NULL while the ticket is only in its worker's hook slot */
     struct midge_plugin *p;
     size_t idx;
     int kind;                /* enum plugin_wait_kind */
