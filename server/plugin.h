@@ -80,7 +80,7 @@ struct midge_plugin {
     struct plugin_pool *pool;     /* run_blocking threads, created on first use */
     struct midge_timer *timers;   /* Protected by svc_lock: every live timer, any loop */
     struct midge_watch *watches;  /* Protected by svc_lock: every live fd watcher */
-    struct midge_metric *user_metrics; /* api->metric_new, fixed after init */
+    struct midge_metric *user_metrics; /* api->metric_new(_labeled): plugin_metrics.c's metrics_lock */
     struct midge_plugin *next;
 };
 
@@ -210,6 +210,8 @@ int plugin_session_publish_message(midge_session *s, const midge_message *msg,
                                    void (*done)(void *arg, int result), void *arg);
 int plugin_session_released(midge_session *s, uint32_t id);
 int plugin_session_window(midge_session *s, uint16_t window);
+/* plugin_isession_stats.c (ABI 1.2) */
+int plugin_session_stats(midge_session *s, struct midge_session_stats *out);
 
 struct qentry;
 /* proto_send_publish for an internal session's stand-in connection. Returns 0. [worker thread] */
@@ -241,6 +243,11 @@ midge_metric *plugin_metric_new(midge_plugin *self, const char *name, int kind, 
 void plugin_metric_add(midge_metric *m, int64_t delta);
 void plugin_metric_set(midge_metric *m, int64_t value);
 void plugin_metric_observe(midge_metric *m, double value);
+/* ABI 1.2: labeled series, any thread (metrics_lock) */
+midge_metric *plugin_metric_new_labeled(midge_plugin *self, const char *name, int kind,
+                                        const char *help, const char *label_name,
+                                        const char *label_value);
+void plugin_metric_free(midge_metric *m);
 
 /* Emits every metric of p as ($SYS topic, value). Main thread. */
 void plugin_user_metrics_report(const struct midge_plugin *p,

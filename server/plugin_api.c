@@ -247,4 +247,8 @@ const struct midge_api plugin_api = {
     .ack_release = persist_ack_release,
     .client_acl_standing = plugin_client_acl_standing,
     .session_window = plugin_session_window,
+    /* ABI 1.2 */
+    .metric_new_labeled = plugin_metric_new_labeled,
+    .metric_free = plugin_metric_free,
+    .session_stats = plugin_session_stats,
 };

@@ -336,6 +336,23 @@ struct midge_metric_info {
     uint32_t buckets;
     const double *bucket_le;
     const uint64_t *bucket_count;
+    /*
+     * ABI 1.2+ (MIDGE_HAS_FIELD): the label of a series made with
+     * api->metric_new_labeled; both NULL for api->metric_new's metrics.
+     * Series of one name share kind, help and label_name and come one after
+     * the other. An exporter shows them as one family, e.g.
+     * name{instance="bridge",link="cloud"}.
+     */
+    const char *label_name;
+    const char *label_value;
+};
+
+/* The queue of an internal session (api->session_stats). ABI 1.2+ */
+struct midge_session_stats {
+    uint32_t size;
+    uint32_t queued;          /* messages waiting in the session, not yet given to `deliver` */
+    uint64_t queued_bytes;    /* their topic + payload bytes */
+    uint32_t inflight;        /* QoS 1/2 deliveries given to `deliver`, not yet session_ack'ed */
 };
 
 /* TLS details of a connection (api->client_tls). Borrowed during the hook. */
@@ -890,10 +907,12 @@ struct midge_api {
                        int (*cb)(void *arg, const struct midge_plugin_info *info), void *arg);
     /*
      * Calls cb(arg, info) for every metric every instance defined with
-     * api->metric_new, as plugin_list (same order, same return values).
-     * Values are read one by one with relaxed loads: a histogram's count,
-     * sum and buckets may disagree by the observations made meanwhile.
-     * [any thread]
+     * api->metric_new (and, ABI 1.2+, every series of metric_new_labeled,
+     * those of one name one after the other), as plugin_list (same order,
+     * same return values). Values are read one by one with relaxed loads: a
+     * histogram's count, sum and buckets may disagree by the observations
+     * made meanwhile. The broker holds its metrics lock during the walk: cb
+     * must not call metric_new_labeled or metric_free. [any thread]
      */
     int (*metric_list)(midge_plugin *self,
                        int (*cb)(void *arg, const struct midge_metric_info *info), void *arg);
@@ -1003,6 +1022,45 @@ struct midge_api {
      * -MIDGE_ESTATE (not on the home worker, or closed). [home worker]
      */
     int (*session_window)(midge_session *s, uint16_t window);
+
+    /*
+     * Labeled metrics: one series per value of one label, e.g. a metric per
+     * bridge link. Creates the series `name`{label_name="label_value"}.
+     * Several series may share `name` (one family): they must then agree on
+     * kind, help and label_name, and their label values must differ. A name
+     * is either labeled or plain (api->metric_new), never both.
+     *   name        [a-z0-9_]+, at most 64 bytes
+     *   label_name  [a-z_][a-z0-9_]*, at most 64 bytes; not "instance" (the
+     *               exporter's own label), "le", "quantile", nor "__..."
+     *   label_value UTF-8, 1-128 bytes, no control characters
+     * All three strings and help are copied. $SYS shows the series as
+     * $SYS/broker/plugin/INSTANCE/metric/NAME/LABEL_VALUE (a histogram with
+     * /count, /sum, /p50, /p99 below that), with '/', '+' and '#' of the
+     * value written as '_'.
+     * Returns the series, owned by the broker: the plugin updates it with
+     * metric_add/set/observe like any metric and may drop it early with
+     * api->metric_free; otherwise the broker frees it with the instance.
+     * NULL on bad or conflicting arguments, a series that already exists, or
+     * out of memory. [any thread; not inside a metric_list callback]
+     */
+    midge_metric *(*metric_new_labeled)(midge_plugin *self, const char *name, int kind,
+                                        const char *help, const char *label_name,
+                                        const char *label_value);
+    /*
+     * Drops a series made with metric_new_labeled (e.g. a bridge removed on
+     * SIGHUP): it leaves metric_list at once and $SYS clears its retained
+     * topics at the next publication. `m` is freed: the caller makes sure no
+     * thread uses it any more (no metric_add/set/observe running or to come).
+     * NULL is ignored; a plain metric (metric_new) is refused (logged as a
+     * plugin bug, kept). [any thread; not inside a metric_list callback]
+     */
+    void (*metric_free)(midge_metric *m);
+    /*
+     * Fills *out with the queue of internal session s (set out->size first;
+     * fields beyond it are not written). Returns 0, or -MIDGE_ESTATE (not on
+     * the home worker, or the handle is closed). [home worker]
+     */
+    int (*session_stats)(midge_session *s, struct midge_session_stats *out);
 };
 
 /* 1 when the broker's table has function `fn` (it lies within api->size and is set). */

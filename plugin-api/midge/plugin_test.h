@@ -695,6 +695,14 @@ unsigned midge_test_reload_requests(midge_test_broker *fb);
  * last load). Returns 0, -MIDGE_ENOENT or -MIDGE_EINVAL.
  */
 int midge_test_metric(const midge_plugin *p, const char *name, struct midge_test_metric *out);
+/*
+ * Reads the series name{LABEL="label_value"} of instance p (made with
+ * api->metric_new_labeled, ABI 1.2, and not freed). 0, -MIDGE_ENOENT or
+ * -MIDGE_EINVAL. (midge_test_metric with the family's name reads one of its
+ * series.)
+ */
+int midge_test_metric_labeled(const midge_plugin *p, const char *name, const char *label_value,
+                              struct midge_test_metric *out);
 
 /* ---- What the plugin did ------------------------------------------------ */
 

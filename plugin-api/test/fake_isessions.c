@@ -413,10 +413,41 @@ api_session_close(midge_session *s, int end)
     }
 }
 
+/* ABI 1.2: what waits (topic + payload bytes, as the broker counts them) and what is in flight. */
+static int
+api_session_stats(midge_session *s, struct midge_session_stats *out)
+{
+    struct midge_session_stats st;
+    const struct iflight *f;
+    size_t n;
+
+    if (out == NULL || out->size == 0) {
+        return -MIDGE_EINVAL;
+    }
+    if (!usable(s, "session_stats")) {
+        return -MIDGE_ESTATE;
+    }
+    memset(&st, 0, sizeof(st));
+    pthread_mutex_lock(&s->fb->lock);
+    for (f = s->waiting; f != NULL; f = f->next) {
+        uint32_t len = 0;
+        s->fb->api.message_payload(f->msg, &len);
+        st.queued++;
+        st.queued_bytes += len + strlen(s->fb->api.message_topic(f->msg));
+    }
+    st.inflight = count_flights(s->inflight);
+    pthread_mutex_unlock(&s->fb->lock);
+    n = out->size < sizeof(st) ? out->size : sizeof(st);
+    st.size = out->size;
+    memcpy(out, &st, n);
+    return 0;
+}
+
 /* The entries of the API table that this file implements. */
 void
 fake_isessions_api_fill(struct midge_api *a)
 {
+    a->session_stats = api_session_stats;
     a->session_open = api_session_open;
     a->session_subscribe = api_session_subscribe;
     a->session_unsubscribe = api_session_unsubscribe;

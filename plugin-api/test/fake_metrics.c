@@ -21,6 +21,8 @@ struct midge_metric {
     midge_plugin *plugin;
     char *name;
     char *help;
+    char *label_name;  /* a labeled series (ABI 1.2); NULL for api->metric_new's */
+    char *label_value;
     int kind;
     int64_t value;     /* counter, gauge */
     double *obs;       /* histogram observations */
@@ -48,7 +50,7 @@ name_ok(const char *name)
     return 1;
 }
 
-/* p's metric `name`, with fb->lock held. */
+/* p's metric `name` (any series of it), with fb->lock held. */
 static struct midge_metric *
 find_locked(midge_test_broker *fb, const midge_plugin *p, const char *name)
 {
@@ -60,6 +62,33 @@ find_locked(midge_test_broker *fb, const midge_plugin *p, const char *name)
         }
     }
     return NULL;
+}
+
+/* p's series name{...=label_value}, with fb->lock held. */
+static struct midge_metric *
+find_series_locked(midge_test_broker *fb, const midge_plugin *p, const char *name,
+                   const char *label_value)
+{
+    struct midge_metric *m;
+
+    for (m = fb->metrics; m != NULL; m = m->next) {
+        if (m->plugin == p && strcmp(m->name, name) == 0 && m->label_value != NULL &&
+            strcmp(m->label_value, label_value) == 0) {
+            return m;
+        }
+    }
+    return NULL;
+}
+
+static void
+metric_destroy(struct midge_metric *m)
+{
+    free(m->name);
+    free(m->help);
+    free(m->label_name);
+    free(m->label_value);
+    free(m->obs);
+    free(m);
 }
 
 static midge_metric *
@@ -105,6 +134,129 @@ api_metric_new(midge_plugin *self, const char *name, int kind, const char *help)
     pthread_mutex_unlock(&fb->lock);
 out:
     return m;
+}
+
+/* [a-z_][a-z0-9_]*, not the exporter's labels (instance, le, quantile) nor __... */
+static int
+label_name_ok(const char *n)
+{
+    return name_ok(n) && !(n[0] >= '0' && n[0] <= '9') && strncmp(n, "__", 2) != 0 &&
+           strcmp(n, "instance") != 0 && strcmp(n, "le") != 0 && strcmp(n, "quantile") != 0 &&
+           strlen(n) <= 64;
+}
+
+/* 1-128 bytes without control characters (the broker also checks UTF-8). */
+static int
+label_value_ok(const char *v)
+{
+    size_t i;
+
+    if (v == NULL || v[0] == '\0' || strlen(v) > 128) {
+        return 0;
+    }
+    for (i = 0; v[i] != '\0'; i++) {
+        if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int
+str_same(const char *a, const char *b)
+{
+    return strcmp(a != NULL ? a : "", b != NULL ? b : "") == 0;
+}
+
+/* ABI 1.2: one series of a labeled family; any time, any thread (as the broker). */
+static midge_metric *
+api_metric_new_labeled(midge_plugin *self, const char *name, int kind, const char *help,
+                       const char *label_name, const char *label_value)
+{
+    midge_test_broker *fb;
+    struct midge_metric *m;
+    struct midge_metric **pp;
+    const char *why = NULL;
+
+    if (self == NULL || !name_ok(name) || kind < MIDGE_METRIC_COUNTER ||
+        kind > MIDGE_METRIC_HISTOGRAM || !label_name_ok(label_name) ||
+        !label_value_ok(label_value)) {
+        return NULL;
+    }
+    fb = self->fb;
+    m = calloc(1, sizeof(*m));
+    if (m == NULL) {
+        return NULL;
+    }
+    m->fb = fb;
+    m->plugin = self;
+    m->kind = kind;
+    m->name = strdup(name);
+    m->help = strdup(help != NULL ? help : "");
+    m->label_name = strdup(label_name);
+    m->label_value = strdup(label_value);
+    if (m->name == NULL || m->help == NULL || m->label_name == NULL || m->label_value == NULL) {
+        metric_destroy(m);
+        return NULL;
+    }
+    pthread_mutex_lock(&fb->lock);
+    /* fb->metrics is newest first: before the family's newest series = right after it when listed. */
+    for (pp = &fb->metrics; *pp != NULL; pp = &(*pp)->next) {
+        const struct midge_metric *o = *pp;
+        if (o->plugin != self || strcmp(o->name, name) != 0) {
+            continue;
+        }
+        if (o->label_name == NULL) {
+            why = "is a plain metric (api->metric_new)";
+        } else if (o->kind != kind || !str_same(o->help, m->help) ||
+                   strcmp(o->label_name, label_name) != 0) {
+            why = "has series of another kind, help or label name";
+        } else if (find_series_locked(fb, self, name, label_value) != NULL) {
+            why = "has a series with this label value already";
+        }
+        break;
+    }
+    if (why == NULL) {
+        if (*pp == NULL) {
+            pp = &fb->metrics;
+        }
+        m->next = *pp;
+        *pp = m;
+    }
+    pthread_mutex_unlock(&fb->lock);
+    if (why != NULL) {
+        fake_bug(fb, self, "api->metric_new_labeled(\"%s\", %s=\"%s\"): the name %s", name,
+                 label_name, label_value, why);
+        metric_destroy(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* ABI 1.2: drops a labeled series. */
+static void
+api_metric_free(midge_metric *m)
+{
+    midge_test_broker *fb;
+    struct midge_metric **pp;
+
+    if (m == NULL) {
+        return;
+    }
+    fb = m->fb;
+    if (m->label_name == NULL) {
+        fake_bug(fb, m->plugin, "api->metric_free(%s) of a plain metric (api->metric_new): kept",
+                 m->name);
+        return;
+    }
+    pthread_mutex_lock(&fb->lock);
+    for (pp = &fb->metrics; *pp != NULL && *pp != m; pp = &(*pp)->next) {
+    }
+    if (*pp == m) {
+        *pp = m->next;
+    }
+    pthread_mutex_unlock(&fb->lock);
+    metric_destroy(m);
 }
 
 static void
@@ -232,6 +384,8 @@ api_metric_list(midge_plugin *self, int (*cb)(void *arg, const struct midge_metr
         it->info.help = m->help;
         it->info.kind = m->kind;
         it->info.value = m->value;
+        it->info.label_name = m->label_name;
+        it->info.label_value = m->label_value;
         if (m->kind == MIDGE_METRIC_HISTOGRAM) {
             it->info.count = m->obs_n;
             it->info.sum = m->sum;
@@ -270,6 +424,8 @@ fake_metrics_api_fill(struct midge_api *a)
     a->metric_add = api_metric_add;
     a->metric_set = api_metric_set;
     a->metric_observe = api_metric_observe;
+    a->metric_new_labeled = api_metric_new_labeled;
+    a->metric_free = api_metric_free;
 }
 
 static int
@@ -298,9 +454,30 @@ percentile(const double *sorted, size_t n, double q)
     return sorted[rank > 0 ? rank - 1 : 0];
 }
 
+static int read_metric(const midge_plugin *p, const char *name, const char *label_value,
+                       struct midge_test_metric *out);
+
 /* Reads a metric; see plugin_test.h. */
 int
 midge_test_metric(const midge_plugin *p, const char *name, struct midge_test_metric *out)
+{
+    return read_metric(p, name, NULL, out);
+}
+
+/* Reads one labeled series; see plugin_test.h. */
+int
+midge_test_metric_labeled(const midge_plugin *p, const char *name, const char *label_value,
+                          struct midge_test_metric *out)
+{
+    if (label_value == NULL) {
+        return -MIDGE_EINVAL;
+    }
+    return read_metric(p, name, label_value, out);
+}
+
+static int
+read_metric(const midge_plugin *p, const char *name, const char *label_value,
+            struct midge_test_metric *out)
 {
     midge_test_broker *fb = p->fb;
     const struct midge_metric *m;
@@ -312,7 +489,8 @@ midge_test_metric(const midge_plugin *p, const char *name, struct midge_test_met
     }
     memset(out, 0, sizeof(*out));
     pthread_mutex_lock(&fb->lock);
-    m = find_locked(fb, p, name);
+    m = label_value != NULL ? find_series_locked(fb, p, name, label_value)
+                            : find_locked(fb, p, name);
     if (m == NULL) {
         goto out;
     }
@@ -353,10 +531,7 @@ drop(midge_test_broker *fb, const midge_plugin *p)
             continue;
         }
         *pp = m->next;
-        free(m->name);
-        free(m->help);
-        free(m->obs);
-        free(m);
+        metric_destroy(m);
     }
     pthread_mutex_unlock(&fb->lock);
 }

@@ -11,6 +11,7 @@
  *   inbound.c   remote -> local: topic mapping, publishing through the hooks,
  *               QoS 1/2 acknowledged to the remote once settled locally
  *   notify.c    connection state notifications and the will
+ *   metrics.c   per-link metrics (label `link`) and the address in use
  *
  * Threads: a bridge lives on its internal session's home worker. Everything
  * in struct bridge below `home-worker fields` is touched only there (from
@@ -28,6 +29,7 @@
 
 #include "config.h"
 #include "loop.h"
+#include "metrics.h"
 #include "midge/plugin.h"
 #include "mqtt.h"
 
@@ -120,6 +122,7 @@ struct bridge {
     int kick;                        /* eventfd: the main thread wakes the home worker */
     atomic_int cmd;                  /* enum bridge_cmd */
     atomic_int done;                 /* the home worker let go of everything (retire) */
+    struct link_metrics lm;          /* metrics.h says which thread touches what */
 
     /* home-worker fields */
     midge_session *s;

@@ -144,6 +144,7 @@ published(void *arg, int result)
     }
     if (result == 0) {
         bridge_api(b)->metric_add(b->ctx->m_received, 1);
+        bridge_api(b)->metric_add(b->lm.received, 1);
     }
     if (result != -MIDGE_ESTATE) {
         acks_flush(b);
@@ -288,6 +289,7 @@ publish_local(struct bridge *b, const char *topic, const struct mqtt_publish *pu
                           pub->retain);
         if (rc == 0) {
             api->metric_add(b->ctx->m_received, 1);
+            api->metric_add(b->lm.received, 1);
         } else {
             BLOG(b, MIDGE_LOG_WARNING, "cannot publish incoming message locally topic=%s "
                  "error=%d", topic, rc);
@@ -335,6 +337,7 @@ publish_local(struct bridge *b, const char *topic, const struct mqtt_publish *pu
         }
     } else if (a == NULL) {
         api->metric_add(b->ctx->m_received, 1);
+        api->metric_add(b->lm.received, 1);
     }
 }
 

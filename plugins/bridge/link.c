@@ -851,6 +851,7 @@ restart_cb(void *arg, midge_timer *t)
 
     (void)t;
     stop_timer(b, &b->timer);
+    bridge_api(b)->metric_add(b->lm.reconnects, 1);
     link_start(b);
 }
 

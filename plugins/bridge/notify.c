@@ -20,6 +20,7 @@ notify_state(struct bridge *b, int up)
         bridge_api(b)->metric_add(b->ctx->m_connected, up ? 1 : -1);
         b->counted_up = up;
     }
+    lm_sample(b);
     if (!c->notifications) {
         return;
     }

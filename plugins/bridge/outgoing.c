@@ -35,6 +35,7 @@ count_drop(struct bridge *b, const char *topic, const char *why)
 {
     b->drops++;
     bridge_api(b)->metric_add(b->ctx->m_dropped, 1);
+    bridge_api(b)->metric_add(b->lm.dropped, 1);
     if (b->drops == 1 || b->drops % 1000 == 0) {
         BLOG(b, MIDGE_LOG_WARNING, "dropped message topic=%s reason=\"%s\" drops=%llu", topic, why,
              (unsigned long long)b->drops);
@@ -226,6 +227,7 @@ out_send_publish(struct bridge *b, const midge_message *msg, int qos, int retain
         return -1;
     }
     api->metric_add(b->ctx->m_sent, 1);
+    api->metric_add(b->lm.sent, 1);
     b->activity++;
     return 0;
 }

@@ -105,6 +105,7 @@ teardown(struct bridge *b, int end)
         api->fd_unwatch(bridge_self(b), b->kick_watch);
         b->kick_watch = NULL;
     }
+    lm_stop(b);
     out_free(b);
     in_link_lost(b); /* before session_close: its pending publishes settle as orphans */
     if (b->s != NULL) {
@@ -131,6 +132,7 @@ on_kick(void *arg, int fd, int revents)
     if (cmd == CMD_STOP) {
         link_stop(b, "removed from the bridges file");
         teardown(b, 1);
+        lm_free(b, 1);
         atomic_store(&b->done, 1);
     } else if (cmd == CMD_RESTART) {
         const struct bridge_conf *old = b->conf;
@@ -202,6 +204,7 @@ opened(void *arg, midge_session *s, int present)
     }
     BLOG(b, MIDGE_LOG_INFO, "session %s open present=%d", b->conf->local_clientid, present);
     link_begin(b);
+    lm_start(b);
 }
 
 static struct bridge *
@@ -222,6 +225,7 @@ bridge_new(struct bridge_ctx *ctx, const struct bridge_conf *c)
         free(b);
         return NULL;
     }
+    lm_create(b);
     return b;
 }
 
@@ -239,6 +243,7 @@ bridge_free(struct bridge *b)
         close(b->probe_fd);
     }
     out_free(b);
+    lm_free(b, 0);
     bbuf_free(&b->in);
     bbuf_free(&b->out);
     free(b->by_id);
@@ -402,6 +407,7 @@ thread_stop(void *state, unsigned worker)
         if (atomic_load_explicit(&b->have_home, memory_order_acquire) &&
             pthread_equal(b->home, pthread_self())) {
             link_stop(b, "broker shutting down");
+            lm_stop(b);
             if (b->kick_watch != NULL) {
                 bridge_api(b)->fd_unwatch(bridge_self(b), b->kick_watch);
                 b->kick_watch = NULL;

@@ -105,17 +105,21 @@ label_value(struct sbuf *b, const char *v)
     }
 }
 
-/* NAME{instance="I",hook="H" (open: the caller adds more labels and "}"). */
+/*
+ * NAME{instance="I",LNAME="LVALUE" (open: the caller adds more labels and
+ * "}"). lname NULL: only the instance label. LNAME is "hook" for hook
+ * families, a plugin's own label (api->metric_new_labeled) for its series.
+ */
 static void
 series_open(struct sbuf *b, const char *name, const char *suffix, const char *instance,
-            const char *hook)
+            const char *lname, const char *lvalue)
 {
     sbuf_printf(b, "%s%s{instance=\"", name, suffix);
     label_value(b, instance);
     sbuf_puts(b, "\"");
-    if (hook != NULL) {
-        sbuf_puts(b, ",hook=\"");
-        label_value(b, hook);
+    if (lname != NULL) {
+        sbuf_printf(b, ",%s=\"", lname);
+        label_value(b, lvalue);
         sbuf_puts(b, "\"");
     }
 }
@@ -140,8 +144,9 @@ number(struct sbuf *b, double v)
  * _sum line is left out (the broker does not add up hook latencies).
  */
 static void
-histogram(struct sbuf *b, const char *name, const char *instance, const char *hook, size_t n,
-          const double *le, const uint64_t *count, uint64_t total, double sum)
+histogram(struct sbuf *b, const char *name, const char *instance, const char *lname,
+          const char *lvalue, size_t n, const double *le, const uint64_t *count, uint64_t total,
+          double sum)
 {
     size_t last = 0;
     size_t i;
@@ -154,20 +159,20 @@ histogram(struct sbuf *b, const char *name, const char *instance, const char *ho
     }
     for (i = 0; i < last; i++) {
         cum += count[i];
-        series_open(b, name, "_bucket", instance, hook);
+        series_open(b, name, "_bucket", instance, lname, lvalue);
         sbuf_puts(b, ",le=\"");
         number(b, le[i]);
         sbuf_printf(b, "\"} %llu\n", (unsigned long long)cum);
     }
-    series_open(b, name, "_bucket", instance, hook);
+    series_open(b, name, "_bucket", instance, lname, lvalue);
     sbuf_printf(b, ",le=\"+Inf\"} %llu\n", (unsigned long long)total);
     if (sum >= 0) {
-        series_open(b, name, "_sum", instance, hook);
+        series_open(b, name, "_sum", instance, lname, lvalue);
         sbuf_puts(b, "} ");
         number(b, sum);
         sbuf_puts(b, "\n");
     }
-    series_open(b, name, "_count", instance, hook);
+    series_open(b, name, "_count", instance, lname, lvalue);
     sbuf_printf(b, "} %llu\n", (unsigned long long)total);
 }
 
@@ -230,7 +235,7 @@ hook_counter(const struct snapshot *s, struct sbuf *b, const char *name, const c
         for (j = 0; j < p->hook_count; j++) {
             uint64_t v;
             memcpy(&v, (const char *)&p->hooks[j] + offset, sizeof(v));
-            series_open(b, name, "", p->instance, p->hooks[j].hook);
+            series_open(b, name, "", p->instance, "hook", p->hooks[j].hook);
             sbuf_printf(b, "} %llu\n", (unsigned long long)v);
         }
     }
@@ -259,7 +264,7 @@ render_plugins(const struct snapshot *s, struct sbuf *b)
     help_type(b, "midge_plugin_info", "Loaded plugin instances (value 1).", "gauge");
     for (i = 0; i < s->plugin_count; i++) {
         const struct snap_plugin *p = &s->plugins[i];
-        series_open(b, "midge_plugin_info", "", p->instance, NULL);
+        series_open(b, "midge_plugin_info", "", p->instance, NULL, NULL);
         sbuf_puts(b, ",plugin=\"");
         label_value(b, p->name);
         sbuf_puts(b, "\",version=\"");
@@ -280,7 +285,7 @@ render_plugins(const struct snapshot *s, struct sbuf *b)
             for (k = 0; k < sizeof(verdicts) / sizeof(verdicts[0]); k++) {
                 uint64_t v;
                 memcpy(&v, (const char *)&p->hooks[j] + verdicts[k].offset, sizeof(v));
-                series_open(b, "midge_plugin_hook_verdicts_total", "", p->instance,
+                series_open(b, "midge_plugin_hook_verdicts_total", "", p->instance, "hook",
                             p->hooks[j].hook);
                 sbuf_printf(b, ",verdict=\"%s\"} %llu\n", verdicts[k].verdict,
                             (unsigned long long)v);
@@ -296,8 +301,8 @@ render_plugins(const struct snapshot *s, struct sbuf *b)
         const struct snap_plugin *p = &s->plugins[i];
         for (j = 0; j < p->hook_count; j++) {
             const struct snap_hook *h = &p->hooks[j];
-            histogram(b, "midge_plugin_hook_latency_seconds", p->instance, h->hook, h->buckets,
-                      h->le, h->count, h->calls, -1);
+            histogram(b, "midge_plugin_hook_latency_seconds", p->instance, "hook", h->hook,
+                      h->buckets, h->le, h->count, h->calls, -1);
         }
     }
 }
@@ -394,10 +399,10 @@ render_plugin_metrics(const struct snapshot *s, struct sbuf *b)
             continue; /* two plugins of one name disagree on the kind: keep the first */
         }
         if (m->kind == MIDGE_METRIC_HISTOGRAM) {
-            histogram(b, items[i].family, m->instance, NULL, m->buckets, m->le, m->bucket_count,
-                      m->count, m->sum);
+            histogram(b, items[i].family, m->instance, m->label_name, m->label_value, m->buckets,
+                      m->le, m->bucket_count, m->count, m->sum);
         } else {
-            series_open(b, items[i].family, "", m->instance, NULL);
+            series_open(b, items[i].family, "", m->instance, m->label_name, m->label_value);
             sbuf_printf(b, "} %lld\n", (long long)m->value);
         }
     }

@@ -12,6 +12,7 @@
 #include <jansson.h>
 
 #include "admin.h"
+#include "bridges.h"
 #include "clients.h"
 #include "prom.h"
 #include "snapshot.h"
@@ -417,6 +418,16 @@ metrics_json(const struct snapshot *s, const char *instance)
         } else {
             v = json_integer(m->value);
         }
+        if (m->label_name != NULL) {
+            /* A labeled series: {"NAME": {"VALUE": v, ...}} */
+            json_t *fam = json_object_get(o, m->name);
+            if (!json_is_object(fam)) {
+                fam = json_object();
+                json_object_set_new(o, m->name, fam);
+            }
+            json_object_set_new(fam, m->label_value, v);
+            continue;
+        }
         json_object_set_new(o, m->name, v);
     }
     return o;
@@ -443,20 +454,24 @@ hooks_json(const struct snap_plugin *p)
     return arr;
 }
 
-/* Bridges report their links through gauges; "state" reads the one named `connected`. */
+/*
+ * Bridges report their links through labeled gauges (bridges.c); "state"
+ * reads the instance-wide gauge `connected` (links up now).
+ */
 static json_t *
-plugin_json(const struct snapshot *s, const struct snap_plugin *p, int bridge)
+plugin_json(struct admin *a, const struct snapshot *s, const struct snap_plugin *p, int bridge)
 {
     json_t *metrics = metrics_json(s, p->instance);
     json_t *o;
 
     if (bridge) {
         json_t *c = json_object_get(metrics, "connected");
+        json_t *links = bridges_links_json(a, s, p);
         const char *state = !json_is_integer(c)           ? "unknown"
                             : json_integer_value(c) > 0 ? "connected"
                                                           : "disconnected";
-        return json_pack("{s:s,s:s,s:o}", "instance", p->instance, "state", state, "metrics",
-                         metrics);
+        return json_pack("{s:s,s:s,s:o,s:o}", "instance", p->instance, "state", state, "links",
+                         links != NULL ? links : json_array(), "metrics", metrics);
     }
     o = json_pack("{s:s,s:s,s:s,s:s,s:o,s:o}", "instance", p->instance, "plugin", p->name,
                   "version", p->version, "description", p->description, "hooks", hooks_json(p),
@@ -487,7 +502,7 @@ get_plugins(struct admin *a, const struct request *req, struct reply *out, int b
         if (bridges_only && strcmp(p->name, "bridge") != 0) {
             continue;
         }
-        json_array_append_new(arr, plugin_json(&s, p, bridges_only));
+        json_array_append_new(arr, plugin_json(a, &s, p, bridges_only));
     }
     snapshot_free(&s);
     reply_json(out, 200, json_pack("{s:o}", bridges_only ? "bridges" : "plugins", arr));

@@ -134,6 +134,13 @@ add_metric_copy(struct snapshot *s, const struct midge_metric_info *info)
     if (m->instance == NULL || m->plugin == NULL || m->name == NULL || m->help == NULL) {
         return 1;
     }
+    if (MIDGE_HAS_FIELD(struct midge_metric_info, info, label_value) && info->label_name != NULL &&
+        info->label_value != NULL) {
+        if ((m->label_name = strdup(info->label_name)) == NULL ||
+            (m->label_value = strdup(info->label_value)) == NULL) {
+            return 1;
+        }
+    }
     if (info->kind == MIDGE_METRIC_HISTOGRAM) {
         m->buckets = info->buckets;
         if (copy_buckets(m->buckets, info->bucket_le, info->bucket_count, &m->le,
@@ -214,6 +221,8 @@ snapshot_free(struct snapshot *s)
         free(m->plugin);
         free(m->name);
         free(m->help);
+        free(m->label_name);
+        free(m->label_value);
         free(m->le);
         free(m->bucket_count);
     }

@@ -37,6 +37,8 @@ struct snap_metric {
     char *plugin;      /* the descriptor name of its instance ("" when unknown) */
     char *name;
     char *help;        /* "" when none */
+    char *label_name;  /* a labeled series (ABI 1.2+): its label; both NULL otherwise */
+    char *label_value;
     int kind;          /* enum midge_metric_kind */
     int64_t value;
     uint64_t count;

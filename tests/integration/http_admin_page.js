@@ -2,8 +2,8 @@
 // /usr/bin/chromium) for tests/integration/test_http_admin.py.
 // Usage: node http_admin_page.js URL SCREENSHOT TIMEOUT_MS
 // Prints READY once the page has drawn its first sample (the test then starts
-// publishing), then one JSON line: console errors, the samples, and how many
-// canvas pixels carry the "in" rate colour.
+// publishing), then one JSON line: console errors, the samples, how many
+// canvas pixels carry the "in" rate colour, and the cells of the bridge table.
 const { chromium } = require("playwright-core");
 
 (async () => {
@@ -39,13 +39,17 @@ const { chromium } = require("playwright-core");
                 if (Math.abs(d[i] - 0x1f) < 40 && Math.abs(d[i + 1] - 0x77) < 40 &&
                     Math.abs(d[i + 2] - 0xb4) < 40 && d[i + 3] > 128) n++;
             }
+            const rows = document.querySelectorAll("#bridges tbody tr");
+            const bridgeRows = Array.from(rows).map(
+                (tr) => Array.from(tr.cells).map((td) => td.textContent));
             return { samples: window.midgeDashboard.samples, chartPixels: n,
-                     pageErrors: window.midgeDashboard.errors };
+                     pageErrors: window.midgeDashboard.errors, bridgeRows };
         });
         await page.screenshot({ path: shot, fullPage: true });
         if (result.pageErrors) errors.push("page fetch errors: " + result.pageErrors);
         process.stdout.write(JSON.stringify({ errors, samples: result.samples,
-                                              chartPixels: result.chartPixels }) + "\n");
+                                              chartPixels: result.chartPixels,
+                                              bridgeRows: result.bridgeRows }) + "\n");
     } finally {
         await browser.close();
     }

@@ -13,6 +13,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -21,6 +22,7 @@ import unittest
 from midgetest import (Broker, RawClient, broker_bin, free_port, only_midge, tmp_root, wait_until, HOST,
                        TIMEOUT)
 from test_plugins import PluginTest
+from test_bridge import MOSQUITTO_BIN, Mosquitto
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.environ.get("MIDGE_SRCDIR", os.path.join(HERE, "..", ".."))
@@ -512,6 +514,115 @@ class Bridges(HttpAdminBase):
                    "disconnected", what="bridge disconnected")
 
 
+@unittest.skipUnless(os.path.exists(MOSQUITTO_BIN), MOSQUITTO_BIN + " missing")
+class BridgeLinks(HttpAdminBase):
+    """Per-link bridge metrics (label `link`, plugin ABI 1.2 labeled metrics): two links, one
+    to a real mosquitto, one to a port where nothing listens."""
+
+    K = 7  # messages published towards the unreachable link
+
+    def setUp(self):
+        self.mosq = Mosquitto().start()
+        self.dead_port = free_port()  # nothing listens there
+        self.conf = os.path.join(self.mosq.dir, "bridges.conf")
+        self.write_bridges(("cloud", self.mosq.port, "c/#"), ("dead", self.dead_port, "d/#"))
+        self.EXTRA = ("plugin " + BRIDGE, "plugin_instance bridge", "plugin_opt_bridges " + self.conf)
+        super().setUp()
+
+    def tearDown(self):
+        super().tearDown()
+        self.mosq.kill(signal.SIGTERM)
+
+    def write_bridges(self, *links):
+        with open(self.conf, "w") as f:
+            for name, port, topic in links:
+                f.write("connection %s\naddress %s:%d\ntopic %s out 1\nrestart_timeout 1\n\n"
+                        % (name, HOST, port, topic))
+
+    def link_value(self, fams, metric, link, kind="gauge"):
+        fam = "midge_plugin_bridge_" + metric + ("_total" if kind == "counter" else "")
+        return value(fams, fam, instance="bridge", link=link)
+
+    def wait_metric(self, metric, link, want, kind="gauge"):
+        def ok():
+            try:
+                return self.link_value(parse_prometheus(self.metrics()), metric, link, kind) == want
+            except AssertionError:
+                return False
+        wait_until(ok, what="%s{link=%s} == %s" % (metric, link, want))
+
+    def link_names(self, text):
+        return set(re.findall(r'link="([^"]*)"', text))
+
+    def test_links_in_metrics_and_json(self):
+        """/metrics: link_connected 1 for the reachable link, 0 for the other, as one family
+        with both labels; K QoS 1 messages for the unreachable link show as its queue; the
+        JSON lists both links with state, address and queue; promtool accepts the text; the
+        reachable link goes to 0 when mosquitto dies."""
+        self.wait_metric("link_connected", "cloud", 1)
+        self.wait_metric("link_connected", "dead", 0)
+        pub = self.client("lk-pub")
+        for i in range(self.K):
+            pub.publish("d/x", b"m%d" % i, qos=1)
+        self.wait_metric("link_queue_messages", "dead", self.K)
+        fams = parse_prometheus(self.metrics())
+        # topic + payload bytes of each: "d/x" + "mN"
+        self.assertEqual(self.link_value(fams, "link_queue_bytes", "dead"), self.K * 5)
+        self.assertEqual(self.link_value(fams, "link_inflight", "dead"), 0)
+        self.assertEqual(self.link_value(fams, "link_queue_messages", "cloud"), 0)
+        self.assertGreaterEqual(self.link_value(fams, "link_reconnects", "dead", "counter"), 0)
+        fam = fams["midge_plugin_bridge_link_connected"]
+        self.assertEqual(fam["type"], "gauge")
+        self.assertEqual({tuple(sorted(l.items())) for _, l, _ in fam["samples"]},
+                         {(("instance", "bridge"), ("link", "cloud")),
+                          (("instance", "bridge"), ("link", "dead"))})
+        # Messages through the reachable link are counted on it.
+        pub.publish("c/x", b"up", qos=1)
+        self.wait_metric("link_messages_sent", "cloud", 1, kind="counter")
+
+        def links():
+            got = self.get_json("/api/v1/bridges")["bridges"]
+            by = {l["name"]: l for l in got[0]["links"]} if got else {}
+            ok = (by.get("cloud", {}).get("address") is not None and
+                  by.get("dead", {}).get("address") is not None)
+            return by if ok else None
+        by = wait_until(links, what="both links with an address in /api/v1/bridges")
+        self.assertEqual(by["cloud"]["state"], "connected")
+        self.assertEqual(by["cloud"]["address"], "%s:%d" % (HOST, self.mosq.port))
+        self.assertIn(by["dead"]["state"], ("disconnected", "connecting"))
+        self.assertEqual(by["dead"]["address"], "%s:%d" % (HOST, self.dead_port))
+        self.assertEqual(by["dead"]["queue_messages"], self.K)
+        self.assertEqual(by["dead"]["queue_bytes"], self.K * 5)
+        self.assertEqual(by["dead"]["inflight"], 0)
+        self.assertEqual(by["cloud"]["messages_sent"], 1)
+        promtool = shutil.which("promtool")
+        if promtool is not None:
+            p = subprocess.run([promtool, "check", "metrics"], input=self.metrics().encode(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+            self.assertEqual(p.returncode, 0, p.stdout.decode())
+        self.mosq.kill()
+        self.wait_metric("link_connected", "cloud", 0)
+        wait_until(lambda: {l["name"]: l["state"] for l in
+                            self.get_json("/api/v1/bridges")["bridges"][0]["links"]}["cloud"]
+                   != "connected" or None, what="cloud not connected in the JSON")
+
+    def test_sighup_removes_and_adds_series(self):
+        """SIGHUP removing a bridge removes its series (and its address); an added bridge gets
+        its own."""
+        self.wait_metric("link_connected", "cloud", 1)
+        self.assertEqual(self.link_names(self.metrics()), {"cloud", "dead"})
+        self.write_bridges(("cloud", self.mosq.port, "c/#"), ("later", self.mosq.port, "l/#"))
+        self.broker.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: self.link_names(self.metrics()) == {"cloud", "later"},
+                   what="series of link dead gone, of link later there")
+        self.wait_metric("link_connected", "later", 1)
+        self.wait_metric("link_connected", "cloud", 1)  # kept across the reload
+        names = wait_until(lambda: (lambda n: n if n == ["cloud", "later"] else None)(
+            sorted(l["name"] for l in self.get_json("/api/v1/bridges")["bridges"][0]["links"])),
+            what="links cloud and later in the JSON")
+        self.assertEqual(names, ["cloud", "later"])
+
+
 class Anonymous(HttpAdminBase):
     """allow_anonymous on loopback: no credentials asked."""
     AUTH = False
@@ -610,8 +721,19 @@ def _playwright():
 
 
 class Page(HttpAdminBase):
-    """GET / in headless Chromium: no console errors, the message-rate chart rises."""
+    """GET / in headless Chromium: no console errors, the message-rate chart rises, the bridge
+    panel lists the link of a bridge (to a port where nothing listens)."""
     AUTH = False
+
+    def setUp(self):
+        self.dead_port = free_port()
+        self.conf_dir = tmp_root()
+        conf = os.path.join(self.conf_dir, "page-bridges-%d.conf" % self.dead_port)
+        with open(conf, "w") as f:
+            f.write("connection nowhere\naddress %s:%d\ntopic n/# out 1\nrestart_timeout 1\n"
+                    % (HOST, self.dead_port))
+        self.EXTRA = ("plugin " + BRIDGE, "plugin_instance bridge", "plugin_opt_bridges " + conf)
+        super().setUp()
 
     def test_dashboard_in_chromium(self):
         modules = _playwright()
@@ -654,6 +776,11 @@ class Page(HttpAdminBase):
         self.assertLess(rates[0], 1, rates)          # before the publisher started
         self.assertGreater(max(rates), 100, rates)   # ~1000/s while it runs: the chart rises
         self.assertGreater(res["chartPixels"], 0)
+        rows = res["bridgeRows"]
+        self.assertEqual(len(rows), 1, rows)
+        self.assertEqual(rows[0][:2], ["bridge", "nowhere"], rows)
+        self.assertIn(rows[0][2], ("disconnected", "connecting"), rows)
+        self.assertEqual(rows[0][3], "%s:%d" % (HOST, self.dead_port), rows)
         self.assertTrue(os.path.getsize(shot) > 1000, shot)
         print("\nscreenshot: " + shot)
 

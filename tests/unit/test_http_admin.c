@@ -282,6 +282,106 @@ test_snapshot_from_fake_broker(void **state)
     midge_test_broker_free(fb);
 }
 
+/* ---- Labeled series (ABI 1.2) ----------------------------------------------- */
+
+struct lprobe {
+    midge_plugin *self;
+    const struct midge_api *api;
+    midge_metric *up_a;
+    midge_metric *up_b;
+    midge_metric *plain;
+    midge_metric *lat_a;
+};
+
+static int
+lprobe_init(midge_plugin *self, const struct midge_api *api, void **state)
+{
+    struct lprobe *p = calloc(1, sizeof(*p));
+
+    if (p == NULL) {
+        return -MIDGE_ENOMEM;
+    }
+    p->self = self;
+    p->api = api;
+    p->up_a = api->metric_new_labeled(self, "up", MIDGE_METRIC_GAUGE, "link up", "link", "a\"b");
+    p->plain = api->metric_new(self, "plain", MIDGE_METRIC_COUNTER, NULL);
+    p->lat_a = api->metric_new_labeled(self, "lat", MIDGE_METRIC_HISTOGRAM, "latency", "link", "a");
+    p->up_b = api->metric_new_labeled(self, "up", MIDGE_METRIC_GAUGE, "link up", "link", "b");
+    *state = p;
+    return 0;
+}
+
+static const struct midge_plugin_descriptor lprobe_desc = {
+    sizeof(struct midge_plugin_descriptor), MIDGE_ABI_MAJOR, MIDGE_ABI_MINOR, "lprobe", "1",
+    "test: labeled metrics", NULL};
+
+/*
+ * Labeled series through the fake's metric_list: one family with both labels
+ * (the value escaped), its series together although defined apart, a labeled
+ * histogram; a freed series is gone.
+ */
+static void
+test_labeled_series(void **state)
+{
+    midge_test_broker *fb = midge_test_broker_new();
+    midge_plugin *a;
+    struct lprobe *p;
+    struct snapshot s;
+    struct midge_test_metric tm;
+    char *text;
+    int first;
+
+    (void)state;
+    a = midge_test_plugin_new(fb, &lprobe_desc, lprobe_init, probe_cleanup);
+    assert_int_equal(midge_test_load(a), 0);
+    p = midge_test_state(a);
+    assert_non_null(p->up_a);
+    assert_non_null(p->up_b);
+    assert_non_null(p->lat_a);
+    /* Conflicts: another kind, the value again, a plain name, the exporter's label. */
+    assert_null(p->api->metric_new_labeled(p->self, "up", MIDGE_METRIC_COUNTER, "link up", "link",
+                                           "c"));
+    assert_null(p->api->metric_new_labeled(p->self, "up", MIDGE_METRIC_GAUGE, "link up", "link",
+                                           "b"));
+    assert_null(p->api->metric_new_labeled(p->self, "plain", MIDGE_METRIC_COUNTER, NULL, "link",
+                                           "a"));
+    assert_null(p->api->metric_new_labeled(p->self, "x", MIDGE_METRIC_GAUGE, NULL, "instance",
+                                           "a"));
+    assert_int_equal(midge_test_bug_count(fb), 3); /* the three conflicts, as the broker logs them */
+    p->api->metric_set(p->up_a, 1);
+    p->api->metric_observe(p->lat_a, 0.5);
+    assert_int_equal(midge_test_metric_labeled(a, "up", "a\"b", &tm), 0);
+    assert_int_equal(tm.value, 1);
+
+    assert_int_equal(snapshot_take(&s, p->self, p->api), 0);
+    assert_int_equal(s.metric_count, 4);
+    assert_string_equal(s.metrics[0].label_name, "link");
+    assert_null(s.metrics[2].label_name); /* plain: listed after both `up` series */
+    text = render(&s);
+    snapshot_free(&s);
+    assert_line(text, "# TYPE midge_plugin_lprobe_up gauge");
+    first = line_at(text, "midge_plugin_lprobe_up{instance=\"lprobe\",link=\"a\\\"b\"} 1");
+    assert_true(first > 0);
+    assert_int_equal(line_at(text, "midge_plugin_lprobe_up{instance=\"lprobe\",link=\"b\"} 0"),
+                     first + 1);
+    assert_line(text, "midge_plugin_lprobe_lat_bucket{instance=\"lprobe\",link=\"a\",le=\"1\"} 1");
+    assert_line(text, "midge_plugin_lprobe_lat_count{instance=\"lprobe\",link=\"a\"} 1");
+    assert_line(text, "midge_plugin_lprobe_plain_total{instance=\"lprobe\"} 0");
+    free(text);
+
+    p->api->metric_free(p->up_b);
+    assert_int_equal(midge_test_metric_labeled(a, "up", "b", &tm), -MIDGE_ENOENT);
+    assert_int_equal(snapshot_take(&s, p->self, p->api), 0);
+    text = render(&s);
+    snapshot_free(&s);
+    assert_int_equal(line_at(text, "midge_plugin_lprobe_up{instance=\"lprobe\",link=\"b\"} 0"),
+                     -1);
+    assert_true(line_at(text, "midge_plugin_lprobe_up{instance=\"lprobe\",link=\"a\\\"b\"} 1") > 0);
+    free(text);
+    assert_int_equal(midge_test_unload_all(fb), 3);
+    midge_test_broker_free(fb);
+}
+
 /* A broker without the 1.1 entries: the snapshot has stats only, /metrics still works. */
 static void
 test_snapshot_older_broker(void **state)
@@ -314,6 +414,7 @@ main(void)
         cmocka_unit_test(test_render_nothing),
         cmocka_unit_test(test_snapshot_from_fake_broker),
         cmocka_unit_test(test_snapshot_older_broker),
+        cmocka_unit_test(test_labeled_series),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
