@@ -17,6 +17,22 @@
 
 #define BLOCK_BYTES (64 * 1024)
 
+/*
+ * Delivery id -> its MSG_QUEUED event in the queue, for folding at push
+ * (see queue.h). Open addressing without deletion; a slot counts only when
+ * its generation is the queue's current one, so a take empties the table
+ * by bumping the generation, in O(1) under the lock. Past half full the
+ * pushes of that generation are queued as they are: folding is only an
+ * optimisation.
+ */
+#define FOLD_SLOTS 16384
+
+struct fold_slot {
+    uint64_t delivery_id;
+    struct psq_event *queued; /* NULL: finished (folded DONE) or not in the queue */
+    uint32_t gen;
+};
+
 /* Events copied in push order. `used` bytes of the memory after the header are taken. */
 struct psq_block {
     struct psq_block *next;
@@ -37,6 +53,9 @@ struct psq_queue {
     uint64_t lost_seq;        /* first refused seq, 0: none. Protected by lock. */
     int waiting;              /* the writer sleeps in cond. Protected by lock. */
     int stopping;             /* Protected by lock. */
+    struct fold_slot *fold;   /* FOLD_SLOTS, owned; NULL: no folding. Protected by lock. */
+    uint32_t fold_gen;        /* current generation, never 0. Protected by lock. */
+    size_t fold_used;         /* slots of the current generation. Protected by lock. */
 };
 
 int64_t
@@ -69,7 +88,7 @@ event_copy(const struct psq_env *env, struct psq_event *e, const struct midge_pe
     e->next = NULL;
     e->type = ev->type;
     e->seq = ev->seq;
-    e->wall = psq_wall_now();
+    e->wall = ev->type == MIDGE_P_SESSION ? psq_wall_now() : 0; /* only sessions store it */
     e->msg = ev->msg != NULL ? env->api->message_ref(ev->msg) : NULL;
     e->msg_id = ev->msg_id;
     e->delivery_id = ev->delivery_id;
@@ -112,6 +131,7 @@ psq_taken_append(struct psq_taken *dst, struct psq_taken *src)
         dst->last = src->last;
     }
     dst->n += src->n;
+    dst->folded += src->folded;
     dst->max_seq = src->max_seq > dst->max_seq ? src->max_seq : dst->max_seq;
     /* Block order does not matter: they are only freed. */
     while ((b = src->blocks) != NULL) {
@@ -151,6 +171,8 @@ psq_queue_new(const struct psq_env *env, size_t max_pending)
     }
     q->env = *env;
     q->max_pending = max_pending;
+    q->fold = calloc(FOLD_SLOTS, sizeof(*q->fold)); /* NULL: pushes are only copied */
+    q->fold_gen = 1;
     pthread_mutex_init(&q->lock, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -164,6 +186,7 @@ psq_queue_free(struct psq_queue *q)
 {
     if (q != NULL) {
         psq_taken_free(&q->env, &q->queued);
+        free(q->fold);
         pthread_cond_destroy(&q->cond);
         pthread_mutex_destroy(&q->lock);
         free(q);
@@ -195,6 +218,71 @@ block_alloc(struct psq_queue *q, size_t size)
     return p;
 }
 
+/* The slot of delivery_id in the current generation, or the free slot it would take. Under lock. */
+static struct fold_slot *
+fold_slot(struct psq_queue *q, uint64_t delivery_id)
+{
+    size_t i = (size_t)((delivery_id * 0x9e3779b97f4a7c15ULL) >> 17) & (FOLD_SLOTS - 1);
+
+    while (q->fold[i].gen == q->fold_gen && q->fold[i].delivery_id != delivery_id) {
+        i = (i + 1) & (FOLD_SLOTS - 1);
+    }
+    return &q->fold[i];
+}
+
+/* Remembers a queued MSG_QUEUED (the first one of its delivery in this generation). Under lock. */
+static void
+fold_put(struct psq_queue *q, struct psq_event *e)
+{
+    struct fold_slot *f;
+
+    if (q->fold == NULL || e->delivery_id == 0 || q->fold_used >= FOLD_SLOTS / 2) {
+        return;
+    }
+    f = fold_slot(q, e->delivery_id);
+    if (f->gen != q->fold_gen) {
+        f->gen = q->fold_gen;
+        f->delivery_id = e->delivery_id;
+        f->queued = e;
+        q->fold_used++;
+    }
+}
+
+/*
+ * Folds a MSG_SENT, MSG_RELEASED or MSG_DONE into its delivery's queued
+ * MSG_QUEUED (the rules of coalesce.c). 1 when folded: ev is not queued.
+ * Under lock.
+ */
+static int
+fold(struct psq_queue *q, const struct midge_persist_event *ev)
+{
+    struct fold_slot *f;
+    struct psq_event *e;
+
+    if (q->fold == NULL || ev->delivery_id == 0 ||
+        (ev->type != MIDGE_P_MSG_SENT && ev->type != MIDGE_P_MSG_RELEASED &&
+         ev->type != MIDGE_P_MSG_DONE)) {
+        return 0;
+    }
+    f = fold_slot(q, ev->delivery_id);
+    if (f->gen != q->fold_gen || (e = f->queued) == NULL) {
+        return 0;
+    }
+    if (ev->type == MIDGE_P_MSG_DONE) {
+        /* Queued and finished before the writer got to it: never written (psq_coalesce counts it). */
+        e->skip = 1;
+        f->queued = NULL;
+    } else {
+        e->state = ev->type == MIDGE_P_MSG_SENT ? MIDGE_DELIVERY_SENT : MIDGE_DELIVERY_RELEASED;
+        e->packet_id = ev->packet_id;
+    }
+    q->queued.folded++;
+    if (ev->seq > q->queued.max_seq) {
+        q->queued.max_seq = ev->seq; /* reported durable with the batch, like a written event */
+    }
+    return 1;
+}
+
 /* Copies and appends an event; see queue.h. */
 int
 psq_queue_push(struct psq_queue *q, const struct midge_persist_event *ev)
@@ -205,7 +293,15 @@ psq_queue_push(struct psq_queue *q, const struct midge_persist_event *ev)
     int rc = 0;
     int wake = 0;
 
+    if (ev->type == MIDGE_P_MSG_SENT || ev->type == MIDGE_P_MSG_RELEASED ||
+        ev->type == MIDGE_P_MSG_DONE) {
+        cl = 0; /* the writer needs only the delivery id of these */
+    }
     pthread_mutex_lock(&q->lock);
+    if (q->lost_seq == 0 && fold(q, ev)) {
+        pthread_mutex_unlock(&q->lock);
+        return 0;
+    }
     if (q->lost_seq == 0 && q->pending < q->max_pending) {
         e = block_alloc(q, event_size(cl + fl));
     }
@@ -234,6 +330,9 @@ psq_queue_push(struct psq_queue *q, const struct midge_persist_event *ev)
             q->queued.max_seq = e->seq;
         }
         q->pending++;
+        if (e->type == MIDGE_P_MSG_QUEUED) {
+            fold_put(q, e);
+        }
         wake = q->waiting;
     }
     pthread_mutex_unlock(&q->lock);
@@ -270,6 +369,14 @@ psq_queue_take(struct psq_queue *q, int64_t not_before_ns, int need_events,
     *out = q->queued;
     memset(&q->queued, 0, sizeof(q->queued));
     q->cur = NULL;
+    /* The taken events are the writer's now: no push may fold into them. */
+    if (++q->fold_gen == 0) {
+        if (q->fold != NULL) {
+            memset(q->fold, 0, FOLD_SLOTS * sizeof(*q->fold)); /* no slot of an old generation may look current */
+        }
+        q->fold_gen = 1;
+    }
+    q->fold_used = 0;
     *stopping = q->stopping;
     pthread_mutex_unlock(&q->lock);
 }

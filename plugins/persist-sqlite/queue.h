@@ -49,7 +49,8 @@ struct psq_taken {
     struct psq_event *head;   /* NULL: none */
     struct psq_event *last;
     size_t n;
-    uint64_t max_seq;         /* the highest seq among the events, 0: none */
+    uint64_t max_seq;         /* the highest seq among the events (and folded ones), 0: none */
+    size_t folded;            /* events folded into a queued one by psq_queue_push: never copied */
     struct psq_block *blocks;
 };
 
@@ -72,7 +73,11 @@ void psq_queue_free(struct psq_queue *q);
 
 /*
  * Copies ev (its strings, a reference on its message) to the end of the
- * queue. Returns 0, or -MIDGE_EBUSY when the bound is reached or was
+ * queue. A delivery's MSG_SENT or MSG_RELEASED whose MSG_QUEUED is still in
+ * the queue (not taken) is folded into it instead (its state and packet
+ * id), and its MSG_DONE marks that MSG_QUEUED skipped and is dropped: the
+ * same as psq_coalesce() would do a moment later, but without copying the
+ * event and without the writer ever seeing it (counted in `folded`). Returns 0, or -MIDGE_EBUSY when the bound is reached or was
  * reached before, or -MIDGE_ENOMEM: then nothing is queued, and the queue
  * refuses every later event too (the database would miss one: see
  * psq_queue_lost). Never blocks beyond the queue's short lock. [any thread]

@@ -218,14 +218,18 @@ bind_i64(sqlite3_stmt *st, int i, int64_t v)
     sqlite3_bind_int64(st, i, (sqlite3_int64)v);
 }
 
-/* Runs a statement with no result rows; resets it. */
+/*
+ * Runs a statement with no result rows; resets it. The bindings are not
+ * cleared (that was 2 % of the writer's time): every caller binds every
+ * parameter of its statement each time, NULLs included, so nothing of an
+ * earlier event is ever read again.
+ */
 static int
 run(sqlite3_stmt *st)
 {
     int rc = sqlite3_step(st);
 
     sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
@@ -244,7 +248,6 @@ run_int(sqlite3_stmt *st, int *found, int64_t *out)
         *out = sqlite3_column_int64(st, 0);
     }
     sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
@@ -409,6 +412,8 @@ msg_ref(struct psq_store *s, uint64_t msg_id, const midge_message *msg, int64_t 
     sqlite3_bind_int(st, 5, api->message_retain(msg));
     if (props != NULL && props_len > 0) {
         sqlite3_bind_blob(st, 6, props, (int)props_len, SQLITE_STATIC);
+    } else {
+        sqlite3_bind_null(st, 6);
     }
     bind_i64(st, 7, expiry > 0 ? now + expiry : 0);
     rc = run(st);
@@ -583,6 +588,8 @@ apply_session(struct psq_store *s, const struct psq_event *e)
     sqlite3_bind_int(st, 4, e->connected ? 1 : 0);
     if (!e->connected) {
         bind_i64(st, 5, e->wall); /* restore counts the expiry from here */
+    } else {
+        sqlite3_bind_null(st, 5);
     }
     return run(st);
 }

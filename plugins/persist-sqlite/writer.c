@@ -211,7 +211,7 @@ writer_main(void *arg)
             w->stats.commits++;
             w->stats.events += applied;
             w->stats.skipped += skipped;
-            w->stats.coalesced += coalesced;
+            w->stats.coalesced += coalesced + batch.folded; /* folded: at push (queue.c) */
             w->stats.max_batch = batch.n > w->stats.max_batch ? batch.n : w->stats.max_batch;
             w->stats.commit_ns += (uint64_t)commit_ns;
             if ((uint64_t)commit_ns > w->stats.max_commit_ns) {

@@ -29,6 +29,8 @@
 
 #include <midge/plugin.h>
 
+#include "queue.h" /* test_queue_folds_at_push drives the queue directly */
+
 #define WAIT_MS 20000 /* generous: sanitizers and a busy 2-core machine are slow */
 #define NEVER 0xFFFFFFFFu
 
@@ -1243,6 +1245,81 @@ test_batch_coalesces_finished_deliveries(void **state)
  * delivery whose session ended meanwhile must not drop a reference again,
  * and the counts must stay those of the rows.
  */
+/* Pushes one delivery event (no message) to q; returns its seq. */
+static uint64_t
+qpush(struct psq_queue *q, int type, uint64_t delivery_id, uint16_t packet_id)
+{
+    static uint64_t seq;
+    struct midge_persist_event ev = {.type = type, .seq = ++seq, .client_id = "c1",
+                                     .delivery_id = delivery_id, .packet_id = packet_id};
+
+    assert_int_equal(psq_queue_push(q, &ev), 0);
+    return ev.seq;
+}
+
+/*
+ * A delivery's SENT and DONE fold into its QUEUED while that is still in
+ * the queue, never into one the writer has taken (it may be writing it).
+ */
+static void
+test_queue_folds_at_push(void **state)
+{
+    struct psq_env env = {0};
+    struct psq_queue *q = psq_queue_new(&env, 1000);
+    struct psq_taken t;
+    struct psq_event *e;
+    uint64_t last;
+    int stopping;
+
+    (void)state;
+    assert_non_null(q);
+    qpush(q, MIDGE_P_MSG_QUEUED, 1, 0);
+    psq_queue_take(q, 0, 1, &t, &stopping);
+    assert_int_equal(t.n, 1);
+    psq_queue_done(q, t.n);
+    psq_taken_free(&env, &t);
+    /* Delivery 1 was taken: its SENT and DONE are queued as they are. */
+    qpush(q, MIDGE_P_MSG_SENT, 1, 7);
+    qpush(q, MIDGE_P_MSG_DONE, 1, 0);
+    /* Delivery 2 finishes in the queue; delivery 3 is sent. */
+    qpush(q, MIDGE_P_MSG_QUEUED, 2, 0);
+    qpush(q, MIDGE_P_MSG_SENT, 2, 8);
+    qpush(q, MIDGE_P_MSG_DONE, 2, 0);
+    qpush(q, MIDGE_P_MSG_QUEUED, 3, 0);
+    last = qpush(q, MIDGE_P_MSG_SENT, 3, 9);
+    psq_queue_take(q, 0, 1, &t, &stopping);
+    assert_int_equal(t.n, 4);
+    assert_int_equal(t.folded, 3);
+    assert_int_equal(t.max_seq, last); /* the folded SENT is reported durable with the batch */
+    e = t.head;
+    assert_int_equal(e->type, MIDGE_P_MSG_SENT);
+    assert_int_equal(e->packet_id, 7);
+    assert_null(e->client_id); /* the writer needs only the delivery id */
+    e = e->next;
+    assert_int_equal(e->type, MIDGE_P_MSG_DONE);
+    assert_int_equal(e->skip, 0);
+    e = e->next;
+    assert_int_equal(e->delivery_id, 2);
+    assert_int_equal(e->skip, 1);
+    e = e->next;
+    assert_int_equal(e->delivery_id, 3);
+    assert_int_equal(e->skip, 0);
+    assert_int_equal(e->state, MIDGE_DELIVERY_SENT);
+    assert_int_equal(e->packet_id, 9);
+    assert_string_equal(e->client_id, "c1");
+    assert_null(e->next);
+    psq_queue_done(q, t.n);
+    psq_taken_free(&env, &t);
+    /* After the take delivery 3 is the writer's: its DONE is queued. */
+    qpush(q, MIDGE_P_MSG_DONE, 3, 0);
+    psq_queue_take(q, 0, 1, &t, &stopping);
+    assert_int_equal(t.n, 1);
+    assert_int_equal(t.folded, 0);
+    psq_queue_done(q, t.n);
+    psq_taken_free(&env, &t);
+    psq_queue_free(q);
+}
+
 static void
 test_row_caches_follow_the_rows(void **state)
 {
@@ -1485,6 +1562,7 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_disk_full_then_recovers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_bound, setup, teardown),
+        cmocka_unit_test(test_queue_folds_at_push),
         cmocka_unit_test_setup_teardown(test_bad_events_skipped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_clean_shutdown_checkpoints, setup, teardown),
     };
