@@ -4,8 +4,10 @@
  * one transaction before anything is handed over, so the broker never sees
  * it and the file stops carrying it.
  *
- * Deliveries are read in one query ordered by (client_id, seq), the index
- * the writer keeps. Fan-out means many deliveries share a message, so the
+ * Deliveries are read in one query ordered by (client_id, seq): sessions
+ * by their client_id index, each one's deliveries by the (sess_key, seq)
+ * index the writer keeps. A delivery has its message's columns itself (its
+ * message's only row) or names a messages row: a LEFT JOIN reads both. Fan-out means many deliveries share a message, so the
  * messages built with api->message_new are kept in a table by msg_id until
  * the end of the restore: each stored payload becomes one broker message
  * however many sessions it is queued for.
@@ -366,11 +368,21 @@ psq_restore(const struct psq_env *env, sqlite3 *db, struct psq_store *store, con
     }
 
     what = "queued messages";
-    rc = sqlite3_prepare_v2(db, "SELECT d.client_id, d.delivery_id, d.qos, d.retain, d.state, "
-                                "d.packet_id, " MSG_COLS " FROM sessions s "
-                                "JOIN deliveries d ON d.client_id = s.client_id "
-                                "JOIN messages m ON m.msg_id = d.msg_id "
-                                "ORDER BY d.client_id, d.seq", -1, &st, NULL);
+    /*
+     * A delivery carries its message's columns (topic NOT NULL) or names a
+     * messages row; one without either (bad data) stays behind, as with
+     * the inner join of schema version 1.
+     */
+    rc = sqlite3_prepare_v2(db, "SELECT s.client_id, d.delivery_id, d.qos, d.retain, d.state, "
+                                "d.packet_id, d.msg_id, coalesce(d.topic, m.topic), "
+                                "coalesce(d.payload, m.payload), coalesce(d.msg_qos, m.qos), "
+                                "coalesce(d.msg_retain, m.retain), "
+                                "CASE WHEN d.topic IS NULL THEN m.props ELSE d.props END, "
+                                "coalesce(d.expire_at, m.expire_at) FROM sessions s "
+                                "JOIN deliveries d ON d.sess_key = s.sess_key "
+                                "LEFT JOIN messages m ON d.topic IS NULL AND m.msg_id = d.msg_id "
+                                "WHERE d.topic IS NOT NULL OR m.msg_id IS NOT NULL "
+                                "ORDER BY s.client_id, d.seq", -1, &st, NULL);
     while (rc == SQLITE_OK && arc == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
         int64_t expire_at = sqlite3_column_int64(st, 12);
         int state = sqlite3_column_int(st, 4);

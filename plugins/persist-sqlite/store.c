@@ -1,9 +1,12 @@
 /*
  * Events to rows. Every event type is one short function over prepared
- * statements; messages are stored once per msg_id with a `refs` column that
- * counts the deliveries, retained and will rows naming it, so a fan-out to
- * 1,000 offline sessions writes the payload once and 1,000 small delivery
- * rows. Events about a client without a session row are ignored: they can
+ * statements. A message with one delivery (one persistent subscriber, the
+ * common case) is stored inside its delivery row: queueing and finishing it
+ * is one row. Once a second row needs the same message (another delivery,
+ * a retained or will row), it moves to the messages table, stored once per
+ * msg_id with a `refs` column that counts the deliveries, retained and will
+ * rows naming it, so a fan-out to 1,000 offline sessions writes the payload
+ * once and 1,000 small delivery rows. Events about a client without a session row are ignored: they can
  * arrive after its SESSION_END (the broker's workers race the end of a
  * session), and the end already deleted everything.
  */
@@ -16,6 +19,7 @@
 enum {
     S_SESS_UPSERT,
     S_SESS_EXISTS,
+    S_SESS_KEY,
     S_SESS_DELETE,
     S_SESS_MSGS,
     S_SESS_DEL_DELIVERIES,
@@ -35,6 +39,8 @@ enum {
     S_MSG_UNREF,
     S_MSG_DELETE,
     S_DLV_INSERT,
+    S_DLV_INSERT_INLINE,
+    S_DLV_SHARE,
     S_DLV_STATE,
     S_DLV_GET,
     S_DLV_DELETE,
@@ -48,10 +54,13 @@ static const char *const stmt_sql[S_COUNT] = {
                       "disconnected_at) VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(client_id) DO "
                       "UPDATE SET expiry = excluded.expiry, protocol = excluded.protocol, "
                       "connected = excluded.connected, disconnected_at = excluded.disconnected_at",
-    [S_SESS_EXISTS] = "SELECT 1 FROM sessions WHERE client_id = ?1",
+    [S_SESS_EXISTS] = "SELECT sess_key FROM sessions WHERE client_id = ?1",
+    [S_SESS_KEY] = "SELECT sess_key FROM sessions WHERE client_id = ?1",
     [S_SESS_DELETE] = "DELETE FROM sessions WHERE client_id = ?1",
-    [S_SESS_MSGS] = "SELECT msg_id, count(*) FROM deliveries WHERE client_id = ?1 GROUP BY msg_id",
-    [S_SESS_DEL_DELIVERIES] = "DELETE FROM deliveries WHERE client_id = ?1",
+    /* Deliveries with their own message columns hold no reference. */
+    [S_SESS_MSGS] = "SELECT msg_id, count(*) FROM deliveries WHERE sess_key = ?1 AND topic IS "
+                    "NULL GROUP BY msg_id",
+    [S_SESS_DEL_DELIVERIES] = "DELETE FROM deliveries WHERE sess_key = ?1",
     [S_SESS_DEL_SUBS] = "DELETE FROM subscriptions WHERE client_id = ?1",
     [S_SESS_DEL_QOS2] = "DELETE FROM qos2_in WHERE client_id = ?1",
     [S_WILL_GET] = "SELECT msg_id FROM wills WHERE client_id = ?1",
@@ -65,15 +74,23 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_RET_DELETE] = "DELETE FROM retained WHERE topic = ?1",
     [S_RET_INSERT] = "INSERT INTO retained(topic, msg_id) VALUES(?1, ?2)",
     [S_MSG_REF] = "INSERT INTO messages(msg_id, topic, payload, qos, retain, props, expire_at, "
-                  "refs) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, 1) ON CONFLICT(msg_id) DO NOTHING",
-    [S_MSG_INC] = "UPDATE messages SET refs = refs + 1 WHERE msg_id = ?1",
+                  "refs) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(msg_id) DO NOTHING",
+    [S_MSG_INC] = "UPDATE messages SET refs = refs + ?2 WHERE msg_id = ?1",
     [S_MSG_REFS] = "SELECT refs FROM messages WHERE msg_id = ?1",
     [S_MSG_UNREF] = "UPDATE messages SET refs = refs - ?2 WHERE msg_id = ?1",
     [S_MSG_DELETE] = "DELETE FROM messages WHERE msg_id = ?1",
-    [S_DLV_INSERT] = "INSERT OR IGNORE INTO deliveries(delivery_id, client_id, msg_id, qos, "
+    [S_DLV_INSERT] = "INSERT OR IGNORE INTO deliveries(delivery_id, sess_key, msg_id, qos, "
                      "retain, state, packet_id, seq) VALUES(?1, ?2, ?3, ?4, ?5, ?7, ?8, ?6)",
+    [S_DLV_INSERT_INLINE] = "INSERT OR IGNORE INTO deliveries(delivery_id, sess_key, msg_id, qos, "
+                            "retain, state, packet_id, seq, topic, payload, msg_qos, msg_retain, "
+                            "props, expire_at) VALUES(?1, ?2, ?3, ?4, ?5, ?7, ?8, ?6, ?9, ?10, "
+                            "?11, ?12, ?13, ?14)",
+    /* The message moved to the messages table: the delivery becomes a reference to it. */
+    [S_DLV_SHARE] = "UPDATE deliveries SET topic = NULL, payload = NULL, msg_qos = NULL, "
+                    "msg_retain = NULL, props = NULL, expire_at = NULL WHERE delivery_id = ?1 "
+                    "AND topic IS NOT NULL",
     [S_DLV_STATE] = "UPDATE deliveries SET state = ?2, packet_id = ?3 WHERE delivery_id = ?1",
-    [S_DLV_GET] = "SELECT msg_id FROM deliveries WHERE delivery_id = ?1",
+    [S_DLV_GET] = "SELECT msg_id, topic IS NOT NULL FROM deliveries WHERE delivery_id = ?1",
     [S_DLV_DELETE] = "DELETE FROM deliveries WHERE delivery_id = ?1",
     [S_Q2_INSERT] = "INSERT OR IGNORE INTO qos2_in(client_id, packet_id) VALUES(?1, ?2)",
     [S_Q2_DELETE] = "DELETE FROM qos2_in WHERE client_id = ?1 AND packet_id = ?2",
@@ -82,10 +99,15 @@ static const char *const stmt_sql[S_COUNT] = {
 /*
  * Sessions known to have a row, so that the events that need one (every
  * queued delivery) do not each look it up: direct-mapped by a hash of the
- * client id, one strdup'd id per slot. An id is only ever in its own slot,
- * so SESSION_END forgets it by clearing that slot.
+ * client id, one strdup'd id and its row's sess_key per slot. An id is only
+ * ever in its own slot, so SESSION_END forgets it by clearing that slot.
  */
 #define SESS_CACHE 256
+
+struct known_session {
+    char *client_id; /* owned; NULL: empty slot */
+    int64_t key;     /* sessions.sess_key */
+};
 
 /*
  * Rows written recently, found again without a lookup: with subscribers
@@ -96,15 +118,22 @@ static const char *const stmt_sql[S_COUNT] = {
  *  - dlv: delivery_id -> msg_id of deliveries this store inserted. A
  *    delivery's msg_id never changes, but the row may be gone (its session
  *    ended): the DELETE's change count says whether there was one.
+ *    `flag` is 1 when the row holds its message's columns (no reference).
  *  - refs: msg_id -> the row's refs column, exact while cached: every
  *    change to refs goes through msg_ref()/msg_unref(), which keep it, and
  *    psq_store_forget() drops everything after a rollback.
+ *  - inl: msg_id -> the delivery this store inserted with the message's
+ *    columns. A second reference to the message moves it to the messages
+ *    table and that delivery's columns to NULL. Without an entry (evicted,
+ *    or written by an earlier process) a second delivery gets its own copy
+ *    instead: correct, only not shared.
  */
 #define ROW_CACHE 65536
 
 struct row_cache {
     uint64_t key[ROW_CACHE];
     int64_t val[ROW_CACHE];
+    uint8_t flag[ROW_CACHE];
 };
 
 /* Owns the prepared statements (not the connection), the cached ids and the row caches. */
@@ -112,9 +141,10 @@ struct psq_store {
     struct psq_env env;
     sqlite3 *db;
     sqlite3_stmt *st[S_COUNT];
-    char *known[SESS_CACHE];
+    struct known_session known[SESS_CACHE];
     struct row_cache *dlv;
     struct row_cache *refs;
+    struct row_cache *inl;
     /*
      * Queue order is order_base + seq: seq starts at 1 in every broker
      * process, so the order of this process starts after the highest one
@@ -137,7 +167,8 @@ psq_store_new(const struct psq_env *env, sqlite3 *db, const char **err)
     s->db = db;
     s->dlv = calloc(1, sizeof(*s->dlv));
     s->refs = calloc(1, sizeof(*s->refs));
-    if (s->dlv == NULL || s->refs == NULL) {
+    s->inl = calloc(1, sizeof(*s->inl));
+    if (s->dlv == NULL || s->refs == NULL || s->inl == NULL) {
         goto fail;
     }
     {
@@ -177,6 +208,7 @@ psq_store_free(struct psq_store *s)
         psq_store_forget(s);
         free(s->dlv);
         free(s->refs);
+        free(s->inl);
         free(s);
     }
 }
@@ -268,14 +300,17 @@ psq_store_forget(struct psq_store *s)
     size_t i;
 
     for (i = 0; i < SESS_CACHE; i++) {
-        free(s->known[i]);
-        s->known[i] = NULL;
+        free(s->known[i].client_id);
+        s->known[i].client_id = NULL;
     }
     if (s->dlv != NULL) {
         memset(s->dlv->key, 0, sizeof(s->dlv->key));
     }
     if (s->refs != NULL) {
         memset(s->refs->key, 0, sizeof(s->refs->key));
+    }
+    if (s->inl != NULL) {
+        memset(s->inl->key, 0, sizeof(s->inl->key));
     }
 }
 
@@ -299,15 +334,35 @@ row_get(const struct row_cache *c, uint64_t key, int64_t *val)
     return 0;
 }
 
+static int
+row_get_flag(const struct row_cache *c, uint64_t key, int64_t *val, int *flag)
+{
+    size_t i = row_slot(key);
+
+    if (key != 0 && c->key[i] == key) {
+        *val = c->val[i];
+        *flag = c->flag[i];
+        return 1;
+    }
+    return 0;
+}
+
 static void
-row_put(struct row_cache *c, uint64_t key, int64_t val)
+row_put_flag(struct row_cache *c, uint64_t key, int64_t val, int flag)
 {
     size_t i = row_slot(key);
 
     if (key != 0) {
         c->key[i] = key;
         c->val[i] = val;
+        c->flag[i] = (uint8_t)flag;
     }
+}
+
+static void
+row_put(struct row_cache *c, uint64_t key, int64_t val)
+{
+    row_put_flag(c, key, val, 0);
 }
 
 static void
@@ -324,59 +379,93 @@ row_drop(struct row_cache *c, uint64_t key)
 static void
 forget_session(struct psq_store *s, const char *client_id)
 {
-    size_t i = known_slot(client_id);
+    struct known_session *k = &s->known[known_slot(client_id)];
 
-    if (s->known[i] != NULL && strcmp(s->known[i], client_id) == 0) {
-        free(s->known[i]);
-        s->known[i] = NULL;
+    if (k->client_id != NULL && strcmp(k->client_id, client_id) == 0) {
+        free(k->client_id);
+        k->client_id = NULL;
     }
 }
 
 /* Remembers a session that has a row now (best effort: no memory, no entry). */
 static void
-know_session(struct psq_store *s, const char *client_id)
+know_session(struct psq_store *s, const char *client_id, int64_t key)
 {
-    size_t i = known_slot(client_id);
+    struct known_session *k = &s->known[known_slot(client_id)];
 
-    if (s->known[i] == NULL || strcmp(s->known[i], client_id) != 0) {
-        free(s->known[i]);
-        s->known[i] = strdup(client_id);
+    if (k->client_id == NULL || strcmp(k->client_id, client_id) != 0) {
+        free(k->client_id);
+        k->client_id = strdup(client_id);
     }
+    k->key = key;
 }
 
+/* *exists 1 and *key (sessions.sess_key) when client_id has a session row. */
 static int
-session_exists(struct psq_store *s, const char *client_id, int *exists)
+session_exists(struct psq_store *s, const char *client_id, int *exists, int64_t *key)
 {
-    size_t i = known_slot(client_id);
-    int64_t one;
+    const struct known_session *k = &s->known[known_slot(client_id)];
     int rc;
 
-    if (s->known[i] != NULL && strcmp(s->known[i], client_id) == 0) {
+    if (k->client_id != NULL && strcmp(k->client_id, client_id) == 0) {
         *exists = 1;
+        *key = k->key;
         return SQLITE_OK;
     }
     bind_text(s->st[S_SESS_EXISTS], 1, client_id);
-    rc = run_int(s->st[S_SESS_EXISTS], exists, &one);
+    rc = run_int(s->st[S_SESS_EXISTS], exists, key);
     if (rc == SQLITE_OK && *exists) {
-        know_session(s, client_id);
+        know_session(s, client_id, *key);
     }
     return rc;
 }
 
-/* refs + 1 of a message row that exists; the cache follows. */
+/* refs + n of a message row that exists; the cache follows. */
 static int
-msg_inc(struct psq_store *s, uint64_t msg_id, int known, int64_t refs)
+msg_inc(struct psq_store *s, uint64_t msg_id, int64_t n, int known, int64_t refs)
 {
     int rc;
 
     bind_i64(s->st[S_MSG_INC], 1, (int64_t)msg_id);
+    bind_i64(s->st[S_MSG_INC], 2, n);
     rc = run(s->st[S_MSG_INC]);
     if (rc == SQLITE_OK && known) {
-        row_put(s->refs, msg_id, refs + 1);
+        row_put(s->refs, msg_id, refs + n);
     } else {
         row_drop(s->refs, msg_id);
     }
     return rc;
+}
+
+/*
+ * The message msg_id gets a second row: when this store wrote it into a
+ * delivery (the inl cache), that delivery's copy goes and it becomes a
+ * reference. *moved is 1 when it did (one more reference to count).
+ */
+static int
+share_inline(struct psq_store *s, uint64_t msg_id, int *moved)
+{
+    int64_t delivery_id;
+    int64_t cached_msg;
+    int flag;
+    int rc;
+
+    *moved = 0;
+    if (!row_get(s->inl, msg_id, &delivery_id)) {
+        return SQLITE_OK;
+    }
+    row_drop(s->inl, msg_id);
+    bind_i64(s->st[S_DLV_SHARE], 1, delivery_id);
+    rc = run(s->st[S_DLV_SHARE]);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+    /* No row: that delivery was finished or its session ended. */
+    *moved = sqlite3_changes(s->db) > 0;
+    if (*moved && row_get_flag(s->dlv, (uint64_t)delivery_id, &cached_msg, &flag)) {
+        row_put_flag(s->dlv, (uint64_t)delivery_id, cached_msg, 0);
+    }
+    return SQLITE_OK;
 }
 
 /*
@@ -397,10 +486,15 @@ msg_ref(struct psq_store *s, uint64_t msg_id, const midge_message *msg, int64_t 
     uint32_t props_len = 0;
     uint32_t expiry;
     int64_t refs;
+    int moved;
     int rc;
 
     if (row_get(s->refs, msg_id, &refs)) {
-        return msg_inc(s, msg_id, 1, refs);
+        return msg_inc(s, msg_id, 1, 1, refs);
+    }
+    rc = share_inline(s, msg_id, &moved);
+    if (rc != SQLITE_OK) {
+        return rc;
     }
     payload = api->message_payload(msg, &len);
     props = api->message_properties(msg, &props_len);
@@ -416,14 +510,15 @@ msg_ref(struct psq_store *s, uint64_t msg_id, const midge_message *msg, int64_t 
         sqlite3_bind_null(st, 6);
     }
     bind_i64(st, 7, expiry > 0 ? now + expiry : 0);
+    bind_i64(st, 8, 1 + moved);
     rc = run(st);
     if (rc != SQLITE_OK) {
         return rc;
     }
     if (sqlite3_changes(s->db) == 0) {
-        return msg_inc(s, msg_id, 0, 0); /* stored before */
+        return msg_inc(s, msg_id, 1 + moved, 0, 0); /* stored before */
     }
-    row_put(s->refs, msg_id, 1);
+    row_put(s->refs, msg_id, 1 + moved);
     return SQLITE_OK;
 }
 
@@ -491,14 +586,21 @@ psq_store_session_end(struct psq_store *s, const char *client_id)
 {
     sqlite3_stmt *st = s->st[S_SESS_MSGS];
     int64_t *ids = NULL;
+    int64_t key = 0;
+    int found;
     size_t n = 0;
     size_t cap = 0;
     size_t i;
     int rc;
 
     forget_session(s, client_id);
+    bind_text(s->st[S_SESS_KEY], 1, client_id);
+    rc = run_int(s->st[S_SESS_KEY], &found, &key);
+    if (rc != SQLITE_OK) {
+        goto out;
+    }
     /* The messages its deliveries use, with counts: one refs update per message, not per row. */
-    bind_text(st, 1, client_id);
+    bind_i64(st, 1, key); /* no session row: key 0, which no row has (keys start at 1) */
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (n + 2 > cap) {
             int64_t *bigger = realloc(ids, (cap = cap * 2 + 64) * sizeof(*ids));
@@ -522,7 +624,7 @@ psq_store_session_end(struct psq_store *s, const char *client_id)
         rc = msg_unref(s, (uint64_t)ids[i], ids[i + 1]);
     }
     if (rc == SQLITE_OK) {
-        bind_text(s->st[S_SESS_DEL_DELIVERIES], 1, client_id);
+        bind_i64(s->st[S_SESS_DEL_DELIVERIES], 1, key);
         rc = run(s->st[S_SESS_DEL_DELIVERIES]);
     }
     if (rc == SQLITE_OK) {
@@ -554,16 +656,25 @@ psq_store_retain_clear(struct psq_store *s, const char *topic)
 int
 psq_store_delivery_done(struct psq_store *s, uint64_t delivery_id)
 {
+    sqlite3_stmt *get = s->st[S_DLV_GET];
     int64_t msg_id = 0;
+    int64_t inl_dlv;
+    int own = 0; /* the row holds its message's columns: no reference */
     int found;
     int rc = SQLITE_OK;
 
-    found = row_get(s->dlv, delivery_id, &msg_id);
+    found = row_get_flag(s->dlv, delivery_id, &msg_id, &own);
     if (found) {
         row_drop(s->dlv, delivery_id);
     } else {
-        bind_i64(s->st[S_DLV_GET], 1, (int64_t)delivery_id);
-        rc = run_int(s->st[S_DLV_GET], &found, &msg_id);
+        bind_i64(get, 1, (int64_t)delivery_id);
+        while ((rc = sqlite3_step(get)) == SQLITE_ROW) {
+            found = 1;
+            msg_id = sqlite3_column_int64(get, 0);
+            own = sqlite3_column_int(get, 1);
+        }
+        sqlite3_reset(get);
+        rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
     }
     if (rc == SQLITE_OK && found) {
         bind_i64(s->st[S_DLV_DELETE], 1, (int64_t)delivery_id);
@@ -572,7 +683,12 @@ psq_store_delivery_done(struct psq_store *s, uint64_t delivery_id)
         found = rc == SQLITE_OK && sqlite3_changes(s->db) > 0;
     }
     if (rc == SQLITE_OK && found) {
-        rc = msg_unref(s, (uint64_t)msg_id, 1);
+        if (!own) {
+            rc = msg_unref(s, (uint64_t)msg_id, 1);
+        } else if (row_get(s->inl, (uint64_t)msg_id, &inl_dlv) &&
+                   inl_dlv == (int64_t)delivery_id) {
+            row_drop(s->inl, (uint64_t)msg_id); /* a later reference starts a new row */
+        }
     }
     return rc;
 }
@@ -630,25 +746,87 @@ apply_will_set(struct psq_store *s, const struct psq_event *e, int64_t now)
     return rc;
 }
 
+/*
+ * 1 when msg_id's message is to be written into its delivery row: no
+ * messages row has it and no delivery this store knows of carries it.
+ */
 static int
-apply_queued(struct psq_store *s, const struct psq_event *e, int64_t now)
+message_is_new(struct psq_store *s, uint64_t msg_id, int *is_new)
 {
-    sqlite3_stmt *st = s->st[S_DLV_INSERT];
+    int64_t val;
+    int found;
     int rc;
 
+    *is_new = 0;
+    if (row_get(s->refs, msg_id, &val) || row_get(s->inl, msg_id, &val)) {
+        return SQLITE_OK;
+    }
+    bind_i64(s->st[S_MSG_REFS], 1, (int64_t)msg_id);
+    rc = run_int(s->st[S_MSG_REFS], &found, &val);
+    if (rc == SQLITE_OK) {
+        if (found) {
+            row_put(s->refs, msg_id, val);
+        }
+        *is_new = !found;
+    }
+    return rc;
+}
+
+static void
+bind_message(struct psq_store *s, sqlite3_stmt *st, int col, const midge_message *msg,
+             int64_t now)
+{
+    const struct midge_api *api = s->env.api;
+    uint32_t len = 0;
+    uint32_t props_len = 0;
+    const void *payload = api->message_payload(msg, &len);
+    const void *props = api->message_properties(msg, &props_len);
+    uint32_t expiry = api->message_expiry(msg);
+
+    bind_text(st, col, api->message_topic(msg));
+    bind_blob(st, col + 1, payload, len);
+    sqlite3_bind_int(st, col + 2, api->message_qos(msg));
+    sqlite3_bind_int(st, col + 3, api->message_retain(msg));
+    if (props != NULL && props_len > 0) {
+        sqlite3_bind_blob(st, col + 4, props, (int)props_len, SQLITE_STATIC);
+    } else {
+        sqlite3_bind_null(st, col + 4);
+    }
+    bind_i64(st, col + 5, expiry > 0 ? now + expiry : 0);
+}
+
+static int
+apply_queued(struct psq_store *s, const struct psq_event *e, int64_t sess_key, int64_t now)
+{
+    sqlite3_stmt *st;
+    int own;
+    int rc;
+
+    rc = message_is_new(s, e->msg_id, &own);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+    st = s->st[own ? S_DLV_INSERT_INLINE : S_DLV_INSERT];
     bind_i64(st, 1, (int64_t)e->delivery_id);
-    bind_text(st, 2, e->client_id);
+    bind_i64(st, 2, sess_key);
     bind_i64(st, 3, (int64_t)e->msg_id);
     sqlite3_bind_int(st, 4, e->qos);
     sqlite3_bind_int(st, 5, e->retain ? 1 : 0);
     bind_i64(st, 6, s->order_base + (int64_t)e->seq);
     sqlite3_bind_int(st, 7, e->state);
     sqlite3_bind_int(st, 8, e->packet_id);
+    if (own) {
+        bind_message(s, st, 9, e->msg, now);
+    }
     rc = run(st);
     /* A delivery seen before (the event came twice) does not count twice. */
     if (rc == SQLITE_OK && sqlite3_changes(s->db) > 0) {
-        row_put(s->dlv, e->delivery_id, (int64_t)e->msg_id);
-        rc = msg_ref(s, e->msg_id, e->msg, now);
+        row_put_flag(s->dlv, e->delivery_id, (int64_t)e->msg_id, own);
+        if (own) {
+            row_put(s->inl, e->msg_id, (int64_t)e->delivery_id);
+        } else {
+            rc = msg_ref(s, e->msg_id, e->msg, now);
+        }
     }
     return rc;
 }
@@ -677,6 +855,7 @@ int
 psq_store_apply(struct psq_store *s, const struct psq_event *e, int64_t now)
 {
     int exists = 1;
+    int64_t sess_key = 0;
     int rc = SQLITE_OK;
 
     switch (e->type) {
@@ -688,7 +867,7 @@ psq_store_apply(struct psq_store *s, const struct psq_event *e, int64_t now)
         if (e->client_id == NULL) {
             return SQLITE_MISMATCH;
         }
-        rc = session_exists(s, e->client_id, &exists);
+        rc = session_exists(s, e->client_id, &exists, &sess_key);
         if (rc != SQLITE_OK || !exists) {
             return rc;
         }
@@ -730,7 +909,7 @@ psq_store_apply(struct psq_store *s, const struct psq_event *e, int64_t now)
         rc = e->filter != NULL ? psq_store_retain_clear(s, e->filter) : SQLITE_MISMATCH;
         break;
     case MIDGE_P_MSG_QUEUED:
-        rc = e->msg != NULL ? apply_queued(s, e, now) : SQLITE_MISMATCH;
+        rc = e->msg != NULL ? apply_queued(s, e, sess_key, now) : SQLITE_MISMATCH;
         break;
     case MIDGE_P_MSG_SENT:
         rc = apply_state(s, e, MIDGE_DELIVERY_SENT);

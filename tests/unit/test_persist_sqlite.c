@@ -946,6 +946,185 @@ test_retain_replace_releases_old(void **state)
     assert_int_equal(count_recs(f, "retained "), 1);
 }
 
+/* ---- Schema version 1 databases ------------------------------------------------- */
+
+static void refused_untouched(struct fixture *f, const char *error);
+
+/*
+ * A database as persist-sqlite schema version 1 wrote it (the DDL is that
+ * version's, verbatim): two sessions with subscriptions, queued, inflight
+ * (SENT) and released deliveries, a message shared by two deliveries, a
+ * retained message, an incoming QoS 2 id and a will.
+ */
+static const char *const v1_database =
+    "PRAGMA journal_mode = WAL;"
+    "PRAGMA application_id = 1296320325;" /* 0x4d444745, "MDGE" */
+    "BEGIN;"
+    "CREATE TABLE schema_version(version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL);"
+    "CREATE TABLE sessions(client_id TEXT PRIMARY KEY NOT NULL, expiry INTEGER NOT NULL,"
+    "  protocol INTEGER NOT NULL, connected INTEGER NOT NULL, disconnected_at INTEGER)"
+    "  WITHOUT ROWID;"
+    "CREATE TABLE subscriptions(client_id TEXT NOT NULL, filter TEXT NOT NULL,"
+    "  options INTEGER NOT NULL, sub_id INTEGER NOT NULL, PRIMARY KEY(client_id, filter))"
+    "  WITHOUT ROWID;"
+    "CREATE TABLE messages(msg_id INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL,"
+    "  qos INTEGER NOT NULL, retain INTEGER NOT NULL, props BLOB, expire_at INTEGER NOT NULL,"
+    "  refs INTEGER NOT NULL);"
+    "CREATE TABLE deliveries(delivery_id INTEGER PRIMARY KEY, client_id TEXT NOT NULL,"
+    "  msg_id INTEGER NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL,"
+    "  state INTEGER NOT NULL, packet_id INTEGER NOT NULL, seq INTEGER NOT NULL);"
+    "CREATE INDEX deliveries_queue ON deliveries(client_id, seq);"
+    "CREATE TABLE retained(topic TEXT PRIMARY KEY NOT NULL, msg_id INTEGER NOT NULL)"
+    "  WITHOUT ROWID;"
+    "CREATE TABLE qos2_in(client_id TEXT NOT NULL, packet_id INTEGER NOT NULL,"
+    "  PRIMARY KEY(client_id, packet_id)) WITHOUT ROWID;"
+    "CREATE TABLE wills(client_id TEXT PRIMARY KEY NOT NULL, msg_id INTEGER NOT NULL,"
+    "  delay INTEGER NOT NULL) WITHOUT ROWID;"
+    "INSERT INTO schema_version VALUES(1, 1700000000);"
+    "INSERT INTO sessions VALUES('bob', 4294967295, 4, 1, NULL),"
+    "  ('alice', 4294967295, 5, 0, strftime('%s', 'now'));"
+    "INSERT INTO subscriptions VALUES('alice', 'q/#', 1, 7), ('bob', 'q/1', 2, 0);"
+    "INSERT INTO messages VALUES(10, 'q/1', 'one', 2, 0, NULL, 0, 2),"
+    "  (11, 'q/2', 'two', 1, 0, x'0102', 0, 1), (12, 'r/t', 'kept', 1, 1, NULL, 0, 1),"
+    "  (13, 'will/bob', 'bye', 0, 0, NULL, 0, 1);"
+    "INSERT INTO deliveries VALUES(3, 'alice', 11, 1, 0, 1, 9, 6),"
+    "  (1, 'alice', 10, 2, 0, 0, 0, 5), (2, 'bob', 10, 2, 0, 2, 4, 7);"
+    "INSERT INTO retained VALUES('r/t', 12);"
+    "INSERT INTO qos2_in VALUES('alice', 3);"
+    "INSERT INTO wills VALUES('bob', 13, 5);"
+    "COMMIT;";
+
+/* Position of the record `line` (SIZE_MAX: none). */
+static size_t
+rec_index(struct fixture *f, const char *line)
+{
+    size_t i;
+
+    for (i = 0; i < f->p.nrecs; i++) {
+        if (strcmp(f->p.recs[i], line) == 0) {
+            return i;
+        }
+    }
+    return (size_t)-1;
+}
+
+static void
+test_migrates_version_1(void **state)
+{
+    struct fixture *f = *state;
+    const midge_message *m = msg("q/3", "three", 20);
+    uint64_t last;
+
+    db_exec(f->path, v1_database);
+    restart_and_restore(f);
+    assert_non_null(find_log(f, "migrated to schema version 2"));
+    assert_int_equal(db_int(f, "SELECT max(version) FROM schema_version"), 2);
+    assert_int_equal(count_recs(f, "session "), 2);
+    assert_true(has_rec(f, "session alice expiry=4294967295 protocol=5"));
+    assert_true(has_rec(f, "session bob expiry=4294967295 protocol=4"));
+    assert_int_equal(count_recs(f, "sub "), 2);
+    assert_true(has_rec(f, "sub alice q/# options=1 id=7"));
+    assert_true(has_rec(f, "sub bob q/1 options=2 id=0"));
+    assert_int_equal(count_recs(f, "msg "), 3);
+    assert_true(has_rec(f, "msg alice d=1 qos=2 retain=0 state=0 pid=0 "
+                           "[10 q/1 'one' qos=2 retain=0 props=0 expiry=0]"));
+    assert_true(has_rec(f, "msg alice d=3 qos=1 retain=0 state=1 pid=9 "
+                           "[11 q/2 'two' qos=1 retain=0 props=2 expiry=0]"));
+    assert_true(has_rec(f, "msg bob d=2 qos=2 retain=0 state=2 pid=4 "
+                           "[10 q/1 'one' qos=2 retain=0 props=0 expiry=0]"));
+    /* Queue order survives: alice's seq 5 before her seq 6. */
+    assert_true(rec_index(f, "msg alice d=1 qos=2 retain=0 state=0 pid=0 "
+                             "[10 q/1 'one' qos=2 retain=0 props=0 expiry=0]") <
+                rec_index(f, "msg alice d=3 qos=1 retain=0 state=1 pid=9 "
+                             "[11 q/2 'two' qos=1 retain=0 props=2 expiry=0]"));
+    assert_int_equal(count_recs(f, "retained "), 1);
+    assert_true(has_rec(f, "retained [12 r/t 'kept' qos=1 retain=1 props=0 expiry=0]"));
+    assert_true(has_rec(f, "qos2_in alice 3"));
+    assert_true(has_rec(f, "will bob delay=5 [13 will/bob 'bye' qos=0 retain=0 props=0 expiry=0]"));
+
+    /* The migrated rows go on working: references drop, new deliveries queue after them. */
+    send(f, (struct midge_persist_event){.type = MIDGE_P_MSG_DONE, .delivery_id = 1});
+    last = queued(f, "alice", 4, m);
+    assert_true(wait_durable(f, last));
+    assert_int_equal(db_int(f, "SELECT refs FROM messages WHERE msg_id = 10"), 1);
+    assert_int_equal(db_int(f, "SELECT seq > 7 FROM deliveries WHERE delivery_id = 4"), 1);
+    last = send(f, (struct midge_persist_event){.type = MIDGE_P_SESSION_END, .client_id = "bob"});
+    assert_true(wait_durable(f, last));
+    assert_int_equal(db_int(f, "SELECT count(*) FROM messages WHERE msg_id IN (10, 13)"), 0);
+    m_unref(m);
+    restart_and_restore(f);
+    assert_int_equal(count_recs(f, "msg "), 2);
+    assert_true(rec_index(f, "msg alice d=3 qos=1 retain=0 state=1 pid=9 "
+                             "[11 q/2 'two' qos=1 retain=0 props=2 expiry=0]") <
+                rec_index(f, "msg alice d=4 qos=1 retain=0 state=0 pid=0 "
+                             "[20 q/3 'three' qos=1 retain=0 props=0 expiry=0]"));
+}
+
+static void
+test_failed_migration_leaves_version_1(void **state)
+{
+    struct fixture *f = *state;
+
+    db_exec(f->path, v1_database);
+    /* In the way of the migration's first new table: it fails half-way and rolls back. */
+    db_exec(f->path, "CREATE TABLE deliveries_v2(x)");
+    refused_untouched(f, "migration from schema version 1 to 2 failed");
+    assert_int_equal(db_int(f, "SELECT max(version) FROM schema_version"), 1);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM deliveries WHERE client_id = 'alice'"), 2);
+    /* With the cause gone, the same file migrates and restores everything. */
+    db_exec(f->path, "DROP TABLE deliveries_v2");
+    restart_and_restore(f);
+    assert_int_equal(count_recs(f, "session "), 2);
+    assert_int_equal(count_recs(f, "msg "), 3);
+    assert_int_equal(count_recs(f, "retained "), 1);
+}
+
+/* One persistent subscriber: the message is stored in its delivery; a second reference shares it. */
+static void
+test_single_delivery_holds_its_message(void **state)
+{
+    struct fixture *f = *state;
+    const midge_message *m = msg("one/sub", "alone", 30);
+    const midge_message *r = msg("two/sub", "shared later", 31);
+    uint64_t last;
+
+    assert_int_equal(load(f), 0);
+    session(f, "c1", NEVER, 0);
+    session(f, "c2", NEVER, 0);
+    queued(f, "c1", 1, m);
+    last = queued(f, "c1", 2, r);
+    assert_true(wait_durable(f, last));
+    assert_int_equal(db_int(f, "SELECT count(*) FROM messages"), 0);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM deliveries WHERE topic IS NOT NULL"), 2);
+    /* A second delivery of message 31 in a later batch: moved to messages, refs 2. */
+    last = queued(f, "c2", 3, r);
+    assert_true(wait_durable(f, last));
+    assert_int_equal(db_int(f, "SELECT refs FROM messages WHERE msg_id = 31"), 2);
+    assert_int_equal(db_int(f, "SELECT topic IS NULL FROM deliveries WHERE delivery_id = 2"), 1);
+    /* A retained reference to message 30 moves it too. */
+    last = send(f, (struct midge_persist_event){.type = MIDGE_P_RETAIN_SET, .msg = m,
+                                                .msg_id = 30});
+    assert_true(wait_durable(f, last));
+    assert_int_equal(db_int(f, "SELECT refs FROM messages WHERE msg_id = 30"), 2);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM deliveries WHERE topic IS NOT NULL"), 0);
+    restart_and_restore(f);
+    assert_true(has_rec(f, "msg c1 d=1 qos=1 retain=0 state=0 pid=0 "
+                           "[30 one/sub 'alone' qos=1 retain=0 props=0 expiry=0]"));
+    assert_true(has_rec(f, "msg c2 d=3 qos=1 retain=0 state=0 pid=0 "
+                           "[31 two/sub 'shared later' qos=1 retain=0 props=0 expiry=0]"));
+    assert_int_equal(count_recs(f, "msg "), 3);
+    /* Finishing every delivery leaves only the retained row's message. */
+    send(f, (struct midge_persist_event){.type = MIDGE_P_MSG_DONE, .delivery_id = 1});
+    send(f, (struct midge_persist_event){.type = MIDGE_P_MSG_DONE, .delivery_id = 2});
+    last = send(f, (struct midge_persist_event){.type = MIDGE_P_MSG_DONE, .delivery_id = 3});
+    assert_true(wait_durable(f, last));
+    assert_int_equal(db_int(f, "SELECT count(*) FROM deliveries"), 0);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM messages"), 1);
+    assert_int_equal(db_int(f, "SELECT refs FROM messages WHERE msg_id = 30"), 1);
+    m_unref(m);
+    m_unref(r);
+}
+
 /* ---- Expiry across a restart ---------------------------------------------------- */
 
 static void
@@ -975,7 +1154,8 @@ test_expiry_across_restart(void **state)
     unload(f);
     /* The broker was down for 30 s. */
     db_exec(f->path, "UPDATE sessions SET disconnected_at = disconnected_at - 30;"
-                     "UPDATE messages SET expire_at = expire_at - 30");
+                     "UPDATE messages SET expire_at = expire_at - 30;"
+                     "UPDATE deliveries SET expire_at = expire_at - 30 WHERE expire_at > 0");
 
     restart_and_restore(f);
     assert_int_equal(count_recs(f, "session "), 2);
@@ -1065,8 +1245,8 @@ test_refuse_newer_schema(void **state)
 
     assert_int_equal(load(f), 0);
     unload(f);
-    db_exec(f->path, "INSERT INTO schema_version VALUES(2, 0)");
-    refused_untouched(f, "has schema version 2, written by a newer midge");
+    db_exec(f->path, "INSERT INTO schema_version VALUES(3, 0)");
+    refused_untouched(f, "has schema version 3, written by a newer midge");
 }
 
 static void
@@ -1116,7 +1296,7 @@ test_empty_file_is_a_new_database(void **state)
     assert_non_null(fp);
     fclose(fp);
     assert_int_equal(load(f), 0);
-    assert_int_equal(db_int(f, "SELECT max(version) FROM schema_version"), 1);
+    assert_int_equal(db_int(f, "SELECT max(version) FROM schema_version"), 2);
     assert_int_equal(db_int(f, "PRAGMA application_id"), 0x4d444745);
     assert_int_equal(db_int(f, "SELECT count(*) FROM sessions"), 0);
 }
@@ -1226,8 +1406,9 @@ test_batch_coalesces_finished_deliveries(void **state)
     assert_int_equal(db_int(f, "SELECT count(*) FROM deliveries"), 1);
     assert_int_equal(db_int(f, "SELECT state FROM deliveries WHERE delivery_id = 2"), 1);
     assert_int_equal(db_int(f, "SELECT packet_id FROM deliveries WHERE delivery_id = 2"), 2);
-    assert_int_equal(db_int(f, "SELECT count(*) FROM messages"), 1);
-    assert_int_equal(db_int(f, "SELECT msg_id FROM messages"), 2);
+    /* Delivery 2 is its message's only row: the message is stored in it. */
+    assert_int_equal(db_int(f, "SELECT count(*) FROM messages"), 0);
+    assert_int_equal(db_int(f, "SELECT msg_id FROM deliveries WHERE topic = 't/b'"), 2);
     unload(f);
     closed_stats(f, &commits, &events);
     line = find_log(f, "closed db=");
@@ -1544,6 +1725,9 @@ main(void)
         cmocka_unit_test_setup_teardown(test_payload_stored_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_row_caches_follow_the_rows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retain_replace_releases_old, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migrates_version_1, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_migration_leaves_version_1, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_single_delivery_holds_its_message, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expiry_across_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_rows_are_skipped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refuse_not_sqlite, setup, teardown),
