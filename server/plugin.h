@@ -171,6 +171,15 @@ int plugin_client_disconnect(midge_plugin *self, const char *client_id, uint8_t 
 int plugin_client_find(midge_plugin *self, const char *client_id,
                        void (*cb)(void *arg, const struct midge_client_info *info), void *arg);
 
+/* plugin_csession.c: a client's session by id (ABI 1.2) */
+
+int plugin_client_session_list(midge_plugin *self, const char *client_id, int flags,
+                               void (*cb)(void *arg, const struct midge_session_entry *e),
+                               void (*done)(void *arg, int found), void *arg);
+int plugin_client_session_add(midge_plugin *self, const char *client_id,
+                              const struct midge_session_entry *e,
+                              void (*done)(void *arg, int result), void *arg);
+
 struct mqtt_props;
 /* Keeps a copy of the CONNECT's user properties for plugins. Returns 0 or -1 (no memory). */
 int plugin_conn_keep_user_props(struct conn *c, const struct mqtt_props *props);

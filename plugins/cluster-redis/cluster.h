@@ -22,12 +22,14 @@
 
 struct routes;
 struct link;
+struct cluster;
 
 enum job_kind {
     JOB_ROUTE_ADD = 1, /* announce `filter` */
     JOB_ROUTE_DEL = 2, /* withdraw `filter` */
     JOB_FORWARD = 3,   /* carry `blob` to `targets` (and store/clear a retained message) */
     JOB_CLAIM = 4,     /* client `filter` (its id) connected here: other nodes drop theirs */
+    JOB_HANDOVER = 5,  /* a session ended here goes to node `filter`: XADD `blob` (handover.h) */
 };
 
 /*
@@ -53,9 +55,13 @@ struct job {
     int failed;
     int attempts;
     uint64_t when;      /* CLAIM: connect time, microseconds since the epoch */
+    int resume;         /* CLAIM: the client connected with clean start 0 (its session moves here) */
 };
 
 void job_free(struct job *j);
+
+/* plugin.c: session `client_id` here has `filter` now (announced if it is new on this node). [any thread] */
+void cluster_route_added(struct cluster *cl, const char *client_id, const char *filter);
 
 /* The instance. Owned by the broker's plugin slot from init to cleanup. */
 struct cluster {
@@ -78,6 +84,7 @@ struct cluster {
     struct routes *routes;
     struct link *link;
     int can_hold;       /* the broker has api->ack_hold / ack_release */
+    int can_take;       /* the broker has api->client_session_list / _add (ABI 1.2) */
     atomic_int hold_refused_logged;
 
     /* Metrics ($SYS/broker/plugin/INSTANCE/metric/NAME). */

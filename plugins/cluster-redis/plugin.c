@@ -33,7 +33,7 @@ MIDGE_PLUGIN_DECLARE_OPTIONS("cluster-redis", "1.0",
 
 /* ---- hooks ---- */
 
-static void
+static struct job *
 route_job(struct cluster *cl, int kind, const char *filter)
 {
     struct job *j = calloc(1, sizeof(*j));
@@ -43,13 +43,27 @@ route_job(struct cluster *cl, int kind, const char *filter)
         free(j);
         cl->api->log(cl->self, MIDGE_LOG_ERROR, "out of memory: route %s not announced "
                      "(the next resync announces it)", filter);
-        return;
+        return NULL;
     }
     j->kind = kind;
     gettimeofday(&tv, NULL);
     j->when = (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
-    if (link_submit(cl->link, j, NULL) < 0) {
+    return j;
+}
+
+static void
+route_submit(struct cluster *cl, struct job *j)
+{
+    if (j != NULL && link_submit(cl->link, j, NULL) < 0) {
         job_free(j);
+    }
+}
+
+void
+cluster_route_added(struct cluster *cl, const char *client_id, const char *filter)
+{
+    if (routes_local_add(cl->routes, client_id, filter) == 1) {
+        route_submit(cl, route_job(cl, JOB_ROUTE_ADD, filter));
     }
 }
 
@@ -59,9 +73,7 @@ on_subscribed(void *state, midge_client *client, const char *filter, int qos)
     struct cluster *cl = state;
 
     (void)qos;
-    if (routes_local_add(cl->routes, cl->api->client_id(client), filter) == 1) {
-        route_job(cl, JOB_ROUTE_ADD, filter);
-    }
+    cluster_route_added(cl, cl->api->client_id(client), filter);
 }
 
 static void
@@ -70,14 +82,14 @@ on_unsubscribed(void *state, midge_client *client, const char *filter)
     struct cluster *cl = state;
 
     if (routes_local_remove(cl->routes, cl->api->client_id(client), filter) == 1) {
-        route_job(cl, JOB_ROUTE_DEL, filter);
+        route_submit(cl, route_job(cl, JOB_ROUTE_DEL, filter));
     }
 }
 
 static void
 route_gone(void *arg, const char *filter)
 {
-    route_job(arg, JOB_ROUTE_DEL, filter);
+    route_submit(arg, route_job(arg, JOB_ROUTE_DEL, filter));
 }
 
 static void
@@ -164,11 +176,21 @@ fail:
     return MIDGE_DENY;
 }
 
-/* A client connected here: a connection with its id on another node is taken over. */
+/*
+ * A client connected here: a connection with its id on another node is
+ * taken over, and that node's session ends there (handed over here when
+ * the client asked to resume it: handover.h).
+ */
 static void
 on_client_connected(void *state, midge_client *client)
 {
-    route_job(state, JOB_CLAIM, ((struct cluster *)state)->api->client_id(client));
+    struct cluster *cl = state;
+    struct job *j = route_job(cl, JOB_CLAIM, cl->api->client_id(client));
+
+    if (j != NULL) {
+        j->resume = !cl->api->client_clean_start(client);
+    }
+    route_submit(cl, j);
 }
 
 static uint64_t
@@ -444,6 +466,7 @@ midge_plugin_init(midge_plugin *self, const struct midge_api *api, void **state)
     snprintf(cl->boot, sizeof(cl->boot), "%llx",
              (unsigned long long)tv.tv_sec * 1000000ull + (unsigned long long)tv.tv_usec);
     cl->can_hold = MIDGE_API_HAS(api, ack_hold) && MIDGE_API_HAS(api, ack_release);
+    cl->can_take = MIDGE_API_HAS(api, client_session_list) && MIDGE_API_HAS(api, client_session_add);
     if ((cl->routes = routes_new()) == NULL || metrics_new(cl) < 0 ||
         (cl->link = link_new(cl)) == NULL) {
         api->set_error(self, "out of memory");

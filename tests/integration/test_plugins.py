@@ -207,7 +207,7 @@ class LoaderErrors(unittest.TestCase):
         """A plugin built for ABI 2.x is refused naming both versions and what to do; its init never runs."""
         conf = self.refused(["plugin bad_abi"],
                             "@CONF@:3: plugin 'bad_abi': built for plugin ABI 2.0",
-                            "this midge provides ABI 1.1", "rebuild it against midge")
+                            "this midge provides ABI 1.2", "rebuild it against midge")
         r = run_broker("-c", conf)
         self.assertNotIn("init called", r.stderr + r.stdout)
 

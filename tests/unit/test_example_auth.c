@@ -594,7 +594,7 @@ test_harness_api_and_loader(void **state)
     p = midge_test_plugin_new(f->fb, &future, probe_init, probe_cleanup);
     assert_int_equal(midge_test_load(p), -MIDGE_EINVAL);
     assert_non_null(strstr(midge_test_error(p), "built for plugin ABI 2.3, but this midge "
-                                                "provides ABI 1.1"));
+                                                "provides ABI 1.2"));
     p = midge_test_plugin_open(f->fb, "/nonexistent/my-auth.so");
     assert_int_equal(midge_test_load(p), -MIDGE_ENOENT);
     assert_non_null(strstr(midge_test_error(p), "cannot load /nonexistent/my-auth.so"));
