@@ -386,6 +386,15 @@ int plugin_acl_wait(struct conn *c, int action, const char *topic, size_t topic_
                     int retain, const uint8_t *payload, uint32_t payload_len, size_t start,
                     uint8_t *reason);
 
+struct mqtt_publish;
+/*
+ * plugin_acl_wait for PLUGIN_ACL_FORWARD about a client's PUBLISH `p` (topic
+ * resolved): the request also carries the PUBLISH's pass-through properties
+ * and Message Expiry Interval (ABI 1.2 fields). [worker thread]
+ */
+int plugin_forward_wait(struct conn *c, const char *topic, size_t topic_len,
+                        const struct mqtt_publish *p, size_t start, uint8_t *reason);
+
 /*
  * Attaches h to c's pending ACL decision (plugin_acl_wait answered
  * PENDING). The decision owns h from now on, always: when it arrives it

@@ -181,6 +181,16 @@ struct midge_acl_request {
     int retain;
     const uint8_t *payload;   /* PUBLISH/WILL/RECEIVE: the payload; else NULL */
     uint32_t payload_len;
+    /*
+     * ABI 1.2+ (MIDGE_HAS_FIELD), set in the publish_accepted hook for a
+     * client's PUBLISH, else NULL/0: its MQTT 5 pass-through properties
+     * encoded as api->message_properties returns them (NULL when none), and
+     * its Message Expiry Interval in seconds (0: none). What a plugin that
+     * carries the message elsewhere passes to api->message_new.
+     */
+    const void *props;
+    uint32_t props_len;
+    uint32_t expiry;
 };
 
 /*
@@ -1034,6 +1044,14 @@ struct midge_api {
     int (*client_session_add)(midge_plugin *self, const char *client_id,
                               const struct midge_session_entry *e,
                               void (*done)(void *arg, int result), void *arg);
+    /*
+     * Publishes `msg` (from api->message_new: its properties and expiry
+     * kept) as api->publish does: from the broker itself, no ACL, no hooks,
+     * routed to every matching subscriber (and stored when RETAIN is set).
+     * The message is borrowed: the broker takes its own reference. Returns 0
+     * or -MIDGE_EINVAL (msg NULL). [any thread]
+     */
+    int (*publish_message)(midge_plugin *self, const midge_message *msg);
 };
 
 /* 1 when the broker's table has function `fn` (it lies within api->size and is set). */

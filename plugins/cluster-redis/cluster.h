@@ -85,6 +85,7 @@ struct cluster {
     struct link *link;
     int can_hold;       /* the broker has api->ack_hold / ack_release */
     int can_take;       /* the broker has api->client_session_list / _add (ABI 1.2) */
+    int can_props;      /* the broker has api->publish_message (ABI 1.2): properties cross */
     atomic_int hold_refused_logged;
 
     /* Metrics ($SYS/broker/plugin/INSTANCE/metric/NAME). */

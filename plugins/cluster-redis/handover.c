@@ -90,8 +90,10 @@ take_entry(void *arg, const struct midge_session_entry *e)
         uint32_t plen = 0;
         const void *payload = api->message_payload(e->msg, &plen);
         size_t flen = 0;
+        uint32_t prlen = 0;
+        const void *props = api->message_properties(e->msg, &prlen);
         char *frame = wire_encode("handover", api->message_topic(e->msg), payload, plen, e->qos,
-                                  e->retain, &flen);
+                                  e->retain, props, prlen, api->message_expiry(e->msg), &flen);
         if (frame == NULL) {
             t->oom = 1;
             return;
@@ -262,7 +264,7 @@ apply_msg(struct cluster *cl, const char *id, const char *blob, size_t len)
         return;
     }
     msg = cl->api->message_new(cl->self, topic, m.payload, (uint32_t)m.payload_len, m.qos,
-                               m.retain, NULL, 0, 0, 0);
+                               m.retain, m.props, m.props_len, m.expiry, 0);
     free(topic);
     if (msg == NULL) {
         cl->api->metric_add(cl->m_dropped, 1);

@@ -132,8 +132,14 @@ on_publish_accepted(void *state, midge_client *client, const struct midge_acl_re
     j->targets = targets;
     j->ntargets = n;
     targets = NULL;
-    j->blob = wire_encode(id, req->topic, req->payload, req->payload_len, req->qos, req->retain,
-                          &j->blob_len);
+    if (MIDGE_HAS_FIELD(struct midge_acl_request, req, expiry)) {
+        /* ABI 1.2: the MQTT 5 properties and expiry travel with the message. */
+        j->blob = wire_encode(id, req->topic, req->payload, req->payload_len, req->qos,
+                              req->retain, req->props, req->props_len, req->expiry, &j->blob_len);
+    } else {
+        j->blob = wire_encode(id, req->topic, req->payload, req->payload_len, req->qos,
+                              req->retain, NULL, 0, 0, &j->blob_len);
+    }
     if (j->blob == NULL) {
         goto fail;
     }
@@ -467,6 +473,7 @@ midge_plugin_init(midge_plugin *self, const struct midge_api *api, void **state)
              (unsigned long long)tv.tv_sec * 1000000ull + (unsigned long long)tv.tv_usec);
     cl->can_hold = MIDGE_API_HAS(api, ack_hold) && MIDGE_API_HAS(api, ack_release);
     cl->can_take = MIDGE_API_HAS(api, client_session_list) && MIDGE_API_HAS(api, client_session_add);
+    cl->can_props = MIDGE_API_HAS(api, publish_message) && MIDGE_API_HAS(api, message_new);
     if ((cl->routes = routes_new()) == NULL || metrics_new(cl) < 0 ||
         (cl->link = link_new(cl)) == NULL) {
         api->set_error(self, "out of memory");

@@ -40,8 +40,23 @@ inject(struct link *l, const char *blob, size_t len, int load)
      * api->publish runs no client hooks, so this node's publish_accepted never
      * sees the message: what came from the cluster is not forwarded again.
      */
-    if (cl->api->publish(cl->self, topic, m.payload, (uint32_t)m.payload_len, m.qos,
-                         m.retain) == 0) {
+    if ((m.props != NULL || m.expiry != 0) && cl->can_props) {
+        /* With MQTT 5 properties or an expiry: a whole message (ABI 1.2). */
+        const midge_message *msg = cl->api->message_new(cl->self, topic, m.payload,
+                                                        (uint32_t)m.payload_len, m.qos, m.retain,
+                                                        m.props, m.props_len, m.expiry, 0);
+        if (msg == NULL) {
+            cl->api->log(cl->self, MIDGE_LOG_WARNING, "dropped a cluster message on %s: bad "
+                         "properties or out of memory", topic);
+            cl->api->metric_add(cl->m_dropped, 1);
+        } else {
+            if (cl->api->publish_message(cl->self, msg) == 0) {
+                cl->api->metric_add(cl->m_received, 1);
+            }
+            cl->api->message_unref(msg);
+        }
+    } else if (cl->api->publish(cl->self, topic, m.payload, (uint32_t)m.payload_len, m.qos,
+                                m.retain) == 0) {
         cl->api->metric_add(cl->m_received, 1);
     }
     if (topic != small) {
