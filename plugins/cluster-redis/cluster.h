@@ -22,6 +22,7 @@
 
 struct routes;
 struct link;
+struct conntimes;
 struct cluster;
 
 enum job_kind {
@@ -82,6 +83,7 @@ struct cluster {
     atomic_uint_fast64_t counter;
 
     struct routes *routes;
+    struct conntimes *conntimes; /* when client ids last connected here (conntimes.h) */
     struct link *link;
     int can_hold;       /* the broker has api->ack_hold / ack_release */
     int can_take;       /* the broker has api->client_session_list / _add (ABI 1.2) */

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "cluster.h"
+#include "conntimes.h"
 #include "routes.h"
 #include "wire.h"
 
@@ -98,6 +99,7 @@ on_session_ended(void *state, const char *client_id)
     struct cluster *cl = state;
 
     routes_local_session_end(cl->routes, client_id, route_gone, cl);
+    conntimes_remove(cl->conntimes, client_id);
 }
 
 /*
@@ -195,6 +197,8 @@ on_client_connected(void *state, midge_client *client)
 
     if (j != NULL) {
         j->resume = !cl->api->client_clean_start(client);
+        /* Before the claim leaves: a crossing claim from another node is compared with it. */
+        conntimes_set(cl->conntimes, j->filter, j->when);
     }
     route_submit(cl, j);
 }
@@ -303,6 +307,7 @@ cluster_free(struct cluster *cl)
     }
     link_free(cl->link);
     routes_free(cl->routes);
+    conntimes_free(cl->conntimes);
     free(cl->node_id);
     free(cl->prefix);
     free(cl->redis_host);
@@ -474,7 +479,8 @@ midge_plugin_init(midge_plugin *self, const struct midge_api *api, void **state)
     cl->can_hold = MIDGE_API_HAS(api, ack_hold) && MIDGE_API_HAS(api, ack_release);
     cl->can_take = MIDGE_API_HAS(api, client_session_list) && MIDGE_API_HAS(api, client_session_add);
     cl->can_props = MIDGE_API_HAS(api, publish_message) && MIDGE_API_HAS(api, message_new);
-    if ((cl->routes = routes_new()) == NULL || metrics_new(cl) < 0 ||
+    if ((cl->routes = routes_new()) == NULL || (cl->conntimes = conntimes_new()) == NULL ||
+        metrics_new(cl) < 0 ||
         (cl->link = link_new(cl)) == NULL) {
         api->set_error(self, "out of memory");
         goto fail;

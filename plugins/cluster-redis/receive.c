@@ -6,6 +6,7 @@
 #include "link_int.h"
 
 #include "dedupe.h"
+#include "conntimes.h"
 #include "handover.h"
 #include "routes.h"
 #include "wire.h"
@@ -296,7 +297,13 @@ claim_owner(redisAsyncContext *ac, void *r, void *arg)
                            ? strchr(reply->str, ' ')
                            : NULL;
 
-    if (node != NULL && strcmp(node + 1, l->cl->node_id) != 0) {
+    /*
+     * The owner key may not show our own claim yet (it is still in our queue):
+     * a connection here that is newer than the owner's stays, and our claim
+     * ends the other one.
+     */
+    if (node != NULL && strcmp(node + 1, l->cl->node_id) != 0 &&
+        conntimes_get(l->cl->conntimes, c->id) <= strtoull(reply->str, NULL, 10)) {
         handover_take(l->cl, c->id, node + 1, c->resume);
     }
     free(c);
