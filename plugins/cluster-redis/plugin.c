@@ -185,6 +185,64 @@ fail:
 }
 
 /*
+ * A will published here (its client's connection ended, or its delay
+ * passed): carried to the nodes with a matching subscriber like a client's
+ * PUBLISH, without an acknowledgement to hold. A retained will also goes to
+ * the retained hash. Receivers publish it without hooks: it is not
+ * forwarded again.
+ */
+static void
+on_will_published(void *state, const char *client_id, const midge_message *will)
+{
+    struct cluster *cl = state;
+    const struct midge_api *api = cl->api;
+    const char *topic = api->message_topic(will);
+    int retain = api->message_retain(will);
+    struct job *j;
+    char id[192];
+    size_t n;
+    char **targets;
+    uint32_t len = 0;
+    uint32_t props_len = 0;
+    const void *payload = api->message_payload(will, &len);
+    const void *props = MIDGE_API_HAS(api, message_properties)
+                            ? api->message_properties(will, &props_len)
+                            : NULL;
+    uint32_t expiry = MIDGE_API_HAS(api, message_expiry) ? api->message_expiry(will) : 0;
+
+    targets = routes_match(cl->routes, topic, 0, &n);
+    if (n == 0 && !retain) {
+        return;
+    }
+    snprintf(id, sizeof(id), "%s/%s/%llu", cl->node_id, cl->boot,
+             (unsigned long long)atomic_fetch_add(&cl->counter, 1) + 1);
+    if ((j = calloc(1, sizeof(*j))) == NULL) {
+        routes_list_free(targets, n);
+        goto fail;
+    }
+    j->kind = JOB_FORWARD;
+    j->qos = api->message_qos(will);
+    j->targets = targets;
+    j->ntargets = n;
+    j->blob = wire_encode(id, topic, payload, len, j->qos, retain, props, props_len, expiry,
+                          &j->blob_len);
+    if (j->blob == NULL || (retain && (j->topic = strdup(topic)) == NULL)) {
+        job_free(j);
+        goto fail;
+    }
+    j->retain_clear = retain && len == 0;
+    if (link_submit(cl->link, j, NULL) < 0) {
+        job_free(j);
+        goto fail;
+    }
+    return;
+fail:
+    api->metric_add(cl->m_dropped, 1);
+    api->log(cl->self, MIDGE_LOG_WARNING, "client=%s: its will on %s is not carried to the "
+             "other nodes (out of memory or queue full)", client_id, topic);
+}
+
+/*
  * A client connected here: a connection with its id on another node is
  * taken over, and that node's session ends there (handed over here when
  * the client asked to resume it: handover.h).
@@ -280,6 +338,7 @@ static const struct midge_hooks cluster_hooks_shared = {
     .unsubscribed = on_unsubscribed,
     .session_ended = on_session_ended,
     .client_connected = on_client_connected,
+    .will_published = on_will_published,
     .thread_start = on_thread_start,
     .thread_stop = on_thread_stop,
     .publish_accepted = on_publish_accepted,
@@ -292,6 +351,7 @@ static const struct midge_hooks cluster_hooks = {
     .unsubscribed = on_unsubscribed,
     .session_ended = on_session_ended,
     .client_connected = on_client_connected,
+    .will_published = on_will_published,
     .thread_start = on_thread_start,
     .thread_stop = on_thread_stop,
     .publish_accepted = on_publish_accepted,

@@ -499,6 +499,31 @@ class ClusterTest(unittest.TestCase):
         self.assertFalse(hasattr(m.properties, "MessageExpiryInterval"))
         sub.none()
 
+    def test_will_reaches_other_nodes(self):
+        """A client on node 1 loses its connection: its will is published [MQTT-3.1.2-8]
+        to subscribers on node 2 too, with its QoS and MQTT 5 properties; a retained will
+        is served as retained by node 3 [MQTT-3.1.2-17]."""
+        a, b, c = self.nodes
+        sub = PahoClient(b.port, version=5)
+        sub.connect()
+        self.clients.append(sub)
+        sub.subscribe("wills/#", 1)
+        wait_route(a, "wills/probe", sub)
+        dying = PahoClient(a.port, client_id="dying", version=5,
+                           will={"topic": "wills/dying", "payload": b"gone", "qos": 1,
+                                 "retain": True,
+                                 "props": paho_props("WILLMESSAGE", ContentType="text/x-will",
+                                                     UserProperty=[("why", "crash")])})
+        dying.connect()
+        dying.drop()  # no DISCONNECT: the will goes
+        m = sub.get(what="the will from node 1")
+        self.assertEqual((m.topic, m.payload, m.qos), ("wills/dying", b"gone", 1))
+        self.assertEqual(m.properties.ContentType, "text/x-will")
+        self.assertEqual(m.properties.UserProperty, [("why", "crash")])
+        sub.none()
+        r = wait_until(lambda: retained_on(c, "wills/dying"), 5.0, what="retained will on n3")
+        self.assertEqual((r.payload, r.retain), (b"gone", 1))
+
     def test_routes_resynced_after_redis_lost_its_data(self):
         """Redis replaced by an empty one (its data lost): the nodes reconnect, announce
         their routes again and recreate their streams' groups; cross-node QoS 0 and 1 work."""
