@@ -109,7 +109,13 @@ struct cluster {
 struct link *link_new(struct cluster *cl);
 /* Runs the Redis thread. 0 or -1. */
 int link_start(struct link *l);
-/* Stops the thread (if running) and frees everything; tickets still waiting are refused. */
+/*
+ * Stops the thread (if running); jobs still waiting are refused (their
+ * tickets answered) and later link_submit calls fail. The memory stays valid
+ * for workers still running. [main thread or the stopping worker]
+ */
+void link_stop(struct link *l);
+/* link_stop, then frees everything. [main thread, after the workers stopped] */
 void link_free(struct link *l);
 /*
  * Hands a job to the Redis thread. 0, or -1 when the queue is full (the

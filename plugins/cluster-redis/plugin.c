@@ -326,8 +326,11 @@ on_thread_stop(void *state, unsigned worker)
     struct cluster *cl = state;
 
     if (worker == 0) {
-        link_free(cl->link);
-        cl->link = NULL;
+        /*
+         * Stopped, not freed: the other workers may still end sessions and
+         * submit (refused now); cleanup frees it once every worker stopped.
+         */
+        link_stop(cl->link);
     }
 }
 
