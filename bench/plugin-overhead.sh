@@ -2,7 +2,8 @@
 # Plugin ABI overhead (issue 4): QoS 1 pair 4->4 on a midge built before the
 # ABI, on the current midge without plugins, and with one trivial ACL plugin
 # (tests/plugins/acl_deny: defers everything outside its test prefixes), each
-# the median of N runs (default 5) of bench/run.sh. Prints one line per setup.
+# the median of N runs (default 5) of bench/run.sh, the setups interleaved.
+# Prints one line per setup.
 # With -o FILE the lines also replace the "## Plugin ABI overhead" section of
 # FILE (docs/benchmarks.md), leaving the other sections as they are.
 #   PREABI=/path/to/old/server/midge bench/plugin-overhead.sh [-n N] [-o FILE]
@@ -18,27 +19,44 @@ while [ $# -gt 0 ]; do
     esac
 done
 results=$(mktemp)
+rates=$(mktemp -d)
 plugin=${ACL_PLUGIN:-build/tests/plugins/.libs/acl_deny.so}
-run() {
-    label=$1
+# One run of setup $1 (the rest: environment for bench/run.sh); appends its rate to $rates/$1.
+one() {
+    key=$1
     out=$(mktemp)
     shift
-    env "$@" bench/run.sh -n "$n" -s qos1-pair -b midge -o "$out" >/dev/null 2>&1
-    rate=$(grep '^| QoS 1 pair 4->4, delivered msg/s' "$out" | cut -d'|' -f3 | tr -d ' ')
-    echo "$label: $rate msg/s (median of $n)" | tee -a "$results"
+    env "$@" bench/run.sh -n 1 -s qos1-pair -b midge -o "$out" >/dev/null 2>&1
+    grep '^| QoS 1 pair 4->4, delivered msg/s' "$out" | cut -d'|' -f3 | tr -d ' ' >>"$rates/$key"
     rm -f "$out"
 }
+median() {
+    sort -n "$rates/$1" | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+}
+# Interleaved (A B C A B C ...), so a drift in the machine's state hits every setup alike.
+i=0
+while [ $i -lt "$n" ]; do
+    if [ -n "${PREABI:-}" ]; then
+        one preabi MIDGE="$PREABI"
+    fi
+    one none MIDGE=build/server/midge
+    one acl MIDGE=build/server/midge MIDGE_EXTRA_CONF="plugin $(pwd)/$plugin"
+    i=$((i + 1))
+done
+report() {
+    echo "$2: $(median "$1") msg/s (median of $n; runs: $(sort -n "$rates/$1" | tr '\n' ' ' | sed 's/ $//'))" | tee -a "$results"
+}
 if [ -n "${PREABI:-}" ]; then
-    run "before the plugin ABI" MIDGE="$PREABI"
+    report preabi "before the plugin ABI"
 fi
-run "no plugin" MIDGE=build/server/midge
-run "one trivial ACL plugin" MIDGE=build/server/midge MIDGE_EXTRA_CONF="plugin $(pwd)/$plugin"
+report none "no plugin"
+report acl "one trivial ACL plugin"
 if [ -n "$file" ]; then
     section=$(mktemp)
     {
         echo "## Plugin ABI overhead"
         echo
-        echo "QoS 1 pair 4->4 as above, midge only, median of $n runs each"
+        echo "QoS 1 pair 4->4 as above, midge only, median of $n interleaved runs each"
         echo "(\`bench/plugin-overhead.sh -n $n\`, $(date -u '+%Y-%m-%d %H:%M UTC')). The ACL"
         echo "plugin is tests/plugins/acl_deny.so: every PUBLISH and every delivery"
         echo "passes its hook (it defers), with the broker's own per-hook metrics on."
@@ -57,4 +75,4 @@ if [ -n "$file" ]; then
     mv "$tmp" "$file"
     rm -f "$section"
 fi
-rm -f "$results"
+rm -rf "$results" "$rates"

@@ -360,6 +360,7 @@ plugins_reload(const struct config *cfg)
     for (p = plugins; p != NULL; p = p->next) {
         const struct plugin_conf *pc = match_new(cfg, p);
         const struct plugin_conf *old = p->conf;
+        int rc;
         if (pc == NULL) {
             midge_log(MLOG_WARNING, "reload: plugin=%s is no longer configured; it keeps running "
                       "until a restart", p->name);
@@ -379,7 +380,13 @@ plugins_reload(const struct config *cfg)
         /* Called even with unchanged options: SIGHUP is how admins make plugins re-read files. */
         p->conf = pc;
         p->err[0] = 0;
-        if (p->hooks->reload(p->state) != 0) {
+        rc = p->hooks->reload(p->state);
+        /*
+         * After the hook: new rules may deny what a standing answer allowed,
+         * so those set until now lapse (api->client_acl_standing).
+         */
+        atomic_fetch_add(&p->acl_reloads, 1);
+        if (rc != 0) {
             p->conf = old;
             midge_log(MLOG_ERROR, "reload: plugin=%s refused its new options, keeping the old "
                       "ones: %s", p->name, p->err[0] ? p->err : "no reason given");

@@ -75,6 +75,7 @@ struct midge_plugin {
     unsigned pool_queue;   /* plugin_queue */
     int in_init;           /* inside init: metric_new allowed */
     atomic_int acl_sync_pending_logged; /* PENDING without a ticket was logged (once) */
+    atomic_uint acl_reloads; /* reload hook runs: standing ACL answers older than this lapse */
     pthread_mutex_t svc_lock;     /* guards pool creation and the timer/watch lists */
     struct plugin_pool *pool;     /* run_blocking threads, created on first use */
     struct midge_timer *timers;   /* Protected by svc_lock: every live timer, any loop */
@@ -88,6 +89,18 @@ struct midge_plugin {
  * started in init read the instance list and metric lists only then.
  */
 extern atomic_int plugins_ready;
+
+/*
+ * One instance's data on one connection, and its standing ACL answers
+ * (api->client_acl_standing). Owned by the connection's slot array;
+ * touched only on the connection's worker.
+ */
+struct plugin_slot {
+    void *data;
+    void (*free_fn)(void *data);
+    uint32_t standing_gen; /* the instance's acl_reloads when `standing` was set */
+    uint16_t standing;     /* 2 bits per enum midge_acl_action: 0 none, 1 ALLOW, 2 DEFER */
+};
 
 /* Number of instances (fixed after load): size of a connection's data slots. */
 extern unsigned plugins_count;
@@ -147,6 +160,7 @@ midge_watch *plugin_fd_watch(midge_plugin *self, int fd, int events,
 int plugin_fd_watch_set(midge_plugin *self, midge_watch *w, int events);
 void plugin_fd_unwatch(midge_plugin *self, midge_watch *w);
 void *plugin_client_data(midge_plugin *self, const midge_client *c);
+int plugin_client_acl_standing(midge_plugin *self, midge_client *c, int action, int verdict);
 int plugin_client_data_set(midge_plugin *self, midge_client *c, void *data,
                            void (*free_fn)(void *));
 
@@ -294,7 +308,7 @@ enum plugin_wait_kind {
  */
 struct plugin_wait {
     uint64_t id;             /* the ticket */
-    struct auth_wait *aw;    /* NULL while the ticket is only its stripe's slot */
+    struct auth_wait *aw;    /* NULL while the ticket is only in its worker's hook slot */
     struct midge_plugin *p;
     size_t idx;
     int kind;                /* enum plugin_wait_kind */

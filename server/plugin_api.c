@@ -257,6 +257,7 @@ const struct midge_api plugin_api = {
     .session_released = plugin_session_released,
     .ack_hold = persist_ack_hold,
     .ack_release = persist_ack_release,
+    .client_acl_standing = plugin_client_acl_standing,
     .client_session_list = plugin_client_session_list,
     .client_session_add = plugin_client_session_add,
     .publish_message = api_publish_message,

@@ -3,16 +3,17 @@
  * timeouts), events, and the per-hook metrics the broker measures itself.
  *
  * Every decision hook that may answer PENDING gets a ticket, and nearly
- * all answer at once, so a ticket starts as an id in its stripe's `slot`
- * and costs two compare-and-swaps (plugin_wait_begin/_end). Only a PENDING
+ * all answer at once, so handing one out costs two plain stores: its id
+ * sits in its worker's hook slot while the hook runs. Only a PENDING
  * answer makes a struct auth_wait with two references: one held by its
  * connection, one by the ticket table. api->complete() (any thread) takes
  * the table's reference out and posts it to the connection's worker; a
  * timeout or the connection closing takes it out on the worker. Whoever
  * removes the ticket from the table owns that reference, so a decision is
  * applied at most once and never to a freed connection. A complete() that
- * comes while the ticket is still only a slot (during the hook) parks its
- * verdict in the stripe for plugin_wait_end. While a decision waits, the
+ * comes while the hook still runs leaves an early record in the hook slot
+ * (struct hook_slot), applied once the hook answered PENDING. While a
+ * decision waits, the
  * connection holds its further input (conn.c), so a client's packets are
  * still handled in order.
  */
@@ -49,40 +50,52 @@ struct auth_wait {
     uint8_t *data;               /* Authentication Data from complete_auth(), owned */
     uint32_t data_len;
     struct auth_wait *tnext;     /* ticket table chain, under its stripe's lock */
+    /*
+     * 1: not a wait but an early completion record (a complete() during the
+     * hook, see struct hook_slot): only id, plugin, verdict, reason and data
+     * mean something, and `state` (EARLY_*, under the stripe lock).
+     */
+    uint8_t early;
+    uint8_t state;
 };
+
+enum { EARLY_WAITING, EARLY_TAKEN, EARLY_STALE };
 
 /*
  * Every ACL check that may wait takes a ticket, so a PUBLISH on every
  * worker at full rate takes one: tickets must not make workers share cache
  * lines. A ticket id is (seq << 16 | worker), seq counted by the worker's
- * own thread; its stripe (slot, lock and buckets, cache-line aligned) is
- * one of TICKET_OWN stripes of that worker, so with up to TICKET_STRIPES /
- * TICKET_OWN workers no two workers touch the same stripe.
- * api->complete() from any thread finds the stripe from the id.
+ * own thread. Each worker has its own hook slot and (with up to
+ * TICKET_STRIPES workers) its own table stripe, whose lock also guards the
+ * slot's early record. api->complete() from any thread finds both from the id.
  */
 #define TICKET_STRIPES 64
-#define TICKET_OWN 4
 #define TICKET_STRIPE_BUCKETS 64
-/* In a slot: the ticket was completed during its hook; the verdict is parked. */
-#define SLOT_DONE (UINT64_C(1) << 63)
+#define HOOK_SLOTS 1024 /* worker_threads is at most 1024 */
 
 struct ticket_stripe {
-    /*
-     * 0, or the id of the one ticket whose hook is running and that has no
-     * struct auth_wait yet (| SLOT_DONE once completed). Set from 0 and
-     * cleared by the ticket's worker; marked done by complete() under lock.
-     */
-    _Alignas(64) _Atomic uint64_t slot;
-    pthread_mutex_t lock;
+    _Alignas(64) pthread_mutex_t lock;
     struct auth_wait *b[TICKET_STRIPE_BUCKETS]; /* Protected by lock */
-    /* The parked decision of a done slot. Protected by lock; data owned here. */
-    int parked_verdict;
-    uint8_t parked_reason;
-    uint8_t *parked_data;
-    uint32_t parked_data_len;
+};
+
+/*
+ * Worker i's hook that runs now with a ticket but no struct auth_wait:
+ * `id` (0: none) and `plugin` are written only by that worker, without a
+ * lock; complete() reads them. A complete() that finds its id here makes
+ * an early record with two references: `early` (under the worker's stripe
+ * lock) and a WI_TICKET item posted to the worker. A PENDING answer takes
+ * the record out of `early` (EARLY_TAKEN) and applies it; otherwise the
+ * hook also answered, and the posted item finds the record not taken and
+ * logs a plugin bug.
+ */
+struct hook_slot {
+    _Alignas(64) _Atomic uint64_t id;
+    struct midge_plugin *_Atomic plugin;
+    struct auth_wait *early; /* Protected by the worker's stripe lock */
 };
 
 static struct ticket_stripe tickets[TICKET_STRIPES];
+static struct hook_slot hook_slots[HOOK_SLOTS];
 static pthread_once_t tickets_once = PTHREAD_ONCE_INIT;
 static __thread uint64_t ticket_seq; /* tickets handed out by this (worker) thread */
 
@@ -96,17 +109,20 @@ tickets_init(void)
     }
 }
 
-/* The stripe of ticket `id`, and in *head its bucket. */
+/* The stripe of ticket `id` (its worker's), and in *head its bucket. */
 static struct ticket_stripe *
 ticket_stripe(uint64_t id, struct auth_wait ***head)
 {
-    uint64_t worker = id & 0xFFFF;
-    uint64_t seq = id >> 16;
-    struct ticket_stripe *ts =
-        &tickets[(worker * TICKET_OWN + seq % TICKET_OWN) % TICKET_STRIPES];
+    struct ticket_stripe *ts = &tickets[(id & 0xFFFF) % TICKET_STRIPES];
 
-    *head = &ts->b[(seq / TICKET_OWN) % TICKET_STRIPE_BUCKETS];
+    *head = &ts->b[(id >> 16) % TICKET_STRIPE_BUCKETS];
     return ts;
+}
+
+static struct hook_slot *
+hook_slot(uint64_t id)
+{
+    return &hook_slots[(id & 0xFFFF) % HOOK_SLOTS];
 }
 
 static void
@@ -186,21 +202,15 @@ now_ns(void)
 
 /*
  * Latency is sampled: one call in LAT_SAMPLE is timed (two clock reads per
- * call would cost more than a trivial hook). Verdicts are all counted.
+ * call would cost more than a trivial hook; at 1 in 16 they were still 1 %
+ * of the broker's time in a QoS 1 benchmark). Verdicts are all counted.
  */
-#define LAT_SAMPLE 16
+#define LAT_SAMPLE 64
 
-/* 1 when this call of hook `hook` of p should be timed. */
-static int
-timed(struct midge_plugin *p, int hook)
+/* Counts one call with verdict `verdict` (and latency ns, when not 0) in shard m. */
+static void
+record_in(struct hook_metrics *m, int verdict, uint64_t ns)
 {
-    return STAT_GET(plugin_metrics(p, hook), calls) % LAT_SAMPLE == 0;
-}
-
-void
-plugin_record(struct midge_plugin *p, int hook, int verdict, uint64_t ns)
-{
-    struct hook_metrics *m = plugin_metrics(p, hook);
     unsigned b = 0;
 
     MADD(m, calls);
@@ -224,6 +234,12 @@ plugin_record(struct midge_plugin *p, int hook, int verdict, uint64_t ns)
         MADD(m, defer);
         break;
     }
+}
+
+void
+plugin_record(struct midge_plugin *p, int hook, int verdict, uint64_t ns)
+{
+    record_in(plugin_metrics(p, hook), verdict, ns);
 }
 
 /* 1 when instance p applies to clients of listener l. */
@@ -259,6 +275,7 @@ valid_verdict(struct midge_plugin *p, const char *hook, int v, int pending_ok)
 
 static void timeout_cb(struct ev_loop *loop, ev_timer *t, int revents);
 static void wait_post(struct auth_wait *aw);
+static void standing_subscribe_decided(struct conn *c, int action, size_t idx);
 
 static const char *const wait_hook_names[] = {"auth", "enhanced_auth", "acl"};
 static const int wait_hook_ids[] = {PH_AUTH, PH_EAUTH, PH_ACL};
@@ -288,34 +305,43 @@ wait_new(const struct plugin_wait *pw, struct conn *c)
     aw->hold = NULL;
     aw->data = NULL;
     aw->data_len = 0;
+    aw->early = 0;
+    aw->state = EARLY_WAITING;
     return aw;
 }
 
-/* Starts a possible pending decision of p about c; see plugin.h. [worker thread] */
-int
-plugin_wait_begin(struct plugin_wait *pw, struct conn *c, struct midge_plugin *p, size_t idx,
-                  int kind)
-{
-    struct ticket_stripe *ts;
-    struct auth_wait **head;
-    uint64_t free_slot = 0;
+static int wait_begin_slow(struct plugin_wait *pw, struct conn *c);
 
-    pthread_once(&tickets_once, tickets_init);
+/* plugin_wait_begin, inlined into the ACL chain. [worker thread] */
+static inline int
+wait_begin(struct plugin_wait *pw, struct conn *c, struct midge_plugin *p, size_t idx, int kind)
+{
+    struct hook_slot *hs;
+
     /*
      * seq is per thread and the worker id (below 65536: worker_threads is at
-     * most 1024) is this thread's: the id is unique, never 0, and far from
-     * SLOT_DONE.
+     * most 1024) is this thread's: the id is unique and never 0.
      */
     pw->id = (++ticket_seq << 16) | (c->w->id & 0xFFFFu);
     pw->p = p;
     pw->idx = idx;
     pw->kind = kind;
     pw->aw = NULL;
-    ts = ticket_stripe(pw->id, &head);
-    if (atomic_compare_exchange_strong(&ts->slot, &free_slot, pw->id)) {
+    hs = hook_slot(pw->id);
+    if (atomic_load_explicit(&hs->id, memory_order_relaxed) == 0) {
+        atomic_store_explicit(&hs->plugin, p, memory_order_relaxed);
+        /* Release: a thread given the ticket by the hook sees it in the slot. */
+        atomic_store_explicit(&hs->id, pw->id, memory_order_release);
         return 0;
     }
-    /* The slot is busy (a hook that runs another chain, or a shared stripe): register now. */
+    return wait_begin_slow(pw, c);
+}
+
+/* The slot is busy (a hook that runs another chain): register now. */
+static int
+wait_begin_slow(struct plugin_wait *pw, struct conn *c)
+{
+    pthread_once(&tickets_once, tickets_init);
     pw->aw = wait_new(pw, c);
     if (pw->aw == NULL) {
         return -1;
@@ -324,30 +350,18 @@ plugin_wait_begin(struct plugin_wait *pw, struct conn *c, struct midge_plugin *p
     return 0;
 }
 
+/* Starts a possible pending decision of p about c; see plugin.h. [worker thread] */
+int
+plugin_wait_begin(struct plugin_wait *pw, struct conn *c, struct midge_plugin *p, size_t idx,
+                  int kind)
+{
+    return wait_begin(pw, c, p, idx, kind);
+}
+
 midge_ticket *
 plugin_wait_ticket(const struct plugin_wait *pw)
 {
     return (midge_ticket *)(uintptr_t)pw->id;
-}
-
-/*
- * Frees the slot of pw, which complete() marked done, and returns its
- * parked decision in *aw (when not NULL) or drops it. ts is locked.
- */
-static void
-slot_take_parked_locked(struct ticket_stripe *ts, struct auth_wait *aw)
-{
-    if (aw != NULL) {
-        aw->verdict = ts->parked_verdict;
-        aw->reason = ts->parked_reason;
-        aw->data = ts->parked_data;
-        aw->data_len = ts->parked_data_len;
-    } else {
-        free(ts->parked_data);
-    }
-    ts->parked_data = NULL;
-    ts->parked_data_len = 0;
-    atomic_store(&ts->slot, 0);
 }
 
 /* Arms aw for a PENDING answer; see plugin_wait_end. */
@@ -382,8 +396,9 @@ plugin_wait_end(struct plugin_wait *pw, struct conn *c, int v, const uint8_t *ra
 {
     struct ticket_stripe *ts;
     struct auth_wait **head;
+    struct hook_slot *hs;
+    struct auth_wait *e;
     struct auth_wait *aw = pw->aw;
-    uint64_t mine = pw->id;
 
     if (aw != NULL) { /* registered at begin */
         if (v == MIDGE_PENDING) {
@@ -398,48 +413,55 @@ plugin_wait_end(struct plugin_wait *pw, struct conn *c, int v, const uint8_t *ra
         wait_unref(aw);
         return 0;
     }
-    ts = ticket_stripe(pw->id, &head);
+    hs = hook_slot(pw->id);
     if (v != MIDGE_PENDING) {
-        if (atomic_compare_exchange_strong(&ts->slot, &mine, 0)) {
-            return 0; /* the common case: answered at once, never completed */
-        }
-        pthread_mutex_lock(&ts->lock);
-        slot_take_parked_locked(ts, NULL);
-        pthread_mutex_unlock(&ts->lock);
-        midge_log(MLOG_ERROR, "plugin bug plugin=%s completed a ticket and also returned a "
-                  "verdict", pw->p->name);
+        /* A complete() during the hook left an early record: its WI_TICKET item logs the bug. */
+        atomic_store_explicit(&hs->id, 0, memory_order_relaxed);
         return 0;
     }
+    pthread_once(&tickets_once, tickets_init);
     aw = wait_new(pw, c);
+    ts = ticket_stripe(pw->id, &head);
     pthread_mutex_lock(&ts->lock);
-    if (aw == NULL) {
-        /* Give the ticket up: a later complete() is refused as unknown. */
-        if (atomic_load(&ts->slot) != mine) {
-            slot_take_parked_locked(ts, NULL);
+    e = hs->early;
+    if (e != NULL && e->id == pw->id) {
+        /* Completed during the hook: apply it like a complete() after it. */
+        hs->early = NULL;
+        e->state = EARLY_TAKEN;
+        atomic_store_explicit(&hs->id, 0, memory_order_relaxed);
+        pthread_mutex_unlock(&ts->lock);
+        if (aw == NULL) {
+            wait_unref(e);
+            return -1;
         }
-        atomic_store(&ts->slot, 0);
-        pthread_mutex_unlock(&ts->lock);
-        return -1;
+        aw->verdict = e->verdict;
+        aw->reason = e->reason;
+        aw->data = e->data;
+        aw->data_len = e->data_len;
+        e->data = NULL;
+        wait_unref(e); /* the slot's reference; its posted item finds it taken */
+        if (aw->verdict == MIDGE_CONTINUE && aw->kind != PLUGIN_WAIT_EAUTH) {
+            midge_log(MLOG_ERROR, "plugin bug plugin=%s: api->complete() with verdict %d: "
+                      "treated as deny", pw->p->name, aw->verdict);
+            aw->verdict = MIDGE_DENY;
+        }
+        if (wait_arm(aw, c, raw, raw_len) < 0) {
+            wait_unref(aw); /* the reference wait_post would have carried */
+            return -1;
+        }
+        wait_post(aw);
+        return 0;
     }
-    if (atomic_compare_exchange_strong(&ts->slot, &mine, 0)) {
+    if (aw != NULL) {
         ticket_insert_locked(head, aw);
-        pthread_mutex_unlock(&ts->lock);
-        return wait_arm(aw, c, raw, raw_len);
     }
-    /* Completed during the hook: deliver the parked decision like a complete() after it. */
-    slot_take_parked_locked(ts, aw);
+    /*
+     * Cleared under the lock: a complete() from now on finds the ticket in
+     * the table, or (out of memory) nowhere and is refused.
+     */
+    atomic_store_explicit(&hs->id, 0, memory_order_relaxed);
     pthread_mutex_unlock(&ts->lock);
-    if (aw->verdict == MIDGE_CONTINUE && aw->kind != PLUGIN_WAIT_EAUTH) {
-        midge_log(MLOG_ERROR, "plugin bug plugin=%s: api->complete() with verdict %d: treated "
-                  "as deny", pw->p->name, aw->verdict);
-        aw->verdict = MIDGE_DENY;
-    }
-    if (wait_arm(aw, c, raw, raw_len) < 0) {
-        wait_unref(aw); /* the reference wait_post would have carried */
-        return -1;
-    }
-    wait_post(aw);
-    return 0;
+    return aw != NULL ? wait_arm(aw, c, raw, raw_len) : -1;
 }
 
 /* Runs the auth chain; see plugin.h. [worker thread] */
@@ -512,6 +534,67 @@ wait_post(struct auth_wait *aw)
     worker_post(aw->w->id, &it);
 }
 
+/*
+ * Makes the early record of ticket id in hs (a complete() during its hook),
+ * taking `data`, and posts it to the ticket's worker. The stripe is locked.
+ */
+static int
+early_record(struct hook_slot *hs, uint64_t id, int verdict, uint8_t reason, uint8_t *data,
+             uint32_t len)
+{
+    struct auth_wait *e = calloc(1, sizeof(*e));
+    struct witem it;
+
+    if (e == NULL) {
+        free(data);
+        midge_log(MLOG_ERROR, "api->complete(): out of memory; ticket %llu falls to its timeout",
+                  (unsigned long long)id);
+        return -MIDGE_ENOMEM;
+    }
+    atomic_init(&e->refs, 2);
+    e->early = 1;
+    e->state = EARLY_WAITING;
+    e->id = id;
+    e->plugin = atomic_load_explicit(&hs->plugin, memory_order_relaxed);
+    e->verdict = verdict;
+    e->reason = reason;
+    e->data = data;
+    e->data_len = len;
+    if (hs->early != NULL) { /* an older one whose hook also answered: its item logs that */
+        hs->early->state = EARLY_STALE;
+        wait_unref(hs->early);
+    }
+    hs->early = e;
+    memset(&it, 0, sizeof(it));
+    it.kind = WI_TICKET;
+    it.u.ptr = e;
+    worker_post((unsigned)(id & 0xFFFF), &it);
+    return 0;
+}
+
+/* The posted item of early record e, after its hook returned. [its worker] */
+static void
+early_check(struct auth_wait *e)
+{
+    struct auth_wait **pp;
+    struct ticket_stripe *ts = ticket_stripe(e->id, &pp);
+    struct hook_slot *hs = hook_slot(e->id);
+    int answered;
+
+    pthread_mutex_lock(&ts->lock);
+    answered = e->state != EARLY_TAKEN;
+    if (hs->early == e) {
+        hs->early = NULL;
+        wait_unref(e); /* the slot's */
+    }
+    pthread_mutex_unlock(&ts->lock);
+    if (answered) {
+        midge_log(MLOG_ERROR, "plugin bug plugin=%s completed a ticket and also returned a "
+                  "verdict", e->plugin != NULL ? e->plugin->name : "?");
+    }
+    wait_unref(e); /* the item's */
+}
+
 /* api->complete_auth: a decision with Authentication Data. [any thread] */
 int
 plugin_complete_auth(midge_ticket *ticket, int verdict, uint8_t reason, const void *data,
@@ -521,10 +604,10 @@ plugin_complete_auth(midge_ticket *ticket, int verdict, uint8_t reason, const vo
     struct ticket_stripe *ts;
     struct auth_wait **pp;
     struct auth_wait *aw;
+    struct hook_slot *hs;
     uint8_t *copy = NULL;
-    uint64_t open_slot = id;
 
-    if (id == 0 || (id & SLOT_DONE) != 0) {
+    if (id == 0) {
         midge_log(MLOG_WARNING, "plugin bug: api->complete() for ticket %llu that the broker "
                   "never handed out", (unsigned long long)id);
         return -MIDGE_EINVAL;
@@ -546,16 +629,15 @@ plugin_complete_auth(midge_ticket *ticket, int verdict, uint8_t reason, const vo
     }
     pthread_once(&tickets_once, tickets_init);
     ts = ticket_stripe(id, &pp);
+    hs = hook_slot(id);
     pthread_mutex_lock(&ts->lock);
     aw = ticket_unlink_locked(pp, id);
-    if (aw == NULL && atomic_compare_exchange_strong(&ts->slot, &open_slot, id | SLOT_DONE)) {
-        /* Its hook is still running: park the decision for plugin_wait_end. */
-        ts->parked_verdict = verdict;
-        ts->parked_reason = reason;
-        ts->parked_data = copy;
-        ts->parked_data_len = copy != NULL ? len : 0;
+    if (aw == NULL && atomic_load_explicit(&hs->id, memory_order_acquire) == id &&
+        (hs->early == NULL || hs->early->id != id)) {
+        /* Its hook is still running: leave an early record (see struct hook_slot). */
+        int rc = early_record(hs, id, verdict, reason, copy, copy != NULL ? len : 0);
         pthread_mutex_unlock(&ts->lock);
-        return 0;
+        return rc;
     }
     pthread_mutex_unlock(&ts->lock);
     if (aw == NULL) {
@@ -604,6 +686,10 @@ plugin_auth_completed(void *wait)
     struct auth_wait *aw = wait;
     struct conn *c = aw->conn;
 
+    if (aw->early) {
+        early_check(aw);
+        return;
+    }
     if (c == NULL) {
         wait_unref(aw); /* the client left meanwhile */
         return;
@@ -614,6 +700,9 @@ plugin_auth_completed(void *wait)
     if (aw->kind == PLUGIN_WAIT_ACL) {
         struct acl_hold *h = aw->hold;
         aw->hold = NULL;
+        if (h != NULL && (aw->verdict == MIDGE_ALLOW || aw->verdict == MIDGE_DENY)) {
+            standing_subscribe_decided(c, h->action, aw->index);
+        }
         if (h != NULL) {
             h->resume(c, h, aw->index, aw->verdict, aw->reason);
         } else {
@@ -706,6 +795,38 @@ acl_untimely_pending(struct midge_plugin *p, int action)
 }
 
 /*
+ * A SUBSCRIBE check of c was decided by the plugin at chain position idx:
+ * the plugins after it did not see that filter, so their standing RECEIVE
+ * answers, which may rest on having seen every subscription, lapse
+ * (api->client_acl_standing). [worker thread]
+ */
+static void
+standing_subscribe_decided(struct conn *c, int action, size_t idx)
+{
+    const struct midge_plugin *p;
+
+    if (action != MIDGE_ACL_SUBSCRIBE || c->pslots == NULL) {
+        return;
+    }
+    for (p = plugins; p != NULL; p = p->next) {
+        if (p->index > idx) {
+            c->pslots[p->index].standing &= (uint16_t)~(3u << (2 * MIDGE_ACL_RECEIVE));
+        }
+    }
+}
+
+/* plugin_wait_end with its common case (answered at once, no record) inlined. */
+static inline int
+wait_end(struct plugin_wait *pw, struct conn *c, int v)
+{
+    if (pw->aw == NULL && v != MIDGE_PENDING) {
+        atomic_store_explicit(&hook_slot(pw->id)->id, 0, memory_order_relaxed);
+        return 0;
+    }
+    return plugin_wait_end(pw, c, v, NULL, 0);
+}
+
+/*
  * The ACL chain from position `start` about req. With `with_tickets` each hook
  * gets one and may answer PENDING (c->auth_wait is then set); without, a
  * PENDING answer is a plugin bug. With `forward` the chain is the
@@ -715,6 +836,8 @@ static int
 acl_chain(struct conn *c, const struct midge_acl_request *req, size_t start, int with_tickets,
           int forward, uint8_t *reason)
 {
+    struct worker *w = worker_current();
+    size_t shard = (size_t)(w != NULL ? w->id : broker.nworkers) * PH_COUNT;
     struct midge_plugin *p;
     size_t idx = 0;
 
@@ -723,8 +846,9 @@ acl_chain(struct conn *c, const struct midge_acl_request *req, size_t start, int
         int (*hook)(void *, midge_client *, const struct midge_acl_request *, uint8_t *,
                     midge_ticket *);
         struct plugin_wait pw;
+        struct hook_metrics *m;
         midge_ticket *ticket = NULL;
-        uint64_t t0;
+        uint64_t t0 = 0;
         uint8_t r = 0;
         int v;
 
@@ -736,32 +860,47 @@ acl_chain(struct conn *c, const struct midge_acl_request *req, size_t start, int
         if (idx < start || hook == NULL || !plugin_applies(p, c->listener)) {
             continue;
         }
+        if (!forward && c->pslots != NULL) { /* a standing answer (api->client_acl_standing) */
+            const struct plugin_slot *ps = &c->pslots[p->index];
+            unsigned st = (ps->standing >> (2 * req->action)) & 3u;
+            if (st != 0 && ps->standing_gen == atomic_load_explicit(&p->acl_reloads,
+                                                                    memory_order_relaxed)) {
+                if (st == 1) {
+                    standing_subscribe_decided(c, req->action, idx);
+                    return PLUGIN_ALLOW;
+                }
+                continue;
+            }
+        }
         if (with_tickets) {
-            if (plugin_wait_begin(&pw, c, p, idx, PLUGIN_WAIT_ACL) < 0) {
+            if (wait_begin(&pw, c, p, idx, PLUGIN_WAIT_ACL) < 0) {
                 *reason = MQTT_RC_SERVER_UNAVAILABLE;
                 return PLUGIN_DENY;
             }
             ticket = plugin_wait_ticket(&pw);
         }
-        t0 = timed(p, PH_ACL) ? now_ns() : 0;
+        m = &p->metrics[shard + PH_ACL]; /* plugin_metrics() */
+        if (STAT_GET(m, calls) % LAT_SAMPLE == 0) {
+            t0 = now_ns();
+        }
         v = hook(p->state, (midge_client *)c, req, &r, ticket);
         v = v == MIDGE_PENDING && !with_tickets
                 ? acl_untimely_pending(p, req->action)
                 : valid_verdict(p, forward ? "publish_accepted" : "acl", v, with_tickets);
-        plugin_record(p, PH_ACL, v, t0 ? now_ns() - t0 + 1 : 0);
-        if (with_tickets && plugin_wait_end(&pw, c, v, NULL, 0) < 0) {
+        record_in(m, v, t0 ? now_ns() - t0 + 1 : 0);
+        if (with_tickets && wait_end(&pw, c, v) < 0) {
             *reason = MQTT_RC_SERVER_UNAVAILABLE;
             return PLUGIN_DENY;
         }
         if (v == MIDGE_PENDING) {
             return PLUGIN_PENDING;
         }
-        if (v == MIDGE_ALLOW) {
-            return PLUGIN_ALLOW;
-        }
-        if (v == MIDGE_DENY) {
-            *reason = r;
-            return PLUGIN_DENY;
+        if (v == MIDGE_ALLOW || v == MIDGE_DENY) {
+            if (!forward) {
+                standing_subscribe_decided(c, req->action, idx);
+            }
+            *reason = v == MIDGE_DENY ? r : 0;
+            return v == MIDGE_ALLOW ? PLUGIN_ALLOW : PLUGIN_DENY;
         }
     }
     return PLUGIN_ALLOW;

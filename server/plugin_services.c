@@ -359,12 +359,6 @@ plugin_fd_unwatch(midge_plugin *self, midge_watch *w)
 
 /* ---- per-client data ---- */
 
-/* One instance's data on one connection. Owned by the connection's slot array. */
-struct plugin_slot {
-    void *data;
-    void (*free_fn)(void *data);
-};
-
 void *
 plugin_client_data(midge_plugin *self, const midge_client *c)
 {
@@ -376,6 +370,51 @@ plugin_client_data(midge_plugin *self, const midge_client *c)
     return conn->pslots[self->index].data;
 }
 
+/* The connection's slot array, allocated on first use; NULL when out of memory. */
+static struct plugin_slot *
+slots_get(struct conn *conn)
+{
+    if (conn->pslots == NULL) {
+        conn->pslots = calloc(plugins_count, sizeof(*conn->pslots));
+    }
+    return conn->pslots;
+}
+
+int
+plugin_client_acl_standing(midge_plugin *self, midge_client *c, int action, int verdict)
+{
+    struct conn *conn = (struct conn *)c;
+    struct plugin_slot *s;
+    unsigned code;
+    unsigned gen;
+
+    if (conn == NULL || self->index >= plugins_count || action < MIDGE_ACL_PUBLISH ||
+        action > MIDGE_ACL_WILL) {
+        return -MIDGE_EINVAL;
+    }
+    switch (verdict) {
+    case MIDGE_ALLOW: code = 1; break;
+    case MIDGE_DEFER: code = 2; break;
+    case MIDGE_PENDING: code = 0; break;
+    default: return -MIDGE_EINVAL;
+    }
+    if (conn->pslots == NULL && code == 0) {
+        return 0;
+    }
+    if (slots_get(conn) == NULL) {
+        return -MIDGE_ENOMEM;
+    }
+    s = &conn->pslots[self->index];
+    /* Sequentially consistent: see the reload's increment in plugins_reload. */
+    gen = atomic_load(&self->acl_reloads);
+    if (s->standing_gen != gen) {
+        s->standing = 0; /* set before the last reload: lapsed */
+        s->standing_gen = gen;
+    }
+    s->standing = (uint16_t)((s->standing & ~(3u << (2 * action))) | (code << (2 * action)));
+    return 0;
+}
+
 int
 plugin_client_data_set(midge_plugin *self, midge_client *c, void *data, void (*free_fn)(void *))
 {
@@ -385,14 +424,11 @@ plugin_client_data_set(midge_plugin *self, midge_client *c, void *data, void (*f
     if (conn == NULL || self->index >= plugins_count) {
         return -MIDGE_EINVAL;
     }
-    if (conn->pslots == NULL) {
-        if (data == NULL) {
-            return 0;
-        }
-        conn->pslots = calloc(plugins_count, sizeof(*conn->pslots));
-        if (conn->pslots == NULL) {
-            return -MIDGE_ENOMEM;
-        }
+    if (conn->pslots == NULL && data == NULL) {
+        return 0;
+    }
+    if (slots_get(conn) == NULL) {
+        return -MIDGE_ENOMEM;
     }
     s = &conn->pslots[self->index];
     if (s->data != NULL && s->data != data && s->free_fn != NULL) {

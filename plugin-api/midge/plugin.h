@@ -1011,6 +1011,26 @@ struct midge_api {
     /* ---- ABI 1.2+ ---- */
 
     /*
+     * A standing answer: from now on the broker answers `verdict` (ALLOW or
+     * DEFER) for this instance to every `action` check (enum
+     * midge_acl_action) of `client`, without calling the acl hook, the way
+     * the hook would have answered; the rest of the chain runs as usual.
+     * Meant for RECEIVE, which runs for every message delivered: an ACL
+     * plugin that knows no rule can deny `client` a delivery says so once
+     * instead of being asked per message. MIDGE_PENDING clears it (the hook
+     * is asked again). Standing answers are forgotten when the instance's
+     * reload hook runs (SIGHUP) and when the client disconnects; a standing
+     * RECEIVE answer also when an earlier plugin in the chain decides one of
+     * the client's SUBSCRIBE checks (this one did not see that filter, so a
+     * plugin may rest the answer on the subscriptions it has checked). The
+     * broker's per-hook metrics do not count the calls it answered this way.
+     * Returns 0, or -MIDGE_EINVAL (bad action or verdict) or -MIDGE_ENOMEM.
+     * [worker thread, in a hook about `client`]
+     */
+    int (*client_acl_standing)(midge_plugin *self, midge_client *client, int action,
+                               int verdict);
+
+    /*
      * A client's session by id, e.g. to move it to another broker (a
      * cluster's takeover). On the session's home worker: calls cb(arg, e)
      * for each subscription, then for each message not yet acknowledged by

@@ -350,6 +350,14 @@ void midge_test_client_set_session(midge_client *c, int connected, uint32_t sess
 void *midge_test_client_data(const midge_plugin *p, const midge_client *c);
 
 /*
+ * The standing answer instance p gave for c's `action` checks with
+ * api->client_acl_standing (MIDGE_ALLOW or MIDGE_DEFER), or MIDGE_PENDING
+ * when it gave none. midge_test_acl() and friends call the hook anyway:
+ * the broker would not.
+ */
+int midge_test_client_acl_standing(const midge_plugin *p, const midge_client *c, int action);
+
+/*
  * The client leaves and is freed: its tickets still pending can no longer
  * be completed (-MIDGE_ESTATE, plugin bug), its per-client data is freed
  * (free_fn of every instance), and its strings are freed, so ASan catches

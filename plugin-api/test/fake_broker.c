@@ -416,6 +416,7 @@ midge_test_set_api_size(midge_test_broker *fb, size_t size)
     API_CUT(a, size, reload_request);
     API_CUT(a, size, session_publish_message);
     API_CUT(a, size, session_released);
+    API_CUT(a, size, client_acl_standing);
     rc = 0;
 out:
     return rc;

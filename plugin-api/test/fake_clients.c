@@ -299,6 +299,35 @@ api_client_data_set(midge_plugin *self, midge_client *c, void *data, void (*free
     return 0;
 }
 
+static int
+api_client_acl_standing(midge_plugin *self, midge_client *c, int action, int verdict)
+{
+    struct client_data *d;
+
+    if (self == NULL || !fake_client_check(c, "client_acl_standing")) {
+        return -MIDGE_EINVAL;
+    }
+    if (action < MIDGE_ACL_PUBLISH || action > MIDGE_ACL_WILL ||
+        (verdict != MIDGE_ALLOW && verdict != MIDGE_DEFER && verdict != MIDGE_PENDING)) {
+        return -MIDGE_EINVAL;
+    }
+    d = data_find(c, self);
+    if (d == NULL) {
+        if (verdict == MIDGE_PENDING) {
+            return 0;
+        }
+        d = calloc(1, sizeof(*d));
+        if (d == NULL) {
+            return -MIDGE_ENOMEM;
+        }
+        d->plugin = self;
+        d->next = c->data;
+        c->data = d;
+    }
+    d->standing[action] = verdict == MIDGE_PENDING ? 0 : verdict + 1;
+    return 0;
+}
+
 /*
  * Frees instance p's data on c (every instance's when p is NULL) with its
  * free_fn: the connection ended, the instance unloads, or the client is freed.
@@ -453,6 +482,7 @@ fake_clients_api_fill(struct midge_api *a)
     a->client_tls = api_client_tls;
     a->client_data = api_client_data;
     a->client_data_set = api_client_data_set;
+    a->client_acl_standing = api_client_acl_standing;
     a->client_disconnect = api_client_disconnect;
     a->client_find = api_client_find;
 }
@@ -722,6 +752,18 @@ midge_test_client_data(const midge_plugin *p, const midge_client *c)
     const struct client_data *d = data_find(c, p);
 
     return d != NULL ? d->data : NULL;
+}
+
+/* The standing ACL answer of p for c and `action`; see plugin_test.h. */
+int
+midge_test_client_acl_standing(const midge_plugin *p, const midge_client *c, int action)
+{
+    const struct client_data *d = data_find(c, p);
+
+    if (d == NULL || action < 0 || action >= 8 || d->standing[action] == 0) {
+        return MIDGE_PENDING;
+    }
+    return d->standing[action] - 1;
 }
 
 /* The client leaves; see plugin_test.h. */

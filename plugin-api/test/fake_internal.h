@@ -126,6 +126,7 @@ struct client_data {
     midge_plugin *plugin;
     void *data;
     void (*free_fn)(void *data);
+    int standing[8];             /* api->client_acl_standing per action; 0: none */
     struct client_data *next;
 };
 

@@ -133,6 +133,28 @@ int acl_check_client(const struct acl_ruleset *rs, const struct acl_client *c, i
                      const char *topic, struct acl_decision *d);
 
 /*
+ * 1 when no topic can be denied `action` for c under rs: its default
+ * allows it and no rule of c's entries denies it.
+ */
+int acl_client_always_allows(const struct acl_ruleset *rs, const struct acl_client *c,
+                             int action);
+
+/*
+ * 1 when some topic that matches topic filter `filter` (a subscription)
+ * could be denied `action` to c under rs: its default denies the action,
+ * or a rule of c's entries that denies it matches such a topic.
+ */
+int acl_client_may_deny_under(const struct acl_ruleset *rs, const struct acl_client *c,
+                              int action, const char *filter);
+
+/*
+ * 1 when some topic matches both topic filter f and rule pattern p (its
+ * %u / %c / %% replaced with s's values; a placeholder without a usable
+ * value matches nothing), as the matching rules of MQTT 4.7 say.
+ */
+int acl_filters_overlap(const char *f, const char *p, const struct acl_subject *s);
+
+/*
  * Decides `action` on `topic` (a topic name; for ACL_SUBSCRIBE a topic
  * filter, `$share/GROUP/` already stripped) for a client with `client_id`
  * and `username` (NULL: anonymous). Always decides: the rules, else the

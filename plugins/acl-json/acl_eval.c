@@ -102,6 +102,127 @@ acl_client_clear(struct acl_client *c)
     memset(c, 0, sizeof(*c));
 }
 
+/* See acl.h. [any thread] */
+int
+acl_client_always_allows(const struct acl_ruleset *rs, const struct acl_client *c, int action)
+{
+    size_t i;
+    size_t j;
+
+    if (!acl_ruleset_default(rs, action)) {
+        return 0;
+    }
+    for (i = 0; i < c->n; i++) {
+        for (j = 0; j < c->chain[i]->nrules; j++) {
+            const struct acl_rule *r = &c->chain[i]->rules[j];
+            if (!r->allow && (r->actions & (1u << action)) != 0) {
+                return 0;
+            }
+        }
+    }
+    return 1;
+}
+
+/*
+ * Pattern level [p, p + n) with its placeholders replaced for s, in buf.
+ * Returns its length, or -1 when a placeholder has no usable value (the
+ * rule matches nothing) or it does not fit.
+ */
+static long
+expand_level(const char *p, size_t n, const struct acl_subject *s, char *buf, size_t cap)
+{
+    size_t i;
+    size_t len = 0;
+
+    for (i = 0; i < n; i++) {
+        const char *v = p + i;
+        size_t vlen = 1;
+        if (p[i] == '%' && i + 1 < n) {
+            i++;
+            if (p[i] == 'u' || p[i] == 'c') {
+                unsigned ph = p[i] == 'u' ? ACL_PH_USER : ACL_PH_CLIENT;
+                if (s->bad & ph) {
+                    return -1;
+                }
+                v = p[i] == 'u' ? s->username : s->client_id;
+                vlen = p[i] == 'u' ? s->user_len : s->client_len;
+            } else {
+                v = p + i; /* %% */
+            }
+        }
+        if (len + vlen > cap) {
+            return -1;
+        }
+        memcpy(buf + len, v, vlen);
+        len += vlen;
+    }
+    return (long)len;
+}
+
+/* See acl.h. */
+int
+acl_filters_overlap(const char *f, const char *p, const struct acl_subject *s)
+{
+    int first = 1;
+
+    for (;;) {
+        const char *fs = strchr(f, '/');
+        const char *ps = strchr(p, '/');
+        size_t fl = fs != NULL ? (size_t)(fs - f) : strlen(f);
+        size_t pl = ps != NULL ? (size_t)(ps - p) : strlen(p);
+        int f_any = fl == 1 && (f[0] == '#' || f[0] == '+');
+        int p_any = pl == 1 && (p[0] == '#' || p[0] == '+');
+        char lvl[512];
+        long ll = 0;
+
+        if (!p_any && (ll = expand_level(p, pl, s, lvl, sizeof(lvl))) < 0) {
+            return 0;
+        }
+        if (f_any || p_any) {
+            /* A wildcard first level does not match topics starting with '$' [MQTT-4.7.2-1]. */
+            if (first && !(f_any && p_any) &&
+                (f_any ? ll > 0 && lvl[0] == '$' : fl > 0 && f[0] == '$')) {
+                return 0;
+            }
+            if ((f_any && f[0] == '#') || (p_any && p[0] == '#')) {
+                return 1;
+            }
+        } else if ((size_t)ll != fl || memcmp(lvl, f, fl) != 0) {
+            return 0;
+        }
+        first = 0;
+        if (fs == NULL || ps == NULL) {
+            /* Both end here; or one goes on with just "#", which matches its parent level too. */
+            return fs == ps || strcmp(fs != NULL ? fs + 1 : ps + 1, "#") == 0;
+        }
+        f = fs + 1;
+        p = ps + 1;
+    }
+}
+
+/* See acl.h. [any thread] */
+int
+acl_client_may_deny_under(const struct acl_ruleset *rs, const struct acl_client *c, int action,
+                          const char *filter)
+{
+    size_t i;
+    size_t j;
+
+    if (!acl_ruleset_default(rs, action)) {
+        return 1;
+    }
+    for (i = 0; i < c->n; i++) {
+        for (j = 0; j < c->chain[i]->nrules; j++) {
+            const struct acl_rule *r = &c->chain[i]->rules[j];
+            if (!r->allow && (r->actions & (1u << action)) != 0 &&
+                acl_filters_overlap(filter, r->pattern, &c->s)) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
 /* Decides for a resolved client; see acl.h. [any thread] */
 int
 acl_check_client(const struct acl_ruleset *rs, const struct acl_client *c, int action,

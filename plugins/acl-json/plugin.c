@@ -32,6 +32,7 @@
 #include <midge/plugin.h>
 
 #include "acl.h"
+#include "acl_ruleset.h"
 #include "acl_denylog.h"
 
 static const char *const acl_options[] = {"acl_file", NULL};
@@ -138,6 +139,14 @@ ruleset_swap(struct acl_state *st, struct acl_ruleset *rs)
  */
 struct conn_state {
     struct acl_client client;
+    /*
+     * subs_known: every subscription of this connection was seen by a
+     * SUBSCRIBE check since it was resolved against client.ruleset_id (it
+     * started with a clean session); subs_may_deny: one of them covers a
+     * topic whose delivery a rule could deny.
+     */
+    uint8_t subs_known;
+    uint8_t subs_may_deny;
     struct {
         uint16_t len; /* 0: nothing remembered */
         char topic[MEMO_TOPIC];
@@ -151,6 +160,31 @@ conn_free(void *data)
 
     acl_client_clear(&cs->client);
     free(cs);
+}
+
+/*
+ * Deliveries to a client that no rule can deny them need not ask us one by
+ * one: a standing ALLOW for RECEIVE (ABI 1.2), which the broker drops at
+ * the next reload. Either no rule denies the client any delivery, or it
+ * started with a clean session and none of the subscriptions checked here
+ * since covers a topic a rule denies it (subscription_seen takes the
+ * answer back first; the broker drops it when a plugin before us decides a
+ * SUBSCRIBE we do not see). Set only while rs is still the ruleset in
+ * force: a reload that swapped it meanwhile may already have counted.
+ */
+static void
+receive_standing(struct acl_state *st, midge_client *c, const struct acl_ruleset *rs,
+                 const struct conn_state *cs)
+{
+    if (!MIDGE_API_HAS(st->api, client_acl_standing) ||
+        (!acl_client_always_allows(rs, &cs->client, ACL_RECEIVE) &&
+         !(cs->subs_known && !cs->subs_may_deny && acl_ruleset_default(rs, ACL_RECEIVE)))) {
+        return;
+    }
+    if (st->api->client_acl_standing(st->self, c, MIDGE_ACL_RECEIVE, MIDGE_ALLOW) == 0 &&
+        atomic_load(&st->rs) != rs) {
+        st->api->client_acl_standing(st->self, c, MIDGE_ACL_RECEIVE, MIDGE_PENDING);
+    }
 }
 
 /*
@@ -178,14 +212,39 @@ conn_get(struct acl_state *st, midge_client *c, const struct acl_ruleset *rs)
             free(cs);
             return NULL;
         }
+        /* The first question about this connection: a clean session has no subscription yet. */
+        cs->subs_known = st->api->client_clean_start(c) ? 1 : 0;
+    } else {
+        cs->subs_known = 0; /* re-resolved after a reload: its subscriptions were not all seen */
     }
+    cs->subs_may_deny = 0;
     acl_client_clear(&cs->client);
     memset(cs->memo, 0, sizeof(cs->memo));
     if (acl_client_resolve(rs, st->api->client_id(c), st->api->client_username(c),
                            &cs->client) < 0) {
         return NULL; /* stays cleared: ruleset_id 0 never matches */
     }
+    receive_standing(st, c, rs, cs);
     return cs;
+}
+
+/*
+ * A SUBSCRIBE check of `filter` (allowed or not): when a delivery under it
+ * could be denied, the standing ALLOW for RECEIVE goes before the
+ * subscription exists.
+ */
+static void
+subscription_seen(struct acl_state *st, midge_client *c, const struct acl_ruleset *rs,
+                  struct conn_state *cs, const char *filter)
+{
+    if (!cs->subs_known || cs->subs_may_deny ||
+        !acl_client_may_deny_under(rs, &cs->client, ACL_RECEIVE, filter)) {
+        return;
+    }
+    cs->subs_may_deny = 1;
+    if (MIDGE_API_HAS(st->api, client_acl_standing)) {
+        st->api->client_acl_standing(st->self, c, MIDGE_ACL_RECEIVE, MIDGE_PENDING);
+    }
 }
 
 static int
@@ -298,6 +357,9 @@ acl_hook(void *state, midge_client *client, const struct midge_acl_request *req,
     }
     rs = ruleset_enter(st, r);
     cs = conn_get(st, client, rs);
+    if (action == ACL_SUBSCRIBE && cs != NULL) {
+        subscription_seen(st, client, rs, cs, topic);
+    }
     if (cs != NULL && memo_hit(cs, action, topic)) {
         ruleset_leave(r);
         return MIDGE_ALLOW;

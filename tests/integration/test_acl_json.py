@@ -71,6 +71,7 @@ class AclJsonTest(BrokerTest):
     """A broker with example-auth (usernames) and acl-json on RULES (plus EXTRA config lines)."""
     RULES = RULES
     EXTRA = []
+    BEFORE = []  # config lines before acl-json: plugins earlier in the chain
 
     def setUp(self):
         self._clients = []
@@ -78,8 +79,9 @@ class AclJsonTest(BrokerTest):
         os.makedirs(self.acl_dir, exist_ok=True)
         self.acl_file = os.path.join(self.acl_dir, "acl.json")
         self.write_rules(self.RULES)
-        self.broker = Broker(["plugin " + bundled("example-auth"), "plugin_opt_users " + USERS,
-                              "plugin " + bundled("acl-json"), "plugin_opt_acl_file " + self.acl_file]
+        self.broker = Broker(["plugin " + bundled("example-auth"), "plugin_opt_users " + USERS]
+                             + self.BEFORE +
+                             ["plugin " + bundled("acl-json"), "plugin_opt_acl_file " + self.acl_file]
                              + self.EXTRA)
         self.broker.start()
         self.port = self.broker.port
@@ -425,6 +427,111 @@ class Metrics(AclJsonTest):
             p = w.recv_publish(timeout=max(0.1, end - time.monotonic()))
             seen[p.topic] = p.payload
         self.assertEqual({t: seen[t] for t in want}, want)
+
+
+class StandingReceive(AclJsonTest):
+    """A client that no rule can deny a delivery is not asked about each one (a standing
+    ALLOW for RECEIVE, plugin ABI 1.2); a reload that adds a receive deny takes it back."""
+    RULES = json.loads(json.dumps(RULES))
+    RULES["anonymous"]["rules"].insert(0, {"topic": "$SYS/broker/plugin/#", "allow": ["subscribe"]})
+    EXTRA = ["sys_interval 1"]
+
+    def acl_calls(self, watch, at_least=0):
+        """The broker's count of acl hook calls ($SYS/broker/plugin/acl-json/acl/calls), once it
+        is at least `at_least` and the next update adds at most 2 (nothing in flight but the
+        checks of these $SYS messages themselves, if they are checked)."""
+        last = None
+        end = time.monotonic() + 3 * TIMEOUT
+        while True:
+            p = watch.recv_publish(timeout=max(0.1, end - time.monotonic()))
+            if p.topic != "$SYS/broker/plugin/acl-json/acl/calls":
+                continue
+            v = int(p.payload)
+            if v >= at_least and last is not None and v - last <= 2:
+                return last
+            last = v
+
+    def test_deliveries_not_checked_one_by_one(self):
+        """bob's rules cannot deny him a delivery: 100 messages to him cost about 100 hook calls
+        (their PUBLISH checks), not 200."""
+        watch = self.raw(5, client_id="st-watch")
+        self.assertEqual(watch.subscribe("$SYS/broker/plugin/acl-json/acl/calls", 0).codes, [0])
+        sub = self.user("bob", "bobpw", client_id="st-sub")
+        self.assertEqual(sub.subscribe("home/bob/#", 1).codes, [1])
+        pub = self.user("bob", "bobpw", client_id="st-pub")
+        self.assertEqual(pub.publish("home/bob/first", b"x", qos=1).rc, 0)
+        self.assertEqual(sub.recv_publish().payload, b"x")
+        before = self.acl_calls(watch)
+        n = 100
+        for i in range(n):
+            self.assertEqual(pub.publish("home/bob/t", b"%d" % i, qos=1).rc, 0)
+        self.assertEqual([p.payload for p in sub.recv_publishes(n)], [b"%d" % i for i in range(n)])
+        calls = self.acl_calls(watch, at_least=before + n) - before
+        self.assertLess(calls, n * 3 // 2, "deliveries were checked one by one: %d calls" % calls)
+
+    def test_clean_session_until_it_subscribes_where_a_rule_denies(self):
+        """alice (secret/# denies her receive) in a clean session subscribes open/#: her
+        deliveries are not checked one by one; once she subscribes + /x, which covers
+        secret/x, they are again, and secret/x stops reaching her."""
+        watch = self.raw(5, client_id="st-watch3")
+        self.assertEqual(watch.subscribe("$SYS/broker/plugin/acl-json/acl/calls", 0).codes, [0])
+        sub = self.user("alice", "secret", client_id="st-alice")
+        self.assertEqual(sub.subscribe("open/#", 1).codes, [1])
+        pub = self.user("alice", "secret", client_id="st-alice-pub")
+        self.assertEqual(pub.publish("open/first", b"x", qos=1).rc, 0)
+        self.assertEqual(sub.recv_publish().payload, b"x")
+        before = self.acl_calls(watch)
+        n = 100
+        for i in range(n):
+            self.assertEqual(pub.publish("open/t", b"%d" % i, qos=1).rc, 0)
+        self.assertEqual(len(sub.recv_publishes(n)), n)
+        calls = self.acl_calls(watch, at_least=before + n) - before
+        self.assertLess(calls, n * 3 // 2, "deliveries were checked one by one: %d calls" % calls)
+        self.assertEqual(sub.subscribe("+/x", 1).codes, [1])
+        self.assertEqual(pub.publish("secret/x", b"hidden", qos=1).rc, 0)
+        self.assertEqual(pub.publish("open/x", b"seen", qos=1).rc, 0)
+        got = sub.recv_publish()
+        self.assertEqual((got.topic, got.payload), ("open/x", b"seen"))
+        sub.no_publish(timeout=QUIET)
+
+    def test_reload_adding_a_receive_deny_applies_at_once(self):
+        """After a SIGHUP whose file denies bob receive on home/bob/secret/#, those messages stop
+        reaching his existing subscription, while the others still arrive."""
+        sub = self.user("bob", "bobpw", client_id="st-sub2")
+        self.assertEqual(sub.subscribe("home/bob/#", 1).codes, [1])
+        pub = self.user("bob", "bobpw", client_id="st-pub2")
+        self.assertEqual(pub.publish("home/bob/secret/a", b"before", qos=1).rc, 0)
+        self.assertEqual(sub.recv_publish().payload, b"before")
+        rules = json.loads(json.dumps(self.RULES))
+        rules["users"]["bob"]["rules"] = [{"topic": "home/bob/secret/#", "deny": ["receive"]}]
+        self.write_rules(rules)
+        self.hup("acl reloaded")
+        self.assertEqual(pub.publish("home/bob/secret/a", b"after", qos=1).rc, 0)
+        self.assertEqual(pub.publish("home/bob/open", b"open", qos=1).rc, 0)
+        got = sub.recv_publish()
+        self.assertEqual((got.topic, got.payload), ("home/bob/open", b"open"))
+        sub.no_publish(timeout=QUIET)
+
+
+class StandingAfterAnEarlierPlugin(AclJsonTest):
+    """A plugin before acl-json (tests/plugins/acl_async, allowing filters that start with
+    "+/" at once) decides a SUBSCRIBE that acl-json never sees: the broker drops acl-json's
+    standing RECEIVE answer for that client, so acl-json's receive rules still apply to
+    deliveries under that filter (plugin ABI 1.2, client_acl_standing)."""
+    BEFORE = ["plugin " + os.path.join(BUILD or "/nonexistent", "tests", "plugins", ".libs",
+                                       "acl_async.so"),
+              "plugin_opt_sync_prefix +/", "plugin_opt_delay_ms 0", "plugin_opt_verdict defer"]
+
+    def test_subscription_decided_before_acl_json(self):
+        sub = self.user("alice", "secret", client_id="st-chain")
+        self.assertEqual(sub.subscribe("open/#", 1).codes, [1])   # acl-json: nothing denied there
+        self.assertEqual(sub.subscribe("+/x", 1).codes, [1])      # acl_async allows: unseen
+        pub = self.user("alice", "secret", client_id="st-chain-pub")
+        self.assertEqual(pub.publish("secret/x", b"hidden", qos=1).rc, 0)
+        self.assertEqual(pub.publish("open/x", b"seen", qos=1).rc, 0)
+        got = sub.recv_publish()
+        self.assertEqual((got.topic, got.payload), ("open/x", b"seen"))
+        sub.no_publish(timeout=QUIET)
 
 
 @only_midge("acl-json is a midge plugin")

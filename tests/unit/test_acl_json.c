@@ -211,6 +211,42 @@ topic_validity(void **state)
     assert_false(acl_topic_name_valid("a/#", 3));
 }
 
+/*
+ * Whether a subscription filter and a rule pattern share a topic: the
+ * matching rules of MQTT 4.7 ([MQTT-4.7.1-2] '#' also matches the parent
+ * level, [MQTT-4.7.2-1] first-level wildcards skip '$' topics), with %u / %c
+ * standing for the client's values.
+ */
+static void
+filters_overlap(void **state)
+{
+    struct acl_subject s = {"dev1", 4, "alice", 5, 0};
+    struct acl_subject bad = {"a+b", 3, NULL, 0, ACL_PH_CLIENT | ACL_PH_USER};
+
+    (void)state;
+    assert_true(acl_filters_overlap("a/b", "a/b", &s));
+    assert_false(acl_filters_overlap("a/b", "a/c", &s));
+    assert_true(acl_filters_overlap("a/+", "a/b", &s));
+    assert_true(acl_filters_overlap("a/b", "a/+", &s));
+    assert_true(acl_filters_overlap("+/x", "secret/#", &s));
+    assert_false(acl_filters_overlap("a/#", "secret/#", &s));
+    assert_true(acl_filters_overlap("#", "secret/#", &s));
+    assert_true(acl_filters_overlap("sport", "sport/#", &s));   /* '#' matches the parent */
+    assert_true(acl_filters_overlap("sport/#", "sport", &s));
+    assert_false(acl_filters_overlap("sport", "sport/+", &s));
+    assert_false(acl_filters_overlap("a/b/c", "a/b", &s));
+    assert_false(acl_filters_overlap("#", "$SYS/x", &s));      /* [MQTT-4.7.2-1] */
+    assert_false(acl_filters_overlap("+/x", "$SYS/x", &s));
+    assert_false(acl_filters_overlap("$SYS/x", "+/x", &s));
+    assert_true(acl_filters_overlap("$SYS/#", "$SYS/x", &s));
+    assert_true(acl_filters_overlap("+/+", "#", &s));
+    assert_true(acl_filters_overlap("home/alice/t", "home/%u/#", &s));
+    assert_false(acl_filters_overlap("home/bob/t", "home/%u/#", &s));
+    assert_true(acl_filters_overlap("d/dev1-x", "d/%c-x", &s));
+    assert_true(acl_filters_overlap("p/100%", "p/100%%", &s));
+    assert_false(acl_filters_overlap("home/+/t", "home/%u/#", &bad)); /* matches nothing */
+}
+
 int
 main(void)
 {
@@ -220,6 +256,7 @@ main(void)
         cmocka_unit_test(many_rules),
         cmocka_unit_test(deep_topic),
         cmocka_unit_test(topic_validity),
+        cmocka_unit_test(filters_overlap),
     };
     size_t nextra = sizeof(extra) / sizeof(extra[0]);
     size_t nplugin;

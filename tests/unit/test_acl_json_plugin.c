@@ -279,6 +279,56 @@ struct checker {
     int bad;
 };
 
+/*
+ * A standing ALLOW for RECEIVE, so the broker stops asking per message: for
+ * a client no rule can deny a delivery; for a clean-session client until it
+ * subscribes to a filter under which a rule denies a delivery; never under
+ * a default that denies receive, nor for a resumed session with a deny rule.
+ */
+static void
+receive_standing_only_when_nothing_can_deny(void **state)
+{
+    struct fixture *f = *state;
+    midge_client *anon = midge_test_client_new(f->fb, "c3", NULL);
+    midge_client *resumed = midge_test_client_new(f->fb, "c5", "alice");
+    uint8_t reason;
+
+    midge_test_client_set_clean_start(resumed, 0);
+    assert_int_equal(load(f), 0);
+    /* alice: secret/# denies her receive; clean, and no subscription checked yet. */
+    assert_int_equal(ask(f, f->alice, MIDGE_ACL_PUBLISH, "a/x", 0, &reason), MIDGE_ALLOW);
+    assert_int_equal(midge_test_client_acl_standing(f->p, f->alice, MIDGE_ACL_RECEIVE),
+                     MIDGE_ALLOW);
+    assert_int_equal(ask(f, f->alice, MIDGE_ACL_SUBSCRIBE, "a/#", 0, &reason), MIDGE_ALLOW);
+    assert_int_equal(midge_test_client_acl_standing(f->p, f->alice, MIDGE_ACL_RECEIVE),
+                     MIDGE_ALLOW); /* nothing under a/# can be denied */
+    ask(f, f->alice, MIDGE_ACL_SUBSCRIBE, "+/x", 0, &reason); /* covers secret/x */
+    assert_int_equal(midge_test_client_acl_standing(f->p, f->alice, MIDGE_ACL_RECEIVE),
+                     MIDGE_PENDING);
+    /* The same rules for a session that already had subscriptions: no standing answer. */
+    assert_int_equal(ask(f, resumed, MIDGE_ACL_PUBLISH, "a/x", 0, &reason), MIDGE_ALLOW);
+    assert_int_equal(midge_test_client_acl_standing(f->p, resumed, MIDGE_ACL_RECEIVE),
+                     MIDGE_PENDING);
+    /* Anonymous: no rules, receive allowed by default. */
+    assert_int_equal(ask(f, anon, MIDGE_ACL_RECEIVE, "a/x", 0, &reason), MIDGE_ALLOW);
+    assert_int_equal(midge_test_client_acl_standing(f->p, anon, MIDGE_ACL_RECEIVE), MIDGE_ALLOW);
+    assert_int_equal(midge_test_client_acl_standing(f->p, anon, MIDGE_ACL_PUBLISH),
+                     MIDGE_PENDING);
+
+    write_file(f->path, RULES_B); /* no receive rule for alice, receive allowed by default */
+    assert_int_equal(midge_test_reload(f->p), 0);
+    assert_int_equal(ask(f, resumed, MIDGE_ACL_RECEIVE, "b/x", 0, &reason), MIDGE_ALLOW);
+    assert_int_equal(midge_test_client_acl_standing(f->p, resumed, MIDGE_ACL_RECEIVE),
+                     MIDGE_ALLOW);
+
+    write_file(f->path, "{ \"default\": { \"receive\": \"deny\" } }");
+    assert_int_equal(midge_test_reload(f->p), 0);
+    midge_test_client_free(anon);
+    anon = midge_test_client_new(f->fb, "c4", NULL);
+    assert_int_equal(ask(f, anon, MIDGE_ACL_RECEIVE, "a/x", 0, &reason), MIDGE_DENY);
+    assert_int_equal(midge_test_client_acl_standing(f->p, anon, MIDGE_ACL_RECEIVE), MIDGE_PENDING);
+}
+
 static void *
 check_loop(void *arg)
 {
@@ -350,6 +400,8 @@ acl_plugin_tests(size_t *n)
         cmocka_unit_test_setup_teardown(reload_good_replaces, setup, teardown),
         cmocka_unit_test_setup_teardown(anonymous_logged, setup, teardown),
         cmocka_unit_test_setup_teardown(reload_while_checking, setup, teardown),
+        cmocka_unit_test_setup_teardown(receive_standing_only_when_nothing_can_deny, setup,
+                                        teardown),
     };
 
     *n = sizeof(tests) / sizeof(tests[0]);
