@@ -188,6 +188,7 @@ int plugin_client_find(midge_plugin *self, const char *client_id,
 /* plugin_csession.c: a client's session by id (ABI 1.2) */
 
 int plugin_client_session_list(midge_plugin *self, const char *client_id, int flags,
+                               uint64_t connected_before,
                                void (*cb)(void *arg, const struct midge_session_entry *e),
                                void (*done)(void *arg, int found), void *arg);
 int plugin_client_session_add(midge_plugin *self, const char *client_id,

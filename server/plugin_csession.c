@@ -27,6 +27,7 @@
 struct csession_req {
     const struct midge_plugin *plugin;
     int flags;                    /* list: enum midge_session_list_flags */
+    uint64_t connected_before;    /* list: a connection after this (us, epoch) is kept */
     void (*list_cb)(void *arg, const struct midge_session_entry *e);
     void (*list_done)(void *arg, int found);
     void (*add_done)(void *arg, int result);
@@ -121,6 +122,13 @@ list_run(void *arg)
         req_free(r);
         return;
     }
+    if ((r->flags & MIDGE_SESSION_END) && r->connected_before != 0 && s->conn != NULL &&
+        s->conn->connected_us > r->connected_before) {
+        /* Claims that crossed: this connection is newer than the one that claimed it. */
+        r->list_done(r->arg, 2);
+        req_free(r);
+        return;
+    }
     if (r->list_cb != NULL) {
         for (i = 0; i < s->nsubs; i++) {
             memset(&e, 0, sizeof(e));
@@ -156,6 +164,7 @@ list_run(void *arg)
 
 int
 plugin_client_session_list(midge_plugin *self, const char *client_id, int flags,
+                           uint64_t connected_before,
                            void (*cb)(void *arg, const struct midge_session_entry *e),
                            void (*done)(void *arg, int found), void *arg)
 {
@@ -170,6 +179,7 @@ plugin_client_session_list(midge_plugin *self, const char *client_id, int flags,
         return -MIDGE_ENOMEM;
     }
     r->flags = flags;
+    r->connected_before = connected_before;
     r->list_cb = cb;
     r->list_done = done;
     r->arg = arg;

@@ -1117,13 +1117,18 @@ struct midge_api {
      * delivered in), then done(arg, found) once; found is 0 when there is no
      * such session (or it is a plugin's internal session: never listed nor
      * ended). With MIDGE_SESSION_END in `flags` the session ends after the
-     * last cb, before done (enum midge_session_list_flags). cb and done run
+     * last cb, before done (enum midge_session_list_flags); but when
+     * `connected_before` is not 0 and the session's client connected here
+     * (CONNACK) after that time (microseconds since the epoch, as
+     * gettimeofday), it is neither listed nor ended and done gets found 2:
+     * of two takeovers that cross, the newer connection stays. cb and done run
      * on that worker (workers run in parallel: thread-safe, and quick); cb
      * may be NULL. Entries are borrowed during cb (api->message_ref to keep
      * a message). Returns 0 once queued (done will run), -MIDGE_EINVAL or
      * -MIDGE_ENOMEM. [any thread]
      */
     int (*client_session_list)(midge_plugin *self, const char *client_id, int flags,
+                               uint64_t connected_before,
                                void (*cb)(void *arg, const struct midge_session_entry *e),
                                void (*done)(void *arg, int found), void *arg);
     /*

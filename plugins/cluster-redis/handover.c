@@ -121,7 +121,7 @@ take_done(void *arg, int found)
     struct cluster *cl = t->cl;
     struct job *j;
 
-    if (!found) {
+    if (found != 1) { /* no session here, or a newer connection here that stays */
         take_free(t);
         return;
     }
@@ -156,7 +156,8 @@ take_done(void *arg, int found)
 }
 
 void
-handover_take(struct cluster *cl, const char *id, const char *owner, int resume)
+handover_take(struct cluster *cl, const char *id, const char *owner, int resume,
+              uint64_t claimed_at)
 {
     size_t n = strlen(id);
     struct take *t = calloc(1, sizeof(*t) + n + 1);
@@ -181,7 +182,9 @@ handover_take(struct cluster *cl, const char *id, const char *owner, int resume)
         cl->api->client_disconnect(cl->self, id, 0x8E);
         return;
     }
-    if (cl->api->client_session_list(cl->self, t->id, flags, resume ? take_entry : NULL,
+    /* On the session's worker: a connection here newer than the claim stays (claims cross). */
+    if (cl->api->client_session_list(cl->self, t->id, flags, claimed_at,
+                                     resume ? take_entry : NULL,
                                      take_done, t) != 0) {
         take_free(t);
     }

@@ -21,6 +21,7 @@
 #define CLUSTER_HANDOVER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct cluster;
 
@@ -29,7 +30,8 @@ struct cluster;
  * client `id`: end the session here and, when `resume`, hand it to `owner`.
  * [any thread]
  */
-void handover_take(struct cluster *cl, const char *id, const char *owner, int resume);
+void handover_take(struct cluster *cl, const char *id, const char *owner, int resume,
+                   uint64_t claimed_at);
 
 /* A hand-over entry read from this node's stream: apply it. [Redis thread] */
 void handover_apply(struct cluster *cl, const char *buf, size_t len);

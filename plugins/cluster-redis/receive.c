@@ -304,7 +304,7 @@ claim_owner(redisAsyncContext *ac, void *r, void *arg)
      */
     if (node != NULL && strcmp(node + 1, l->cl->node_id) != 0 &&
         conntimes_get(l->cl->conntimes, c->id) <= strtoull(reply->str, NULL, 10)) {
-        handover_take(l->cl, c->id, node + 1, c->resume);
+        handover_take(l->cl, c->id, node + 1, c->resume, strtoull(reply->str, NULL, 10));
     }
     free(c);
 }
