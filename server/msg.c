@@ -29,6 +29,32 @@ passthrough_props(const struct mqtt_props *p, struct mqtt_props *keep)
     keep->user_props = p->user_props;
 }
 
+/* Encodes a PUBLISH's pass-through properties as msg_new keeps them; see msg.h. */
+int
+msg_props_encode(const struct mqtt_props *props, uint8_t **out, uint32_t *len)
+{
+    struct mqtt_props keep;
+    size_t n;
+    uint8_t *b;
+
+    *out = NULL;
+    *len = 0;
+    passthrough_props(props, &keep);
+    if (keep.present == 0 && keep.user_props.len == 0) {
+        return 0;
+    }
+    n = mqtt_props_size(&keep);
+    b = malloc(n + 4); /* room for the length prefix mqtt_props_write puts first */
+    if (b == NULL) {
+        return -1;
+    }
+    mqtt_props_write(&keep, b);
+    memmove(b, b + mqtt_varint_size((uint32_t)n), n);
+    *out = b;
+    *len = (uint32_t)n;
+    return 0;
+}
+
 /*
  * Bytes of live messages, in per-thread shards (a shared counter would be a
  * contended cache line on every publish). A message may be freed on another

@@ -50,6 +50,14 @@ struct msg *msg_new(const char *topic, size_t topic_len, const uint8_t *payload,
                     const struct mqtt_props *props, double now);
 
 /*
+ * The pass-through properties of a PUBLISH (payload format, content type,
+ * response topic, correlation data, user properties) encoded the way a
+ * message keeps them (api->message_properties). *out is malloc'd (caller
+ * frees) or NULL when there are none. Returns 0, or -1 when out of memory.
+ */
+int msg_props_encode(const struct mqtt_props *props, uint8_t **out, uint32_t *len);
+
+/*
  * A copy of m with another topic and payload and `extra_props` (encoded
  * properties, no length prefix) appended to its properties. Returns NULL
  * when out of memory; the caller owns the reference returned.

@@ -185,6 +185,16 @@ int plugin_client_disconnect(midge_plugin *self, const char *client_id, uint8_t 
 int plugin_client_find(midge_plugin *self, const char *client_id,
                        void (*cb)(void *arg, const struct midge_client_info *info), void *arg);
 
+/* plugin_csession.c: a client's session by id (ABI 1.2) */
+
+int plugin_client_session_list(midge_plugin *self, const char *client_id, int flags,
+                               uint64_t connected_before,
+                               void (*cb)(void *arg, const struct midge_session_entry *e),
+                               void (*done)(void *arg, int found), void *arg);
+int plugin_client_session_add(midge_plugin *self, const char *client_id,
+                              const struct midge_session_entry *e,
+                              void (*done)(void *arg, int result), void *arg);
+
 struct mqtt_props;
 /* Keeps a copy of the CONNECT's user properties for plugins. Returns 0 or -1 (no memory). */
 int plugin_conn_keep_user_props(struct conn *c, const struct mqtt_props *props);
@@ -398,6 +408,15 @@ struct acl_hold;
 int plugin_acl_wait(struct conn *c, int action, const char *topic, size_t topic_len, int qos,
                     int retain, const uint8_t *payload, uint32_t payload_len, size_t start,
                     uint8_t *reason);
+
+struct mqtt_publish;
+/*
+ * plugin_acl_wait for PLUGIN_ACL_FORWARD about a client's PUBLISH `p` (topic
+ * resolved): the request also carries the PUBLISH's pass-through properties
+ * and Message Expiry Interval (ABI 1.2 fields). [worker thread]
+ */
+int plugin_forward_wait(struct conn *c, const char *topic, size_t topic_len,
+                        const struct mqtt_publish *p, size_t start, uint8_t *reason);
 
 /*
  * Attaches h to c's pending ACL decision (plugin_acl_wait answered

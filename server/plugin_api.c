@@ -157,6 +157,18 @@ api_publish(midge_plugin *self, const char *topic, const void *payload, uint32_t
     return 0;
 }
 
+/* ABI 1.2: a whole message (properties, expiry) published as api_publish does. [any thread] */
+static int
+api_publish_message(midge_plugin *self, const midge_message *msg)
+{
+    (void)self;
+    if (msg == NULL) {
+        return -MIDGE_EINVAL;
+    }
+    broker_publish((struct msg *)msg, 0); /* takes its own references */
+    return 0;
+}
+
 static const char *
 api_instance_name(const midge_plugin *self)
 {
@@ -251,4 +263,7 @@ const struct midge_api plugin_api = {
     .metric_new_labeled = plugin_metric_new_labeled,
     .metric_free = plugin_metric_free,
     .session_stats = plugin_session_stats,
+    .client_session_list = plugin_client_session_list,
+    .client_session_add = plugin_client_session_add,
+    .publish_message = api_publish_message,
 };

@@ -29,6 +29,7 @@
 #include "listener.h"
 #include "log.h"
 #include "mqtt.h"
+#include "msg.h"
 #include "proto.h"
 #include "worker.h"
 
@@ -937,6 +938,37 @@ plugin_acl_wait(struct conn *c, int action, const char *topic, size_t topic_len,
     if (t != buf) {
         free(t);
     }
+    return result;
+}
+
+/* The publish_accepted chain with the PUBLISH's properties; see plugin.h. [worker thread] */
+int
+plugin_forward_wait(struct conn *c, const char *topic, size_t topic_len,
+                    const struct mqtt_publish *p, size_t start, uint8_t *reason)
+{
+    struct midge_acl_request req;
+    char buf[256];
+    char *t;
+    uint8_t *props = NULL;
+    uint32_t props_len = 0;
+    int result;
+
+    if (msg_props_encode(&p->props, &props, &props_len) < 0 ||
+        acl_request(&req, MIDGE_ACL_PUBLISH, topic, topic_len, p->qos, p->retain,
+                    p->payload.ptr, p->payload.len, buf, sizeof(buf), &t) < 0) {
+        free(props);
+        *reason = MQTT_RC_SERVER_UNAVAILABLE;
+        return PLUGIN_DENY;
+    }
+    req.props = props;
+    req.props_len = props_len;
+    req.expiry = (p->props.present & MQTT_PBIT(MQTT_PROP_MESSAGE_EXPIRY)) ? p->props.message_expiry
+                                                                          : 0;
+    result = acl_chain(c, &req, start, 1, 1, reason);
+    if (t != buf) {
+        free(t);
+    }
+    free(props);
     return result;
 }
 

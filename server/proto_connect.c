@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 
 #include "broker.h"
 #include "conn.h"
@@ -509,6 +510,11 @@ proto_connect(struct conn *c, const uint8_t *raw, size_t raw_len, const struct m
         return PROTO_CLOSE;
     }
     c->state = CONN_ACTIVE;
+    {
+        struct timeval tv;
+        gettimeofday(&tv, NULL);
+        c->connected_us = (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
+    }
     STAT_ADD(&w->stats, clients_connected, 1);
     STAT_ADD(&w->stats, connects_total, 1);
     if (cfg->connection_messages) {

@@ -72,7 +72,9 @@ publish_acl(struct conn *c, const struct mqtt_publish *p, const char *topic, siz
     uint8_t r = *rc;
 
     for (;;) {
-        if (v == MIDGE_DEFER) {
+        if (v == MIDGE_DEFER && *action == PLUGIN_ACL_FORWARD) {
+            v = plugin_forward_wait(c, topic, len, p, start, &r);
+        } else if (v == MIDGE_DEFER) {
             int retain = *action == MIDGE_ACL_RETAIN ? 1 : p->retain;
             v = plugin_acl_wait(c, *action, topic, len, p->qos, retain, p->payload.ptr,
                                 p->payload.len, start, &r);

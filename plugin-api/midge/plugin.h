@@ -181,6 +181,16 @@ struct midge_acl_request {
     int retain;
     const uint8_t *payload;   /* PUBLISH/WILL/RECEIVE: the payload; else NULL */
     uint32_t payload_len;
+    /*
+     * ABI 1.2+ (MIDGE_HAS_FIELD), set in the publish_accepted hook for a
+     * client's PUBLISH, else NULL/0: its MQTT 5 pass-through properties
+     * encoded as api->message_properties returns them (NULL when none), and
+     * its Message Expiry Interval in seconds (0: none). What a plugin that
+     * carries the message elsewhere passes to api->message_new.
+     */
+    const void *props;
+    uint32_t props_len;
+    uint32_t expiry;
 };
 
 /*
@@ -353,6 +363,43 @@ struct midge_session_stats {
     uint32_t queued;          /* messages waiting in the session, not yet given to `deliver` */
     uint64_t queued_bytes;    /* their topic + payload bytes */
     uint32_t inflight;        /* QoS 1/2 deliveries given to `deliver`, not yet session_ack'ed */
+};
+
+/* What a struct midge_session_entry is (ABI 1.2+). */
+enum midge_session_entry_kind {
+    MIDGE_ENTRY_SUBSCRIPTION = 1,
+    MIDGE_ENTRY_MESSAGE = 2,
+};
+
+/* Flags of api->client_session_list (ABI 1.2+). */
+enum midge_session_list_flags {
+    /*
+     * After listing, end the session (in the same step on its worker: nothing
+     * is added in between). A connected client is disconnected first (MQTT 5:
+     * DISCONNECT 0x8E Session taken over); the session_ended hooks run.
+     */
+    MIDGE_SESSION_END = 1,
+    /* With MIDGE_SESSION_END: publish the session's will (else it is dropped, as on a resume). */
+    MIDGE_SESSION_END_WILL = 2,
+};
+
+/*
+ * One subscription or one message of a client's session
+ * (api->client_session_list, api->client_session_add). Borrowed during the
+ * call or callback that passes it. ABI 1.2+
+ */
+struct midge_session_entry {
+    uint32_t size;
+    int kind;                  /* enum midge_session_entry_kind */
+    const char *filter;        /* SUBSCRIPTION: the filter */
+    int options;               /* SUBSCRIPTION: MQTT 5 options byte (QoS, NL, RAP, RH) */
+    uint32_t sub_id;           /* SUBSCRIPTION: subscription identifier, 0 none */
+    const midge_message *msg;  /* MESSAGE: the message */
+    int qos;                   /* MESSAGE: delivery QoS (0-2, at most the message's) */
+    int retain;                /* MESSAGE: RETAIN flag to deliver with */
+    int state;                 /* MESSAGE: MIDGE_DELIVERY_QUEUED, or _SENT (not acknowledged);
+                                  QoS 2 deliveries already released (PUBREC received) are not
+                                  listed: the client has the message */
 };
 
 /* TLS details of a connection (api->client_tls). Borrowed during the hook. */
@@ -1061,6 +1108,54 @@ struct midge_api {
      * the home worker, or the handle is closed). [home worker]
      */
     int (*session_stats)(midge_session *s, struct midge_session_stats *out);
+
+    /*
+     * A client's session by id, e.g. to move it to another broker (a
+     * cluster's takeover). On the session's home worker: calls cb(arg, e)
+     * for each subscription, then for each message not yet acknowledged by
+     * the client (sent ones first, then the queue: the order they would be
+     * delivered in), then done(arg, found) once; found is 0 when there is no
+     * such session (or it is a plugin's internal session: never listed nor
+     * ended). With MIDGE_SESSION_END in `flags` the session ends after the
+     * last cb, before done (enum midge_session_list_flags); but when
+     * `connected_before` is not 0 and the session's client connected here
+     * (CONNACK) after that time (microseconds since the epoch, as
+     * gettimeofday), it is neither listed nor ended and done gets found 2:
+     * of two takeovers that cross, the newer connection stays. cb and done run
+     * on that worker (workers run in parallel: thread-safe, and quick); cb
+     * may be NULL. Entries are borrowed during cb (api->message_ref to keep
+     * a message). Returns 0 once queued (done will run), -MIDGE_EINVAL or
+     * -MIDGE_ENOMEM. [any thread]
+     */
+    int (*client_session_list)(midge_plugin *self, const char *client_id, int flags,
+                               uint64_t connected_before,
+                               void (*cb)(void *arg, const struct midge_session_entry *e),
+                               void (*done)(void *arg, int found), void *arg);
+    /*
+     * Adds an entry to the existing session `client_id`, as the broker's own
+     * act: no ACL, no hooks (no `subscribed`), persisted like the client's
+     * own. A SUBSCRIPTION is added (or replaces the one with that filter) and
+     * sends no retained messages; a MESSAGE (entry state ignored) is
+     * delivered as a new delivery at the end of the session's queue (sent
+     * now when the client is connected; queue limits apply). The entry is
+     * copied (the message referenced) before this returns; the change is
+     * made on the session's home worker, in the order of the calls for one
+     * client id. done(arg, result), if not NULL, then runs there: 0,
+     * -MIDGE_ENOENT (no such session, or an internal one) or -MIDGE_ENOMEM.
+     * Returns 0 once queued (done will run), -MIDGE_EINVAL (bad filter,
+     * options or QoS) or -MIDGE_ENOMEM. [any thread]
+     */
+    int (*client_session_add)(midge_plugin *self, const char *client_id,
+                              const struct midge_session_entry *e,
+                              void (*done)(void *arg, int result), void *arg);
+    /*
+     * Publishes `msg` (from api->message_new: its properties and expiry
+     * kept) as api->publish does: from the broker itself, no ACL, no hooks,
+     * routed to every matching subscriber (and stored when RETAIN is set).
+     * The message is borrowed: the broker takes its own reference. Returns 0
+     * or -MIDGE_EINVAL (msg NULL). [any thread]
+     */
+    int (*publish_message)(midge_plugin *self, const midge_message *msg);
 };
 
 /* 1 when the broker's table has function `fn` (it lies within api->size and is set). */

@@ -252,6 +252,20 @@ data_find(const midge_client *c, const midge_plugin *p)
     return d;
 }
 
+/* The entry of instance p on c, made when missing; NULL when out of memory. */
+static struct client_data *
+data_entry(midge_client *c, midge_plugin *p)
+{
+    struct client_data *d = data_find(c, p);
+
+    if (d == NULL && (d = calloc(1, sizeof(*d))) != NULL) {
+        d->plugin = p;
+        d->next = c->data;
+        c->data = d;
+    }
+    return d;
+}
+
 static void *
 api_client_data(midge_plugin *self, const midge_client *c)
 {
@@ -275,17 +289,13 @@ api_client_data_set(midge_plugin *self, midge_client *c, void *data, void (*free
         return -MIDGE_EINVAL;
     }
     d = data_find(c, self);
+    if (d == NULL && data == NULL) {
+        return 0;
+    }
     if (d == NULL) {
-        if (data == NULL) {
-            return 0;
-        }
-        d = calloc(1, sizeof(*d));
-        if (d == NULL) {
+        if ((d = data_entry(c, self)) == NULL) {
             return -MIDGE_ENOMEM;
         }
-        d->plugin = self;
-        d->next = c->data;
-        c->data = d;
     } else if (d->data != data) {
         /* Setting the same pointer again must not free what the plugin still uses. */
         old = d->data;
@@ -311,18 +321,11 @@ api_client_acl_standing(midge_plugin *self, midge_client *c, int action, int ver
         (verdict != MIDGE_ALLOW && verdict != MIDGE_DEFER && verdict != MIDGE_PENDING)) {
         return -MIDGE_EINVAL;
     }
-    d = data_find(c, self);
-    if (d == NULL) {
-        if (verdict == MIDGE_PENDING) {
-            return 0;
-        }
-        d = calloc(1, sizeof(*d));
-        if (d == NULL) {
-            return -MIDGE_ENOMEM;
-        }
-        d->plugin = self;
-        d->next = c->data;
-        c->data = d;
+    if (verdict == MIDGE_PENDING && data_find(c, self) == NULL) {
+        return 0;
+    }
+    if ((d = data_entry(c, self)) == NULL) {
+        return -MIDGE_ENOMEM;
     }
     d->standing[action] = verdict == MIDGE_PENDING ? 0 : verdict + 1;
     return 0;

@@ -102,27 +102,6 @@ acl_client_clear(struct acl_client *c)
     memset(c, 0, sizeof(*c));
 }
 
-/* See acl.h. [any thread] */
-int
-acl_client_always_allows(const struct acl_ruleset *rs, const struct acl_client *c, int action)
-{
-    size_t i;
-    size_t j;
-
-    if (!acl_ruleset_default(rs, action)) {
-        return 0;
-    }
-    for (i = 0; i < c->n; i++) {
-        for (j = 0; j < c->chain[i]->nrules; j++) {
-            const struct acl_rule *r = &c->chain[i]->rules[j];
-            if (!r->allow && (r->actions & (1u << action)) != 0) {
-                return 0;
-            }
-        }
-    }
-    return 1;
-}
-
 /*
  * Pattern level [p, p + n) with its placeholders replaced for s, in buf.
  * Returns its length, or -1 when a placeholder has no usable value (the
@@ -200,27 +179,38 @@ acl_filters_overlap(const char *f, const char *p, const struct acl_subject *s)
     }
 }
 
-/* See acl.h. [any thread] */
-int
-acl_client_may_deny_under(const struct acl_ruleset *rs, const struct acl_client *c, int action,
-                          const char *filter)
+/* 1 when a rule of c's entries denies `action` on a topic under `filter` (NULL: any topic). */
+static int
+denying_rule(const struct acl_client *c, int action, const char *filter)
 {
     size_t i;
     size_t j;
 
-    if (!acl_ruleset_default(rs, action)) {
-        return 1;
-    }
     for (i = 0; i < c->n; i++) {
         for (j = 0; j < c->chain[i]->nrules; j++) {
             const struct acl_rule *r = &c->chain[i]->rules[j];
             if (!r->allow && (r->actions & (1u << action)) != 0 &&
-                acl_filters_overlap(filter, r->pattern, &c->s)) {
+                (filter == NULL || acl_filters_overlap(filter, r->pattern, &c->s))) {
                 return 1;
             }
         }
     }
     return 0;
+}
+
+/* See acl.h. [any thread] */
+int
+acl_client_always_allows(const struct acl_ruleset *rs, const struct acl_client *c, int action)
+{
+    return acl_ruleset_default(rs, action) && !denying_rule(c, action, NULL);
+}
+
+/* See acl.h. [any thread] */
+int
+acl_client_may_deny_under(const struct acl_ruleset *rs, const struct acl_client *c, int action,
+                          const char *filter)
+{
+    return !acl_ruleset_default(rs, action) || denying_rule(c, action, filter);
 }
 
 /* Decides for a resolved client; see acl.h. [any thread] */

@@ -22,12 +22,15 @@
 
 struct routes;
 struct link;
+struct conntimes;
+struct cluster;
 
 enum job_kind {
     JOB_ROUTE_ADD = 1, /* announce `filter` */
     JOB_ROUTE_DEL = 2, /* withdraw `filter` */
     JOB_FORWARD = 3,   /* carry `blob` to `targets` (and store/clear a retained message) */
     JOB_CLAIM = 4,     /* client `filter` (its id) connected here: other nodes drop theirs */
+    JOB_HANDOVER = 5,  /* a session ended here goes to node `filter`: XADD `blob` (handover.h) */
 };
 
 /*
@@ -53,9 +56,13 @@ struct job {
     int failed;
     int attempts;
     uint64_t when;      /* CLAIM: connect time, microseconds since the epoch */
+    int resume;         /* CLAIM: the client connected with clean start 0 (its session moves here) */
 };
 
 void job_free(struct job *j);
+
+/* plugin.c: session `client_id` here has `filter` now (announced if it is new on this node). [any thread] */
+void cluster_route_added(struct cluster *cl, const char *client_id, const char *filter);
 
 /* The instance. Owned by the broker's plugin slot from init to cleanup. */
 struct cluster {
@@ -76,8 +83,11 @@ struct cluster {
     atomic_uint_fast64_t counter;
 
     struct routes *routes;
+    struct conntimes *conntimes; /* when client ids last connected here (conntimes.h) */
     struct link *link;
     int can_hold;       /* the broker has api->ack_hold / ack_release */
+    int can_take;       /* the broker has api->client_session_list / _add (ABI 1.2) */
+    int can_props;      /* the broker has api->publish_message (ABI 1.2): properties cross */
     atomic_int hold_refused_logged;
 
     /* Metrics ($SYS/broker/plugin/INSTANCE/metric/NAME). */
@@ -99,7 +109,13 @@ struct cluster {
 struct link *link_new(struct cluster *cl);
 /* Runs the Redis thread. 0 or -1. */
 int link_start(struct link *l);
-/* Stops the thread (if running) and frees everything; tickets still waiting are refused. */
+/*
+ * Stops the thread (if running); jobs still waiting are refused (their
+ * tickets answered) and later link_submit calls fail. The memory stays valid
+ * for workers still running. [main thread or the stopping worker]
+ */
+void link_stop(struct link *l);
+/* link_stop, then frees everything. [main thread, after the workers stopped] */
 void link_free(struct link *l);
 /*
  * Hands a job to the Redis thread. 0, or -1 when the queue is full (the

@@ -238,8 +238,20 @@ fwd_run(struct link *l, struct job *j)
             redisAsyncCommand(l->ctx[C_CMD], link_ignore_reply, NULL, "EVAL %s 1 %s:owner:%s %" PRIu64
                               " %s", OWNER_SCRIPT, l->cl->prefix, j->filter, j->when,
                               l->cl->node_id);
-            redisAsyncCommand(l->ctx[C_CMD], link_ignore_reply, NULL, "PUBLISH %s %s\n%s",
-                              l->ch_claims, l->cl->node_id, j->filter);
+            redisAsyncCommand(l->ctx[C_CMD], link_ignore_reply, NULL, "PUBLISH %s %s\n%s%s",
+                              l->ch_claims, l->cl->node_id, j->resume ? "r" : "c", j->filter);
+        }
+        job_free(j);
+        return;
+    }
+    if (j->kind == JOB_HANDOVER) {
+        /* Into the new node's stream: kept until it read and applied it (XACK). */
+        if (!l->up || redisAsyncCommand(l->ctx[C_CMD], link_ignore_reply, NULL,
+                                        "XADD %s:stream:%s MAXLEN ~ %ld * h %b", l->cl->prefix,
+                                        j->filter, l->cl->stream_maxlen, j->blob,
+                                        j->blob_len) != REDIS_OK) {
+            l->cl->api->log(l->cl->self, MIDGE_LOG_ERROR, "redis unavailable: a session hand-over "
+                            "to %s is lost", j->filter);
         }
         job_free(j);
         return;

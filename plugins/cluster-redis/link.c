@@ -384,21 +384,36 @@ refuse_all(struct link *l, struct job *j)
 }
 
 void
-link_free(struct link *l)
+link_stop(struct link *l)
 {
     if (l == NULL) {
         return;
     }
+    pthread_mutex_lock(&l->lock);
+    l->stop = 1; /* link_submit refuses from now on: the queue below is final */
+    pthread_mutex_unlock(&l->lock);
     if (l->running) {
-        pthread_mutex_lock(&l->lock);
-        l->stop = 1;
-        pthread_mutex_unlock(&l->lock);
         ev_async_send(l->loop, &l->wake);
         pthread_join(l->thread, NULL);
         l->running = 0;
     }
     refuse_all(l, l->in_head);
+    l->in_head = NULL;
+    l->in_tail = &l->in_head;
+    l->in_len = 0;
     refuse_all(l, l->buf_head);
+    l->buf_head = NULL;
+    l->buf_tail = &l->buf_head;
+    l->buf_len = 0;
+}
+
+void
+link_free(struct link *l)
+{
+    if (l == NULL) {
+        return;
+    }
+    link_stop(l);
     if (l->loop != NULL) {
         ev_loop_destroy(l->loop);
     }

@@ -88,7 +88,7 @@ struct link {
     char *k_retained;     /* PREFIX:retained       hash topic -> blob */
     char *ch_routes;      /* PREFIX:ch:routes      "+NODE\nFILTER", "-NODE\nFILTER", "*NODE" */
     char *ch_q0_me;       /* PREFIX:ch:q0:NODE     QoS 0 messages for NODE */
-    char *ch_claims;      /* PREFIX:ch:claims      "NODE\nCLIENT_ID": the client connected on NODE */
+    char *ch_claims;      /* PREFIX:ch:claims      "NODE\n" r|c CLIENT_ID: the client connected on NODE (r: clean start 0) */
     char *ch_retained;    /* PREFIX:ch:retained    retained messages set or cleared, to every node */
 };
 

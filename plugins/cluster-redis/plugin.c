@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "cluster.h"
+#include "conntimes.h"
 #include "routes.h"
 #include "wire.h"
 
@@ -33,7 +34,7 @@ MIDGE_PLUGIN_DECLARE_OPTIONS("cluster-redis", "1.0",
 
 /* ---- hooks ---- */
 
-static void
+static struct job *
 route_job(struct cluster *cl, int kind, const char *filter)
 {
     struct job *j = calloc(1, sizeof(*j));
@@ -43,13 +44,27 @@ route_job(struct cluster *cl, int kind, const char *filter)
         free(j);
         cl->api->log(cl->self, MIDGE_LOG_ERROR, "out of memory: route %s not announced "
                      "(the next resync announces it)", filter);
-        return;
+        return NULL;
     }
     j->kind = kind;
     gettimeofday(&tv, NULL);
     j->when = (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
-    if (link_submit(cl->link, j, NULL) < 0) {
+    return j;
+}
+
+static void
+route_submit(struct cluster *cl, struct job *j)
+{
+    if (j != NULL && link_submit(cl->link, j, NULL) < 0) {
         job_free(j);
+    }
+}
+
+void
+cluster_route_added(struct cluster *cl, const char *client_id, const char *filter)
+{
+    if (routes_local_add(cl->routes, client_id, filter) == 1) {
+        route_submit(cl, route_job(cl, JOB_ROUTE_ADD, filter));
     }
 }
 
@@ -59,9 +74,7 @@ on_subscribed(void *state, midge_client *client, const char *filter, int qos)
     struct cluster *cl = state;
 
     (void)qos;
-    if (routes_local_add(cl->routes, cl->api->client_id(client), filter) == 1) {
-        route_job(cl, JOB_ROUTE_ADD, filter);
-    }
+    cluster_route_added(cl, cl->api->client_id(client), filter);
 }
 
 static void
@@ -70,14 +83,14 @@ on_unsubscribed(void *state, midge_client *client, const char *filter)
     struct cluster *cl = state;
 
     if (routes_local_remove(cl->routes, cl->api->client_id(client), filter) == 1) {
-        route_job(cl, JOB_ROUTE_DEL, filter);
+        route_submit(cl, route_job(cl, JOB_ROUTE_DEL, filter));
     }
 }
 
 static void
 route_gone(void *arg, const char *filter)
 {
-    route_job(arg, JOB_ROUTE_DEL, filter);
+    route_submit(arg, route_job(arg, JOB_ROUTE_DEL, filter));
 }
 
 static void
@@ -86,6 +99,7 @@ on_session_ended(void *state, const char *client_id)
     struct cluster *cl = state;
 
     routes_local_session_end(cl->routes, client_id, route_gone, cl);
+    conntimes_remove(cl->conntimes, client_id);
 }
 
 /*
@@ -120,8 +134,14 @@ on_publish_accepted(void *state, midge_client *client, const struct midge_acl_re
     j->targets = targets;
     j->ntargets = n;
     targets = NULL;
-    j->blob = wire_encode(id, req->topic, req->payload, req->payload_len, req->qos, req->retain,
-                          &j->blob_len);
+    if (MIDGE_HAS_FIELD(struct midge_acl_request, req, expiry)) {
+        /* ABI 1.2: the MQTT 5 properties and expiry travel with the message. */
+        j->blob = wire_encode(id, req->topic, req->payload, req->payload_len, req->qos,
+                              req->retain, req->props, req->props_len, req->expiry, &j->blob_len);
+    } else {
+        j->blob = wire_encode(id, req->topic, req->payload, req->payload_len, req->qos,
+                              req->retain, NULL, 0, 0, &j->blob_len);
+    }
     if (j->blob == NULL) {
         goto fail;
     }
@@ -164,11 +184,81 @@ fail:
     return MIDGE_DENY;
 }
 
-/* A client connected here: a connection with its id on another node is taken over. */
+/*
+ * A will published here (its client's connection ended, or its delay
+ * passed): carried to the nodes with a matching subscriber like a client's
+ * PUBLISH, without an acknowledgement to hold. A retained will also goes to
+ * the retained hash. Receivers publish it without hooks: it is not
+ * forwarded again.
+ */
+static void
+on_will_published(void *state, const char *client_id, const midge_message *will)
+{
+    struct cluster *cl = state;
+    const struct midge_api *api = cl->api;
+    const char *topic = api->message_topic(will);
+    int retain = api->message_retain(will);
+    struct job *j;
+    char id[192];
+    size_t n;
+    char **targets;
+    uint32_t len = 0;
+    uint32_t props_len = 0;
+    const void *payload = api->message_payload(will, &len);
+    const void *props = MIDGE_API_HAS(api, message_properties)
+                            ? api->message_properties(will, &props_len)
+                            : NULL;
+    uint32_t expiry = MIDGE_API_HAS(api, message_expiry) ? api->message_expiry(will) : 0;
+
+    targets = routes_match(cl->routes, topic, 0, &n);
+    if (n == 0 && !retain) {
+        return;
+    }
+    snprintf(id, sizeof(id), "%s/%s/%llu", cl->node_id, cl->boot,
+             (unsigned long long)atomic_fetch_add(&cl->counter, 1) + 1);
+    if ((j = calloc(1, sizeof(*j))) == NULL) {
+        routes_list_free(targets, n);
+        goto fail;
+    }
+    j->kind = JOB_FORWARD;
+    j->qos = api->message_qos(will);
+    j->targets = targets;
+    j->ntargets = n;
+    j->blob = wire_encode(id, topic, payload, len, j->qos, retain, props, props_len, expiry,
+                          &j->blob_len);
+    if (j->blob == NULL || (retain && (j->topic = strdup(topic)) == NULL)) {
+        job_free(j);
+        goto fail;
+    }
+    j->retain_clear = retain && len == 0;
+    if (link_submit(cl->link, j, NULL) < 0) {
+        job_free(j);
+        goto fail;
+    }
+    return;
+fail:
+    api->metric_add(cl->m_dropped, 1);
+    api->log(cl->self, MIDGE_LOG_WARNING, "client=%s: its will on %s is not carried to the "
+             "other nodes (out of memory or queue full)", client_id, topic);
+}
+
+/*
+ * A client connected here: a connection with its id on another node is
+ * taken over, and that node's session ends there (handed over here when
+ * the client asked to resume it: handover.h).
+ */
 static void
 on_client_connected(void *state, midge_client *client)
 {
-    route_job(state, JOB_CLAIM, ((struct cluster *)state)->api->client_id(client));
+    struct cluster *cl = state;
+    struct job *j = route_job(cl, JOB_CLAIM, cl->api->client_id(client));
+
+    if (j != NULL) {
+        j->resume = !cl->api->client_clean_start(client);
+        /* Before the claim leaves: a crossing claim from another node is compared with it. */
+        conntimes_set(cl->conntimes, j->filter, j->when);
+    }
+    route_submit(cl, j);
 }
 
 static uint64_t
@@ -236,8 +326,11 @@ on_thread_stop(void *state, unsigned worker)
     struct cluster *cl = state;
 
     if (worker == 0) {
-        link_free(cl->link);
-        cl->link = NULL;
+        /*
+         * Stopped, not freed: the other workers may still end sessions and
+         * submit (refused now); cleanup frees it once every worker stopped.
+         */
+        link_stop(cl->link);
     }
 }
 
@@ -248,6 +341,7 @@ static const struct midge_hooks cluster_hooks_shared = {
     .unsubscribed = on_unsubscribed,
     .session_ended = on_session_ended,
     .client_connected = on_client_connected,
+    .will_published = on_will_published,
     .thread_start = on_thread_start,
     .thread_stop = on_thread_stop,
     .publish_accepted = on_publish_accepted,
@@ -260,6 +354,7 @@ static const struct midge_hooks cluster_hooks = {
     .unsubscribed = on_unsubscribed,
     .session_ended = on_session_ended,
     .client_connected = on_client_connected,
+    .will_published = on_will_published,
     .thread_start = on_thread_start,
     .thread_stop = on_thread_stop,
     .publish_accepted = on_publish_accepted,
@@ -275,6 +370,7 @@ cluster_free(struct cluster *cl)
     }
     link_free(cl->link);
     routes_free(cl->routes);
+    conntimes_free(cl->conntimes);
     free(cl->node_id);
     free(cl->prefix);
     free(cl->redis_host);
@@ -444,7 +540,10 @@ midge_plugin_init(midge_plugin *self, const struct midge_api *api, void **state)
     snprintf(cl->boot, sizeof(cl->boot), "%llx",
              (unsigned long long)tv.tv_sec * 1000000ull + (unsigned long long)tv.tv_usec);
     cl->can_hold = MIDGE_API_HAS(api, ack_hold) && MIDGE_API_HAS(api, ack_release);
-    if ((cl->routes = routes_new()) == NULL || metrics_new(cl) < 0 ||
+    cl->can_take = MIDGE_API_HAS(api, client_session_list) && MIDGE_API_HAS(api, client_session_add);
+    cl->can_props = MIDGE_API_HAS(api, publish_message) && MIDGE_API_HAS(api, message_new);
+    if ((cl->routes = routes_new()) == NULL || (cl->conntimes = conntimes_new()) == NULL ||
+        metrics_new(cl) < 0 ||
         (cl->link = link_new(cl)) == NULL) {
         api->set_error(self, "out of memory");
         goto fail;

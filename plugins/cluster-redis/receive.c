@@ -6,6 +6,8 @@
 #include "link_int.h"
 
 #include "dedupe.h"
+#include "conntimes.h"
+#include "handover.h"
 #include "routes.h"
 #include "wire.h"
 
@@ -39,8 +41,23 @@ inject(struct link *l, const char *blob, size_t len, int load)
      * api->publish runs no client hooks, so this node's publish_accepted never
      * sees the message: what came from the cluster is not forwarded again.
      */
-    if (cl->api->publish(cl->self, topic, m.payload, (uint32_t)m.payload_len, m.qos,
-                         m.retain) == 0) {
+    if ((m.props != NULL || m.expiry != 0) && cl->can_props) {
+        /* With MQTT 5 properties or an expiry: a whole message (ABI 1.2). */
+        const midge_message *msg = cl->api->message_new(cl->self, topic, m.payload,
+                                                        (uint32_t)m.payload_len, m.qos, m.retain,
+                                                        m.props, m.props_len, m.expiry, 0);
+        if (msg == NULL) {
+            cl->api->log(cl->self, MIDGE_LOG_WARNING, "dropped a cluster message on %s: bad "
+                         "properties or out of memory", topic);
+            cl->api->metric_add(cl->m_dropped, 1);
+        } else {
+            if (cl->api->publish_message(cl->self, msg) == 0) {
+                cl->api->metric_add(cl->m_received, 1);
+            }
+            cl->api->message_unref(msg);
+        }
+    } else if (cl->api->publish(cl->self, topic, m.payload, (uint32_t)m.payload_len, m.qos,
+                                m.retain) == 0) {
         cl->api->metric_add(cl->m_received, 1);
     }
     if (topic != small) {
@@ -71,6 +88,7 @@ static void
 stream_reply(redisAsyncContext *ac, void *r, void *arg)
 {
     struct link *l = ac->data;
+    struct cluster *cl = l->cl;
     redisReply *reply = r;
     const char **argv = NULL;
     size_t *argl = NULL;
@@ -106,8 +124,13 @@ stream_reply(redisAsyncContext *ac, void *r, void *arg)
             fields = e->element[1];
             /* A pending entry trimmed away by MAXLEN comes back without fields. */
             if (fields->type == REDIS_REPLY_ARRAY && fields->elements == 2 &&
+                fields->element[0]->type == REDIS_REPLY_STRING &&
                 fields->element[1]->type == REDIS_REPLY_STRING) {
-                inject_bundle(l, fields->element[1]->str, fields->element[1]->len, 0);
+                if (strcmp(fields->element[0]->str, "h") == 0) {
+                    handover_apply(cl, fields->element[1]->str, fields->element[1]->len);
+                } else {
+                    inject_bundle(l, fields->element[1]->str, fields->element[1]->len, 0);
+                }
             }
             if (l->read_from[0] != '>') {
                 snprintf(l->read_from, sizeof(l->read_from), "%s", e->element[0]->str);
@@ -252,28 +275,42 @@ recv_resync(struct link *l)
     redisAsyncCommand(l->ctx[C_CMD], nodes_reply, NULL, "HGETALL %s", l->k_nodes);
 }
 
-/* A client id claimed by another node, on its way to the session's worker here. */
+/* A claim on a client id by another node, waiting for the owner key. */
 struct claim {
-    struct cluster *cl;
+    int resume;   /* the client asked to resume its session there */
     char id[];
 };
 
+/*
+ * Another node claimed a client id. Claims can cross, so the owner key
+ * (OWNER_SCRIPT: the node of the latest connection) decides: only a node
+ * that is not the owner ends its session (and drops its connection).
+ */
 static void
-claim_found(void *arg, const struct midge_client_info *info)
+claim_owner(redisAsyncContext *ac, void *r, void *arg)
 {
+    struct link *l = ac->data;
+    redisReply *reply = r;
     struct claim *c = arg;
 
-    if (info != NULL && info->connected) {
-        c->cl->api->log(c->cl->self, MIDGE_LOG_NOTICE, "client=%s connected to another node: "
-                        "taken over", c->id);
-        c->cl->api->client_disconnect(c->cl->self, c->id, 0x8E);
+    const char *node = reply != NULL && reply->type == REDIS_REPLY_STRING
+                           ? strchr(reply->str, ' ')
+                           : NULL;
+
+    /*
+     * The owner key may not show our own claim yet (it is still in our queue):
+     * a connection here that is newer than the owner's stays, and our claim
+     * ends the other one.
+     */
+    if (node != NULL && strcmp(node + 1, l->cl->node_id) != 0 &&
+        conntimes_get(l->cl->conntimes, c->id) <= strtoull(reply->str, NULL, 10)) {
+        handover_take(l->cl, c->id, node + 1, c->resume, strtoull(reply->str, NULL, 10));
     }
     free(c);
 }
 
-/* Disconnects the client with this id if it is connected here (looked up on its worker). */
 static void
-claim_lookup(struct cluster *cl, const char *id)
+claim_check(struct link *l, const char *id, int resume)
 {
     size_t n = strlen(id);
     struct claim *c = malloc(sizeof(*c) + n + 1);
@@ -281,43 +318,11 @@ claim_lookup(struct cluster *cl, const char *id)
     if (c == NULL) {
         return;
     }
-    c->cl = cl;
+    c->resume = resume;
     memcpy(c->id, id, n + 1);
-    if (cl->api->client_find(cl->self, c->id, claim_found, c) != 0) {
+    if (redisAsyncCommand(l->ctx[C_CMD], claim_owner, c, "GET %s:owner:%s", l->cl->prefix,
+                          c->id) != REDIS_OK) {
         free(c);
-    }
-}
-
-/*
- * Another node claimed a client id. Claims can cross, so the owner key
- * (OWNER_SCRIPT: the node of the latest connection) decides: only a node
- * that is not the owner drops its connection.
- */
-static void
-claim_owner(redisAsyncContext *ac, void *r, void *arg)
-{
-    struct link *l = ac->data;
-    redisReply *reply = r;
-    char *id = arg;
-
-    const char *node = reply != NULL && reply->type == REDIS_REPLY_STRING
-                           ? strchr(reply->str, ' ')
-                           : NULL;
-
-    if (node != NULL && strcmp(node + 1, l->cl->node_id) != 0) {
-        claim_lookup(l->cl, id);
-    }
-    free(id);
-}
-
-static void
-claim_check(struct link *l, const char *id)
-{
-    char *copy = strdup(id);
-
-    if (copy != NULL && redisAsyncCommand(l->ctx[C_CMD], claim_owner, copy, "GET %s:owner:%s",
-                                          l->cl->prefix, copy) != REDIS_OK) {
-        free(copy);
     }
 }
 
@@ -368,8 +373,9 @@ recv_sub_message(redisAsyncContext *ac, void *r, void *arg)
             memcmp(body->str, cl->node_id, (size_t)(nl - body->str)) == 0) {
             return; /* our own claim */
         }
-        if (nl != NULL && nl[1] != 0) {
-            claim_check(l, nl + 1);
+        /* "NODE\n" then 'r' (clean start 0: the session moves there) or 'c', then the id. */
+        if (nl != NULL && (nl[1] == 'r' || nl[1] == 'c') && nl[2] != 0) {
+            claim_check(l, nl + 2, nl[1] == 'r');
         }
         return;
     }

@@ -18,8 +18,8 @@ import time
 import unittest
 
 import midgetest
-from midgetest import (Broker, PahoClient, RawClient, free_port, only_midge, tmp_root, wait_until, HOST,
-                       QUIET, TIMEOUT)
+from midgetest import (Broker, PahoClient, RawClient, free_port, only_midge, paho_props, tmp_root,
+                       wait_until, HOST, QUIET, TIMEOUT)
 
 REDIS_BIN = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -181,6 +181,13 @@ def retained_on(node, topic):
             return None
     finally:
         s.disconnect()
+
+
+def stream_consumed(redis, node_id):
+    """Node node_id read, published and acknowledged every entry of its stream (XINFO
+    GROUPS: nothing pending, lag 0)."""
+    r = redis.command("XINFO", "GROUPS", "midge:stream:%s" % node_id)
+    return b"pending\r\n:0\r\n" in r and b"lag\r\n:0\r\n" in r
 
 
 @need_cluster
@@ -354,6 +361,168 @@ class ClusterTest(unittest.TestCase):
         old.expect_disconnect(rc=0x8E, timeout=5.0)
         self.assertTrue(new.is_open(), "the new connection must stay")
         new.close()
+
+    def persistent(self, node, cid, version):
+        """A paho client with a session that outlives its connection: MQTT 3.1.1 clean
+        session 0, or MQTT 5 clean start 0 with a Session Expiry Interval."""
+        props = paho_props("CONNECT", SessionExpiryInterval=300) if version == 5 else None
+        cl = PahoClient(node.port, client_id=cid, clean=False, version=version, props=props)
+        cl.connect()
+        self.clients.append(cl)
+        return cl
+
+    def _takeover_queued(self, version):
+        a, b = self.nodes[0], self.nodes[1]
+        cid = "roam-%d" % version
+        topic = "tk%d" % version
+        sub = self.persistent(a, cid, version)
+        sub.subscribe(topic + "/#", 1)
+        wait_route(b, topic + "/probe", sub)
+        sub.disconnect()
+        # Numbered QoS 1 messages while the client is away, from a publisher on node 2
+        # (carried to node 1's session through its stream) and one on node 1.
+        n = 20
+        pb, pa = self.c(b), self.c(a)
+        for i in range(n // 2):
+            pb.publish(topic + "/x", b"b%d" % i, 1)
+        for i in range(n // 2):
+            pa.publish(topic + "/x", b"a%d" % i, 1)
+        # Node 1 took the cross-node ones into the session: not in transit any more (see
+        # docs/cluster-redis.md: a message still in transit to the old node is not moved).
+        wait_until(lambda: stream_consumed(self.redis, a.node_id), 10.0,
+                   what="node 1 consumed its stream")
+        # The client comes back on node 2, clean start 0, and does not subscribe again.
+        back = self.persistent(b, cid, version)
+        got = [m.payload for m in back.get_n(n, timeout=10.0)]
+        for origin in (b"a", b"b"):
+            # Per publisher in publish order [MQTT-4.6.0-5]; the queued ones, all of them,
+            # once [MQTT-4.4.0-1 on the new node: the session's unacknowledged messages].
+            self.assertEqual([p for p in got if p.startswith(origin)],
+                             [origin + b"%d" % i for i in range(n // 2)])
+        back.none()
+        wait_until(lambda: "ends the session of client=%s" % cid in a.log_text(), 5.0,
+                   what="node 1 ended its copy of the session")
+        # Its subscription moved too: a new message from node 1 reaches it on node 2.
+        wait_route(a, topic + "/probe", back)
+        pa.publish(topic + "/x", b"after", 1)
+        self.assertEqual(back.get(what="message after the takeover").payload, b"after")
+        back.none()
+        back.disconnect()
+        # Back on node 1: node 2's session (nothing unacknowledged) comes along, no
+        # duplicates of what node 1 had queued, and the subscription still works.
+        again = self.persistent(a, cid, version)
+        again.none()
+        wait_until(lambda: "ends the session of client=%s" % cid in b.log_text(), 5.0,
+                   what="node 2 ended its copy of the session")
+        wait_route(b, topic + "/probe", again)
+        pb.publish(topic + "/x", b"again", 1)
+        self.assertEqual(again.get(what="message after moving back").payload, b"again")
+        again.none()
+
+    def test_session_takeover_across_nodes_with_queued_qos1_v311(self):
+        """A clean-session-0 client subscribed on node 1 comes back on node 2: its
+        subscription and the QoS 1 messages queued for it on node 1 move with it
+        [MQTT-3.1.2-4], [MQTT-4.4.0-1]; node 1's session is gone."""
+        self._takeover_queued(4)
+
+    def test_session_takeover_across_nodes_with_queued_qos1_v5(self):
+        """The same with MQTT 5 clean start 0 and a Session Expiry Interval
+        [MQTT-3.1.2-4], [MQTT-3.1.2-23]."""
+        self._takeover_queued(5)
+
+    def test_takeover_while_connected_moves_subscriptions(self):
+        """The client is still connected on node 1 when it connects on node 2 with clean
+        start 0: node 1 sends DISCONNECT 0x8E Session taken over [MQTT-3.1.4-3] and its
+        subscriptions (with their options) and unacknowledged messages move to node 2."""
+        a, b = self.nodes[0], self.nodes[1]
+        props = [("session_expiry", 300)]
+        old = RawClient(a.port, version=5)
+        old.connect(client_id="roamer5", clean=False, props=props)
+        # No Local (0x04) on a filter the client also publishes to.
+        old.subscribe("own/#", opts=0x01 | 0x04)
+        wait_route_raw = self.c(b)
+        wait_route_raw.subscribe("own/#", 1)
+        wait_route(a, "own/probe", wait_route_raw)
+        # A message the old connection does not acknowledge: it moves as unacknowledged.
+        self.c(a).publish("own/pending", b"unacked", 1)
+        first = old.recv_publish(ack=False, topic="own/pending")
+        self.assertEqual(first.payload, b"unacked")
+        new = PahoClient(b.port, client_id="roamer5", clean=False, version=5,
+                         props=paho_props("CONNECT", SessionExpiryInterval=300))
+        new.connect()
+        self.clients.append(new)
+        old.expect_disconnect(rc=0x8E, timeout=5.0)
+        m = new.get(what="the message node 1 had sent and not seen acknowledged")
+        self.assertEqual(m.payload, b"unacked")
+        new.none()
+        # The subscription moved with its No Local option [MQTT-3.8.3-3].
+        new.publish("own/self", b"mine", 1)
+        self.c(a).publish("own/other", b"theirs", 1)
+        self.assertEqual(new.get(what="a message from another client").payload, b"theirs")
+        new.none()
+
+    def test_mqtt5_properties_cross_nodes(self):
+        """An MQTT 5 PUBLISH's properties reach a subscriber on another node unaltered:
+        user properties in order [MQTT-3.3.2-17], [MQTT-3.3.2-18], content type
+        [MQTT-3.3.2-20], response topic and correlation data [MQTT-3.3.2-15],
+        [MQTT-3.3.2-16], payload format indicator [MQTT-3.3.2-4]; the Message Expiry
+        Interval is what is left of it [MQTT-3.3.2-6]. QoS 0 and QoS 1 take different
+        paths (pub/sub, stream): both carry them."""
+        a, b = self.nodes[0], self.nodes[1]
+        sub = PahoClient(b.port, version=5)
+        sub.connect()
+        self.clients.append(sub)
+        sub.subscribe("props/#", 1)
+        wait_route(a, "props/probe", sub)
+        pub = PahoClient(a.port, version=5)
+        pub.connect()
+        self.clients.append(pub)
+        for qos in (0, 1):
+            props = paho_props("PUBLISH", UserProperty=[("k1", "v1"), ("k2", "v2"), ("k1", "v3")],
+                               ContentType="text/plain", ResponseTopic="reply/here",
+                               CorrelationData=b"\x00corr\xff", PayloadFormatIndicator=1,
+                               MessageExpiryInterval=60)
+            pub.publish("props/q%d" % qos, b"hello", qos, props=props)
+            m = sub.get(what="QoS %d message with properties" % qos)
+            self.assertEqual((m.topic, m.payload), ("props/q%d" % qos, b"hello"))
+            p = m.properties
+            self.assertEqual(p.UserProperty, [("k1", "v1"), ("k2", "v2"), ("k1", "v3")])
+            self.assertEqual(p.ContentType, "text/plain")
+            self.assertEqual(p.ResponseTopic, "reply/here")
+            self.assertEqual(p.CorrelationData, b"\x00corr\xff")
+            self.assertEqual(p.PayloadFormatIndicator, 1)
+            self.assertTrue(0 < p.MessageExpiryInterval <= 60, p.MessageExpiryInterval)
+        # Without properties nothing is added.
+        pub.publish("props/plain", b"bare", 1)
+        m = sub.get(what="message without properties")
+        self.assertFalse(hasattr(m.properties, "UserProperty"))
+        self.assertFalse(hasattr(m.properties, "MessageExpiryInterval"))
+        sub.none()
+
+    def test_will_reaches_other_nodes(self):
+        """A client on node 1 loses its connection: its will is published [MQTT-3.1.2-8]
+        to subscribers on node 2 too, with its QoS and MQTT 5 properties; a retained will
+        is served as retained by node 3 [MQTT-3.1.2-17]."""
+        a, b, c = self.nodes
+        sub = PahoClient(b.port, version=5)
+        sub.connect()
+        self.clients.append(sub)
+        sub.subscribe("wills/#", 1)
+        wait_route(a, "wills/probe", sub)
+        dying = PahoClient(a.port, client_id="dying", version=5,
+                           will={"topic": "wills/dying", "payload": b"gone", "qos": 1,
+                                 "retain": True,
+                                 "props": paho_props("WILLMESSAGE", ContentType="text/x-will",
+                                                     UserProperty=[("why", "crash")])})
+        dying.connect()
+        dying.drop()  # no DISCONNECT: the will goes
+        m = sub.get(what="the will from node 1")
+        self.assertEqual((m.topic, m.payload, m.qos), ("wills/dying", b"gone", 1))
+        self.assertEqual(m.properties.ContentType, "text/x-will")
+        self.assertEqual(m.properties.UserProperty, [("why", "crash")])
+        sub.none()
+        r = wait_until(lambda: retained_on(c, "wills/dying"), 5.0, what="retained will on n3")
+        self.assertEqual((r.payload, r.retain), (b"gone", 1))
 
     def test_routes_resynced_after_redis_lost_its_data(self):
         """Redis replaced by an empty one (its data lost): the nodes reconnect, announce

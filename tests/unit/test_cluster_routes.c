@@ -155,8 +155,10 @@ test_wire_bundle(void **state)
 {
     size_t l1;
     size_t l2;
-    char *a = wire_encode("n1/b/1", "t/1", "hello", 5, 1, 0, &l1);
-    char *b = wire_encode("n1/b/2", "t/2", NULL, 0, 2, 1, &l2);
+    /* MQTT 5 properties as api->message_properties gives them: content type "x". */
+    static const char props[] = {0x03, 0x00, 0x01, 'x'};
+    char *a = wire_encode("n1/b/1", "t/1", "hello", 5, 1, 0, NULL, 0, 0, &l1);
+    char *b = wire_encode("n1/b/2", "t/2", NULL, 0, 2, 1, props, sizeof(props), 30, &l2);
     char *bundle = malloc(l1 + l2);
     size_t pos = 0;
     const char *blob;
@@ -174,16 +176,28 @@ test_wire_bundle(void **state)
     assert_int_equal(m.retain, 0);
     assert_memory_equal(m.topic, "t/1", 3);
     assert_int_equal(m.payload_len, 5);
+    assert_memory_equal(m.payload, "hello", 5);
+    assert_null(m.props);
+    assert_int_equal(m.expiry, 0);
     assert_int_equal(wire_next(bundle, l1 + l2, &pos, &blob, &bl), 1);
     assert_int_equal(wire_decode(blob, bl, &m), 0);
     assert_int_equal(m.qos, 2);
     assert_int_equal(m.retain, 1);
     assert_int_equal(m.payload_len, 0);
+    assert_int_equal(m.props_len, sizeof(props));
+    assert_memory_equal(m.props, props, sizeof(props));
+    assert_int_equal(m.expiry, 30);
     assert_int_equal(wire_next(bundle, l1 + l2, &pos, &blob, &bl), 0);
     /* A cut frame is refused, never read past the end. */
     pos = 0;
     assert_int_equal(wire_next(bundle, l1 - 1, &pos, &blob, &bl), -1);
     assert_int_equal(wire_decode("\x01\x03\x00", 3, &m), -1);
+    /* Version 1 frames (no properties, no expiry) are still read. */
+    assert_int_equal(wire_decode("\x01\x01\x00\x01i\x00\x01tP", 9, &m), 0);
+    assert_int_equal(m.payload_len, 1);
+    assert_null(m.props);
+    /* Version 2 with a properties length past the end is refused. */
+    assert_int_equal(wire_decode("\x02\x01\x00\x01i\x00\x01t\x00\x00\x00\x09", 12, &m), -1);
     free(a);
     free(b);
     free(bundle);

@@ -195,7 +195,8 @@ test_acl_async(void **state)
 {
     struct fixture *f = *state;
     midge_client *c = midge_test_client_new(f->fb, "c1", "alice");
-    struct midge_acl_request req = {sizeof(req), MIDGE_ACL_PUBLISH, "async/yes", 1, 0, NULL, 0};
+    struct midge_acl_request req = {.size = sizeof(req), .action = MIDGE_ACL_PUBLISH,
+                                    .topic = "async/yes", .qos = 1};
     midge_ticket *t = NULL;
     uint8_t reason = 0;
 

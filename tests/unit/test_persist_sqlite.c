@@ -1656,10 +1656,15 @@ test_queue_bound(void **state)
     opt(f, "max_size_mb", "1");
     opt(f, "max_pending", "1000");
     assert_int_equal(load(f), 0);
-    session(f, "c1", NEVER, 0);
+    /*
+     * Written first, so that exactly what follows is pending: the writer may
+     * otherwise commit it alone before the message comes (a race that moved
+     * the first refused event by one).
+     */
+    assert_true(wait_durable(f, session(f, "c1", NEVER, 0)));
     queued(f, "c1", 1, m); /* cannot be written: everything after waits in memory */
     assert_true(wait_failing(f, 1));
-    for (i = 0; i < 998; i++) {
+    for (i = 0; i < 999; i++) {
         snprintf(id, sizeof(id), "c%d", i);
         session(f, id, NEVER, 0);
     }
