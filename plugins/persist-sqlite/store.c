@@ -438,9 +438,10 @@ msg_inc(struct psq_store *s, uint64_t msg_id, int64_t n, int known, int64_t refs
 }
 
 /*
- * The message msg_id gets a second row: when this store wrote it into a
- * delivery (the inl cache), that delivery's copy goes and it becomes a
- * reference. *moved is 1 when it did (one more reference to count).
+ * The message msg_id has its messages row now: when this store wrote it
+ * into a delivery (the inl cache), that delivery's copy goes and it becomes
+ * a reference. Called only after the row is written, so the message is
+ * never in neither place. *moved is 1 when it did (one more reference).
  */
 static int
 share_inline(struct psq_store *s, uint64_t msg_id, int *moved)
@@ -486,16 +487,16 @@ msg_ref(struct psq_store *s, uint64_t msg_id, const midge_message *msg, int64_t 
     uint32_t props_len = 0;
     uint32_t expiry;
     int64_t refs;
+    int64_t inline_dlv;
+    int inlined;
     int moved;
     int rc;
 
     if (row_get(s->refs, msg_id, &refs)) {
         return msg_inc(s, msg_id, 1, 1, refs);
     }
-    rc = share_inline(s, msg_id, &moved);
-    if (rc != SQLITE_OK) {
-        return rc;
-    }
+    /* Counted ahead for a copy in a delivery row; corrected below when there was none. */
+    inlined = row_get(s->inl, msg_id, &inline_dlv);
     payload = api->message_payload(msg, &len);
     props = api->message_properties(msg, &props_len);
     expiry = api->message_expiry(msg);
@@ -510,13 +511,21 @@ msg_ref(struct psq_store *s, uint64_t msg_id, const midge_message *msg, int64_t 
         sqlite3_bind_null(st, 6);
     }
     bind_i64(st, 7, expiry > 0 ? now + expiry : 0);
-    bind_i64(st, 8, 1 + moved);
+    bind_i64(st, 8, 1 + inlined);
     rc = run(st);
     if (rc != SQLITE_OK) {
         return rc;
     }
     if (sqlite3_changes(s->db) == 0) {
-        return msg_inc(s, msg_id, 1 + moved, 0, 0); /* stored before */
+        rc = share_inline(s, msg_id, &moved);
+        return rc != SQLITE_OK ? rc : msg_inc(s, msg_id, 1 + moved, 0, 0); /* stored before */
+    }
+    rc = share_inline(s, msg_id, &moved);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+    if (moved != inlined) { /* that delivery was finished meanwhile: one reference less */
+        return msg_inc(s, msg_id, (int64_t)moved - inlined, 1, 1 + inlined);
     }
     row_put(s->refs, msg_id, 1 + moved);
     return SQLITE_OK;
