@@ -29,28 +29,43 @@ passthrough_props(const struct mqtt_props *p, struct mqtt_props *keep)
     keep->user_props = p->user_props;
 }
 
+/* Bytes of keep's encoding without its length prefix; 0 when it has nothing. */
+static size_t
+keep_size(const struct mqtt_props *keep)
+{
+    return keep->present != 0 || keep->user_props.len != 0 ? mqtt_props_size(keep) : 0;
+}
+
+/*
+ * Writes keep's n (keep_size) bytes at dst without the length prefix;
+ * dst has 4 bytes more room: mqtt_props_write() puts the prefix first.
+ */
+static void
+keep_write(const struct mqtt_props *keep, uint8_t *dst, size_t n)
+{
+    if (n > 0) {
+        mqtt_props_write(keep, dst);
+        memmove(dst, dst + mqtt_varint_size((uint32_t)n), n);
+    }
+}
+
 /* Encodes a PUBLISH's pass-through properties as msg_new keeps them; see msg.h. */
 int
 msg_props_encode(const struct mqtt_props *props, uint8_t **out, uint32_t *len)
 {
     struct mqtt_props keep;
     size_t n;
-    uint8_t *b;
 
     *out = NULL;
     *len = 0;
     passthrough_props(props, &keep);
-    if (keep.present == 0 && keep.user_props.len == 0) {
+    if ((n = keep_size(&keep)) == 0) {
         return 0;
     }
-    n = mqtt_props_size(&keep);
-    b = malloc(n + 4); /* room for the length prefix mqtt_props_write puts first */
-    if (b == NULL) {
+    if ((*out = malloc(n + 4)) == NULL) {
         return -1;
     }
-    mqtt_props_write(&keep, b);
-    memmove(b, b + mqtt_varint_size((uint32_t)n), n);
-    *out = b;
+    keep_write(&keep, *out, n);
     *len = (uint32_t)n;
     return 0;
 }
@@ -112,8 +127,8 @@ msg_new(const char *topic, size_t topic_len, const uint8_t *payload, uint32_t pa
     uint8_t *p;
 
     passthrough_props(props, &keep);
-    props_len = (keep.present != 0 || keep.user_props.len != 0) ? mqtt_props_size(&keep) : 0;
-    /* 4 spare bytes: mqtt_props_write() puts a length prefix we then drop. */
+    props_len = keep_size(&keep);
+    /* 4 spare bytes for keep_write. */
     size_t bytes = sizeof(*m) + 2 + topic_len + 1 + props_len + 4 + payload_len;
 
     m = malloc(bytes);
@@ -141,11 +156,7 @@ msg_new(const char *topic, size_t topic_len, const uint8_t *payload, uint32_t pa
     m->topic = (const char *)p + 2;
     p += 2 + topic_len + 1;
     m->props = p;
-    if (props_len > 0) {
-        size_t pre = mqtt_varint_size((uint32_t)props_len);
-        mqtt_props_write(&keep, p);
-        memmove(p, p + pre, props_len);
-    }
+    keep_write(&keep, p, props_len);
     p += props_len;
     m->payload = p;
     if (payload_len > 0) {

@@ -763,25 +763,6 @@ acl_request_fill(struct midge_acl_request *req, int action, const char *topic, i
     req->payload_len = payload_len;
 }
 
-/* acl_request_fill for a topic view: *t is the NUL-terminated copy (buf, or malloc'd when long). */
-static int
-acl_request(struct midge_acl_request *req, int action, const char *topic, size_t topic_len,
-            int qos, int retain, const uint8_t *payload, uint32_t payload_len, char *buf,
-            size_t bufsz, char **t)
-{
-    *t = buf;
-    if (topic_len >= bufsz) {
-        *t = malloc(topic_len + 1);
-        if (*t == NULL) {
-            return -1;
-        }
-    }
-    memcpy(*t, topic, topic_len);
-    (*t)[topic_len] = 0;
-    acl_request_fill(req, action, *t, qos, retain, payload, payload_len);
-    return 0;
-}
-
 /* A PENDING answer without a ticket: the instance's timeout verdict, logged once per instance. */
 static int
 acl_untimely_pending(struct midge_plugin *p, int action)
@@ -917,6 +898,32 @@ plugin_acl(struct conn *c, int action, const char *topic, int qos, int retain,
     return acl_chain(c, &req, 0, 0, 0, reason);
 }
 
+/*
+ * The chain with tickets (the publish_accepted one with `forward`) about req,
+ * its topic the NUL-terminated copy of `topic`. [worker thread]
+ */
+static int
+chain_about(struct conn *c, struct midge_acl_request *req, const char *topic, size_t topic_len,
+            size_t start, int forward, uint8_t *reason)
+{
+    char buf[256];
+    char *t = buf;
+    int result;
+
+    if (topic_len >= sizeof(buf) && (t = malloc(topic_len + 1)) == NULL) {
+        *reason = MQTT_RC_SERVER_UNAVAILABLE;
+        return PLUGIN_DENY;
+    }
+    memcpy(t, topic, topic_len);
+    t[topic_len] = 0;
+    req->topic = t;
+    result = acl_chain(c, req, start, 1, forward, reason);
+    if (t != buf) {
+        free(t);
+    }
+    return result;
+}
+
 /* Runs the ACL chain with tickets; see plugin.h. [worker thread] */
 int
 plugin_acl_wait(struct conn *c, int action, const char *topic, size_t topic_len, int qos,
@@ -924,21 +931,11 @@ plugin_acl_wait(struct conn *c, int action, const char *topic, size_t topic_len,
                 uint8_t *reason)
 {
     struct midge_acl_request req;
-    char buf[256];
-    char *t;
-    int result;
 
     /* The publish_accepted hooks see the PUBLISH they are about. */
-    if (acl_request(&req, action == PLUGIN_ACL_FORWARD ? MIDGE_ACL_PUBLISH : action, topic,
-                    topic_len, qos, retain, payload, payload_len, buf, sizeof(buf), &t) < 0) {
-        *reason = MQTT_RC_SERVER_UNAVAILABLE;
-        return PLUGIN_DENY;
-    }
-    result = acl_chain(c, &req, start, 1, action == PLUGIN_ACL_FORWARD, reason);
-    if (t != buf) {
-        free(t);
-    }
-    return result;
+    acl_request_fill(&req, action == PLUGIN_ACL_FORWARD ? MIDGE_ACL_PUBLISH : action, NULL, qos,
+                     retain, payload, payload_len);
+    return chain_about(c, &req, topic, topic_len, start, action == PLUGIN_ACL_FORWARD, reason);
 }
 
 /* The publish_accepted chain with the PUBLISH's properties; see plugin.h. [worker thread] */
@@ -947,27 +944,21 @@ plugin_forward_wait(struct conn *c, const char *topic, size_t topic_len,
                     const struct mqtt_publish *p, size_t start, uint8_t *reason)
 {
     struct midge_acl_request req;
-    char buf[256];
-    char *t;
-    uint8_t *props = NULL;
-    uint32_t props_len = 0;
+    uint8_t *props;
+    uint32_t props_len;
     int result;
 
-    if (msg_props_encode(&p->props, &props, &props_len) < 0 ||
-        acl_request(&req, MIDGE_ACL_PUBLISH, topic, topic_len, p->qos, p->retain,
-                    p->payload.ptr, p->payload.len, buf, sizeof(buf), &t) < 0) {
-        free(props);
+    if (msg_props_encode(&p->props, &props, &props_len) < 0) {
         *reason = MQTT_RC_SERVER_UNAVAILABLE;
         return PLUGIN_DENY;
     }
+    acl_request_fill(&req, MIDGE_ACL_PUBLISH, NULL, p->qos, p->retain, p->payload.ptr,
+                     p->payload.len);
     req.props = props;
     req.props_len = props_len;
     req.expiry = (p->props.present & MQTT_PBIT(MQTT_PROP_MESSAGE_EXPIRY)) ? p->props.message_expiry
                                                                           : 0;
-    result = acl_chain(c, &req, start, 1, 1, reason);
-    if (t != buf) {
-        free(t);
-    }
+    result = chain_about(c, &req, topic, topic_len, start, 1, reason);
     free(props);
     return result;
 }

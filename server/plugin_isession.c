@@ -27,8 +27,9 @@
 #include "topic.h"
 #include "worker.h"
 
-static int
-on_home(const midge_session *ms)
+/* See plugin_isession.h. */
+int
+isession_on_home(const midge_session *ms)
 {
     return ms != NULL && ms->open && worker_current() == ms->vconn.w;
 }
@@ -182,7 +183,7 @@ isession_progress(midge_session *ms)
 int
 plugin_session_released(midge_session *ms, uint32_t id)
 {
-    if (!on_home(ms)) {
+    if (!isession_on_home(ms)) {
         return -MIDGE_ESTATE;
     }
     if (id > 0 && id <= 65535) {
@@ -206,7 +207,7 @@ plugin_session_subscribe(midge_session *ms, const char *filter, int qos, int fla
     int existed = 0;
     int shared;
 
-    if (!on_home(ms)) {
+    if (!isession_on_home(ms)) {
         return -MIDGE_ESTATE;
     }
     s = ms->vconn.session;
@@ -250,7 +251,7 @@ plugin_session_unsubscribe(midge_session *ms, const char *filter)
     struct session *s;
     size_t n = filter != NULL ? strlen(filter) : 0;
 
-    if (!on_home(ms)) {
+    if (!isession_on_home(ms)) {
         return -MIDGE_ESTATE;
     }
     s = ms->vconn.session;
@@ -268,7 +269,7 @@ plugin_session_publish(midge_session *ms, const char *topic, const void *payload
     size_t tl = topic ? strlen(topic) : 0;
     struct msg *m;
 
-    if (!on_home(ms)) {
+    if (!isession_on_home(ms)) {
         return -MIDGE_ESTATE;
     }
     if (tl == 0 || tl > 65535 || !topic_name_valid(topic, tl) ||
@@ -307,7 +308,7 @@ late_ack_run(void *arg)
 int
 plugin_session_ack(midge_session *ms, uint32_t id)
 {
-    if (!on_home(ms)) {
+    if (!isession_on_home(ms)) {
         return -MIDGE_ESTATE;
     }
     if (id == 0 || id > 65535) {
@@ -347,7 +348,7 @@ plugin_session_window(midge_session *ms, uint16_t window)
 {
     uint16_t was;
 
-    if (!on_home(ms)) {
+    if (!isession_on_home(ms)) {
         return -MIDGE_ESTATE;
     }
     if (window == 0) {
@@ -367,7 +368,7 @@ plugin_session_window(midge_session *ms, uint16_t window)
 void
 plugin_session_redeliver(midge_session *ms)
 {
-    if (on_home(ms)) {
+    if (isession_on_home(ms)) {
         session_resume(ms->vconn.session);
     }
 }
@@ -400,7 +401,7 @@ close_run(void *arg)
 void
 plugin_session_close(midge_session *ms, int end)
 {
-    if (!on_home(ms)) {
+    if (!isession_on_home(ms)) {
         if (ms != NULL) {
             midge_log(MLOG_ERROR, "plugin bug plugin=%s: session_close off the session's home "
                       "worker or twice: ignored", ms->plugin->name);

@@ -40,4 +40,7 @@ struct midge_session {
  */
 void isession_pub_abandon(midge_session *ms);
 
+/* 1 when ms is open and the calling thread is its home worker. */
+int isession_on_home(const midge_session *ms);
+
 #endif

@@ -9,7 +9,6 @@
 #include <string.h>
 
 #include "session.h"
-#include "worker.h"
 
 int
 plugin_session_stats(midge_session *ms, struct midge_session_stats *out)
@@ -21,8 +20,7 @@ plugin_session_stats(midge_session *ms, struct midge_session_stats *out)
     if (out == NULL || out->size == 0) {
         return -MIDGE_EINVAL;
     }
-    if (ms == NULL || !ms->open || worker_current() != ms->vconn.w ||
-        (s = ms->vconn.session) == NULL) {
+    if (!isession_on_home(ms) || (s = ms->vconn.session) == NULL) {
         return -MIDGE_ESTATE;
     }
     memset(&st, 0, sizeof(st));

@@ -83,6 +83,24 @@ name_valid(const char *s)
     return 1;
 }
 
+/* A new metric of self, not yet listed; NULL when out of memory. */
+static midge_metric *
+metric_alloc(midge_plugin *self, const char *name, int kind, const char *help)
+{
+    midge_metric *m = calloc(1, sizeof(*m));
+
+    if (m == NULL || (m->name = strdup(name)) == NULL ||
+        (help != NULL && (m->help = strdup(help)) == NULL)) {
+        if (m != NULL) {
+            metric_destroy(m);
+        }
+        return NULL;
+    }
+    m->kind = kind;
+    m->owner = self;
+    return m;
+}
+
 midge_metric *
 plugin_metric_new(midge_plugin *self, const char *name, int kind, const char *help)
 {
@@ -93,19 +111,10 @@ plugin_metric_new(midge_plugin *self, const char *name, int kind, const char *he
         midge_log(MLOG_ERROR, "plugin bug plugin=%s: metric_new outside init", self->name);
         return NULL;
     }
-    if (!name_valid(name) || kind < MIDGE_METRIC_COUNTER || kind > MIDGE_METRIC_HISTOGRAM) {
+    if (!name_valid(name) || kind < MIDGE_METRIC_COUNTER || kind > MIDGE_METRIC_HISTOGRAM ||
+        (m = metric_alloc(self, name, kind, help)) == NULL) {
         return NULL;
     }
-    m = calloc(1, sizeof(*m));
-    if (m == NULL || (m->name = strdup(name)) == NULL ||
-        (help != NULL && (m->help = strdup(help)) == NULL)) {
-        if (m != NULL) {
-            metric_destroy(m);
-        }
-        return NULL;
-    }
-    m->kind = kind;
-    m->owner = self;
     pthread_mutex_lock(&metrics_lock);
     for (tail = &self->user_metrics; *tail != NULL; tail = &(*tail)->next) {
         if (strcmp((*tail)->name, name) == 0) {
@@ -167,18 +176,14 @@ plugin_metric_new_labeled(midge_plugin *self, const char *name, int kind, const 
         !label_value_valid(label_value)) {
         return NULL;
     }
-    m = calloc(1, sizeof(*m));
-    if (m == NULL || (m->name = strdup(name)) == NULL ||
-        (help != NULL && (m->help = strdup(help)) == NULL) ||
-        (m->label_name = strdup(label_name)) == NULL ||
-        (m->label_value = strdup(label_value)) == NULL) {
-        if (m != NULL) {
-            metric_destroy(m);
-        }
+    if ((m = metric_alloc(self, name, kind, help)) == NULL) {
         return NULL;
     }
-    m->kind = kind;
-    m->owner = self;
+    if ((m->label_name = strdup(label_name)) == NULL ||
+        (m->label_value = strdup(label_value)) == NULL) {
+        metric_destroy(m);
+        return NULL;
+    }
     pthread_mutex_lock(&metrics_lock);
     for (pos = &self->user_metrics; *pos != NULL; pos = &(*pos)->next) {
         const midge_metric *o = *pos;
