@@ -1052,9 +1052,12 @@ class BridgeMesh(BridgeBase):
                     c.connect("late-%f" % time.monotonic())
                     c.subscribe("r/#", 1)
                     try:
-                        return c.recv_publish(timeout=0.3)
+                        p = c.recv_publish(timeout=0.3)
                     except AssertionError:
                         return None
+                    # Subscribed just before the bridged copy arrived: it came live
+                    # (RETAIN 0 [MQTT-3.3.1-9]); ask again for the stored one.
+                    return p if p.retain else None
                 finally:
                     c.close()
             p = wait_until(retained, what="retained on " + n)
