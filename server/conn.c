@@ -731,6 +731,55 @@ conn_continue(struct conn *c)
     kick_pending(c); /* issue 9 */
 }
 
+/*
+ * A client that sends DISCONNECT (say with Session Expiry 0) and reconnects
+ * at once expects the new connection to see the old one's end, but the two
+ * sockets are read in any order. So before a takeover the old connection's
+ * input that already arrived is handled first. It is read into the
+ * connection's own buffer: the worker's scratch may hold the new
+ * connection's CONNECT. [worker thread]
+ */
+void
+conn_drain(struct conn *c)
+{
+    const char *why = NULL;
+    size_t budget = CONN_HOLD_MAX;
+
+    if (c->state != CONN_ACTIVE || c->auth_wait != NULL) {
+        return;
+    }
+    while (budget > 0) {
+        ssize_t n;
+        if (c->incap - c->inlen < room_needed(c)) {
+            size_t cap = c->inlen + room_needed(c);
+            uint8_t *b = realloc(c->inbuf, cap);
+            if (b == NULL) {
+                break;
+            }
+            c->inbuf = b;
+            c->incap = (uint32_t)cap;
+        }
+        n = conn_read(c, c->inbuf + c->inlen, c->incap - c->inlen);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+            break;
+        }
+        if (n <= 0) {
+            why = n == 0 ? "closed by client" : io_error(c);
+            break;
+        }
+        c->inlen += (uint32_t)n;
+        budget = (size_t)n < budget ? budget - (size_t)n : 0;
+        c->last_rx = ev_now(c->w->loop);
+        STAT_ADD(&c->w->stats, bytes_received, (uint64_t)n);
+    }
+    if (c->inlen > 0 && process_input(c, c->inbuf, c->inlen, 1) < 0) {
+        return;
+    }
+    if (why != NULL) {
+        conn_close(c, 0, 1, why);
+    }
+}
+
 /* Stops reading from the socket (back-pressure). */
 void
 conn_pause_read(struct conn *c)

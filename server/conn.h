@@ -153,6 +153,13 @@ void conns_tick(struct worker *w, double now);
  */
 void conn_continue(struct conn *c);
 
+/*
+ * Handles what the client already sent on a connected socket (up to
+ * CONN_HOLD_MAX), before its session is taken over by a new connection.
+ * The connection may be closed on return. [worker thread]
+ */
+void conn_drain(struct conn *c);
+
 /* Stops/restarts reading (back-pressure). */
 void conn_pause_read(struct conn *c);
 void conn_resume_read(struct conn *c);

@@ -446,6 +446,12 @@ proto_connect(struct conn *c, const uint8_t *raw, size_t raw_len, const struct m
                       "client identifier in use by a plugin's internal session");
     }
     if (s != NULL && s->conn != NULL) {
+        /* What the old client sent before this CONNECT counts first: its DISCONNECT
+         * may end the session (3.14.2.2.2) or cancel its will [MQTT-3.14.4-3]. */
+        conn_drain(s->conn);
+        s = session_find(w, id, id_len); /* it ended if its expiry was 0 */
+    }
+    if (s != NULL && s->conn != NULL) {
         /* Takeover [MQTT-3.1.4-3]: the old connection goes, v5 with 0x8E. */
         conn_close(s->conn, MQTT_RC_SESSION_TAKEN_OVER, 1, "session taken over");
         s = session_find(w, id, id_len); /* it ended if its expiry was 0 */

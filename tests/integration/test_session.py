@@ -107,6 +107,23 @@ class Expiry(BrokerTest):
         ca = c.connect("dexp", clean=False, props=[("session_expiry", 60)])
         self.assertFalse(ca.session_present)
 
+    def test_disconnect_then_reconnect_at_once(self):
+        """A DISCONNECT sent before the next CONNECT counts first, though the two arrive on different
+        sockets: Session Expiry 0 ends the session (3.14.2.2.2) [MQTT-4.1.0-2] and its will is discarded,
+        not published by a takeover [MQTT-3.14.4-3] [MQTT-3.1.2-10]."""
+        watch = self.raw(5)
+        watch.subscribe("dnow/#", 0)
+        for i in range(25):
+            c = self.raw(5, client_id="dnow", clean=False, props=[("session_expiry", 60)],
+                         will={"topic": "dnow/will", "payload": b"%d" % i})
+            c.disconnect(0, [("session_expiry", 0)])
+            c = self.raw(5, connect=False)
+            ca = c.connect("dnow", clean=False, props=[("session_expiry", 60)])
+            self.assertFalse(ca.session_present, "round %d: session outlived DISCONNECT with expiry 0" % i)
+            c.disconnect(0, [("session_expiry", 0)])
+        pub = self.raw(5)
+        self.assertEqual(self.marker(pub, watch, "dnow/marker"), [], "a will was published")
+
 
 class QueueLimits(BrokerTest):
     CONFIG = ["max_queued_messages 3", "sys_interval 1"]
