@@ -792,10 +792,16 @@ class RawClient:
         self.send(ack_packet(PUBREL, pid, version=self.version))
         return self.expect(PUBCOMP, pid=pid)
 
-    def disconnect(self, rc=None, props=None):
+    def disconnect(self, rc=None, props=None, wait=True):
+        """Sends DISCONNECT and closes. wait: first until the broker closes its side, so
+        whatever the test does next (on other connections) sees the broker after the
+        DISCONNECT: packets of two connections are otherwise handled in any order."""
         try:
             self.send(disconnect_packet(rc, props, self.version))
-        except OSError:
+            if wait:
+                self.sock.shutdown(socket.SHUT_WR)
+                self.expect_closed()
+        except (OSError, AssertionError):
             pass
         self.close()
 

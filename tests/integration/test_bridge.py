@@ -168,8 +168,12 @@ class BridgeBase(unittest.TestCase):
         return c
 
     def wait_connected(self, broker, name, count=1, timeout=TIMEOUT * 2):
-        wait_until(lambda: broker.log_text().count("bridge=%s connected" % name) >= count,
-                   timeout, what="bridge %s connected (x%d)" % (name, count))
+        try:
+            wait_until(lambda: broker.log_text().count("bridge=%s connected" % name) >= count,
+                       timeout, what="bridge %s connected (x%d)" % (name, count))
+        except AssertionError as e:
+            lines = [l for l in broker.log_text().splitlines() if "bridge=%s " % name in l]
+            raise AssertionError("%s; the bridge's log lines:\n%s" % (e, "\n".join(lines[-20:])))
 
     def bridge_block(self, name, port, topics, more=""):
         return ("connection %s\naddress 127.0.0.1:%d\nremote_clientid %s\n"

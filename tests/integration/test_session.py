@@ -116,7 +116,7 @@ class Expiry(BrokerTest):
         for i in range(25):
             c = self.raw(5, client_id="dnow", clean=False, props=[("session_expiry", 60)],
                          will={"topic": "dnow/will", "payload": b"%d" % i})
-            c.disconnect(0, [("session_expiry", 0)])
+            c.disconnect(0, [("session_expiry", 0)], wait=False)
             c = self.raw(5, connect=False)
             ca = c.connect("dnow", clean=False, props=[("session_expiry", 60)])
             self.assertFalse(ca.session_present, "round %d: session outlived DISCONNECT with expiry 0" % i)
