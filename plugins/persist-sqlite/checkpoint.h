@@ -11,20 +11,22 @@
 #include "psq.h"
 
 /*
- * WAL frames after which the checkpointer runs: 16 MiB of 4 KiB pages, four
- * times SQLite's autocheckpoint default. Under QoS 1 load every commit
- * rewrites the same few pages (the right edges of the tables and the queue
- * index), and a checkpoint copies each page once however many frames hold
- * it: at 1000 frames the checkpointer took 0.2 us of CPU per delivered
- * message, at 4000 a quarter of that (issue 7, docs/benchmarks.md).
+ * WAL frames after which the checkpointer runs: 64 MiB of 4 KiB pages,
+ * sixteen times SQLite's autocheckpoint default (the WAL file keeps that
+ * size on disk once it reached it). Under QoS 1 load every commit rewrites
+ * the same few pages (the right edges of the tables and the queue index),
+ * and a checkpoint copies each page once however many frames hold it: at
+ * 1000 frames the checkpointer took 0.2 us of CPU per delivered message, at
+ * 4000 a quarter of that, at 16000 a quarter again, and its database fsyncs
+ * no longer slow the commits' (issue 7, docs/benchmarks.md).
  */
-#define PSQ_CHECKPOINT_FRAMES 4000
+#define PSQ_CHECKPOINT_FRAMES 16000
 /*
  * WAL frames after which the writer checkpoints itself, as SQLite would:
  * a checkpointer that never catches up (or cannot start) must not let the
  * WAL grow without bound.
  */
-#define PSQ_CHECKPOINT_FRAMES_MAX 32000
+#define PSQ_CHECKPOINT_FRAMES_MAX 64000
 
 /* The checkpointer. Owned by the instance: psq_checkpointer_stop() joins and frees it. */
 struct psq_checkpointer;

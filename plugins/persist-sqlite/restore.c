@@ -6,7 +6,8 @@
  *
  * Deliveries are read in one query ordered by (client_id, seq): sessions
  * by their client_id index, each one's deliveries by the (sess_key, seq)
- * index the writer keeps. A delivery has its message's columns itself (its
+ * index the writer keeps (which holds every row by now: the store indexed
+ * what a previous process left unindexed when it was created). A delivery has its message's columns itself (its
  * message's only row) or names a messages row: a LEFT JOIN reads both. Fan-out means many deliveries share a message, so the
  * messages built with api->message_new are kept in a table by msg_id until
  * the end of the restore: each stored payload becomes one broker message
@@ -379,7 +380,7 @@ psq_restore(const struct psq_env *env, sqlite3 *db, struct psq_store *store, con
                                 "coalesce(d.msg_retain, m.retain), "
                                 "CASE WHEN d.topic IS NULL THEN m.props ELSE d.props END, "
                                 "coalesce(d.expire_at, m.expire_at) FROM sessions s "
-                                "JOIN deliveries d ON d.sess_key = s.sess_key "
+                                "JOIN deliveries d ON d.sess_key = s.sess_key AND d.indexed = 1 "
                                 "LEFT JOIN messages m ON d.topic IS NULL AND m.msg_id = d.msg_id "
                                 "WHERE d.topic IS NOT NULL OR m.msg_id IS NOT NULL "
                                 "ORDER BY s.client_id, d.seq", -1, &st, NULL);

@@ -9,10 +9,24 @@
  * once and 1,000 small delivery rows. Events about a client without a session row are ignored: they can
  * arrive after its SESSION_END (the broker's workers race the end of a
  * session), and the end already deleted everything.
+ *
+ * The queue index (sess_key, seq) serves restore and the end of a session,
+ * never the hot path, yet its entry was a third of the writer's work for a
+ * delivery that is written and deleted a few batches later (sent to an
+ * online subscriber, acknowledged after the batch was taken). So such a
+ * delivery (queued and sent in the same batch) is written with `indexed`
+ * 0, outside the partial index, and the store keeps a boundary:
+ *  - every row with delivery_id <= `bound` is indexed;
+ *  - after each batch, the rows inserted INDEX_AFTER batches ago that are
+ *    still there get indexed, and the boundary moves past them.
+ * A session's rows are then the index's plus the few above the boundary,
+ * found by a rowid range. Delivery ids grow with time (one counter in the
+ * broker), so the range holds only the last INDEX_AFTER batches' rows.
  */
 #include <stdlib.h>
 #include <string.h>
 
+#include "schema.h"
 #include "store.h"
 
 /* Indexes into psq_store.st; the SQL is in stmt_sql. */
@@ -23,6 +37,7 @@ enum {
     S_SESS_DELETE,
     S_SESS_MSGS,
     S_SESS_DEL_DELIVERIES,
+    S_SESS_DEL_RECENT,
     S_SESS_DEL_SUBS,
     S_SESS_DEL_QOS2,
     S_WILL_GET,
@@ -44,6 +59,7 @@ enum {
     S_DLV_STATE,
     S_DLV_GET,
     S_DLV_DELETE,
+    S_DLV_INDEX,
     S_Q2_INSERT,
     S_Q2_DELETE,
     S_COUNT
@@ -57,10 +73,17 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_SESS_EXISTS] = "SELECT sess_key FROM sessions WHERE client_id = ?1",
     [S_SESS_KEY] = "SELECT sess_key FROM sessions WHERE client_id = ?1",
     [S_SESS_DELETE] = "DELETE FROM sessions WHERE client_id = ?1",
-    /* Deliveries with their own message columns hold no reference. */
-    [S_SESS_MSGS] = "SELECT msg_id, count(*) FROM deliveries WHERE sess_key = ?1 AND topic IS "
-                    "NULL GROUP BY msg_id",
-    [S_SESS_DEL_DELIVERIES] = "DELETE FROM deliveries WHERE sess_key = ?1",
+    /*
+     * A session's deliveries: the indexed ones, and those not yet indexed
+     * above the boundary ?2. Deliveries with their own message columns
+     * hold no reference.
+     */
+    [S_SESS_MSGS] = "SELECT msg_id, count(*) FROM (SELECT msg_id FROM deliveries WHERE "
+                    "sess_key = ?1 AND indexed = 1 AND topic IS NULL UNION ALL SELECT msg_id "
+                    "FROM deliveries WHERE delivery_id > ?2 AND sess_key = ?1 AND indexed = 0 "
+                    "AND topic IS NULL) GROUP BY msg_id",
+    [S_SESS_DEL_DELIVERIES] = "DELETE FROM deliveries WHERE sess_key = ?1 AND indexed = 1",
+    [S_SESS_DEL_RECENT] = "DELETE FROM deliveries WHERE delivery_id > ?2 AND sess_key = ?1",
     [S_SESS_DEL_SUBS] = "DELETE FROM subscriptions WHERE client_id = ?1",
     [S_SESS_DEL_QOS2] = "DELETE FROM qos2_in WHERE client_id = ?1",
     [S_WILL_GET] = "SELECT msg_id FROM wills WHERE client_id = ?1",
@@ -80,11 +103,12 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_MSG_UNREF] = "UPDATE messages SET refs = refs - ?2 WHERE msg_id = ?1",
     [S_MSG_DELETE] = "DELETE FROM messages WHERE msg_id = ?1",
     [S_DLV_INSERT] = "INSERT OR IGNORE INTO deliveries(delivery_id, sess_key, msg_id, qos, "
-                     "retain, state, packet_id, seq) VALUES(?1, ?2, ?3, ?4, ?5, ?7, ?8, ?6)",
+                     "retain, state, packet_id, seq, indexed) VALUES(?1, ?2, ?3, ?4, ?5, ?7, ?8, "
+                     "?6, ?15)",
     [S_DLV_INSERT_INLINE] = "INSERT OR IGNORE INTO deliveries(delivery_id, sess_key, msg_id, qos, "
                             "retain, state, packet_id, seq, topic, payload, msg_qos, msg_retain, "
-                            "props, expire_at) VALUES(?1, ?2, ?3, ?4, ?5, ?7, ?8, ?6, ?9, ?10, "
-                            "?11, ?12, ?13, ?14)",
+                            "props, expire_at, indexed) VALUES(?1, ?2, ?3, ?4, ?5, ?7, ?8, ?6, ?9, "
+                            "?10, ?11, ?12, ?13, ?14, ?15)",
     /* The message moved to the messages table: the delivery becomes a reference to it. */
     [S_DLV_SHARE] = "UPDATE deliveries SET topic = NULL, payload = NULL, msg_qos = NULL, "
                     "msg_retain = NULL, props = NULL, expire_at = NULL WHERE delivery_id = ?1 "
@@ -92,6 +116,8 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_DLV_STATE] = "UPDATE deliveries SET state = ?2, packet_id = ?3 WHERE delivery_id = ?1",
     [S_DLV_GET] = "SELECT msg_id, topic IS NOT NULL FROM deliveries WHERE delivery_id = ?1",
     [S_DLV_DELETE] = "DELETE FROM deliveries WHERE delivery_id = ?1",
+    [S_DLV_INDEX] = "UPDATE deliveries SET indexed = 1 WHERE delivery_id > ?1 AND "
+                    "delivery_id <= ?2 AND indexed = 0",
     [S_Q2_INSERT] = "INSERT OR IGNORE INTO qos2_in(client_id, packet_id) VALUES(?1, ?2)",
     [S_Q2_DELETE] = "DELETE FROM qos2_in WHERE client_id = ?1 AND packet_id = ?2",
 };
@@ -130,6 +156,14 @@ struct known_session {
  */
 #define ROW_CACHE 65536
 
+/*
+ * Batches after which a delivery still there gets its index entry. With
+ * subscribers online nearly all deliveries that outlive their batch finish
+ * in the next one or two; the rows above the boundary are what the end of
+ * a session reads without the index.
+ */
+#define INDEX_AFTER 16
+
 struct row_cache {
     uint64_t key[ROW_CACHE];
     int64_t val[ROW_CACHE];
@@ -151,6 +185,12 @@ struct psq_store {
      * stored by the previous ones.
      */
     int64_t order_base;
+    /* The index boundary (see the top of the file), as the transaction has it and as committed. */
+    int64_t bound;
+    int64_t bound_committed;
+    int64_t max_inserted;                  /* highest delivery_id inserted */
+    int64_t inserted_at[INDEX_AFTER];      /* max_inserted at the end of the last batches */
+    unsigned batches;
 };
 
 struct psq_store *
@@ -182,6 +222,23 @@ psq_store_new(const struct psq_env *env, sqlite3 *db, const char **err)
         }
         s->order_base = sqlite3_column_int64(st, 0);
         sqlite3_finalize(st);
+    }
+    {
+        /* What a previous process left unindexed gets indexed: the boundary starts at the top. */
+        sqlite3_stmt *st = NULL;
+
+        if (psq_exec(db, "UPDATE deliveries SET indexed = 1 WHERE indexed = 0") != SQLITE_OK ||
+            sqlite3_prepare_v2(db, "SELECT coalesce(max(delivery_id), 0) FROM deliveries", -1,
+                               &st, NULL) != SQLITE_OK || sqlite3_step(st) != SQLITE_ROW) {
+            *err = sqlite3_errmsg(db);
+            sqlite3_finalize(st);
+            goto fail;
+        }
+        s->bound = s->bound_committed = s->max_inserted = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        for (i = 0; i < INDEX_AFTER; i++) {
+            s->inserted_at[i] = s->bound;
+        }
     }
     for (i = 0; i < S_COUNT; i++) {
         if (sqlite3_prepare_v3(db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL) !=
@@ -312,6 +369,32 @@ psq_store_forget(struct psq_store *s)
     if (s->inl != NULL) {
         memset(s->inl->key, 0, sizeof(s->inl->key));
     }
+    s->bound = s->bound_committed; /* the rolled-back transaction indexed nothing */
+}
+
+int
+psq_store_batch_end(struct psq_store *s)
+{
+    unsigned slot = s->batches++ % INDEX_AFTER;
+    int64_t upto = s->inserted_at[slot]; /* max_inserted INDEX_AFTER batches ago */
+    int rc = SQLITE_OK;
+
+    s->inserted_at[slot] = s->max_inserted;
+    if (upto > s->bound) {
+        bind_i64(s->st[S_DLV_INDEX], 1, s->bound);
+        bind_i64(s->st[S_DLV_INDEX], 2, upto);
+        rc = run(s->st[S_DLV_INDEX]);
+        if (rc == SQLITE_OK) {
+            s->bound = upto;
+        }
+    }
+    return rc;
+}
+
+void
+psq_store_committed(struct psq_store *s)
+{
+    s->bound_committed = s->bound;
 }
 
 /* Ids are handed out in sequence: their low bits spread them, and neighbours share cache lines. */
@@ -610,6 +693,7 @@ psq_store_session_end(struct psq_store *s, const char *client_id)
     }
     /* The messages its deliveries use, with counts: one refs update per message, not per row. */
     bind_i64(st, 1, key); /* no session row: key 0, which no row has (keys start at 1) */
+    bind_i64(st, 2, s->bound);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (n + 2 > cap) {
             int64_t *bigger = realloc(ids, (cap = cap * 2 + 64) * sizeof(*ids));
@@ -635,6 +719,11 @@ psq_store_session_end(struct psq_store *s, const char *client_id)
     if (rc == SQLITE_OK) {
         bind_i64(s->st[S_SESS_DEL_DELIVERIES], 1, key);
         rc = run(s->st[S_SESS_DEL_DELIVERIES]);
+    }
+    if (rc == SQLITE_OK) {
+        bind_i64(s->st[S_SESS_DEL_RECENT], 1, key);
+        bind_i64(s->st[S_SESS_DEL_RECENT], 2, s->bound);
+        rc = run(s->st[S_SESS_DEL_RECENT]);
     }
     if (rc == SQLITE_OK) {
         bind_text(s->st[S_SESS_DEL_SUBS], 1, client_id);
@@ -827,7 +916,13 @@ apply_queued(struct psq_store *s, const struct psq_event *e, int64_t sess_key, i
     if (own) {
         bind_message(s, st, 9, e->msg, now);
     }
+    /* Sent in the batch that queued it: likely finished soon, indexed later if not. */
+    sqlite3_bind_int(st, 15, e->state == MIDGE_DELIVERY_QUEUED ||
+                                 (int64_t)e->delivery_id <= s->bound);
     rc = run(st);
+    if ((int64_t)e->delivery_id > s->max_inserted) {
+        s->max_inserted = (int64_t)e->delivery_id;
+    }
     /* A delivery seen before (the event came twice) does not count twice. */
     if (rc == SQLITE_OK && sqlite3_changes(s->db) > 0) {
         row_put_flag(s->dlv, e->delivery_id, (int64_t)e->msg_id, own);

@@ -33,6 +33,15 @@ int psq_store_apply(struct psq_store *s, const struct psq_event *e, int64_t now)
  */
 void psq_store_forget(struct psq_store *s);
 
+/*
+ * The end of a batch's events, inside its transaction: indexes the
+ * deliveries that stayed (store.c says why they wait). SQLite result code.
+ */
+int psq_store_batch_end(struct psq_store *s);
+
+/* The writer's COMMIT succeeded. */
+void psq_store_committed(struct psq_store *s);
+
 /* Deletes a session and every row it has (as SESSION_END). SQLite result code. */
 int psq_store_session_end(struct psq_store *s, const char *client_id);
 

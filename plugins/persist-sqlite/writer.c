@@ -110,9 +110,15 @@ write_batch(struct psq_writer *w, struct psq_event *list, uint64_t *applied, uin
         }
     }
     if (rc == SQLITE_OK) {
+        rc = psq_store_batch_end(w->store);
+    }
+    if (rc == SQLITE_OK) {
         t0 = psq_mono_ns();
         rc = psq_exec(w->db, "COMMIT");
         *commit_ns = psq_mono_ns() - t0;
+    }
+    if (rc == SQLITE_OK) {
+        psq_store_committed(w->store);
     }
     if (rc != SQLITE_OK && !sqlite3_get_autocommit(w->db)) {
         psq_exec(w->db, "ROLLBACK");

@@ -1018,7 +1018,8 @@ test_migrates_version_1(void **state)
     db_exec(f->path, v1_database);
     restart_and_restore(f);
     assert_non_null(find_log(f, "migrated to schema version 2"));
-    assert_int_equal(db_int(f, "SELECT max(version) FROM schema_version"), 2);
+    assert_non_null(find_log(f, "migrated to schema version 3"));
+    assert_int_equal(db_int(f, "SELECT max(version) FROM schema_version"), 3);
     assert_int_equal(count_recs(f, "session "), 2);
     assert_true(has_rec(f, "session alice expiry=4294967295 protocol=5"));
     assert_true(has_rec(f, "session bob expiry=4294967295 protocol=4"));
@@ -1245,8 +1246,8 @@ test_refuse_newer_schema(void **state)
 
     assert_int_equal(load(f), 0);
     unload(f);
-    db_exec(f->path, "INSERT INTO schema_version VALUES(3, 0)");
-    refused_untouched(f, "has schema version 3, written by a newer midge");
+    db_exec(f->path, "INSERT INTO schema_version VALUES(4, 0)");
+    refused_untouched(f, "has schema version 4, written by a newer midge");
 }
 
 static void
@@ -1296,7 +1297,7 @@ test_empty_file_is_a_new_database(void **state)
     assert_non_null(fp);
     fclose(fp);
     assert_int_equal(load(f), 0);
-    assert_int_equal(db_int(f, "SELECT max(version) FROM schema_version"), 2);
+    assert_int_equal(db_int(f, "SELECT max(version) FROM schema_version"), 3);
     assert_int_equal(db_int(f, "PRAGMA application_id"), 0x4d444745);
     assert_int_equal(db_int(f, "SELECT count(*) FROM sessions"), 0);
 }
@@ -1375,6 +1376,75 @@ test_group_commit_batch(void **state)
     assert_int_equal(events, 2000);
     /* The first event may commit alone; everything else waits for the next 500 ms slot. */
     assert_true(commits <= 3);
+}
+
+/*
+ * Schema 3: a delivery sent in the batch that queued it is written outside
+ * the queue index; it is indexed once it stayed 16 batches (INDEX_AFTER),
+ * the end of its session deletes it either way (and its share of a shared
+ * message), and a restart indexes and restores what was left unindexed.
+ */
+static void
+test_sent_deliveries_indexed_later(void **state)
+{
+    struct fixture *f = *state;
+    const midge_message *a = msg("t/a", "shared", 1);
+    const midge_message *b = msg("t/b", "own", 2);
+    const midge_message *c = msg("t/c", "late", 3);
+    uint64_t last;
+    int i;
+
+    opt(f, "durability", "batch");
+    opt(f, "batch_ms", "100");
+    assert_int_equal(load(f), 0);
+    session(f, "c1", NEVER, 1);
+    last = session(f, "c2", NEVER, 1);
+    assert_true(wait_durable(f, last));
+    /* Within the next 100 ms slot: a to c1 and c2 (one shared message), b to c1, all sent. */
+    queued(f, "c1", 1, a);
+    send(f, (struct midge_persist_event){.type = MIDGE_P_MSG_SENT, .delivery_id = 1,
+                                         .packet_id = 1});
+    queued(f, "c2", 2, a);
+    send(f, (struct midge_persist_event){.type = MIDGE_P_MSG_SENT, .delivery_id = 2,
+                                         .packet_id = 1});
+    queued(f, "c1", 3, b);
+    last = send(f, (struct midge_persist_event){.type = MIDGE_P_MSG_SENT, .delivery_id = 3,
+                                                .packet_id = 2});
+    assert_true(wait_durable(f, last));
+    assert_int_equal(db_int(f, "SELECT count(*) FROM deliveries WHERE indexed = 0"), 3);
+    assert_int_equal(db_int(f, "SELECT refs FROM messages WHERE msg_id = 1"), 2);
+
+    /* The end of c1 finds its rows without the index. */
+    last = send(f, (struct midge_persist_event){.type = MIDGE_P_SESSION_END, .client_id = "c1"});
+    assert_true(wait_durable(f, last));
+    assert_int_equal(db_int(f, "SELECT count(*) FROM deliveries"), 1);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM deliveries WHERE delivery_id = 2 AND "
+                               "indexed = 0"), 1);
+    assert_int_equal(db_int(f, "SELECT refs FROM messages WHERE msg_id = 1"), 1);
+
+    /* Sixteen batches later delivery 2 is still there: it gets its index entry. */
+    for (i = 0; i < 17; i++) {
+        last = session(f, "c3", NEVER, i % 2);
+        assert_true(wait_durable(f, last));
+    }
+    assert_int_equal(db_int(f, "SELECT indexed FROM deliveries WHERE delivery_id = 2"), 1);
+
+    /* One left unindexed at shutdown is indexed at the next start and restored in order. */
+    queued(f, "c2", 4, c);
+    last = send(f, (struct midge_persist_event){.type = MIDGE_P_MSG_SENT, .delivery_id = 4,
+                                                .packet_id = 2});
+    assert_true(wait_durable(f, last));
+    assert_int_equal(db_int(f, "SELECT indexed FROM deliveries WHERE delivery_id = 4"), 0);
+    restart_and_restore(f);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM deliveries WHERE indexed = 0"), 0);
+    assert_int_equal(count_recs(f, "msg "), 2);
+    assert_true(rec_index(f, "msg c2 d=2 qos=1 retain=0 state=1 pid=1 "
+                             "[1 t/a 'shared' qos=1 retain=0 props=0 expiry=0]") <
+                rec_index(f, "msg c2 d=4 qos=1 retain=0 state=1 pid=2 "
+                             "[3 t/c 'late' qos=1 retain=0 props=0 expiry=0]"));
+    m_unref(a);
+    m_unref(b);
+    m_unref(c);
 }
 
 static void
@@ -1745,6 +1815,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_directory_created_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit_full_many_threads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sent_deliveries_indexed_later, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_coalesces_finished_deliveries, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_durability_none_reports_before_writing, setup,
