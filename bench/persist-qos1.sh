@@ -4,7 +4,12 @@
 # persistence on. 16 publishers -> 16 persistent subscribers (pair topology, clean
 # session 0), QoS 1, 100 unacknowledged messages per publisher, 64-byte payloads.
 #
-#   bench/persist-qos1.sh [-n RUNS] [-d SECONDS] [-w SECONDS] [-P PUBS] [-W WINDOW]
+#   bench/persist-qos1.sh [-n RUNS] [-d SECONDS] [-w SECONDS] [-P PUBS] [-W WINDOW] [-c CONFIGS]
+#
+# CONFIGS: which of "memory full batch none mosquitto" to run (default all), e.g.
+# -c "memory full" for the ratio issue 7 asks about; runs are interleaved, and each
+# round's full/memory ratio is printed with their median (a shared machine's speed
+# drifts between rounds, and the ratio of one round's pair drifts less).
 #
 # Prints each run's RESULT line and the median delivered msg/s per configuration,
 # plus persist-sqlite's commit statistics (group commit: events per commit, fsync
@@ -16,10 +21,11 @@ set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD:-$top/build}
 mosq=${MOSQUITTO:-/usr/sbin/mosquitto}
-runs=3 dur=5 warm=2 pubs=16 window=100
-while getopts n:d:w:P:W: o; do
+runs=3 dur=5 warm=2 pubs=16 window=100 configs="memory full batch none mosquitto"
+while getopts n:d:w:P:W:c: o; do
     case $o in
     n) runs=$OPTARG ;; d) dur=$OPTARG ;; w) warm=$OPTARG ;; P) pubs=$OPTARG ;; W) window=$OPTARG ;;
+    c) configs=$OPTARG ;;
     *) exit 2 ;;
     esac
 done
@@ -69,11 +75,18 @@ set_tcp_nodelay true"
 }
 
 for run in $(seq 1 "$runs"); do
-    for name in memory full batch none mosquitto; do
+    for name in $configs; do
         run_one "$name" "$run"
     done
+    m=$(tail -n 1 "$work/memory.rates" 2>/dev/null || true)
+    f=$(tail -n 1 "$work/full.rates" 2>/dev/null || true)
+    if [ -n "$m" ] && [ -n "$f" ] && [ -s "$work/memory.rates" ] && [ -s "$work/full.rates" ]; then
+        awk -v f="$f" -v m="$m" 'BEGIN { if (m > 0) printf "%.4f\n", f / m }' >> "$work/ratio"
+        echo "# round $run: full/memory $(tail -n 1 "$work/ratio")"
+    fi
 done
 echo "# medians (delivered msg/s, broker cpu us per delivered message)"
-for name in memory full batch none mosquitto; do
+[ -s "$work/ratio" ] && echo "full/memory per round: $(tr '\n' ' ' < "$work/ratio")median $(median < "$work/ratio")"
+for name in $configs; do
     [ -s "$work/$name.rates" ] && echo "$name $(median < "$work/$name.rates") $(grep . "$work/$name.cpu" | median)"
 done
