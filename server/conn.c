@@ -201,6 +201,33 @@ io_error(const struct conn *c)
     return c->xp != NULL ? xport_error(c) : strerror(errno);
 }
 
+/*
+ * Makes room for one read after the input kept in c->inbuf (doubling, so
+ * a large packet arriving in pieces is not copied once per piece).
+ * Returns 0, or -1 when out of memory.
+ */
+static int
+inbuf_room(struct conn *c)
+{
+    size_t cap;
+    uint8_t *b;
+
+    if (c->incap - c->inlen >= room_needed(c)) {
+        return 0;
+    }
+    cap = c->incap ? (size_t)c->incap * 2 : 4096;
+    if (cap < c->inlen + room_needed(c)) {
+        cap = c->inlen + room_needed(c);
+    }
+    b = realloc(c->inbuf, cap);
+    if (b == NULL) {
+        return -1;
+    }
+    c->inbuf = b;
+    c->incap = (uint32_t)cap;
+    return 0;
+}
+
 /* Moves the connection to worker c->handoff_to with its unparsed input. */
 static void
 handoff(struct conn *c, const uint8_t *rest, size_t len, int from_inbuf)
@@ -377,18 +404,9 @@ hold_input(struct conn *c)
 {
     ssize_t n;
 
-    if (c->incap - c->inlen < room_needed(c)) {
-        size_t cap = c->incap ? (size_t)c->incap * 2 : 4096;
-        if (cap < c->inlen + room_needed(c)) {
-            cap = c->inlen + room_needed(c);
-        }
-        uint8_t *b = realloc(c->inbuf, cap);
-        if (b == NULL) {
-            conn_close(c, MQTT_RC_SERVER_BUSY, 1, "out of memory");
-            return;
-        }
-        c->inbuf = b;
-        c->incap = (uint32_t)cap;
+    if (inbuf_room(c) < 0) {
+        conn_close(c, MQTT_RC_SERVER_BUSY, 1, "out of memory");
+        return;
     }
     n = conn_read(c, c->inbuf + c->inlen, c->incap - c->inlen);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
@@ -426,17 +444,9 @@ read_ready(struct conn *c)
         return;
     }
     if (c->inlen > 0) {
-        if (c->incap - c->inlen < room_needed(c)) {
-            size_t cap = (size_t)c->incap * 2 > c->inlen + room_needed(c)
-                             ? (size_t)c->incap * 2
-                             : c->inlen + room_needed(c);
-            uint8_t *b = realloc(c->inbuf, cap);
-            if (b == NULL) {
-                conn_close(c, MQTT_RC_SERVER_BUSY, 1, "out of memory");
-                return;
-            }
-            c->inbuf = b;
-            c->incap = (uint32_t)cap;
+        if (inbuf_room(c) < 0) {
+            conn_close(c, MQTT_RC_SERVER_BUSY, 1, "out of memory");
+            return;
         }
         n = conn_read(c, c->inbuf + c->inlen, c->incap - c->inlen);
     } else {
@@ -750,14 +760,8 @@ conn_drain(struct conn *c)
     }
     while (budget > 0) {
         ssize_t n;
-        if (c->incap - c->inlen < room_needed(c)) {
-            size_t cap = c->inlen + room_needed(c);
-            uint8_t *b = realloc(c->inbuf, cap);
-            if (b == NULL) {
-                break;
-            }
-            c->inbuf = b;
-            c->incap = (uint32_t)cap;
+        if (inbuf_room(c) < 0) {
+            break;
         }
         n = conn_read(c, c->inbuf + c->inlen, c->incap - c->inlen);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {

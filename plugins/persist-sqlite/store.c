@@ -191,6 +191,13 @@ struct psq_store {
     int64_t max_inserted;                  /* highest delivery_id inserted */
     int64_t inserted_at[INDEX_AFTER];      /* max_inserted at the end of the last batches */
     unsigned batches;
+    /*
+     * No row names a msg_id above this one. The broker numbers messages from
+     * one counter, so nearly every queued message is above it and is known
+     * to be new without a lookup. Only grows (a rolled-back id stays
+     * counted: that costs a lookup, never a wrong answer).
+     */
+    int64_t max_msg_id;
 };
 
 struct psq_store *
@@ -235,6 +242,16 @@ psq_store_new(const struct psq_env *env, sqlite3 *db, const char **err)
             goto fail;
         }
         s->bound = s->bound_committed = s->max_inserted = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        st = NULL;
+        if (sqlite3_prepare_v2(db, "SELECT max(coalesce((SELECT max(msg_id) FROM messages), 0), "
+                                   "coalesce((SELECT max(msg_id) FROM deliveries), 0))", -1, &st,
+                               NULL) != SQLITE_OK || sqlite3_step(st) != SQLITE_ROW) {
+            *err = sqlite3_errmsg(db);
+            sqlite3_finalize(st);
+            goto fail;
+        }
+        s->max_msg_id = sqlite3_column_int64(st, 0);
         sqlite3_finalize(st);
         for (i = 0; i < INDEX_AFTER; i++) {
             s->inserted_at[i] = s->bound;
@@ -595,6 +612,9 @@ msg_ref(struct psq_store *s, uint64_t msg_id, const midge_message *msg, int64_t 
     }
     bind_i64(st, 7, expiry > 0 ? now + expiry : 0);
     bind_i64(st, 8, 1 + inlined);
+    if ((int64_t)msg_id > s->max_msg_id) {
+        s->max_msg_id = (int64_t)msg_id;
+    }
     rc = run(st);
     if (rc != SQLITE_OK) {
         return rc;
@@ -856,6 +876,10 @@ message_is_new(struct psq_store *s, uint64_t msg_id, int *is_new)
     int rc;
 
     *is_new = 0;
+    if ((int64_t)msg_id > s->max_msg_id) {
+        *is_new = 1;
+        return SQLITE_OK;
+    }
     if (row_get(s->refs, msg_id, &val) || row_get(s->inl, msg_id, &val)) {
         return SQLITE_OK;
     }
@@ -919,6 +943,9 @@ apply_queued(struct psq_store *s, const struct psq_event *e, int64_t sess_key, i
     /* Sent in the batch that queued it: likely finished soon, indexed later if not. */
     sqlite3_bind_int(st, 15, e->state == MIDGE_DELIVERY_QUEUED ||
                                  (int64_t)e->delivery_id <= s->bound);
+    if ((int64_t)e->msg_id > s->max_msg_id) {
+        s->max_msg_id = (int64_t)e->msg_id;
+    }
     rc = run(st);
     if ((int64_t)e->delivery_id > s->max_inserted) {
         s->max_inserted = (int64_t)e->delivery_id;
