@@ -4,14 +4,15 @@
  * one transaction before anything is handed over, so the broker never sees
  * it and the file stops carrying it.
  *
- * Deliveries are read in one query ordered by (client_id, seq): sessions
- * by their client_id index, each one's deliveries by the (sess_key, seq)
- * index the writer keeps (which holds every row by now: the store indexed
- * what a previous process left unindexed when it was created). A delivery has its message's columns itself (its
- * message's only row) or names a messages row: a LEFT JOIN reads both. Fan-out means many deliveries share a message, so the
- * messages built with api->message_new are kept in a table by msg_id until
- * the end of the restore: each stored payload becomes one broker message
- * however many sessions it is queued for.
+ * Deliveries are read in one query ordered by (client_id, seq), through
+ * the (sess_key, seq) index the writer keeps; it holds every row by now
+ * (the store indexed what a previous process left unindexed when it was
+ * created). A delivery has its message's columns itself (its message's
+ * only row) or names a messages row: a LEFT JOIN reads both. Fan-out means
+ * many deliveries share a message, so the messages built with
+ * api->message_new are kept in a table by msg_id until the end of the
+ * restore: each stored payload becomes one broker message however many
+ * sessions it is queued for.
  */
 #include <stdlib.h>
 #include <string.h>
