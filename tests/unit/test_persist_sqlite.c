@@ -1395,12 +1395,12 @@ test_sent_deliveries_indexed_later(void **state)
     int i;
 
     opt(f, "durability", "batch");
-    opt(f, "batch_ms", "100");
+    opt(f, "batch_ms", "250");
     assert_int_equal(load(f), 0);
     session(f, "c1", NEVER, 1);
     last = session(f, "c2", NEVER, 1);
     assert_true(wait_durable(f, last));
-    /* Within the next 100 ms slot: a to c1 and c2 (one shared message), b to c1, all sent. */
+    /* Within the next 250 ms slot: a to c1 and c2 (one shared message), b to c1, all sent. */
     queued(f, "c1", 1, a);
     send(f, (struct midge_persist_event){.type = MIDGE_P_MSG_SENT, .delivery_id = 1,
                                          .packet_id = 1});
