@@ -56,8 +56,6 @@ struct conn {
     uint8_t io_events;     /* events `io` was last started with */
     uint8_t will_cancelled; /* clean DISCONNECT: no will */
     uint8_t is_publisher;  /* has sent PUBLISH: paused under back-pressure */
-    uint64_t connected_us; /* wall clock at CONNACK (us since the epoch): orders takeovers
-                              across brokers (api->client_session_list) */
     uint8_t clean_start;
     uint8_t auth_state;    /* enum conn_auth */
     uint8_t auth_verdict;  /* plugin_result once auth_state is AUTH_DONE */
@@ -76,6 +74,8 @@ struct conn {
     double last_rx;
     double last_progress;  /* last time a write to the socket moved data */
     double created;
+    uint64_t connected_us; /* wall clock at CONNACK (us since the epoch): orders takeovers
+                              across brokers (api->client_session_list) */
     uint8_t *inbuf;        /* unparsed input remainder; NULL when empty */
     uint32_t inlen;
     uint32_t incap;

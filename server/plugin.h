@@ -390,15 +390,15 @@ int plugin_acl(struct conn *c, int action, const char *topic, int qos, int retai
 struct acl_hold;
 
 /*
- * Internal action for plugin_acl_wait: the publish_accepted chain, run after
- * a PUBLISH passed its ACL chains (plugins see action MIDGE_ACL_PUBLISH).
+ * Internal action of a waiting PUBLISH (proto_publish.c): the
+ * publish_accepted chain (plugin_forward_wait), run after the PUBLISH passed
+ * its ACL chains (plugins see action MIDGE_ACL_PUBLISH).
  */
 #define PLUGIN_ACL_FORWARD 0x100
 
 /*
  * Runs the ACL chain for an action the client can wait for (PUBLISH,
- * RETAIN, SUBSCRIBE, WILL, or PLUGIN_ACL_FORWARD: the publish_accepted
- * hooks) from chain position `start` (0 at first); hooks
+ * RETAIN, SUBSCRIBE, WILL) from chain position `start` (0 at first); hooks
  * get a ticket. Returns PLUGIN_ALLOW (also when every plugin deferred),
  * PLUGIN_DENY (*reason set, 0 when the plugin gave none) or PLUGIN_PENDING:
  * the decision waits on c->auth_wait, and before returning PROTO_WAIT the
@@ -411,8 +411,8 @@ int plugin_acl_wait(struct conn *c, int action, const char *topic, size_t topic_
 
 struct mqtt_publish;
 /*
- * plugin_acl_wait for PLUGIN_ACL_FORWARD about a client's PUBLISH `p` (topic
- * resolved): the request also carries the PUBLISH's pass-through properties
+ * The publish_accepted chain (PLUGIN_ACL_FORWARD), like plugin_acl_wait,
+ * about a client's PUBLISH `p` (topic resolved): the request also carries the PUBLISH's pass-through properties
  * and Message Expiry Interval (ABI 1.2 fields). [worker thread]
  */
 int plugin_forward_wait(struct conn *c, const char *topic, size_t topic_len,

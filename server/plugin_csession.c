@@ -43,15 +43,13 @@ struct csession_req {
     char id[];
 };
 
+/* A request about client_id (its callers checked it: 1..65535 bytes). */
 static struct csession_req *
 req_new(const midge_plugin *self, const char *client_id)
 {
-    size_t n = client_id != NULL ? strlen(client_id) : 0;
+    size_t n = strlen(client_id);
     struct csession_req *r;
 
-    if (n == 0 || n > 65535) {
-        return NULL;
-    }
     r = calloc(1, sizeof(*r) + n + 1);
     if (r == NULL) {
         return NULL;

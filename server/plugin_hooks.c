@@ -932,10 +932,8 @@ plugin_acl_wait(struct conn *c, int action, const char *topic, size_t topic_len,
 {
     struct midge_acl_request req;
 
-    /* The publish_accepted hooks see the PUBLISH they are about. */
-    acl_request_fill(&req, action == PLUGIN_ACL_FORWARD ? MIDGE_ACL_PUBLISH : action, NULL, qos,
-                     retain, payload, payload_len);
-    return chain_about(c, &req, topic, topic_len, start, action == PLUGIN_ACL_FORWARD, reason);
+    acl_request_fill(&req, action, NULL, qos, retain, payload, payload_len);
+    return chain_about(c, &req, topic, topic_len, start, 0, reason);
 }
 
 /* The publish_accepted chain with the PUBLISH's properties; see plugin.h. [worker thread] */

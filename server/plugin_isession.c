@@ -354,8 +354,8 @@ plugin_session_window(midge_session *ms, uint16_t window)
     if (window == 0) {
         return -MIDGE_EINVAL;
     }
-    was = ms->window;
-    ms->window = window;
+    /* Open: the window in force is the connection's (ms->window only seeds it at open). */
+    was = ms->vconn.recv_max_out;
     ms->vconn.recv_max_out = window;
     if (window > was) {
         /* Posted, not run here: the caller may be inside deliver, i.e. inside session_pump.

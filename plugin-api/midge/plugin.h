@@ -1104,8 +1104,9 @@ struct midge_api {
     void (*metric_free)(midge_metric *m);
     /*
      * Fills *out with the queue of internal session s (set out->size first;
-     * fields beyond it are not written). Returns 0, or -MIDGE_ESTATE (not on
-     * the home worker, or the handle is closed). [home worker]
+     * fields beyond it are not written). Returns 0, -MIDGE_EINVAL (out NULL
+     * or out->size 0) or -MIDGE_ESTATE (not on the home worker, or the handle
+     * is closed). [home worker]
      */
     int (*session_stats)(midge_session *s, struct midge_session_stats *out);
 

@@ -122,9 +122,7 @@ api_metric_new(midge_plugin *self, const char *name, int kind, const char *help)
     m->name = strdup(name);
     m->help = strdup(help != NULL ? help : "");
     if (m->name == NULL || m->help == NULL) {
-        free(m->name);
-        free(m->help);
-        free(m);
+        metric_destroy(m);
         m = NULL;
         goto out;
     }

@@ -14,10 +14,44 @@
 #include "bridge.h"
 #include "metrics.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
 #define SAMPLE_SECONDS 1.0
+
+/* Every series of a link: created by create(), freed by lm_free(). */
+static const struct {
+    size_t off; /* of its midge_metric * in struct link_metrics */
+    const char *name;
+    int kind;
+    const char *help;
+} SERIES[] = {
+    {offsetof(struct link_metrics, connected), "link_connected", MIDGE_METRIC_GAUGE,
+     "1 while the link is connected to its remote broker, else 0"},
+    {offsetof(struct link_metrics, state), "link_state", MIDGE_METRIC_GAUGE,
+     "0 disconnected, 1 connecting, 2 connected"},
+    {offsetof(struct link_metrics, queue_messages), "link_queue_messages", MIDGE_METRIC_GAUGE,
+     "messages for the remote not yet acknowledged by it (waiting and in flight)"},
+    {offsetof(struct link_metrics, queue_bytes), "link_queue_bytes", MIDGE_METRIC_GAUGE,
+     "topic and payload bytes of link_queue_messages"},
+    {offsetof(struct link_metrics, inflight), "link_inflight", MIDGE_METRIC_GAUGE,
+     "messages sent to the remote, acknowledgement awaited"},
+    {offsetof(struct link_metrics, sent), "link_messages_sent", MIDGE_METRIC_COUNTER,
+     "messages sent to the remote broker"},
+    {offsetof(struct link_metrics, received), "link_messages_received", MIDGE_METRIC_COUNTER,
+     "messages received from the remote broker"},
+    {offsetof(struct link_metrics, dropped), "link_messages_dropped", MIDGE_METRIC_COUNTER,
+     "messages dropped (queue full, too large, QoS 0 offline)"},
+    {offsetof(struct link_metrics, reconnects), "link_reconnects", MIDGE_METRIC_COUNTER,
+     "connection attempts after a failed or lost connection"},
+};
+
+static midge_metric **
+series_slot(struct link_metrics *lm, size_t i)
+{
+    return (midge_metric **)((char *)lm + SERIES[i].off);
+}
 
 static int
 have_labels(const struct midge_api *api)
@@ -48,29 +82,14 @@ series(struct bridge *b, midge_metric **m, const char *name, int kind, const cha
 static void
 create(struct bridge *b, int quiet)
 {
-    struct link_metrics *lm = &b->lm;
+    size_t i;
 
     if (!have_labels(bridge_api(b))) {
         return;
     }
-    series(b, &lm->connected, "link_connected", MIDGE_METRIC_GAUGE,
-           "1 while the link is connected to its remote broker, else 0", quiet);
-    series(b, &lm->state, "link_state", MIDGE_METRIC_GAUGE,
-           "0 disconnected, 1 connecting, 2 connected", quiet);
-    series(b, &lm->queue_messages, "link_queue_messages", MIDGE_METRIC_GAUGE,
-           "messages for the remote not yet acknowledged by it (waiting and in flight)", quiet);
-    series(b, &lm->queue_bytes, "link_queue_bytes", MIDGE_METRIC_GAUGE,
-           "topic and payload bytes of link_queue_messages", quiet);
-    series(b, &lm->inflight, "link_inflight", MIDGE_METRIC_GAUGE,
-           "messages sent to the remote, acknowledgement awaited", quiet);
-    series(b, &lm->sent, "link_messages_sent", MIDGE_METRIC_COUNTER,
-           "messages sent to the remote broker", quiet);
-    series(b, &lm->received, "link_messages_received", MIDGE_METRIC_COUNTER,
-           "messages received from the remote broker", quiet);
-    series(b, &lm->dropped, "link_messages_dropped", MIDGE_METRIC_COUNTER,
-           "messages dropped (queue full, too large, QoS 0 offline)", quiet);
-    series(b, &lm->reconnects, "link_reconnects", MIDGE_METRIC_COUNTER,
-           "connection attempts after a failed or lost connection", quiet);
+    for (i = 0; i < sizeof(SERIES) / sizeof(SERIES[0]); i++) {
+        series(b, series_slot(&b->lm, i), SERIES[i].name, SERIES[i].kind, SERIES[i].help, quiet);
+    }
 }
 
 void
@@ -150,6 +169,9 @@ lm_sample(struct bridge *b)
     uint64_t bytes = b->held_bytes;
     int st = state_of(b);
 
+    if (lm->connected == NULL) {
+        return;
+    }
     if (b->s != NULL && MIDGE_API_HAS(api, session_stats)) {
         struct midge_session_stats ss;
         memset(&ss, 0, sizeof(ss));
@@ -159,9 +181,6 @@ lm_sample(struct bridge *b)
             queued += ss.queued;
             bytes += ss.queued_bytes;
         }
-    }
-    if (lm->connected == NULL) {
-        return;
     }
     api->metric_set(lm->connected, st == LM_CONNECTED);
     api->metric_set(lm->state, st);
@@ -203,9 +222,6 @@ lm_free(struct bridge *b, int removed)
 {
     const struct midge_api *api = bridge_api(b);
     struct link_metrics *lm = &b->lm;
-    midge_metric **all[] = {&lm->connected,  &lm->state, &lm->queue_messages, &lm->queue_bytes,
-                            &lm->inflight,   &lm->sent,  &lm->received,       &lm->dropped,
-                            &lm->reconnects};
     size_t i;
 
     if (removed && lm->addr_shown[0] != '\0') {
@@ -219,8 +235,8 @@ lm_free(struct bridge *b, int removed)
     if (!have_labels(api)) {
         return;
     }
-    for (i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
-        api->metric_free(*all[i]);
-        *all[i] = NULL;
+    for (i = 0; i < sizeof(SERIES) / sizeof(SERIES[0]); i++) {
+        api->metric_free(*series_slot(lm, i));
+        *series_slot(lm, i) = NULL;
     }
 }

@@ -160,9 +160,15 @@ handover_take(struct cluster *cl, const char *id, const char *owner, int resume,
               uint64_t claimed_at)
 {
     size_t n = strlen(id);
-    struct take *t = calloc(1, sizeof(*t) + n + 1);
+    struct take *t;
     int flags = MIDGE_SESSION_END;
 
+    if (!cl->can_take) {
+        /* An older broker: only the connection can be dropped. */
+        cl->api->client_disconnect(cl->self, id, 0x8E);
+        return;
+    }
+    t = calloc(1, sizeof(*t) + n + 1);
     if (t == NULL || (t->owner = strdup(owner)) == NULL) {
         free(t);
         return;
@@ -175,12 +181,6 @@ handover_take(struct cluster *cl, const char *id, const char *owner, int resume,
     put(t, id, n);
     if (!resume) {
         flags |= MIDGE_SESSION_END_WILL; /* a clean start ends the old session: its will goes */
-    }
-    if (!cl->can_take) {
-        /* An older broker: only the connection can be dropped. */
-        take_free(t);
-        cl->api->client_disconnect(cl->self, id, 0x8E);
-        return;
     }
     /* On the session's worker: a connection here newer than the claim stays (claims cross). */
     if (cl->api->client_session_list(cl->self, t->id, flags, claimed_at,
@@ -290,7 +290,10 @@ handover_apply(struct cluster *cl, const char *buf, size_t len)
 {
     const uint8_t *p = (const uint8_t *)buf;
     size_t pos;
+    size_t at;
     size_t n;
+    const char *blob;
+    size_t blen;
     char *id;
     unsigned subs = 0;
     unsigned msgs = 0;
@@ -311,10 +314,9 @@ handover_apply(struct cluster *cl, const char *buf, size_t len)
             apply_sub(cl, id, p + pos + 1, flen);
             pos += 8 + flen;
             subs++;
-        } else if (p[pos] == 'M' && len - pos >= 5 && get32(p + pos + 1) <= len - pos - 5) {
-            size_t mlen = get32(p + pos + 1);
-            apply_msg(cl, id, buf + pos + 5, mlen);
-            pos += 5 + mlen;
+        } else if (p[pos] == 'M' && (at = pos + 1, wire_next(buf, len, &at, &blob, &blen)) == 1) {
+            apply_msg(cl, id, blob, blen);
+            pos = at;
             msgs++;
         } else {
             cl->api->log(cl->self, MIDGE_LOG_WARNING, "client=%s: dropped the unreadable rest of "

@@ -103,6 +103,45 @@ on_session_ended(void *state, const char *client_id)
 }
 
 /*
+ * The job that carries a message to the nodes with a matching subscriber
+ * (and, when retained, to the retained hash and every node's store:
+ * forward.c). NULL with *none set when no node needs it; NULL without it
+ * when out of memory.
+ */
+static struct job *
+forward_job(struct cluster *cl, const char *topic, const void *payload, uint32_t len, int qos,
+            int retain, const void *props, uint32_t props_len, uint32_t expiry, int *none)
+{
+    struct job *j;
+    char id[192];
+    size_t n;
+    char **targets = routes_match(cl->routes, topic, 0, &n);
+
+    *none = n == 0 && !retain;
+    if (*none) {
+        return NULL;
+    }
+    snprintf(id, sizeof(id), "%s/%s/%llu", cl->node_id, cl->boot,
+             (unsigned long long)atomic_fetch_add(&cl->counter, 1) + 1);
+    if ((j = calloc(1, sizeof(*j))) == NULL) {
+        routes_list_free(targets, n);
+        return NULL;
+    }
+    j->kind = JOB_FORWARD;
+    j->qos = qos;
+    j->targets = targets;
+    j->ntargets = n;
+    j->blob = wire_encode(id, topic, payload, len, qos, retain, props, props_len, expiry,
+                          &j->blob_len);
+    if (j->blob == NULL || (retain && (j->topic = strdup(topic)) == NULL)) {
+        job_free(j);
+        return NULL;
+    }
+    j->retain_clear = retain && len == 0;
+    return j;
+}
+
+/*
  * The PUBLISH passed the ACL chains: carry it to the nodes that want it.
  * QoS 1/2 waits (PENDING) until Redis took it, so a publisher's PUBACK means
  * the message is in every target node's stream.
@@ -112,45 +151,21 @@ on_publish_accepted(void *state, midge_client *client, const struct midge_acl_re
                     uint8_t *reason, midge_ticket *ticket)
 {
     struct cluster *cl = state;
+    /* ABI 1.2: the MQTT 5 properties and expiry travel with the message. */
+    int v12 = MIDGE_HAS_FIELD(struct midge_acl_request, req, expiry);
     struct job *j;
-    char id[192];
-    size_t n;
-    char **targets;
+    int none;
     int verdict;
     uint64_t seq = 0;
 
-    targets = routes_match(cl->routes, req->topic, 0, &n);
-    if (n == 0 && !req->retain) {
-        return MIDGE_DEFER;
-    }
-    snprintf(id, sizeof(id), "%s/%s/%llu", cl->node_id, cl->boot,
-             (unsigned long long)atomic_fetch_add(&cl->counter, 1) + 1);
-    j = calloc(1, sizeof(*j));
+    j = forward_job(cl, req->topic, req->payload, req->payload_len, req->qos, req->retain,
+                    v12 ? req->props : NULL, v12 ? req->props_len : 0, v12 ? req->expiry : 0,
+                    &none);
     if (j == NULL) {
-        goto fail;
-    }
-    j->kind = JOB_FORWARD;
-    j->qos = req->qos;
-    j->targets = targets;
-    j->ntargets = n;
-    targets = NULL;
-    if (MIDGE_HAS_FIELD(struct midge_acl_request, req, expiry)) {
-        /* ABI 1.2: the MQTT 5 properties and expiry travel with the message. */
-        j->blob = wire_encode(id, req->topic, req->payload, req->payload_len, req->qos,
-                              req->retain, req->props, req->props_len, req->expiry, &j->blob_len);
-    } else {
-        j->blob = wire_encode(id, req->topic, req->payload, req->payload_len, req->qos,
-                              req->retain, NULL, 0, 0, &j->blob_len);
-    }
-    if (j->blob == NULL) {
-        goto fail;
-    }
-    if (req->retain) {
-        /* Retained messages also go into the retained hash and to every node's store (forward.c). */
-        if ((j->topic = strdup(req->topic)) == NULL) {
-            goto fail;
+        if (none) {
+            return MIDGE_DEFER;
         }
-        j->retain_clear = req->payload_len == 0;
+        goto fail;
     }
     /*
      * QoS 1/2: the acknowledgement waits for Redis. With api->ack_hold only
@@ -174,7 +189,6 @@ on_publish_accepted(void *state, midge_client *client, const struct midge_acl_re
     }
     return verdict;
 fail:
-    routes_list_free(targets, n);
     job_free(j);
     cl->api->metric_add(cl->m_dropped, 1);
     if (req->qos == 0) {
@@ -187,9 +201,8 @@ fail:
 /*
  * A will published here (its client's connection ended, or its delay
  * passed): carried to the nodes with a matching subscriber like a client's
- * PUBLISH, without an acknowledgement to hold. A retained will also goes to
- * the retained hash. Receivers publish it without hooks: it is not
- * forwarded again.
+ * PUBLISH, without an acknowledgement to hold. Receivers publish it without
+ * hooks: it is not forwarded again.
  */
 static void
 on_will_published(void *state, const char *client_id, const midge_message *will)
@@ -197,11 +210,8 @@ on_will_published(void *state, const char *client_id, const midge_message *will)
     struct cluster *cl = state;
     const struct midge_api *api = cl->api;
     const char *topic = api->message_topic(will);
-    int retain = api->message_retain(will);
     struct job *j;
-    char id[192];
-    size_t n;
-    char **targets;
+    int none;
     uint32_t len = 0;
     uint32_t props_len = 0;
     const void *payload = api->message_payload(will, &len);
@@ -210,33 +220,12 @@ on_will_published(void *state, const char *client_id, const midge_message *will)
                             : NULL;
     uint32_t expiry = MIDGE_API_HAS(api, message_expiry) ? api->message_expiry(will) : 0;
 
-    targets = routes_match(cl->routes, topic, 0, &n);
-    if (n == 0 && !retain) {
+    j = forward_job(cl, topic, payload, len, api->message_qos(will), api->message_retain(will),
+                    props, props_len, expiry, &none);
+    if (none || (j != NULL && link_submit(cl->link, j, NULL) == 0)) {
         return;
     }
-    snprintf(id, sizeof(id), "%s/%s/%llu", cl->node_id, cl->boot,
-             (unsigned long long)atomic_fetch_add(&cl->counter, 1) + 1);
-    if ((j = calloc(1, sizeof(*j))) == NULL) {
-        routes_list_free(targets, n);
-        goto fail;
-    }
-    j->kind = JOB_FORWARD;
-    j->qos = api->message_qos(will);
-    j->targets = targets;
-    j->ntargets = n;
-    j->blob = wire_encode(id, topic, payload, len, j->qos, retain, props, props_len, expiry,
-                          &j->blob_len);
-    if (j->blob == NULL || (retain && (j->topic = strdup(topic)) == NULL)) {
-        job_free(j);
-        goto fail;
-    }
-    j->retain_clear = retain && len == 0;
-    if (link_submit(cl->link, j, NULL) < 0) {
-        job_free(j);
-        goto fail;
-    }
-    return;
-fail:
+    job_free(j);
     api->metric_add(cl->m_dropped, 1);
     api->log(cl->self, MIDGE_LOG_WARNING, "client=%s: its will on %s is not carried to the "
              "other nodes (out of memory or queue full)", client_id, topic);

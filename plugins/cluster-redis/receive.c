@@ -302,9 +302,11 @@ claim_owner(redisAsyncContext *ac, void *r, void *arg)
      * a connection here that is newer than the owner's stays, and our claim
      * ends the other one.
      */
-    if (node != NULL && strcmp(node + 1, l->cl->node_id) != 0 &&
-        conntimes_get(l->cl->conntimes, c->id) <= strtoull(reply->str, NULL, 10)) {
-        handover_take(l->cl, c->id, node + 1, c->resume, strtoull(reply->str, NULL, 10));
+    if (node != NULL && strcmp(node + 1, l->cl->node_id) != 0) {
+        uint64_t claimed_at = strtoull(reply->str, NULL, 10);
+        if (conntimes_get(l->cl->conntimes, c->id) <= claimed_at) {
+            handover_take(l->cl, c->id, node + 1, c->resume, claimed_at);
+        }
     }
     free(c);
 }

@@ -128,7 +128,6 @@ wire_decode(const char *buf, size_t len, struct wire_msg *m)
 int
 wire_next(const char *buf, size_t len, size_t *pos, const char **blob, size_t *blob_len)
 {
-    const uint8_t *p = (const uint8_t *)buf + *pos;
     size_t n;
 
     if (*pos >= len) {
@@ -137,7 +136,7 @@ wire_next(const char *buf, size_t len, size_t *pos, const char **blob, size_t *b
     if (len - *pos < 4) {
         return -1;
     }
-    n = ((size_t)p[0] << 24) | ((size_t)p[1] << 16) | ((size_t)p[2] << 8) | p[3];
+    n = get32(buf + *pos);
     if (n > len - *pos - 4) {
         return -1;
     }

@@ -161,9 +161,9 @@ psq_exec(sqlite3 *db, const char *sql)
     return sqlite3_exec(db, sql, NULL, NULL, NULL);
 }
 
-/* Runs a query returning one integer; SQLITE_OK with *out, or the error (SQLITE_DONE: no row). */
-static int
-query_int(sqlite3 *db, const char *sql, const char *arg, long long *out)
+/* Runs a query returning one integer; see schema.h. */
+int
+psq_query_int(sqlite3 *db, const char *sql, const char *arg, long long *out)
 {
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
@@ -293,9 +293,9 @@ check_content(const struct psq_env *env, sqlite3 *db, const char *path, long lon
     int rc = SQLITE_OK;
 
     *version = 0;
-    rc = query_int(db, "SELECT count(*) FROM sqlite_schema", NULL, &tables);
+    rc = psq_query_int(db, "SELECT count(*) FROM sqlite_schema", NULL, &tables);
     if (rc == SQLITE_OK) {
-        rc = query_int(db, "PRAGMA application_id", NULL, &app);
+        rc = psq_query_int(db, "PRAGMA application_id", NULL, &app);
     }
     if (rc != SQLITE_OK) {
         env->api->set_error(env->self,
@@ -316,10 +316,10 @@ check_content(const struct psq_env *env, sqlite3 *db, const char *path, long lon
         goto out;
     }
     n = 0;
-    rc = query_int(db, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+    rc = psq_query_int(db, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1",
                    "schema_version", &n);
     if (rc == SQLITE_OK && n == 1) {
-        rc = query_int(db, "SELECT coalesce(max(version), 0) FROM schema_version", NULL, version);
+        rc = psq_query_int(db, "SELECT coalesce(max(version), 0) FROM schema_version", NULL, version);
     }
     if ((rc & 0xff) == SQLITE_CORRUPT) {
         env->api->set_error(env->self,
@@ -347,7 +347,7 @@ check_content(const struct psq_env *env, sqlite3 *db, const char *path, long lon
     if (*version == PSQ_SCHEMA_VERSION) {
         for (i = 0; required_tables[i] != NULL; i++) {
             n = 0;
-            if (query_int(db, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+            if (psq_query_int(db, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1",
                           required_tables[i], &n) != SQLITE_OK || n != 1) {
                 env->api->set_error(env->self,
                                     "database %s (schema version %lld) has no table %s: it is "

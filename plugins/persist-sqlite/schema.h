@@ -35,4 +35,10 @@ int psq_schema_open(const struct psq_env *env, const char *path, int durability,
 /* Runs `sql` (no rows expected). Returns the SQLite result code. */
 int psq_exec(sqlite3 *db, const char *sql);
 
+/*
+ * Runs a query returning one integer (`arg`, when not NULL, bound to ?1).
+ * SQLITE_OK with *out, or the error (SQLITE_DONE: no row).
+ */
+int psq_query_int(sqlite3 *db, const char *sql, const char *arg, long long *out);
+
 #endif

@@ -33,7 +33,6 @@
 enum {
     S_SESS_UPSERT,
     S_SESS_EXISTS,
-    S_SESS_KEY,
     S_SESS_DELETE,
     S_SESS_MSGS,
     S_SESS_DEL_DELIVERIES,
@@ -71,7 +70,6 @@ static const char *const stmt_sql[S_COUNT] = {
                       "UPDATE SET expiry = excluded.expiry, protocol = excluded.protocol, "
                       "connected = excluded.connected, disconnected_at = excluded.disconnected_at",
     [S_SESS_EXISTS] = "SELECT sess_key FROM sessions WHERE client_id = ?1",
-    [S_SESS_KEY] = "SELECT sess_key FROM sessions WHERE client_id = ?1",
     [S_SESS_DELETE] = "DELETE FROM sessions WHERE client_id = ?1",
     /*
      * A session's deliveries: the indexed ones, and those not yet indexed
@@ -219,40 +217,25 @@ psq_store_new(const struct psq_env *env, sqlite3 *db, const char **err)
         goto fail;
     }
     {
-        sqlite3_stmt *st = NULL;
+        long long order_base;
+        long long top;
+        long long max_msg_id;
 
-        if (sqlite3_prepare_v2(db, "SELECT coalesce(max(seq), 0) FROM deliveries", -1, &st,
-                               NULL) != SQLITE_OK || sqlite3_step(st) != SQLITE_ROW) {
-            *err = sqlite3_errmsg(db);
-            sqlite3_finalize(st);
-            goto fail;
-        }
-        s->order_base = sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
-    }
-    {
         /* What a previous process left unindexed gets indexed: the boundary starts at the top. */
-        sqlite3_stmt *st = NULL;
-
-        if (psq_exec(db, "UPDATE deliveries SET indexed = 1 WHERE indexed = 0") != SQLITE_OK ||
-            sqlite3_prepare_v2(db, "SELECT coalesce(max(delivery_id), 0) FROM deliveries", -1,
-                               &st, NULL) != SQLITE_OK || sqlite3_step(st) != SQLITE_ROW) {
+        if (psq_query_int(db, "SELECT coalesce(max(seq), 0) FROM deliveries", NULL,
+                          &order_base) != SQLITE_OK ||
+            psq_exec(db, "UPDATE deliveries SET indexed = 1 WHERE indexed = 0") != SQLITE_OK ||
+            psq_query_int(db, "SELECT coalesce(max(delivery_id), 0) FROM deliveries", NULL,
+                          &top) != SQLITE_OK ||
+            psq_query_int(db, "SELECT max(coalesce((SELECT max(msg_id) FROM messages), 0), "
+                              "coalesce((SELECT max(msg_id) FROM deliveries), 0))", NULL,
+                          &max_msg_id) != SQLITE_OK) {
             *err = sqlite3_errmsg(db);
-            sqlite3_finalize(st);
             goto fail;
         }
-        s->bound = s->bound_committed = s->max_inserted = sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
-        st = NULL;
-        if (sqlite3_prepare_v2(db, "SELECT max(coalesce((SELECT max(msg_id) FROM messages), 0), "
-                                   "coalesce((SELECT max(msg_id) FROM deliveries), 0))", -1, &st,
-                               NULL) != SQLITE_OK || sqlite3_step(st) != SQLITE_ROW) {
-            *err = sqlite3_errmsg(db);
-            sqlite3_finalize(st);
-            goto fail;
-        }
-        s->max_msg_id = sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
+        s->order_base = order_base;
+        s->bound = s->bound_committed = s->max_inserted = top;
+        s->max_msg_id = max_msg_id;
         for (i = 0; i < INDEX_AFTER; i++) {
             s->inserted_at[i] = s->bound;
         }
@@ -569,6 +552,30 @@ share_inline(struct psq_store *s, uint64_t msg_id, int *moved)
     return SQLITE_OK;
 }
 
+/* Binds msg's columns (topic, payload, qos, retain, props, expiry) from parameter col on. */
+static void
+bind_message(struct psq_store *s, sqlite3_stmt *st, int col, const midge_message *msg,
+             int64_t now)
+{
+    const struct midge_api *api = s->env.api;
+    uint32_t len = 0;
+    uint32_t props_len = 0;
+    const void *payload = api->message_payload(msg, &len);
+    const void *props = api->message_properties(msg, &props_len);
+    uint32_t expiry = api->message_expiry(msg);
+
+    bind_text(st, col, api->message_topic(msg));
+    bind_blob(st, col + 1, payload, len);
+    sqlite3_bind_int(st, col + 2, api->message_qos(msg));
+    sqlite3_bind_int(st, col + 3, api->message_retain(msg));
+    if (props != NULL && props_len > 0) {
+        sqlite3_bind_blob(st, col + 4, props, (int)props_len, SQLITE_STATIC);
+    } else {
+        sqlite3_bind_null(st, col + 4);
+    }
+    bind_i64(st, col + 5, expiry > 0 ? now + expiry : 0);
+}
+
 /*
  * One more reference to message msg_id: the row is written with the first
  * one. A row the cache knows only gets its count raised; otherwise the
@@ -579,13 +586,7 @@ share_inline(struct psq_store *s, uint64_t msg_id, int *moved)
 static int
 msg_ref(struct psq_store *s, uint64_t msg_id, const midge_message *msg, int64_t now)
 {
-    const struct midge_api *api = s->env.api;
     sqlite3_stmt *st = s->st[S_MSG_REF];
-    const void *payload;
-    const void *props;
-    uint32_t len = 0;
-    uint32_t props_len = 0;
-    uint32_t expiry;
     int64_t refs;
     int64_t inline_dlv;
     int inlined;
@@ -597,20 +598,8 @@ msg_ref(struct psq_store *s, uint64_t msg_id, const midge_message *msg, int64_t 
     }
     /* Counted ahead for a copy in a delivery row; corrected below when there was none. */
     inlined = row_get(s->inl, msg_id, &inline_dlv);
-    payload = api->message_payload(msg, &len);
-    props = api->message_properties(msg, &props_len);
-    expiry = api->message_expiry(msg);
     bind_i64(st, 1, (int64_t)msg_id);
-    bind_text(st, 2, api->message_topic(msg));
-    bind_blob(st, 3, payload, len);
-    sqlite3_bind_int(st, 4, api->message_qos(msg));
-    sqlite3_bind_int(st, 5, api->message_retain(msg));
-    if (props != NULL && props_len > 0) {
-        sqlite3_bind_blob(st, 6, props, (int)props_len, SQLITE_STATIC);
-    } else {
-        sqlite3_bind_null(st, 6);
-    }
-    bind_i64(st, 7, expiry > 0 ? now + expiry : 0);
+    bind_message(s, st, 2, msg, now);
     bind_i64(st, 8, 1 + inlined);
     if ((int64_t)msg_id > s->max_msg_id) {
         s->max_msg_id = (int64_t)msg_id;
@@ -706,8 +695,8 @@ psq_store_session_end(struct psq_store *s, const char *client_id)
     int rc;
 
     forget_session(s, client_id);
-    bind_text(s->st[S_SESS_KEY], 1, client_id);
-    rc = run_int(s->st[S_SESS_KEY], &found, &key);
+    bind_text(s->st[S_SESS_EXISTS], 1, client_id);
+    rc = run_int(s->st[S_SESS_EXISTS], &found, &key);
     if (rc != SQLITE_OK) {
         goto out;
     }
@@ -892,29 +881,6 @@ message_is_new(struct psq_store *s, uint64_t msg_id, int *is_new)
         *is_new = !found;
     }
     return rc;
-}
-
-static void
-bind_message(struct psq_store *s, sqlite3_stmt *st, int col, const midge_message *msg,
-             int64_t now)
-{
-    const struct midge_api *api = s->env.api;
-    uint32_t len = 0;
-    uint32_t props_len = 0;
-    const void *payload = api->message_payload(msg, &len);
-    const void *props = api->message_properties(msg, &props_len);
-    uint32_t expiry = api->message_expiry(msg);
-
-    bind_text(st, col, api->message_topic(msg));
-    bind_blob(st, col + 1, payload, len);
-    sqlite3_bind_int(st, col + 2, api->message_qos(msg));
-    sqlite3_bind_int(st, col + 3, api->message_retain(msg));
-    if (props != NULL && props_len > 0) {
-        sqlite3_bind_blob(st, col + 4, props, (int)props_len, SQLITE_STATIC);
-    } else {
-        sqlite3_bind_null(st, col + 4);
-    }
-    bind_i64(st, col + 5, expiry > 0 ? now + expiry : 0);
 }
 
 static int

@@ -77,7 +77,6 @@ slot(struct state *st, const char *value, int take)
 }
 
 struct listing {
-    const struct midge_api *api;
     const char *instance;
     char text[8192];
 };
@@ -156,7 +155,6 @@ on_ctl(void *arg, const midge_message *msg)
     } else if (strcmp(cmd, "list") == 0) {
         struct listing *l = calloc(1, sizeof(*l));
         if (l != NULL) {
-            l->api = st->api;
             l->instance = st->api->instance_name(st->self);
             st->api->metric_list(st->self, list_cb, l);
             out(st, "lm/out/list", l->text);
