@@ -258,17 +258,31 @@ psq_free(struct psq *p)
         return;
     }
     if (p->writer != NULL) {
+        uint64_t young;
+        uint64_t moved;
+        int rc;
+
         psq_writer_stop(p->writer, &ws); /* writes what is still queued */
         p->writer = NULL;
+        /* A cleanly closed file has every delivery in the deliveries table. */
+        psq_store_young_counts(p->store, &young, &moved);
+        rc = psq_store_drain_young(p->store);
+        if (rc != SQLITE_OK) {
+            PSQ_LOG(&p->env, MIDGE_LOG_WARNING,
+                    "young deliveries not moved at shutdown (%s): the next start moves them",
+                    sqlite3_errstr(rc));
+        }
         PSQ_LOG(&p->env, MIDGE_LOG_NOTICE,
                 "closed db=%s commits=%llu events=%llu coalesced=%llu skipped=%llu "
-                "failures=%llu avg_batch=%.1f max_batch=%llu avg_commit_ms=%.3f max_commit_ms=%.3f",
+                "failures=%llu avg_batch=%.1f max_batch=%llu avg_commit_ms=%.3f max_commit_ms=%.3f "
+                "young=%llu young_moved=%llu",
                 p->path, (unsigned long long)ws.commits, (unsigned long long)ws.events,
                 (unsigned long long)ws.coalesced, (unsigned long long)ws.skipped, (unsigned long long)ws.failures,
                 ws.commits > 0 ? (double)ws.events / (double)ws.commits : 0.0,
                 (unsigned long long)ws.max_batch,
                 ws.commits > 0 ? (double)ws.commit_ns / (double)ws.commits / 1e6 : 0.0,
-                (double)ws.max_commit_ns / 1e6);
+                (double)ws.max_commit_ns / 1e6, (unsigned long long)young,
+                (unsigned long long)moved);
     }
     psq_checkpointer_stop(p->checkpointer); /* before the final checkpoint: only one at a time */
     p->checkpointer = NULL;

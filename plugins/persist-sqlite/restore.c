@@ -5,9 +5,9 @@
  * it and the file stops carrying it.
  *
  * Deliveries are read in one query ordered by (client_id, seq), through
- * the (sess_key, seq) index the writer keeps; it holds every row by now
- * (the store indexed what a previous process left unindexed when it was
- * created). A delivery has its message's columns itself (its message's
+ * the (sess_key, seq) index; they are all in the deliveries table by now
+ * (the store moved what the young-delivery log of a previous process
+ * kept when it was created). A delivery has its message's columns itself (its message's
  * only row) or names a messages row: a LEFT JOIN reads both. Fan-out means
  * many deliveries share a message, so the messages built with
  * api->message_new are kept in a table by msg_id until the end of the
@@ -381,7 +381,7 @@ psq_restore(const struct psq_env *env, sqlite3 *db, struct psq_store *store, con
                                 "coalesce(d.msg_retain, m.retain), "
                                 "CASE WHEN d.topic IS NULL THEN m.props ELSE d.props END, "
                                 "coalesce(d.expire_at, m.expire_at) FROM sessions s "
-                                "JOIN deliveries d ON d.sess_key = s.sess_key AND d.indexed = 1 "
+                                "JOIN deliveries d ON d.sess_key = s.sess_key "
                                 "LEFT JOIN messages m ON d.topic IS NULL AND m.msg_id = d.msg_id "
                                 "WHERE d.topic IS NOT NULL OR m.msg_id IS NOT NULL "
                                 "ORDER BY s.client_id, d.seq", -1, &st, NULL);

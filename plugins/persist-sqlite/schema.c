@@ -19,8 +19,13 @@
  *   3  the queue index covers only rows with `indexed` = 1: a delivery sent
  *      at once to an online subscriber is written without an index entry
  *      (most are finished within a few batches, and the index entry was a
- *      third of the writer's work for them); store.c indexes those that
- *      stay. Existing rows are indexed.
+ *      third of the writer's work for them); store.c indexed those that
+ *      stayed. Existing rows are indexed.
+ *   4  the young table (young.c): a batch's small deliveries, their state
+ *      changes and ends, one row per batch; the deliveries that outlive a
+ *      few batches move to the deliveries table. It replaces version 3's
+ *      late indexing, so `indexed` goes and the index covers every row
+ *      again.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -145,14 +150,25 @@ static const char *const migration_3 =
     "DROP INDEX deliveries_queue;"
     "CREATE INDEX deliveries_queue ON deliveries(sess_key, seq) WHERE indexed = 1;";
 
+/* Version 4. Rows a version 3 database left unindexed are in the full index again. */
+static const char *const migration_4 =
+    "CREATE TABLE young("
+    "  batch INTEGER PRIMARY KEY,"
+    "  entries BLOB NOT NULL,"           /* deliveries with their messages (young.c) */
+    "  updates BLOB NOT NULL"            /* state changes and ends of young deliveries */
+    ");"
+    "DROP INDEX deliveries_queue;"
+    "ALTER TABLE deliveries DROP COLUMN indexed;"
+    "CREATE INDEX deliveries_queue ON deliveries(sess_key, seq);";
+
 /* migrations[v - 1] brings a database from version v - 1 to v. */
 static const char *const migrations[PSQ_SCHEMA_VERSION] = {migration_1, migration_2,
-                                                           migration_3};
+                                                           migration_3, migration_4};
 
 /* Tables a database of the current version must have. */
 static const char *const required_tables[] = {
     "schema_version", "sessions", "subscriptions", "messages",
-    "deliveries", "retained", "qos2_in", "wills", NULL,
+    "deliveries", "retained", "qos2_in", "wills", "young", NULL,
 };
 
 int

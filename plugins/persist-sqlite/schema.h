@@ -11,7 +11,7 @@
 #include "psq.h"
 
 /* The schema version this plugin writes (schema_version table). */
-#define PSQ_SCHEMA_VERSION 3
+#define PSQ_SCHEMA_VERSION 4
 
 /* PRAGMA application_id of a midge database: "MDGE". */
 #define PSQ_APPLICATION_ID 0x4d444745

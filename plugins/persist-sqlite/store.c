@@ -10,24 +10,19 @@
  * arrive after its SESSION_END (the broker's workers race the end of a
  * session), and the end already deleted everything.
  *
- * The queue index (sess_key, seq) serves restore and the end of a session,
- * never the hot path, yet its entry was a third of the writer's work for a
- * delivery that is written and deleted a few batches later (sent to an
- * online subscriber, acknowledged after the batch was taken). So such a
- * delivery (queued and sent in the same batch) is written with `indexed`
- * 0, outside the partial index, and the store keeps a boundary:
- *  - every row with delivery_id <= `bound` is indexed;
- *  - after each batch, the rows inserted INDEX_AFTER batches ago that are
- *    still there get indexed, and the boundary moves past them.
- * A session's rows are then the index's plus the few above the boundary,
- * found by a rowid range. Delivery ids grow with time (one counter in the
- * broker), so the range holds only the last INDEX_AFTER batches' rows.
+ * Such a delivery, when its message is small, goes to the young-delivery
+ * log first (young.c): with subscribers online most are finished within a
+ * few batches, and the log records them, their state changes and their
+ * end in one row per batch instead of a row insert and delete each. Every
+ * change of a delivery is offered to the log first; only the deliveries
+ * that outlive it reach the deliveries table (move_young).
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "schema.h"
 #include "store.h"
+#include "young.h"
 
 /* Indexes into psq_store.st; the SQL is in stmt_sql. */
 enum {
@@ -36,7 +31,6 @@ enum {
     S_SESS_DELETE,
     S_SESS_MSGS,
     S_SESS_DEL_DELIVERIES,
-    S_SESS_DEL_RECENT,
     S_SESS_DEL_SUBS,
     S_SESS_DEL_QOS2,
     S_WILL_GET,
@@ -58,7 +52,6 @@ enum {
     S_DLV_STATE,
     S_DLV_GET,
     S_DLV_DELETE,
-    S_DLV_INDEX,
     S_Q2_INSERT,
     S_Q2_DELETE,
     S_COUNT
@@ -71,17 +64,10 @@ static const char *const stmt_sql[S_COUNT] = {
                       "connected = excluded.connected, disconnected_at = excluded.disconnected_at",
     [S_SESS_EXISTS] = "SELECT sess_key FROM sessions WHERE client_id = ?1",
     [S_SESS_DELETE] = "DELETE FROM sessions WHERE client_id = ?1",
-    /*
-     * A session's deliveries: the indexed ones, and those not yet indexed
-     * above the boundary ?2. Deliveries with their own message columns
-     * hold no reference.
-     */
-    [S_SESS_MSGS] = "SELECT msg_id, count(*) FROM (SELECT msg_id FROM deliveries WHERE "
-                    "sess_key = ?1 AND indexed = 1 AND topic IS NULL UNION ALL SELECT msg_id "
-                    "FROM deliveries WHERE delivery_id > ?2 AND sess_key = ?1 AND indexed = 0 "
-                    "AND topic IS NULL) GROUP BY msg_id",
-    [S_SESS_DEL_DELIVERIES] = "DELETE FROM deliveries WHERE sess_key = ?1 AND indexed = 1",
-    [S_SESS_DEL_RECENT] = "DELETE FROM deliveries WHERE delivery_id > ?2 AND sess_key = ?1",
+    /* Deliveries with their own message columns hold no reference. */
+    [S_SESS_MSGS] = "SELECT msg_id, count(*) FROM deliveries WHERE sess_key = ?1 AND "
+                    "topic IS NULL GROUP BY msg_id",
+    [S_SESS_DEL_DELIVERIES] = "DELETE FROM deliveries WHERE sess_key = ?1",
     [S_SESS_DEL_SUBS] = "DELETE FROM subscriptions WHERE client_id = ?1",
     [S_SESS_DEL_QOS2] = "DELETE FROM qos2_in WHERE client_id = ?1",
     [S_WILL_GET] = "SELECT msg_id FROM wills WHERE client_id = ?1",
@@ -101,12 +87,11 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_MSG_UNREF] = "UPDATE messages SET refs = refs - ?2 WHERE msg_id = ?1",
     [S_MSG_DELETE] = "DELETE FROM messages WHERE msg_id = ?1",
     [S_DLV_INSERT] = "INSERT OR IGNORE INTO deliveries(delivery_id, sess_key, msg_id, qos, "
-                     "retain, state, packet_id, seq, indexed) VALUES(?1, ?2, ?3, ?4, ?5, ?7, ?8, "
-                     "?6, ?15)",
+                     "retain, state, packet_id, seq) VALUES(?1, ?2, ?3, ?4, ?5, ?7, ?8, ?6)",
     [S_DLV_INSERT_INLINE] = "INSERT OR IGNORE INTO deliveries(delivery_id, sess_key, msg_id, qos, "
                             "retain, state, packet_id, seq, topic, payload, msg_qos, msg_retain, "
-                            "props, expire_at, indexed) VALUES(?1, ?2, ?3, ?4, ?5, ?7, ?8, ?6, ?9, "
-                            "?10, ?11, ?12, ?13, ?14, ?15)",
+                            "props, expire_at) VALUES(?1, ?2, ?3, ?4, ?5, ?7, ?8, ?6, ?9, ?10, "
+                            "?11, ?12, ?13, ?14)",
     /* The message moved to the messages table: the delivery becomes a reference to it. */
     [S_DLV_SHARE] = "UPDATE deliveries SET topic = NULL, payload = NULL, msg_qos = NULL, "
                     "msg_retain = NULL, props = NULL, expire_at = NULL WHERE delivery_id = ?1 "
@@ -114,8 +99,6 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_DLV_STATE] = "UPDATE deliveries SET state = ?2, packet_id = ?3 WHERE delivery_id = ?1",
     [S_DLV_GET] = "SELECT msg_id, topic IS NOT NULL FROM deliveries WHERE delivery_id = ?1",
     [S_DLV_DELETE] = "DELETE FROM deliveries WHERE delivery_id = ?1",
-    [S_DLV_INDEX] = "UPDATE deliveries SET indexed = 1 WHERE delivery_id > ?1 AND "
-                    "delivery_id <= ?2 AND indexed = 0",
     [S_Q2_INSERT] = "INSERT OR IGNORE INTO qos2_in(client_id, packet_id) VALUES(?1, ?2)",
     [S_Q2_DELETE] = "DELETE FROM qos2_in WHERE client_id = ?1 AND packet_id = ?2",
 };
@@ -154,14 +137,6 @@ struct known_session {
  */
 #define ROW_CACHE 65536
 
-/*
- * Batches after which a delivery still there gets its index entry. With
- * subscribers online nearly all deliveries that outlive their batch finish
- * in the next one or two; the rows above the boundary are what the end of
- * a session reads without the index.
- */
-#define INDEX_AFTER 16
-
 struct row_cache {
     uint64_t key[ROW_CACHE];
     int64_t val[ROW_CACHE];
@@ -177,18 +152,13 @@ struct psq_store {
     struct row_cache *dlv;
     struct row_cache *refs;
     struct row_cache *inl;
+    struct psq_young *young;
     /*
      * Queue order is order_base + seq: seq starts at 1 in every broker
      * process, so the order of this process starts after the highest one
      * stored by the previous ones.
      */
     int64_t order_base;
-    /* The index boundary (see the top of the file), as the transaction has it and as committed. */
-    int64_t bound;
-    int64_t bound_committed;
-    int64_t max_inserted;                  /* highest delivery_id inserted */
-    int64_t inserted_at[INDEX_AFTER];      /* max_inserted at the end of the last batches */
-    unsigned batches;
     /*
      * No row names a msg_id above this one. The broker numbers messages from
      * one counter, so nearly every queued message is above it and is known
@@ -197,6 +167,8 @@ struct psq_store {
      */
     int64_t max_msg_id;
 };
+
+static int move_young(void *arg, const struct psq_young_dlv *d);
 
 struct psq_store *
 psq_store_new(const struct psq_env *env, sqlite3 *db, const char **err)
@@ -216,17 +188,31 @@ psq_store_new(const struct psq_env *env, sqlite3 *db, const char **err)
     if (s->dlv == NULL || s->refs == NULL || s->inl == NULL) {
         goto fail;
     }
+    for (i = 0; i < S_COUNT; i++) {
+        if (sqlite3_prepare_v3(db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL) !=
+            SQLITE_OK) {
+            *err = sqlite3_errmsg(db);
+            goto fail;
+        }
+    }
+    s->young = psq_young_new(db);
+    if (s->young == NULL) {
+        *err = sqlite3_errmsg(db);
+        goto fail;
+    }
     {
         long long order_base;
-        long long top;
         long long max_msg_id;
+        int rc;
 
-        /* What a previous process left unindexed gets indexed: the boundary starts at the top. */
+        /* What the young log of the previous process kept goes where restore reads it. */
+        rc = psq_store_drain_young(s);
+        if (rc != SQLITE_OK) {
+            *err = rc == SQLITE_CORRUPT ? "the young table is damaged" : sqlite3_errmsg(db);
+            goto fail;
+        }
         if (psq_query_int(db, "SELECT coalesce(max(seq), 0) FROM deliveries", NULL,
                           &order_base) != SQLITE_OK ||
-            psq_exec(db, "UPDATE deliveries SET indexed = 1 WHERE indexed = 0") != SQLITE_OK ||
-            psq_query_int(db, "SELECT coalesce(max(delivery_id), 0) FROM deliveries", NULL,
-                          &top) != SQLITE_OK ||
             psq_query_int(db, "SELECT max(coalesce((SELECT max(msg_id) FROM messages), 0), "
                               "coalesce((SELECT max(msg_id) FROM deliveries), 0))", NULL,
                           &max_msg_id) != SQLITE_OK) {
@@ -234,18 +220,7 @@ psq_store_new(const struct psq_env *env, sqlite3 *db, const char **err)
             goto fail;
         }
         s->order_base = order_base;
-        s->bound = s->bound_committed = s->max_inserted = top;
         s->max_msg_id = max_msg_id;
-        for (i = 0; i < INDEX_AFTER; i++) {
-            s->inserted_at[i] = s->bound;
-        }
-    }
-    for (i = 0; i < S_COUNT; i++) {
-        if (sqlite3_prepare_v3(db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL) !=
-            SQLITE_OK) {
-            *err = sqlite3_errmsg(db);
-            goto fail;
-        }
     }
     return s;
 fail:
@@ -262,6 +237,8 @@ psq_store_free(struct psq_store *s)
         for (i = 0; i < S_COUNT; i++) {
             sqlite3_finalize(s->st[i]);
         }
+        psq_young_free(s->young);
+        s->young = NULL;
         psq_store_forget(s);
         free(s->dlv);
         free(s->refs);
@@ -369,32 +346,42 @@ psq_store_forget(struct psq_store *s)
     if (s->inl != NULL) {
         memset(s->inl->key, 0, sizeof(s->inl->key));
     }
-    s->bound = s->bound_committed; /* the rolled-back transaction indexed nothing */
+    if (s->young != NULL) {
+        psq_young_stale(s->young);
+    }
+}
+
+int
+psq_store_drain_young(struct psq_store *s)
+{
+    int rc = psq_exec(s->db, "BEGIN IMMEDIATE");
+
+    if (rc == SQLITE_OK) {
+        rc = psq_young_drain(s->young, move_young, s);
+    }
+    rc = rc == SQLITE_OK ? psq_exec(s->db, "COMMIT") : rc;
+    if (rc != SQLITE_OK && !sqlite3_get_autocommit(s->db)) {
+        psq_exec(s->db, "ROLLBACK");
+    }
+    return rc;
+}
+
+int
+psq_store_batch_begin(struct psq_store *s)
+{
+    return psq_young_sync(s->young);
 }
 
 int
 psq_store_batch_end(struct psq_store *s)
 {
-    unsigned slot = s->batches++ % INDEX_AFTER;
-    int64_t upto = s->inserted_at[slot]; /* max_inserted INDEX_AFTER batches ago */
-    int rc = SQLITE_OK;
-
-    s->inserted_at[slot] = s->max_inserted;
-    if (upto > s->bound) {
-        bind_i64(s->st[S_DLV_INDEX], 1, s->bound);
-        bind_i64(s->st[S_DLV_INDEX], 2, upto);
-        rc = run(s->st[S_DLV_INDEX]);
-        if (rc == SQLITE_OK) {
-            s->bound = upto;
-        }
-    }
-    return rc;
+    return psq_young_batch_end(s->young, move_young, s);
 }
 
 void
-psq_store_committed(struct psq_store *s)
+psq_store_young_counts(const struct psq_store *s, uint64_t *added, uint64_t *moved)
 {
-    s->bound_committed = s->bound;
+    psq_young_counts(s->young, added, moved);
 }
 
 /* Ids are handed out in sequence: their low bits spread them, and neighbours share cache lines. */
@@ -539,6 +526,11 @@ share_inline(struct psq_store *s, uint64_t msg_id, int *moved)
         return SQLITE_OK;
     }
     row_drop(s->inl, msg_id);
+    /* A young delivery first gets its row, to become a reference like any other. */
+    rc = psq_young_remove(s->young, (uint64_t)delivery_id, move_young, s);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
     bind_i64(s->st[S_DLV_SHARE], 1, delivery_id);
     rc = run(s->st[S_DLV_SHARE]);
     if (rc != SQLITE_OK) {
@@ -700,9 +692,12 @@ psq_store_session_end(struct psq_store *s, const char *client_id)
     if (rc != SQLITE_OK) {
         goto out;
     }
+    if (found && psq_young_end_session(s->young, key) != 0) {
+        rc = SQLITE_NOMEM;
+        goto out;
+    }
     /* The messages its deliveries use, with counts: one refs update per message, not per row. */
     bind_i64(st, 1, key); /* no session row: key 0, which no row has (keys start at 1) */
-    bind_i64(st, 2, s->bound);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (n + 2 > cap) {
             int64_t *bigger = realloc(ids, (cap = cap * 2 + 64) * sizeof(*ids));
@@ -728,11 +723,6 @@ psq_store_session_end(struct psq_store *s, const char *client_id)
     if (rc == SQLITE_OK) {
         bind_i64(s->st[S_SESS_DEL_DELIVERIES], 1, key);
         rc = run(s->st[S_SESS_DEL_DELIVERIES]);
-    }
-    if (rc == SQLITE_OK) {
-        bind_i64(s->st[S_SESS_DEL_RECENT], 1, key);
-        bind_i64(s->st[S_SESS_DEL_RECENT], 2, s->bound);
-        rc = run(s->st[S_SESS_DEL_RECENT]);
     }
     if (rc == SQLITE_OK) {
         bind_text(s->st[S_SESS_DEL_SUBS], 1, client_id);
@@ -766,10 +756,19 @@ psq_store_delivery_done(struct psq_store *s, uint64_t delivery_id)
     sqlite3_stmt *get = s->st[S_DLV_GET];
     int64_t msg_id = 0;
     int64_t inl_dlv;
+    uint64_t young_msg;
     int own = 0; /* the row holds its message's columns: no reference */
     int found;
     int rc = SQLITE_OK;
 
+    found = psq_young_done(s->young, delivery_id, &young_msg);
+    if (found != 0) {
+        if (found > 0 && row_get(s->inl, young_msg, &inl_dlv) &&
+            inl_dlv == (int64_t)delivery_id) {
+            row_drop(s->inl, young_msg);
+        }
+        return found > 0 ? SQLITE_OK : SQLITE_NOMEM;
+    }
     found = row_get_flag(s->dlv, delivery_id, &msg_id, &own);
     if (found) {
         row_drop(s->dlv, delivery_id);
@@ -883,6 +882,87 @@ message_is_new(struct psq_store *s, uint64_t msg_id, int *is_new)
     return rc;
 }
 
+/*
+ * Writes a delivery that carries its message into the young log (see the
+ * top of the file). 1 when it did, 0 when the table must have it (a large
+ * message, no memory).
+ */
+static int
+queue_young(struct psq_store *s, const struct psq_event *e, int64_t sess_key, int64_t now)
+{
+    const struct midge_api *api = s->env.api;
+    struct psq_young_dlv d;
+    uint32_t expiry = api->message_expiry(e->msg);
+    size_t topic_len;
+    int rc;
+
+    d.topic = api->message_topic(e->msg);
+    d.topic = d.topic != NULL ? d.topic : "";
+    topic_len = strlen(d.topic);
+    d.payload = api->message_payload(e->msg, &d.payload_len);
+    d.props = api->message_properties(e->msg, &d.props_len);
+    if (d.props_len == 0) {
+        d.props = NULL;
+    }
+    if (topic_len > UINT32_MAX ||
+        !psq_young_fits((uint32_t)topic_len, d.payload_len, d.props_len)) {
+        return 0;
+    }
+    d.topic_len = (uint32_t)topic_len;
+    d.delivery_id = e->delivery_id;
+    d.sess_key = sess_key;
+    d.msg_id = e->msg_id;
+    d.seq = s->order_base + (int64_t)e->seq;
+    d.qos = e->qos;
+    d.retain = e->retain ? 1 : 0;
+    d.state = e->state;
+    d.packet_id = e->packet_id;
+    d.msg_qos = api->message_qos(e->msg);
+    d.msg_retain = api->message_retain(e->msg);
+    d.expire_at = expiry > 0 ? now + expiry : 0;
+    rc = psq_young_add(s->young, &d);
+    if (rc < 0) {
+        return 0;
+    }
+    if (rc == 0) {
+        row_put(s->inl, e->msg_id, (int64_t)e->delivery_id);
+    }
+    return 1;
+}
+
+/* Moves a young delivery into the deliveries table (psq_young_move_fn). */
+static int
+move_young(void *arg, const struct psq_young_dlv *d)
+{
+    struct psq_store *s = arg;
+    sqlite3_stmt *st = s->st[S_DLV_INSERT_INLINE];
+    int rc;
+
+    bind_i64(st, 1, (int64_t)d->delivery_id);
+    bind_i64(st, 2, d->sess_key);
+    bind_i64(st, 3, (int64_t)d->msg_id);
+    sqlite3_bind_int(st, 4, d->qos);
+    sqlite3_bind_int(st, 5, d->retain);
+    bind_i64(st, 6, d->seq);
+    sqlite3_bind_int(st, 7, d->state);
+    sqlite3_bind_int(st, 8, d->packet_id);
+    sqlite3_bind_text(st, 9, d->topic, (int)d->topic_len, SQLITE_STATIC);
+    bind_blob(st, 10, d->payload, d->payload_len);
+    sqlite3_bind_int(st, 11, d->msg_qos);
+    sqlite3_bind_int(st, 12, d->msg_retain);
+    if (d->props != NULL) {
+        sqlite3_bind_blob(st, 13, d->props, (int)d->props_len, SQLITE_STATIC);
+    } else {
+        sqlite3_bind_null(st, 13);
+    }
+    bind_i64(st, 14, d->expire_at);
+    rc = run(st);
+    if (rc == SQLITE_OK) {
+        row_put_flag(s->dlv, d->delivery_id, (int64_t)d->msg_id, 1);
+    }
+    return rc;
+}
+
 static int
 apply_queued(struct psq_store *s, const struct psq_event *e, int64_t sess_key, int64_t now)
 {
@@ -893,6 +973,12 @@ apply_queued(struct psq_store *s, const struct psq_event *e, int64_t sess_key, i
     rc = message_is_new(s, e->msg_id, &own);
     if (rc != SQLITE_OK) {
         return rc;
+    }
+    if ((int64_t)e->msg_id > s->max_msg_id) {
+        s->max_msg_id = (int64_t)e->msg_id;
+    }
+    if (own && queue_young(s, e, sess_key, now)) {
+        return SQLITE_OK;
     }
     st = s->st[own ? S_DLV_INSERT_INLINE : S_DLV_INSERT];
     bind_i64(st, 1, (int64_t)e->delivery_id);
@@ -906,16 +992,7 @@ apply_queued(struct psq_store *s, const struct psq_event *e, int64_t sess_key, i
     if (own) {
         bind_message(s, st, 9, e->msg, now);
     }
-    /* Sent in the batch that queued it: likely finished soon, indexed later if not. */
-    sqlite3_bind_int(st, 15, e->state == MIDGE_DELIVERY_QUEUED ||
-                                 (int64_t)e->delivery_id <= s->bound);
-    if ((int64_t)e->msg_id > s->max_msg_id) {
-        s->max_msg_id = (int64_t)e->msg_id;
-    }
     rc = run(st);
-    if ((int64_t)e->delivery_id > s->max_inserted) {
-        s->max_inserted = (int64_t)e->delivery_id;
-    }
     /* A delivery seen before (the event came twice) does not count twice. */
     if (rc == SQLITE_OK && sqlite3_changes(s->db) > 0) {
         row_put_flag(s->dlv, e->delivery_id, (int64_t)e->msg_id, own);
@@ -932,7 +1009,11 @@ static int
 apply_state(struct psq_store *s, const struct psq_event *e, int state)
 {
     sqlite3_stmt *st = s->st[S_DLV_STATE];
+    int young = psq_young_set_state(s->young, e->delivery_id, state, e->packet_id);
 
+    if (young != 0) {
+        return young > 0 ? SQLITE_OK : SQLITE_NOMEM;
+    }
     bind_i64(st, 1, (int64_t)e->delivery_id);
     sqlite3_bind_int(st, 2, state);
     sqlite3_bind_int(st, 3, e->packet_id);

@@ -27,20 +27,34 @@ void psq_store_free(struct psq_store *s);
 int psq_store_apply(struct psq_store *s, const struct psq_event *e, int64_t now);
 
 /*
- * Forgets which sessions are known to have a row (the store caches that
- * for the events that need one). The writer calls it after a rollback: a
- * session inserted by the rolled-back transaction has no row.
+ * Forgets what it cached of the database (which sessions have a row, the
+ * young log). The writer calls it after a rollback: a session inserted by
+ * the rolled-back transaction has no row.
  */
 void psq_store_forget(struct psq_store *s);
 
 /*
- * The end of a batch's events, inside its transaction: indexes the
- * deliveries that stayed (store.c says why they wait). SQLite result code.
+ * The start of a batch, inside its transaction: after a rollback, reads
+ * back the young-delivery log (young.h). SQLite result code.
+ */
+int psq_store_batch_begin(struct psq_store *s);
+
+/*
+ * The end of a batch's events, inside its transaction: writes the batch's
+ * young-delivery row and moves the deliveries that outlived the log into
+ * the deliveries table. SQLite result code.
  */
 int psq_store_batch_end(struct psq_store *s);
 
-/* The writer's COMMIT succeeded. */
-void psq_store_committed(struct psq_store *s);
+/*
+ * Moves every delivery of the young-delivery log into the deliveries table,
+ * in a transaction of its own: at start (what the previous process left)
+ * and at a clean shutdown. SQLite result code.
+ */
+int psq_store_drain_young(struct psq_store *s);
+
+/* Deliveries written to the young log, and moved from it to the deliveries table, since start. */
+void psq_store_young_counts(const struct psq_store *s, uint64_t *added, uint64_t *moved);
 
 /* Deletes a session and every row it has (as SESSION_END). SQLite result code. */
 int psq_store_session_end(struct psq_store *s, const char *client_id);

@@ -93,6 +93,9 @@ write_batch(struct psq_writer *w, struct psq_event *list, uint64_t *applied, uin
     pthread_mutex_lock(w->db_lock);
     apply_max_pages(w);
     rc = psq_exec(w->db, "BEGIN IMMEDIATE");
+    if (rc == SQLITE_OK) {
+        rc = psq_store_batch_begin(w->store);
+    }
     for (e = list; e != NULL && rc == SQLITE_OK; e = e->next) {
         if (e->skip) {
             continue;
@@ -116,9 +119,6 @@ write_batch(struct psq_writer *w, struct psq_event *list, uint64_t *applied, uin
         t0 = psq_mono_ns();
         rc = psq_exec(w->db, "COMMIT");
         *commit_ns = psq_mono_ns() - t0;
-    }
-    if (rc == SQLITE_OK) {
-        psq_store_committed(w->store);
     }
     if (rc != SQLITE_OK && !sqlite3_get_autocommit(w->db)) {
         psq_exec(w->db, "ROLLBACK");

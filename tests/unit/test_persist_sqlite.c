@@ -1019,7 +1019,8 @@ test_migrates_version_1(void **state)
     restart_and_restore(f);
     assert_non_null(find_log(f, "migrated to schema version 2"));
     assert_non_null(find_log(f, "migrated to schema version 3"));
-    assert_int_equal(db_int(f, "SELECT max(version) FROM schema_version"), 3);
+    assert_non_null(find_log(f, "migrated to schema version 4"));
+    assert_int_equal(db_int(f, "SELECT max(version) FROM schema_version"), 4);
     assert_int_equal(count_recs(f, "session "), 2);
     assert_true(has_rec(f, "session alice expiry=4294967295 protocol=5"));
     assert_true(has_rec(f, "session bob expiry=4294967295 protocol=4"));
@@ -1048,10 +1049,11 @@ test_migrates_version_1(void **state)
     last = queued(f, "alice", 4, m);
     assert_true(wait_durable(f, last));
     assert_int_equal(db_int(f, "SELECT refs FROM messages WHERE msg_id = 10"), 1);
-    assert_int_equal(db_int(f, "SELECT seq > 7 FROM deliveries WHERE delivery_id = 4"), 1);
     last = send(f, (struct midge_persist_event){.type = MIDGE_P_SESSION_END, .client_id = "bob"});
     assert_true(wait_durable(f, last));
     assert_int_equal(db_int(f, "SELECT count(*) FROM messages WHERE msg_id IN (10, 13)"), 0);
+    unload(f); /* delivery 4 was in the young log: now in the table */
+    assert_int_equal(db_int(f, "SELECT seq > 7 FROM deliveries WHERE delivery_id = 4"), 1);
     m_unref(m);
     restart_and_restore(f);
     assert_int_equal(count_recs(f, "msg "), 2);
@@ -1096,7 +1098,9 @@ test_single_delivery_holds_its_message(void **state)
     last = queued(f, "c1", 2, r);
     assert_true(wait_durable(f, last));
     assert_int_equal(db_int(f, "SELECT count(*) FROM messages"), 0);
-    assert_int_equal(db_int(f, "SELECT count(*) FROM deliveries WHERE topic IS NOT NULL"), 2);
+    /* Both in the young log (test_young_deliveries), each with its message. */
+    assert_int_equal(db_int(f, "SELECT count(*) FROM deliveries"), 0);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM young"), 1);
     /* A second delivery of message 31 in a later batch: moved to messages, refs 2. */
     last = queued(f, "c2", 3, r);
     assert_true(wait_durable(f, last));
@@ -1246,8 +1250,8 @@ test_refuse_newer_schema(void **state)
 
     assert_int_equal(load(f), 0);
     unload(f);
-    db_exec(f->path, "INSERT INTO schema_version VALUES(4, 0)");
-    refused_untouched(f, "has schema version 4, written by a newer midge");
+    db_exec(f->path, "INSERT INTO schema_version VALUES(5, 0)");
+    refused_untouched(f, "has schema version 5, written by a newer midge");
 }
 
 static void
@@ -1297,7 +1301,7 @@ test_empty_file_is_a_new_database(void **state)
     assert_non_null(fp);
     fclose(fp);
     assert_int_equal(load(f), 0);
-    assert_int_equal(db_int(f, "SELECT max(version) FROM schema_version"), 3);
+    assert_int_equal(db_int(f, "SELECT max(version) FROM schema_version"), 4);
     assert_int_equal(db_int(f, "PRAGMA application_id"), 0x4d444745);
     assert_int_equal(db_int(f, "SELECT count(*) FROM sessions"), 0);
 }
@@ -1379,18 +1383,50 @@ test_group_commit_batch(void **state)
 }
 
 /*
- * Schema 3: a delivery sent in the batch that queued it is written outside
- * the queue index; it is indexed once it stayed 16 batches (INDEX_AFTER),
- * the end of its session deletes it either way (and its share of a shared
- * message), and a restart indexes and restores what was left unindexed.
+ * The database files as a kill -9 would leave them now (the writer is idle
+ * after wait_durable): copies of the file and its WAL, put back by
+ * crash_restore() after the plugin is unloaded.
  */
 static void
-test_sent_deliveries_indexed_later(void **state)
+crash_image(struct fixture *f)
+{
+    char cmd[1200];
+
+    snprintf(cmd, sizeof(cmd), "cp %s %s.crash && cp %s-wal %s.crash-wal", f->path, f->path,
+             f->path, f->path);
+    assert_int_equal(system(cmd), 0);
+}
+
+static void
+crash_restore(struct fixture *f)
+{
+    char cmd[1200];
+
+    unload(f);
+    snprintf(cmd, sizeof(cmd), "rm -f %s-wal %s-shm && mv %s.crash %s && mv %s.crash-wal %s-wal",
+             f->path, f->path, f->path, f->path, f->path, f->path);
+    assert_int_equal(system(cmd), 0);
+    lines_free(&f->p.recs, &f->p.nrecs);
+    assert_int_equal(load(f), 0);
+    assert_int_equal(f->p.hooks->restore(f->p.state), 0);
+}
+
+/*
+ * Schema 4: a delivery that carries its message goes to the young log, one
+ * row per batch; its state changes and its end go there too, so a delivery
+ * finished within a few batches never has a deliveries row. A second
+ * reference to its message gives it a row first; one still there 16
+ * batches later moves to the deliveries table; a kill -9 replays the log,
+ * a clean shutdown empties it.
+ */
+static void
+test_young_deliveries(void **state)
 {
     struct fixture *f = *state;
     const midge_message *a = msg("t/a", "shared", 1);
     const midge_message *b = msg("t/b", "own", 2);
     const midge_message *c = msg("t/c", "late", 3);
+    const midge_message *e = msg("t/e", "ends with c1", 5);
     uint64_t last;
     int i;
 
@@ -1400,51 +1436,71 @@ test_sent_deliveries_indexed_later(void **state)
     session(f, "c1", NEVER, 1);
     last = session(f, "c2", NEVER, 1);
     assert_true(wait_durable(f, last));
-    /* Within the next 250 ms slot: a to c1 and c2 (one shared message), b to c1, all sent. */
+    /* One 250 ms slot: a to c1 then c2 (shared), b to c1 sent, c to c2 queued. */
     queued(f, "c1", 1, a);
-    send(f, (struct midge_persist_event){.type = MIDGE_P_MSG_SENT, .delivery_id = 1,
-                                         .packet_id = 1});
     queued(f, "c2", 2, a);
-    send(f, (struct midge_persist_event){.type = MIDGE_P_MSG_SENT, .delivery_id = 2,
-                                         .packet_id = 1});
     queued(f, "c1", 3, b);
-    last = send(f, (struct midge_persist_event){.type = MIDGE_P_MSG_SENT, .delivery_id = 3,
-                                                .packet_id = 2});
+    send(f, (struct midge_persist_event){.type = MIDGE_P_MSG_SENT, .delivery_id = 3,
+                                         .packet_id = 2});
+    last = queued(f, "c2", 4, c);
     assert_true(wait_durable(f, last));
-    assert_int_equal(db_int(f, "SELECT count(*) FROM deliveries WHERE indexed = 0"), 3);
+    /* Message 1 has two references: its rows are in the tables; 3 and 4 only in the log. */
     assert_int_equal(db_int(f, "SELECT refs FROM messages WHERE msg_id = 1"), 2);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM deliveries"), 2);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM deliveries WHERE topic IS NOT NULL"), 0);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM young"), 1);
 
-    /* The end of c1 finds its rows without the index. */
+    /* Next slot: 4 is sent, 3 finished, 5 queued for c1. Still no row for them. */
+    send(f, (struct midge_persist_event){.type = MIDGE_P_MSG_SENT, .delivery_id = 4,
+                                         .packet_id = 7});
+    send(f, (struct midge_persist_event){.type = MIDGE_P_MSG_DONE, .delivery_id = 3});
+    last = queued(f, "c1", 5, e);
+    assert_true(wait_durable(f, last));
+    assert_int_equal(db_int(f, "SELECT count(*) FROM deliveries"), 2);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM young"), 2);
+    crash_image(f);
+
+    /* The end of c1 ends its young delivery 5 and its row 1 (one reference less). */
     last = send(f, (struct midge_persist_event){.type = MIDGE_P_SESSION_END, .client_id = "c1"});
     assert_true(wait_durable(f, last));
-    assert_int_equal(db_int(f, "SELECT count(*) FROM deliveries"), 1);
-    assert_int_equal(db_int(f, "SELECT count(*) FROM deliveries WHERE delivery_id = 2 AND "
-                               "indexed = 0"), 1);
     assert_int_equal(db_int(f, "SELECT refs FROM messages WHERE msg_id = 1"), 1);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM deliveries"), 1);
 
-    /* Sixteen batches later delivery 2 is still there: it gets its index entry. */
+    /* Sixteen batches later delivery 4 is still there: it moves, in its current state. */
     for (i = 0; i < 17; i++) {
         last = session(f, "c3", NEVER, i % 2);
         assert_true(wait_durable(f, last));
     }
-    assert_int_equal(db_int(f, "SELECT indexed FROM deliveries WHERE delivery_id = 2"), 1);
+    assert_int_equal(db_int(f, "SELECT state FROM deliveries WHERE delivery_id = 4"), 1);
+    assert_int_equal(db_int(f, "SELECT packet_id FROM deliveries WHERE delivery_id = 4"), 7);
+    assert_int_equal(db_int(f, "SELECT topic = 't/c' FROM deliveries WHERE delivery_id = 4"), 1);
+    assert_true(db_int(f, "SELECT count(*) FROM young") <= 16);
 
-    /* One left unindexed at shutdown is indexed at the next start and restored in order. */
-    queued(f, "c2", 4, c);
-    last = send(f, (struct midge_persist_event){.type = MIDGE_P_MSG_SENT, .delivery_id = 4,
-                                                .packet_id = 2});
-    assert_true(wait_durable(f, last));
-    assert_int_equal(db_int(f, "SELECT indexed FROM deliveries WHERE delivery_id = 4"), 0);
+    /* A clean shutdown empties the log; the restore has 2 and 4, in order. */
     restart_and_restore(f);
-    assert_int_equal(db_int(f, "SELECT count(*) FROM deliveries WHERE indexed = 0"), 0);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM young"), 0);
     assert_int_equal(count_recs(f, "msg "), 2);
-    assert_true(rec_index(f, "msg c2 d=2 qos=1 retain=0 state=1 pid=1 "
+    assert_true(rec_index(f, "msg c2 d=2 qos=1 retain=0 state=0 pid=0 "
                              "[1 t/a 'shared' qos=1 retain=0 props=0 expiry=0]") <
-                rec_index(f, "msg c2 d=4 qos=1 retain=0 state=1 pid=2 "
+                rec_index(f, "msg c2 d=4 qos=1 retain=0 state=1 pid=7 "
                              "[3 t/c 'late' qos=1 retain=0 props=0 expiry=0]"));
+
+    /* The kill -9 image (before c1 ended): the log replayed, 3 finished, 4 sent, 5 queued. */
+    crash_restore(f);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM young"), 0);
+    assert_int_equal(count_recs(f, "msg "), 4);
+    assert_true(has_rec(f, "msg c1 d=1 qos=1 retain=0 state=0 pid=0 "
+                           "[1 t/a 'shared' qos=1 retain=0 props=0 expiry=0]"));
+    assert_true(has_rec(f, "msg c1 d=5 qos=1 retain=0 state=0 pid=0 "
+                           "[5 t/e 'ends with c1' qos=1 retain=0 props=0 expiry=0]"));
+    assert_true(has_rec(f, "msg c2 d=4 qos=1 retain=0 state=1 pid=7 "
+                           "[3 t/c 'late' qos=1 retain=0 props=0 expiry=0]"));
+    assert_true(has_rec(f, "msg c2 d=2 qos=1 retain=0 state=0 pid=0 "
+                           "[1 t/a 'shared' qos=1 retain=0 props=0 expiry=0]"));
     m_unref(a);
     m_unref(b);
     m_unref(c);
+    m_unref(e);
 }
 
 static void
@@ -1473,13 +1529,15 @@ test_batch_coalesces_finished_deliveries(void **state)
     assert_true(wait_durable(f, last));
     m_unref(a);
     m_unref(b);
+    /* Delivery 2 is in the young log (test_young_deliveries); a clean shutdown moves it. */
+    assert_int_equal(db_int(f, "SELECT count(*) FROM young"), 1);
+    unload(f);
     assert_int_equal(db_int(f, "SELECT count(*) FROM deliveries"), 1);
     assert_int_equal(db_int(f, "SELECT state FROM deliveries WHERE delivery_id = 2"), 1);
     assert_int_equal(db_int(f, "SELECT packet_id FROM deliveries WHERE delivery_id = 2"), 2);
     /* Delivery 2 is its message's only row: the message is stored in it. */
     assert_int_equal(db_int(f, "SELECT count(*) FROM messages"), 0);
     assert_int_equal(db_int(f, "SELECT msg_id FROM deliveries WHERE topic = 't/b'"), 2);
-    unload(f);
     closed_stats(f, &commits, &events);
     line = find_log(f, "closed db=");
     /*
@@ -1815,7 +1873,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_directory_created_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit_full_many_threads, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sent_deliveries_indexed_later, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_young_deliveries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_coalesces_finished_deliveries, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_durability_none_reports_before_writing, setup,

@@ -1,0 +1,772 @@
+/*
+ * The young-delivery log.
+ *
+ * Why: with subscribers online, most deliveries are finished a few
+ * milliseconds after they are queued, yet many outlive the batch that
+ * queued them (coalesce.c folds only those finished within it). Each of
+ * those cost a deliveries row insert and, a batch or two later, a delete:
+ * two B-tree changes and two statements per message, the writer's main
+ * work (issue 7). Here a batch's deliveries are appended to one blob, and
+ * their later state changes and ends to another, written as one row of
+ * the `young` table. A delivery still unfinished YOUNG_BATCHES batches
+ * later is moved into the deliveries table (the move callback); the row is then
+ * deleted. A finished delivery costs a few dozen bytes of blob.
+ *
+ * Why it is safe: a row's updates only name deliveries of that row or of
+ * older rows (rows are written in order, and a delivery is in memory only
+ * while its row exists); rows are deleted oldest first. So while a
+ * delivery's row exists, every later update of it exists too, and the
+ * committed rows replayed in order give each live delivery its state. The
+ * store sends every change of a young delivery here (set_state, done,
+ * end_session), so none goes to the deliveries table while it is young.
+ * Start-up replays the rows and moves every live delivery into the
+ * deliveries table before restore reads it; a rolled-back batch makes the
+ * memory stale, and the next batch replays the committed rows first.
+ *
+ * Only deliveries that carry their own message (no messages row) come
+ * here, and only small ones: a large payload would be written twice when
+ * its delivery outlives the log.
+ *
+ * Blob formats, little-endian:
+ *   entries: per delivery a 60-byte header then topic, payload, props
+ *     0 delivery_id u64, 8 sess_key i64, 16 msg_id u64, 24 seq i64,
+ *     32 expire_at i64, 40 topic_len u32, 44 payload_len u32,
+ *     48 props_len u32 (0xffffffff: no properties), 52 packet_id u16,
+ *     54 qos, 55 retain, 56 state, 57 msg_qos, 58 msg_retain, 59 zero
+ *   updates: per change 11 bytes
+ *     0 delivery_id u64, 8 state u8 (UPDATE_DONE: finished), 9 packet_id u16
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "young.h"
+
+#define YOUNG_BATCHES 16              /* batches after which live deliveries move */
+#define YOUNG_MAX_BYTES (16u << 20)   /* ... or fewer while the rows kept exceed this */
+#define YOUNG_MAX_MESSAGE 4096        /* topic + payload + properties of a young delivery */
+#define RING 64                       /* rows a replay can hold (more than YOUNG_BATCHES) */
+#define HEADER 60
+#define UPDATE 11
+#define UPDATE_DONE 0xff
+#define NO_PROPS 0xffffffffu
+
+/* Growable bytes. Owns p. */
+struct ybuf {
+    uint8_t *p;
+    size_t len;
+    size_t cap;
+};
+
+/* A young delivery: what its changes need without decoding its record. */
+struct young_entry {
+    uint64_t delivery_id;
+    uint64_t msg_id;
+    int64_t sess_key;
+    uint32_t off;        /* of its record in the batch's `rec` */
+    uint16_t packet_id;  /* current */
+    uint8_t state;       /* current */
+    uint8_t done;
+};
+
+/* One row of the young table (or the batch being built). Owns its buffers. */
+struct young_batch {
+    int64_t no;              /* the row's key */
+    struct ybuf rec;         /* the entries blob */
+    struct ybuf upd;         /* the updates blob; emptied once the row is written */
+    struct young_entry *e;
+    size_t n;
+    size_t cap;
+    size_t bytes;            /* the row's size, counted against YOUNG_MAX_BYTES */
+};
+
+/* delivery_id -> slot << 32 | entry index; open addressing, linear probing. Owns its arrays. */
+struct idmap {
+    uint64_t *key;           /* 0: empty */
+    uint64_t *val;
+    size_t mask;
+    size_t n;
+};
+
+enum { Y_INSERT, Y_DELETE, Y_SELECT, Y_COUNT };
+
+static const char *const y_sql[Y_COUNT] = {
+    [Y_INSERT] = "INSERT INTO young(batch, entries, updates) VALUES(?1, ?2, ?3)",
+    [Y_DELETE] = "DELETE FROM young WHERE batch = ?1",
+    [Y_SELECT] = "SELECT batch, entries, updates FROM young ORDER BY batch",
+};
+
+struct psq_young {
+    sqlite3_stmt *st[Y_COUNT];
+    struct young_batch ring[RING];
+    unsigned first;          /* oldest written row */
+    unsigned count;          /* written rows in memory; the batch being built is at first + count */
+    size_t bytes;            /* of the written rows in memory */
+    int64_t last_no;         /* the last batch's number (its row's key if it had one) */
+    struct idmap map;
+    int stale;
+    uint64_t added;
+    uint64_t moved;
+};
+
+static void
+put16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static void
+put32(uint8_t *p, uint32_t v)
+{
+    put16(p, (uint16_t)v);
+    put16(p + 2, (uint16_t)(v >> 16));
+}
+
+static void
+put64(uint8_t *p, uint64_t v)
+{
+    put32(p, (uint32_t)v);
+    put32(p + 4, (uint32_t)(v >> 32));
+}
+
+static uint16_t
+get16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | (uint16_t)p[1] << 8);
+}
+
+static uint32_t
+get32(const uint8_t *p)
+{
+    return get16(p) | (uint32_t)get16(p + 2) << 16;
+}
+
+static uint64_t
+get64(const uint8_t *p)
+{
+    return get32(p) | (uint64_t)get32(p + 4) << 32;
+}
+
+/* Room for n more bytes; the new bytes start at the returned pointer. NULL: no memory. */
+static uint8_t *
+buf_grow(struct ybuf *b, size_t n)
+{
+    uint8_t *at;
+
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap != 0 ? b->cap : 4096;
+        uint8_t *p;
+
+        while (cap < b->len + n) {
+            cap *= 2;
+        }
+        p = realloc(b->p, cap);
+        if (p == NULL) {
+            return NULL;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    at = b->p + b->len;
+    b->len += n;
+    return at;
+}
+
+static size_t
+map_slot(const struct idmap *m, uint64_t key)
+{
+    return (size_t)((key * 0x9e3779b97f4a7c15ULL) >> 20) & m->mask;
+}
+
+/* The slot holding key, or the empty slot where it would go. */
+static size_t
+map_find(const struct idmap *m, uint64_t key)
+{
+    size_t i = map_slot(m, key);
+
+    while (m->key[i] != 0 && m->key[i] != key) {
+        i = (i + 1) & m->mask;
+    }
+    return i;
+}
+
+static int
+map_get(const struct idmap *m, uint64_t key, uint64_t *val)
+{
+    size_t i;
+
+    if (m->key == NULL) {
+        return 0;
+    }
+    i = map_find(m, key);
+    if (m->key[i] == 0) {
+        return 0;
+    }
+    *val = m->val[i];
+    return 1;
+}
+
+static int map_put(struct idmap *m, uint64_t key, uint64_t val);
+
+/* Doubles the table (or makes the first one). -1: no memory, the map unchanged. */
+static int
+map_grow(struct idmap *m)
+{
+    struct idmap bigger = {0};
+    size_t cap = m->key != NULL ? (m->mask + 1) * 2 : 4096;
+    size_t i;
+
+    bigger.key = calloc(cap, sizeof(*bigger.key));
+    bigger.val = malloc(cap * sizeof(*bigger.val));
+    if (bigger.key == NULL || bigger.val == NULL) {
+        free(bigger.key);
+        free(bigger.val);
+        return -1;
+    }
+    bigger.mask = cap - 1;
+    for (i = 0; m->key != NULL && i <= m->mask; i++) {
+        if (m->key[i] != 0) {
+            map_put(&bigger, m->key[i], m->val[i]);
+        }
+    }
+    free(m->key);
+    free(m->val);
+    *m = bigger;
+    return 0;
+}
+
+/* Adds or replaces. -1: no memory. */
+static int
+map_put(struct idmap *m, uint64_t key, uint64_t val)
+{
+    size_t i;
+
+    if ((m->key == NULL || (m->n + 1) * 2 > m->mask + 1) && map_grow(m) != 0) {
+        return -1;
+    }
+    i = map_find(m, key);
+    if (m->key[i] == 0) {
+        m->key[i] = key;
+        m->n++;
+    }
+    m->val[i] = val;
+    return 0;
+}
+
+/* Removes key, shifting back the entries after it that probed past its slot. */
+static void
+map_del(struct idmap *m, uint64_t key)
+{
+    size_t i;
+    size_t j;
+
+    if (m->key == NULL) {
+        return;
+    }
+    i = map_find(m, key);
+    if (m->key[i] == 0) {
+        return;
+    }
+    m->n--;
+    for (j = (i + 1) & m->mask; m->key[j] != 0; j = (j + 1) & m->mask) {
+        size_t home = map_slot(m, m->key[j]);
+
+        /* j's entry may move to the hole i when its home is not in (i, j]. */
+        if (((j - home) & m->mask) >= ((j - i) & m->mask)) {
+            m->key[i] = m->key[j];
+            m->val[i] = m->val[j];
+            i = j;
+        }
+    }
+    m->key[i] = 0;
+}
+
+static void
+map_clear(struct idmap *m)
+{
+    if (m->key != NULL) {
+        memset(m->key, 0, (m->mask + 1) * sizeof(*m->key));
+    }
+    m->n = 0;
+}
+
+static unsigned
+cur_slot(const struct psq_young *y)
+{
+    return (y->first + y->count) % RING;
+}
+
+static struct young_entry *
+lookup(struct psq_young *y, uint64_t delivery_id)
+{
+    uint64_t v;
+
+    if (!map_get(&y->map, delivery_id, &v)) {
+        return NULL;
+    }
+    return &y->ring[v >> 32].e[(uint32_t)v];
+}
+
+static void
+batch_reset(struct young_batch *b)
+{
+    b->no = 0;
+    b->rec.len = 0;
+    b->upd.len = 0;
+    b->n = 0;
+    b->bytes = 0;
+}
+
+struct psq_young *
+psq_young_new(sqlite3 *db)
+{
+    struct psq_young *y = calloc(1, sizeof(*y));
+    int i;
+
+    if (y == NULL) {
+        return NULL;
+    }
+    for (i = 0; i < Y_COUNT; i++) {
+        if (sqlite3_prepare_v3(db, y_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &y->st[i], NULL) !=
+            SQLITE_OK) {
+            psq_young_free(y);
+            return NULL;
+        }
+    }
+    y->stale = 1; /* the first batch reads what the table has */
+    return y;
+}
+
+void
+psq_young_free(struct psq_young *y)
+{
+    int i;
+
+    if (y == NULL) {
+        return;
+    }
+    for (i = 0; i < Y_COUNT; i++) {
+        sqlite3_finalize(y->st[i]);
+    }
+    for (i = 0; i < RING; i++) {
+        free(y->ring[i].rec.p);
+        free(y->ring[i].upd.p);
+        free(y->ring[i].e);
+    }
+    free(y->map.key);
+    free(y->map.val);
+    free(y);
+}
+
+int
+psq_young_fits(uint32_t topic_len, uint32_t payload_len, uint32_t props_len)
+{
+    return (uint64_t)topic_len + payload_len + props_len <= YOUNG_MAX_MESSAGE;
+}
+
+/* Appends an entry for the record at `off` of slot's batch and maps its id. -1: no memory. */
+static int
+add_entry(struct psq_young *y, unsigned slot, const struct psq_young_dlv *d, uint32_t off)
+{
+    struct young_batch *b = &y->ring[slot];
+    struct young_entry *e;
+
+    if (b->n == b->cap) {
+        size_t cap = b->cap != 0 ? b->cap * 2 : 256;
+        struct young_entry *bigger = realloc(b->e, cap * sizeof(*bigger));
+
+        if (bigger == NULL) {
+            return -1;
+        }
+        b->e = bigger;
+        b->cap = cap;
+    }
+    if (map_put(&y->map, d->delivery_id, (uint64_t)slot << 32 | b->n) != 0) {
+        return -1;
+    }
+    e = &b->e[b->n++];
+    e->delivery_id = d->delivery_id;
+    e->msg_id = d->msg_id;
+    e->sess_key = d->sess_key;
+    e->off = off;
+    e->packet_id = (uint16_t)d->packet_id;
+    e->state = (uint8_t)d->state;
+    e->done = 0;
+    return 0;
+}
+
+int
+psq_young_add(struct psq_young *y, const struct psq_young_dlv *d)
+{
+    struct young_batch *b = &y->ring[cur_slot(y)];
+    size_t props_len = d->props != NULL ? d->props_len : 0;
+    size_t old_len = b->rec.len;
+    uint8_t *p;
+
+    if (lookup(y, d->delivery_id) != NULL) {
+        return 1;
+    }
+    if (old_len + HEADER + d->topic_len + d->payload_len + props_len > UINT32_MAX ||
+        (p = buf_grow(&b->rec, HEADER + d->topic_len + d->payload_len + props_len)) == NULL) {
+        return -1;
+    }
+    put64(p, d->delivery_id);
+    put64(p + 8, (uint64_t)d->sess_key);
+    put64(p + 16, d->msg_id);
+    put64(p + 24, (uint64_t)d->seq);
+    put64(p + 32, (uint64_t)d->expire_at);
+    put32(p + 40, d->topic_len);
+    put32(p + 44, d->payload_len);
+    put32(p + 48, d->props != NULL ? d->props_len : NO_PROPS);
+    put16(p + 52, (uint16_t)d->packet_id);
+    p[54] = (uint8_t)d->qos;
+    p[55] = (uint8_t)d->retain;
+    p[56] = (uint8_t)d->state;
+    p[57] = (uint8_t)d->msg_qos;
+    p[58] = (uint8_t)d->msg_retain;
+    p[59] = 0;
+    p += HEADER;
+    memcpy(p, d->topic, d->topic_len);
+    if (d->payload_len > 0) {
+        memcpy(p + d->topic_len, d->payload, d->payload_len);
+    }
+    if (props_len > 0) {
+        memcpy(p + d->topic_len + d->payload_len, d->props, props_len);
+    }
+    if (add_entry(y, cur_slot(y), d, (uint32_t)old_len) != 0) {
+        b->rec.len = old_len;
+        return -1;
+    }
+    y->added++;
+    return 0;
+}
+
+/* Records a change of e in the batch being built. -1: no memory. */
+static int
+record_update(struct psq_young *y, const struct young_entry *e, int state)
+{
+    uint8_t *p = buf_grow(&y->ring[cur_slot(y)].upd, UPDATE);
+
+    if (p == NULL) {
+        return -1;
+    }
+    put64(p, e->delivery_id);
+    p[8] = (uint8_t)state;
+    put16(p + 9, e->packet_id);
+    return 0;
+}
+
+int
+psq_young_set_state(struct psq_young *y, uint64_t delivery_id, int state, int packet_id)
+{
+    struct young_entry *e = lookup(y, delivery_id);
+
+    if (e == NULL) {
+        return 0;
+    }
+    e->state = (uint8_t)state;
+    e->packet_id = (uint16_t)packet_id;
+    return record_update(y, e, state) == 0 ? 1 : -1;
+}
+
+static int
+finish(struct psq_young *y, struct young_entry *e)
+{
+    if (record_update(y, e, UPDATE_DONE) != 0) {
+        return -1;
+    }
+    e->done = 1;
+    map_del(&y->map, e->delivery_id);
+    return 0;
+}
+
+int
+psq_young_done(struct psq_young *y, uint64_t delivery_id, uint64_t *msg_id)
+{
+    struct young_entry *e = lookup(y, delivery_id);
+
+    if (e == NULL) {
+        return 0;
+    }
+    *msg_id = e->msg_id;
+    return finish(y, e) == 0 ? 1 : -1;
+}
+
+/* Decodes the record of e (bounds checked when the batch was read). */
+static void decode(const struct young_batch *b, const struct young_entry *e,
+                   struct psq_young_dlv *d);
+
+int
+psq_young_remove(struct psq_young *y, uint64_t delivery_id, psq_young_move_fn move, void *arg)
+{
+    uint64_t v;
+    struct psq_young_dlv d;
+    struct young_entry *e;
+    int rc;
+
+    if (!map_get(&y->map, delivery_id, &v)) {
+        return SQLITE_OK;
+    }
+    e = &y->ring[v >> 32].e[(uint32_t)v];
+    decode(&y->ring[v >> 32], e, &d);
+    rc = move(arg, &d);
+    if (rc == SQLITE_OK && finish(y, e) != 0) {
+        rc = SQLITE_NOMEM;
+    }
+    y->moved += rc == SQLITE_OK;
+    return rc;
+}
+
+int
+psq_young_end_session(struct psq_young *y, int64_t sess_key)
+{
+    unsigned k;
+    size_t i;
+
+    for (k = 0; k <= y->count; k++) {
+        struct young_batch *b = &y->ring[(y->first + k) % RING];
+
+        for (i = 0; i < b->n; i++) {
+            if (!b->e[i].done && b->e[i].sess_key == sess_key && finish(y, &b->e[i]) != 0) {
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+static void
+decode(const struct young_batch *b, const struct young_entry *e, struct psq_young_dlv *d)
+{
+    const uint8_t *p = b->rec.p + e->off;
+    uint32_t props_len = get32(p + 48);
+
+    d->delivery_id = get64(p);
+    d->sess_key = (int64_t)get64(p + 8);
+    d->msg_id = get64(p + 16);
+    d->seq = (int64_t)get64(p + 24);
+    d->expire_at = (int64_t)get64(p + 32);
+    d->topic_len = get32(p + 40);
+    d->payload_len = get32(p + 44);
+    d->qos = p[54];
+    d->retain = p[55];
+    d->msg_qos = p[57];
+    d->msg_retain = p[58];
+    d->topic = (const char *)p + HEADER;
+    d->payload = p + HEADER + d->topic_len;
+    d->props = props_len != NO_PROPS ? p + HEADER + d->topic_len + d->payload_len : NULL;
+    d->props_len = props_len != NO_PROPS ? props_len : 0;
+    /* The current state, not the one it was queued with. */
+    d->state = e->state;
+    d->packet_id = e->packet_id;
+}
+
+/* Moves the oldest row's live deliveries through move and deletes the row. */
+static int
+move_oldest(struct psq_young *y, psq_young_move_fn move, void *arg)
+{
+    struct young_batch *b = &y->ring[y->first];
+    struct psq_young_dlv d;
+    size_t i;
+    int rc = SQLITE_OK;
+
+    for (i = 0; i < b->n && rc == SQLITE_OK; i++) {
+        if (!b->e[i].done) {
+            decode(b, &b->e[i], &d);
+            rc = move(arg, &d);
+            map_del(&y->map, b->e[i].delivery_id);
+            y->moved++;
+        }
+    }
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(y->st[Y_DELETE], 1, b->no);
+        rc = sqlite3_step(y->st[Y_DELETE]);
+        sqlite3_reset(y->st[Y_DELETE]);
+        rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+    }
+    y->bytes -= b->bytes;
+    batch_reset(b);
+    y->first = (y->first + 1) % RING;
+    y->count--;
+    return rc;
+}
+
+int
+psq_young_batch_end(struct psq_young *y, psq_young_move_fn move, void *arg)
+{
+    struct young_batch *b = &y->ring[cur_slot(y)];
+    sqlite3_stmt *st = y->st[Y_INSERT];
+    int rc = SQLITE_OK;
+
+    y->last_no++; /* batches are counted whether they have a row or not */
+    if (b->n > 0 || b->upd.len > 0) {
+        b->no = y->last_no;
+        sqlite3_bind_int64(st, 1, b->no);
+        sqlite3_bind_blob(st, 2, b->rec.p != NULL ? (const void *)b->rec.p : "", (int)b->rec.len,
+                          SQLITE_STATIC);
+        sqlite3_bind_blob(st, 3, b->upd.p != NULL ? (const void *)b->upd.p : "", (int)b->upd.len,
+                          SQLITE_STATIC);
+        rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE) {
+            return rc;
+        }
+        rc = SQLITE_OK;
+        b->bytes = b->rec.len + b->upd.len;
+        b->upd.len = 0; /* written: replays read it from the row */
+        y->bytes += b->bytes;
+        y->count++;
+    }
+    while (rc == SQLITE_OK && y->count > 0 &&
+           (y->ring[y->first].no + YOUNG_BATCHES <= y->last_no || y->bytes > YOUNG_MAX_BYTES)) {
+        rc = move_oldest(y, move, arg);
+    }
+    return rc;
+}
+
+void
+psq_young_stale(struct psq_young *y)
+{
+    y->stale = 1;
+}
+
+/* Checks that the entries blob holds whole records and maps them into slot's batch. */
+static int
+load_entries(struct psq_young *y, unsigned slot, const uint8_t *p, size_t len)
+{
+    struct young_batch *b = &y->ring[slot];
+    size_t off = 0;
+
+    if (len > 0 && buf_grow(&b->rec, len) == NULL) {
+        return SQLITE_NOMEM;
+    }
+    if (len > 0) {
+        memcpy(b->rec.p, p, len);
+    }
+    while (off < len) {
+        struct psq_young_dlv d;
+        uint64_t need;
+        uint32_t props_len;
+
+        if (len - off < HEADER) {
+            return SQLITE_CORRUPT;
+        }
+        props_len = get32(p + off + 48);
+        need = (uint64_t)HEADER + get32(p + off + 40) + get32(p + off + 44) +
+               (props_len != NO_PROPS ? props_len : 0);
+        if (need > len - off || get64(p + off) == 0) {
+            return SQLITE_CORRUPT;
+        }
+        d.delivery_id = get64(p + off);
+        d.sess_key = (int64_t)get64(p + off + 8);
+        d.msg_id = get64(p + off + 16);
+        d.packet_id = get16(p + off + 52);
+        d.state = p[off + 56];
+        if (add_entry(y, slot, &d, (uint32_t)off) != 0) {
+            return SQLITE_NOMEM;
+        }
+        off += need;
+    }
+    return SQLITE_OK;
+}
+
+/* Applies a row's updates to the deliveries loaded so far. */
+static int
+load_updates(struct psq_young *y, const uint8_t *p, size_t len)
+{
+    size_t off;
+
+    if (len % UPDATE != 0) {
+        return SQLITE_CORRUPT;
+    }
+    for (off = 0; off < len; off += UPDATE) {
+        struct young_entry *e = lookup(y, get64(p + off));
+
+        if (e == NULL) {
+            continue; /* moved to the deliveries table before this row was written */
+        }
+        if (p[off + 8] == UPDATE_DONE) {
+            e->done = 1;
+            map_del(&y->map, e->delivery_id);
+        } else {
+            e->state = p[off + 8];
+            e->packet_id = get16(p + off + 9);
+        }
+    }
+    return SQLITE_OK;
+}
+
+/* Memory := the committed rows. */
+static int
+reload(struct psq_young *y)
+{
+    sqlite3_stmt *st = y->st[Y_SELECT];
+    unsigned i;
+    int rc;
+
+    for (i = 0; i < RING; i++) {
+        batch_reset(&y->ring[i]);
+    }
+    map_clear(&y->map);
+    y->first = 0;
+    y->count = 0;
+    y->bytes = 0;
+    y->last_no = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct young_batch *b;
+
+        if (y->count == RING - 1) {
+            rc = SQLITE_CORRUPT; /* more rows than any midge keeps */
+            break;
+        }
+        b = &y->ring[y->count];
+        b->no = sqlite3_column_int64(st, 0);
+        rc = load_entries(y, y->count, sqlite3_column_blob(st, 1),
+                          (size_t)sqlite3_column_bytes(st, 1));
+        if (rc == SQLITE_OK) {
+            rc = load_updates(y, sqlite3_column_blob(st, 2), (size_t)sqlite3_column_bytes(st, 2));
+        }
+        if (rc != SQLITE_OK) {
+            break;
+        }
+        b->bytes = b->rec.len + (size_t)sqlite3_column_bytes(st, 2);
+        y->bytes += b->bytes;
+        y->last_no = b->no;
+        y->count++;
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        return rc;
+    }
+    y->stale = 0;
+    return SQLITE_OK;
+}
+
+int
+psq_young_sync(struct psq_young *y)
+{
+    return y->stale ? reload(y) : SQLITE_OK;
+}
+
+int
+psq_young_drain(struct psq_young *y, psq_young_move_fn move, void *arg)
+{
+    int rc;
+
+    y->stale = 1;
+    rc = reload(y);
+    while (rc == SQLITE_OK && y->count > 0) {
+        rc = move_oldest(y, move, arg);
+    }
+    if (rc != SQLITE_OK) {
+        y->stale = 1;
+    }
+    return rc;
+}
+
+void
+psq_young_counts(const struct psq_young *y, uint64_t *added, uint64_t *moved)
+{
+    *added = y->added;
+    *moved = y->moved;
+}
