@@ -208,7 +208,9 @@ psq_store_new(const struct psq_env *env, sqlite3 *db, const char **err)
         /* What the young log of the previous process kept goes where restore reads it. */
         rc = psq_store_drain_young(s);
         if (rc != SQLITE_OK) {
-            *err = rc == SQLITE_CORRUPT ? "the young table is damaged" : sqlite3_errmsg(db);
+            *err = rc == SQLITE_CORRUPT ? "the young table (recent deliveries) is damaged; "
+                                         "nothing was changed"
+                                       : sqlite3_errmsg(db);
             goto fail;
         }
         if (psq_query_int(db, "SELECT coalesce(max(seq), 0) FROM deliveries", NULL,

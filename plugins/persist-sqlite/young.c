@@ -27,14 +27,14 @@
  * here, and only small ones: a large payload would be written twice when
  * its delivery outlives the log.
  *
- * Blob formats, little-endian:
- *   entries: per delivery a 60-byte header then topic, payload, props
- *     0 delivery_id u64, 8 sess_key i64, 16 msg_id u64, 24 seq i64,
- *     32 expire_at i64, 40 topic_len u32, 44 payload_len u32,
- *     48 props_len u32 (0xffffffff: no properties), 52 packet_id u16,
- *     54 qos, 55 retain, 56 state, 57 msg_qos, 58 msg_retain, 59 zero
- *   updates: per change 11 bytes
- *     0 delivery_id u64, 8 state u8 (UPDATE_DONE: finished), 9 packet_id u16
+ * Blob formats: integers are unsigned LEB128 varints (the bytes written
+ * are what the commit's fsync waits for, and most fields are small).
+ *   entries, per delivery: delivery_id, sess_key, msg_id, seq, expire_at,
+ *     topic_len, payload_len, props_len + 1 (0: no properties), packet_id,
+ *     one byte qos | retain << 2 | msg_qos << 3 | msg_retain << 5 |
+ *     state << 6, then topic, payload, props.
+ *   updates, per change: delivery_id, one byte state (UPDATE_DONE:
+ *     finished), packet_id.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -45,10 +45,9 @@
 #define YOUNG_MAX_BYTES (16u << 20)   /* ... or fewer while the rows kept exceed this */
 #define YOUNG_MAX_MESSAGE 4096        /* topic + payload + properties of a young delivery */
 #define RING 64                       /* rows a replay can hold (more than YOUNG_BATCHES) */
-#define HEADER 60
-#define UPDATE 11
+#define MAX_HEADER 91               /* 9 varints of up to 10 bytes, the flags byte */
+#define MAX_UPDATE 14               /* 10 + 1 + 3 */
 #define UPDATE_DONE 0xff
-#define NO_PROPS 0xffffffffu
 
 /* Growable bytes. Owns p. */
 struct ybuf {
@@ -108,43 +107,35 @@ struct psq_young {
     uint64_t moved;
 };
 
-static void
-put16(uint8_t *p, uint16_t v)
+/* Appends v as a varint at p; returns the byte after it. */
+static uint8_t *
+put_var(uint8_t *p, uint64_t v)
 {
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
 }
 
-static void
-put32(uint8_t *p, uint32_t v)
+/* Reads a varint at *off (< len); -1 when it runs past len or 64 bits. */
+static int
+get_var(const uint8_t *p, size_t len, size_t *off, uint64_t *v)
 {
-    put16(p, (uint16_t)v);
-    put16(p + 2, (uint16_t)(v >> 16));
-}
+    unsigned shift = 0;
 
-static void
-put64(uint8_t *p, uint64_t v)
-{
-    put32(p, (uint32_t)v);
-    put32(p + 4, (uint32_t)(v >> 32));
-}
+    *v = 0;
+    while (*off < len && shift < 64) {
+        uint8_t b = p[(*off)++];
 
-static uint16_t
-get16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | (uint16_t)p[1] << 8);
-}
-
-static uint32_t
-get32(const uint8_t *p)
-{
-    return get16(p) | (uint32_t)get16(p + 2) << 16;
-}
-
-static uint64_t
-get64(const uint8_t *p)
-{
-    return get32(p) | (uint64_t)get32(p + 4) << 32;
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (b < 0x80) {
+            return 0;
+        }
+        shift += 7;
+    }
+    return -1;
 }
 
 /* Room for n more bytes; the new bytes start at the returned pointer. NULL: no memory. */
@@ -401,31 +392,26 @@ psq_young_add(struct psq_young *y, const struct psq_young_dlv *d)
     struct young_batch *b = &y->ring[cur_slot(y)];
     size_t props_len = d->props != NULL ? d->props_len : 0;
     size_t old_len = b->rec.len;
+    size_t most = MAX_HEADER + d->topic_len + d->payload_len + props_len;
     uint8_t *p;
 
     if (lookup(y, d->delivery_id) != NULL) {
         return 1;
     }
-    if (old_len + HEADER + d->topic_len + d->payload_len + props_len > UINT32_MAX ||
-        (p = buf_grow(&b->rec, HEADER + d->topic_len + d->payload_len + props_len)) == NULL) {
+    if (old_len + most > UINT32_MAX || (p = buf_grow(&b->rec, most)) == NULL) {
         return -1;
     }
-    put64(p, d->delivery_id);
-    put64(p + 8, (uint64_t)d->sess_key);
-    put64(p + 16, d->msg_id);
-    put64(p + 24, (uint64_t)d->seq);
-    put64(p + 32, (uint64_t)d->expire_at);
-    put32(p + 40, d->topic_len);
-    put32(p + 44, d->payload_len);
-    put32(p + 48, d->props != NULL ? d->props_len : NO_PROPS);
-    put16(p + 52, (uint16_t)d->packet_id);
-    p[54] = (uint8_t)d->qos;
-    p[55] = (uint8_t)d->retain;
-    p[56] = (uint8_t)d->state;
-    p[57] = (uint8_t)d->msg_qos;
-    p[58] = (uint8_t)d->msg_retain;
-    p[59] = 0;
-    p += HEADER;
+    p = put_var(p, d->delivery_id);
+    p = put_var(p, (uint64_t)d->sess_key);
+    p = put_var(p, d->msg_id);
+    p = put_var(p, (uint64_t)d->seq);
+    p = put_var(p, (uint64_t)d->expire_at);
+    p = put_var(p, d->topic_len);
+    p = put_var(p, d->payload_len);
+    p = put_var(p, d->props != NULL ? (uint64_t)d->props_len + 1 : 0);
+    p = put_var(p, (uint16_t)d->packet_id);
+    *p++ = (uint8_t)((d->qos & 3) | (d->retain ? 4 : 0) | (d->msg_qos & 3) << 3 |
+                     (d->msg_retain ? 0x20 : 0) | (d->state & 3) << 6);
     memcpy(p, d->topic, d->topic_len);
     if (d->payload_len > 0) {
         memcpy(p + d->topic_len, d->payload, d->payload_len);
@@ -433,6 +419,7 @@ psq_young_add(struct psq_young *y, const struct psq_young_dlv *d)
     if (props_len > 0) {
         memcpy(p + d->topic_len + d->payload_len, d->props, props_len);
     }
+    b->rec.len = (size_t)(p + d->topic_len + d->payload_len + props_len - b->rec.p);
     if (add_entry(y, cur_slot(y), d, (uint32_t)old_len) != 0) {
         b->rec.len = old_len;
         return -1;
@@ -445,14 +432,16 @@ psq_young_add(struct psq_young *y, const struct psq_young_dlv *d)
 static int
 record_update(struct psq_young *y, const struct young_entry *e, int state)
 {
-    uint8_t *p = buf_grow(&y->ring[cur_slot(y)].upd, UPDATE);
+    struct ybuf *u = &y->ring[cur_slot(y)].upd;
+    uint8_t *p = buf_grow(u, MAX_UPDATE);
 
     if (p == NULL) {
         return -1;
     }
-    put64(p, e->delivery_id);
-    p[8] = (uint8_t)state;
-    put16(p + 9, e->packet_id);
+    p = put_var(p, e->delivery_id);
+    *p++ = (uint8_t)state;
+    p = put_var(p, e->packet_id);
+    u->len = (size_t)(p - u->p);
     return 0;
 }
 
@@ -535,28 +524,54 @@ psq_young_end_session(struct psq_young *y, int64_t sess_key)
     return 0;
 }
 
+/*
+ * Parses the record at *off of an entries blob of len bytes into d (its
+ * pointers into p) and moves *off past it. -1: not a whole record.
+ */
+static int
+parse(const uint8_t *p, size_t len, size_t *off, struct psq_young_dlv *d)
+{
+    uint64_t v[9];
+    size_t i;
+
+    for (i = 0; i < 9; i++) {
+        if (get_var(p, len, off, &v[i]) != 0) {
+            return -1;
+        }
+    }
+    if (*off >= len || v[0] == 0 || v[5] > len || v[6] > len || v[7] > len + 1 ||
+        v[5] + v[6] + (v[7] > 0 ? v[7] - 1 : 0) > len - *off - 1) {
+        return -1;
+    }
+    d->delivery_id = v[0];
+    d->sess_key = (int64_t)v[1];
+    d->msg_id = v[2];
+    d->seq = (int64_t)v[3];
+    d->expire_at = (int64_t)v[4];
+    d->topic_len = (uint32_t)v[5];
+    d->payload_len = (uint32_t)v[6];
+    d->props_len = v[7] > 0 ? (uint32_t)(v[7] - 1) : 0;
+    d->packet_id = (int)(uint16_t)v[8];
+    d->qos = p[*off] & 3;
+    d->retain = (p[*off] >> 2) & 1;
+    d->msg_qos = (p[*off] >> 3) & 3;
+    d->msg_retain = (p[*off] >> 5) & 1;
+    d->state = p[*off] >> 6;
+    (*off)++;
+    d->topic = (const char *)p + *off;
+    d->payload = p + *off + d->topic_len;
+    d->props = v[7] > 0 ? p + *off + d->topic_len + d->payload_len : NULL;
+    *off += d->topic_len + d->payload_len + d->props_len;
+    return 0;
+}
+
+/* Decodes e's record (checked when it was read or written) with its current state. */
 static void
 decode(const struct young_batch *b, const struct young_entry *e, struct psq_young_dlv *d)
 {
-    const uint8_t *p = b->rec.p + e->off;
-    uint32_t props_len = get32(p + 48);
+    size_t off = e->off;
 
-    d->delivery_id = get64(p);
-    d->sess_key = (int64_t)get64(p + 8);
-    d->msg_id = get64(p + 16);
-    d->seq = (int64_t)get64(p + 24);
-    d->expire_at = (int64_t)get64(p + 32);
-    d->topic_len = get32(p + 40);
-    d->payload_len = get32(p + 44);
-    d->qos = p[54];
-    d->retain = p[55];
-    d->msg_qos = p[57];
-    d->msg_retain = p[58];
-    d->topic = (const char *)p + HEADER;
-    d->payload = p + HEADER + d->topic_len;
-    d->props = props_len != NO_PROPS ? p + HEADER + d->topic_len + d->payload_len : NULL;
-    d->props_len = props_len != NO_PROPS ? props_len : 0;
-    /* The current state, not the one it was queued with. */
+    parse(b->rec.p, b->rec.len, &off, d);
     d->state = e->state;
     d->packet_id = e->packet_id;
 }
@@ -645,27 +660,14 @@ load_entries(struct psq_young *y, unsigned slot, const uint8_t *p, size_t len)
     }
     while (off < len) {
         struct psq_young_dlv d;
-        uint64_t need;
-        uint32_t props_len;
+        size_t at = off;
 
-        if (len - off < HEADER) {
+        if (parse(p, len, &off, &d) != 0) {
             return SQLITE_CORRUPT;
         }
-        props_len = get32(p + off + 48);
-        need = (uint64_t)HEADER + get32(p + off + 40) + get32(p + off + 44) +
-               (props_len != NO_PROPS ? props_len : 0);
-        if (need > len - off || get64(p + off) == 0) {
-            return SQLITE_CORRUPT;
-        }
-        d.delivery_id = get64(p + off);
-        d.sess_key = (int64_t)get64(p + off + 8);
-        d.msg_id = get64(p + off + 16);
-        d.packet_id = get16(p + off + 52);
-        d.state = p[off + 56];
-        if (add_entry(y, slot, &d, (uint32_t)off) != 0) {
+        if (add_entry(y, slot, &d, (uint32_t)at) != 0) {
             return SQLITE_NOMEM;
         }
-        off += need;
     }
     return SQLITE_OK;
 }
@@ -674,23 +676,31 @@ load_entries(struct psq_young *y, unsigned slot, const uint8_t *p, size_t len)
 static int
 load_updates(struct psq_young *y, const uint8_t *p, size_t len)
 {
-    size_t off;
+    size_t off = 0;
 
-    if (len % UPDATE != 0) {
-        return SQLITE_CORRUPT;
-    }
-    for (off = 0; off < len; off += UPDATE) {
-        struct young_entry *e = lookup(y, get64(p + off));
+    while (off < len) {
+        uint64_t id;
+        uint64_t pid;
+        uint8_t state;
+        struct young_entry *e;
 
+        if (get_var(p, len, &off, &id) != 0 || off >= len) {
+            return SQLITE_CORRUPT;
+        }
+        state = p[off++];
+        if (get_var(p, len, &off, &pid) != 0) {
+            return SQLITE_CORRUPT;
+        }
+        e = lookup(y, id);
         if (e == NULL) {
             continue; /* moved to the deliveries table before this row was written */
         }
-        if (p[off + 8] == UPDATE_DONE) {
+        if (state == UPDATE_DONE) {
             e->done = 1;
             map_del(&y->map, e->delivery_id);
         } else {
-            e->state = p[off + 8];
-            e->packet_id = get16(p + off + 9);
+            e->state = state;
+            e->packet_id = (uint16_t)pid;
         }
     }
     return SQLITE_OK;

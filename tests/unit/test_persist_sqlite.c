@@ -1254,6 +1254,19 @@ test_refuse_newer_schema(void **state)
     refused_untouched(f, "has schema version 5, written by a newer midge");
 }
 
+/* A young-log row that does not parse: refused at start, nothing moved or deleted. */
+static void
+test_refuse_damaged_young_row(void **state)
+{
+    struct fixture *f = *state;
+
+    assert_int_equal(load(f), 0);
+    unload(f);
+    db_exec(f->path, "INSERT INTO young VALUES(1, x'ff', x'')");
+    refused_untouched(f, "the young table (recent deliveries) is damaged; nothing was changed");
+    assert_int_equal(db_int(f, "SELECT count(*) FROM young"), 1);
+}
+
 static void
 test_refuse_missing_table(void **state)
 {
@@ -1866,6 +1879,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_refuse_not_sqlite, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refuse_foreign_sqlite, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refuse_newer_schema, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refuse_damaged_young_row, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refuse_missing_table, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refuse_corrupted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_file_is_a_new_database, setup, teardown),
