@@ -546,28 +546,60 @@ share_inline(struct psq_store *s, uint64_t msg_id, int *moved)
     return SQLITE_OK;
 }
 
-/* Binds msg's columns (topic, payload, qos, retain, props, expiry) from parameter col on. */
+/*
+ * The message columns of d (topic, payload, qos, retain, props, expiry) from
+ * msg; the pointers are msg's. `now` turns its remaining expiry into an
+ * absolute time.
+ */
+static void
+message_columns(struct psq_store *s, const midge_message *msg, int64_t now,
+                struct psq_young_dlv *d)
+{
+    const struct midge_api *api = s->env.api;
+    uint32_t expiry = api->message_expiry(msg);
+    size_t topic_len;
+
+    d->topic = api->message_topic(msg);
+    d->topic = d->topic != NULL ? d->topic : "";
+    topic_len = strlen(d->topic);
+    d->topic_len = topic_len <= UINT32_MAX ? (uint32_t)topic_len : UINT32_MAX;
+    d->payload_len = 0;
+    d->payload = api->message_payload(msg, &d->payload_len);
+    d->props_len = 0;
+    d->props = api->message_properties(msg, &d->props_len);
+    if (d->props_len == 0) {
+        d->props = NULL;
+    }
+    d->msg_qos = api->message_qos(msg);
+    d->msg_retain = api->message_retain(msg);
+    d->expire_at = expiry > 0 ? now + expiry : 0;
+}
+
+/* Binds d's message columns (topic, payload, qos, retain, props, expiry) from parameter col on. */
+static void
+bind_columns(sqlite3_stmt *st, int col, const struct psq_young_dlv *d)
+{
+    sqlite3_bind_text(st, col, d->topic, (int)d->topic_len, SQLITE_STATIC);
+    bind_blob(st, col + 1, d->payload, d->payload_len);
+    sqlite3_bind_int(st, col + 2, d->msg_qos);
+    sqlite3_bind_int(st, col + 3, d->msg_retain);
+    if (d->props != NULL) {
+        sqlite3_bind_blob(st, col + 4, d->props, (int)d->props_len, SQLITE_STATIC);
+    } else {
+        sqlite3_bind_null(st, col + 4);
+    }
+    bind_i64(st, col + 5, d->expire_at);
+}
+
+/* Binds msg's columns from parameter col on. */
 static void
 bind_message(struct psq_store *s, sqlite3_stmt *st, int col, const midge_message *msg,
              int64_t now)
 {
-    const struct midge_api *api = s->env.api;
-    uint32_t len = 0;
-    uint32_t props_len = 0;
-    const void *payload = api->message_payload(msg, &len);
-    const void *props = api->message_properties(msg, &props_len);
-    uint32_t expiry = api->message_expiry(msg);
+    struct psq_young_dlv d;
 
-    bind_text(st, col, api->message_topic(msg));
-    bind_blob(st, col + 1, payload, len);
-    sqlite3_bind_int(st, col + 2, api->message_qos(msg));
-    sqlite3_bind_int(st, col + 3, api->message_retain(msg));
-    if (props != NULL && props_len > 0) {
-        sqlite3_bind_blob(st, col + 4, props, (int)props_len, SQLITE_STATIC);
-    } else {
-        sqlite3_bind_null(st, col + 4);
-    }
-    bind_i64(st, col + 5, expiry > 0 ? now + expiry : 0);
+    message_columns(s, msg, now, &d);
+    bind_columns(st, col, &d);
 }
 
 /*
@@ -892,25 +924,13 @@ message_is_new(struct psq_store *s, uint64_t msg_id, int *is_new)
 static int
 queue_young(struct psq_store *s, const struct psq_event *e, int64_t sess_key, int64_t now)
 {
-    const struct midge_api *api = s->env.api;
     struct psq_young_dlv d;
-    uint32_t expiry = api->message_expiry(e->msg);
-    size_t topic_len;
     int rc;
 
-    d.topic = api->message_topic(e->msg);
-    d.topic = d.topic != NULL ? d.topic : "";
-    topic_len = strlen(d.topic);
-    d.payload = api->message_payload(e->msg, &d.payload_len);
-    d.props = api->message_properties(e->msg, &d.props_len);
-    if (d.props_len == 0) {
-        d.props = NULL;
-    }
-    if (topic_len > UINT32_MAX ||
-        !psq_young_fits((uint32_t)topic_len, d.payload_len, d.props_len)) {
+    message_columns(s, e->msg, now, &d);
+    if (!psq_young_fits(d.topic_len, d.payload_len, d.props_len)) {
         return 0;
     }
-    d.topic_len = (uint32_t)topic_len;
     d.delivery_id = e->delivery_id;
     d.sess_key = sess_key;
     d.msg_id = e->msg_id;
@@ -919,9 +939,6 @@ queue_young(struct psq_store *s, const struct psq_event *e, int64_t sess_key, in
     d.retain = e->retain ? 1 : 0;
     d.state = e->state;
     d.packet_id = e->packet_id;
-    d.msg_qos = api->message_qos(e->msg);
-    d.msg_retain = api->message_retain(e->msg);
-    d.expire_at = expiry > 0 ? now + expiry : 0;
     rc = psq_young_add(s->young, &d);
     if (rc < 0) {
         return 0;
@@ -948,16 +965,7 @@ move_young(void *arg, const struct psq_young_dlv *d)
     bind_i64(st, 6, d->seq);
     sqlite3_bind_int(st, 7, d->state);
     sqlite3_bind_int(st, 8, d->packet_id);
-    sqlite3_bind_text(st, 9, d->topic, (int)d->topic_len, SQLITE_STATIC);
-    bind_blob(st, 10, d->payload, d->payload_len);
-    sqlite3_bind_int(st, 11, d->msg_qos);
-    sqlite3_bind_int(st, 12, d->msg_retain);
-    if (d->props != NULL) {
-        sqlite3_bind_blob(st, 13, d->props, (int)d->props_len, SQLITE_STATIC);
-    } else {
-        sqlite3_bind_null(st, 13);
-    }
-    bind_i64(st, 14, d->expire_at);
+    bind_columns(st, 9, d);
     rc = run(st);
     if (rc == SQLITE_OK) {
         row_put_flag(s->dlv, d->delivery_id, (int64_t)d->msg_id, 1);
