@@ -10,9 +10,9 @@
  * arrive after its SESSION_END (the broker's workers race the end of a
  * session), and the end already deleted everything.
  *
- * Such a delivery, when its message is small, goes to the young-delivery
- * log first (young.c): with subscribers online most are finished within a
- * few batches, and the log records them, their state changes and their
+ * Such a delivery, when its message is small and its client connected,
+ * goes to the young-delivery log first (young.c): most are finished within
+ * a few batches, and the log records them, their state changes and their
  * end in one row per batch instead of a row insert and delete each. Every
  * change of a delivery is offered to the log first; only the deliveries
  * that outlive it reach the deliveries table (move_young).
@@ -62,7 +62,7 @@ static const char *const stmt_sql[S_COUNT] = {
                       "disconnected_at) VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(client_id) DO "
                       "UPDATE SET expiry = excluded.expiry, protocol = excluded.protocol, "
                       "connected = excluded.connected, disconnected_at = excluded.disconnected_at",
-    [S_SESS_EXISTS] = "SELECT sess_key FROM sessions WHERE client_id = ?1",
+    [S_SESS_EXISTS] = "SELECT sess_key, connected FROM sessions WHERE client_id = ?1",
     [S_SESS_DELETE] = "DELETE FROM sessions WHERE client_id = ?1",
     /* Deliveries with their own message columns hold no reference. */
     [S_SESS_MSGS] = "SELECT msg_id, count(*) FROM deliveries WHERE sess_key = ?1 AND "
@@ -114,6 +114,7 @@ static const char *const stmt_sql[S_COUNT] = {
 struct known_session {
     char *client_id; /* owned; NULL: empty slot */
     int64_t key;     /* sessions.sess_key */
+    int connected;   /* sessions.connected, as the last SESSION event set it */
 };
 
 /*
@@ -461,7 +462,7 @@ forget_session(struct psq_store *s, const char *client_id)
 
 /* Remembers a session that has a row now (best effort: no memory, no entry). */
 static void
-know_session(struct psq_store *s, const char *client_id, int64_t key)
+know_session(struct psq_store *s, const char *client_id, int64_t key, int connected)
 {
     struct known_session *k = &s->known[known_slot(client_id)];
 
@@ -470,26 +471,42 @@ know_session(struct psq_store *s, const char *client_id, int64_t key)
         k->client_id = strdup(client_id);
     }
     k->key = key;
+    k->connected = connected;
 }
 
-/* *exists 1 and *key (sessions.sess_key) when client_id has a session row. */
+/*
+ * *exists 1, *key (sessions.sess_key) and *connected when client_id has a
+ * session row.
+ */
 static int
-session_exists(struct psq_store *s, const char *client_id, int *exists, int64_t *key)
+session_exists(struct psq_store *s, const char *client_id, int *exists, int64_t *key,
+               int *connected)
 {
     const struct known_session *k = &s->known[known_slot(client_id)];
+    sqlite3_stmt *st = s->st[S_SESS_EXISTS];
     int rc;
 
     if (k->client_id != NULL && strcmp(k->client_id, client_id) == 0) {
         *exists = 1;
         *key = k->key;
+        *connected = k->connected;
         return SQLITE_OK;
     }
-    bind_text(s->st[S_SESS_EXISTS], 1, client_id);
-    rc = run_int(s->st[S_SESS_EXISTS], exists, key);
-    if (rc == SQLITE_OK && *exists) {
-        know_session(s, client_id, *key);
+    *exists = 0;
+    bind_text(st, 1, client_id);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        *exists = 1;
+        *key = sqlite3_column_int64(st, 0);
+        *connected = sqlite3_column_int(st, 1);
     }
-    return rc;
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        return rc;
+    }
+    if (*exists) {
+        know_session(s, client_id, *key, *connected);
+    }
+    return SQLITE_OK;
 }
 
 /* refs + n of a message row that exists; the cache follows. */
@@ -837,6 +854,11 @@ static int
 apply_session(struct psq_store *s, const struct psq_event *e)
 {
     sqlite3_stmt *st = s->st[S_SESS_UPSERT];
+    struct known_session *k = &s->known[known_slot(e->client_id)];
+
+    if (k->client_id != NULL && strcmp(k->client_id, e->client_id) == 0) {
+        k->connected = e->connected ? 1 : 0;
+    }
 
     bind_text(st, 1, e->client_id);
     bind_i64(st, 2, e->expiry);
@@ -974,7 +996,8 @@ move_young(void *arg, const struct psq_young_dlv *d)
 }
 
 static int
-apply_queued(struct psq_store *s, const struct psq_event *e, int64_t sess_key, int64_t now)
+apply_queued(struct psq_store *s, const struct psq_event *e, int64_t sess_key, int connected,
+             int64_t now)
 {
     sqlite3_stmt *st;
     int own;
@@ -987,7 +1010,8 @@ apply_queued(struct psq_store *s, const struct psq_event *e, int64_t sess_key, i
     if ((int64_t)e->msg_id > s->max_msg_id) {
         s->max_msg_id = (int64_t)e->msg_id;
     }
-    if (own && queue_young(s, e, sess_key, now)) {
+    /* For a client that is away the delivery waits for it: the table has it at once. */
+    if (own && connected && queue_young(s, e, sess_key, now)) {
         return SQLITE_OK;
     }
     st = s->st[own ? S_DLV_INSERT_INLINE : S_DLV_INSERT];
@@ -1044,6 +1068,7 @@ psq_store_apply(struct psq_store *s, const struct psq_event *e, int64_t now)
 {
     int exists = 1;
     int64_t sess_key = 0;
+    int connected = 0;
     int rc = SQLITE_OK;
 
     switch (e->type) {
@@ -1055,7 +1080,7 @@ psq_store_apply(struct psq_store *s, const struct psq_event *e, int64_t now)
         if (e->client_id == NULL) {
             return SQLITE_MISMATCH;
         }
-        rc = session_exists(s, e->client_id, &exists, &sess_key);
+        rc = session_exists(s, e->client_id, &exists, &sess_key, &connected);
         if (rc != SQLITE_OK || !exists) {
             return rc;
         }
@@ -1097,7 +1122,7 @@ psq_store_apply(struct psq_store *s, const struct psq_event *e, int64_t now)
         rc = e->filter != NULL ? psq_store_retain_clear(s, e->filter) : SQLITE_MISMATCH;
         break;
     case MIDGE_P_MSG_QUEUED:
-        rc = e->msg != NULL ? apply_queued(s, e, sess_key, now) : SQLITE_MISMATCH;
+        rc = e->msg != NULL ? apply_queued(s, e, sess_key, connected, now) : SQLITE_MISMATCH;
         break;
     case MIDGE_P_MSG_SENT:
         rc = apply_state(s, e, MIDGE_DELIVERY_SENT);

@@ -1098,9 +1098,9 @@ test_single_delivery_holds_its_message(void **state)
     last = queued(f, "c1", 2, r);
     assert_true(wait_durable(f, last));
     assert_int_equal(db_int(f, "SELECT count(*) FROM messages"), 0);
-    /* Both in the young log (test_young_deliveries), each with its message. */
-    assert_int_equal(db_int(f, "SELECT count(*) FROM deliveries"), 0);
-    assert_int_equal(db_int(f, "SELECT count(*) FROM young"), 1);
+    /* Their clients are away: straight to the table (not the young log), each with its message. */
+    assert_int_equal(db_int(f, "SELECT count(*) FROM deliveries WHERE topic IS NOT NULL"), 2);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM young"), 0);
     /* A second delivery of message 31 in a later batch: moved to messages, refs 2. */
     last = queued(f, "c2", 3, r);
     assert_true(wait_durable(f, last));
@@ -1429,8 +1429,9 @@ crash_restore(struct fixture *f)
  * row per batch; its state changes and its end go there too, so a delivery
  * finished within a few batches never has a deliveries row. A second
  * reference to its message gives it a row first; one still there 16
- * batches later moves to the deliveries table; a kill -9 replays the log,
- * a clean shutdown empties it.
+ * batches later moves to the deliveries table; a delivery to a client that
+ * is away goes to the table at once; a kill -9 replays the log, a clean
+ * shutdown empties it.
  */
 static void
 test_young_deliveries(void **state)
@@ -1440,6 +1441,7 @@ test_young_deliveries(void **state)
     const midge_message *b = msg("t/b", "own", 2);
     const midge_message *c = msg("t/c", "late", 3);
     const midge_message *e = msg("t/e", "ends with c1", 5);
+    const midge_message *g = msg("t/g", "while away", 6);
     uint64_t last;
     int i;
 
@@ -1489,14 +1491,24 @@ test_young_deliveries(void **state)
     assert_int_equal(db_int(f, "SELECT topic = 't/c' FROM deliveries WHERE delivery_id = 4"), 1);
     assert_true(db_int(f, "SELECT count(*) FROM young") <= 16);
 
-    /* A clean shutdown empties the log; the restore has 2 and 4, in order. */
+    /* c2 goes away: a delivery queued for it now waits in the table, not in the log. */
+    session(f, "c2", NEVER, 0);
+    last = queued(f, "c2", 6, g);
+    assert_true(wait_durable(f, last));
+    assert_int_equal(db_int(f, "SELECT topic = 't/g' FROM deliveries WHERE delivery_id = 6"), 1);
+
+    /* A clean shutdown empties the log; the restore has 2, 4 and 6, in order. */
     restart_and_restore(f);
     assert_int_equal(db_int(f, "SELECT count(*) FROM young"), 0);
-    assert_int_equal(count_recs(f, "msg "), 2);
+    assert_int_equal(count_recs(f, "msg "), 3);
     assert_true(rec_index(f, "msg c2 d=2 qos=1 retain=0 state=0 pid=0 "
                              "[1 t/a 'shared' qos=1 retain=0 props=0 expiry=0]") <
                 rec_index(f, "msg c2 d=4 qos=1 retain=0 state=1 pid=7 "
                              "[3 t/c 'late' qos=1 retain=0 props=0 expiry=0]"));
+    assert_true(rec_index(f, "msg c2 d=4 qos=1 retain=0 state=1 pid=7 "
+                             "[3 t/c 'late' qos=1 retain=0 props=0 expiry=0]") <
+                rec_index(f, "msg c2 d=6 qos=1 retain=0 state=0 pid=0 "
+                             "[6 t/g 'while away' qos=1 retain=0 props=0 expiry=0]"));
 
     /* The kill -9 image (before c1 ended): the log replayed, 3 finished, 4 sent, 5 queued. */
     crash_restore(f);
@@ -1514,6 +1526,7 @@ test_young_deliveries(void **state)
     m_unref(b);
     m_unref(c);
     m_unref(e);
+    m_unref(g);
 }
 
 static void
