@@ -15,6 +15,7 @@
  *   coalesce.c leaving out deliveries that begin and end within one batch
  *   checkpoint.c WAL checkpoints on their own thread, outside the commits
  *   store.c    events to rows (prepared statements, payload reference counts)
+ *   young.c    the young-delivery log: recent deliveries one row per batch
  *   schema.c   opening a file: refusal checks, WAL, schema version, migrations
  *   restore.c  the restore hook: rows back into the broker
  * docs/persistence.md is the administrator's description.
