@@ -94,6 +94,11 @@ static const char *const y_sql[Y_COUNT] = {
     [Y_SELECT] = "SELECT batch, entries, updates FROM young ORDER BY batch",
 };
 
+/*
+ * The log in memory: the rows not deleted yet and the batch being built.
+ * Owned by the store; used by the writer thread, and at start and clean
+ * shutdown (psq_store_drain_young) while no writer runs.
+ */
 struct psq_young {
     sqlite3_stmt *st[Y_COUNT];
     struct young_batch ring[RING];
@@ -102,7 +107,7 @@ struct psq_young {
     size_t bytes;            /* of the written rows in memory */
     int64_t last_no;         /* the last batch's number (its row's key if it had one) */
     struct idmap map;
-    int stale;
+    int stale;               /* memory may differ from the committed rows: reload first */
     uint64_t added;
     uint64_t moved;
 };

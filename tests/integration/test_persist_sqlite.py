@@ -286,6 +286,40 @@ class PersistSqlite(BrokerTest):
 
     # -- the crash test -------------------------------------------------------------------
 
+    @staticmethod
+    def publish_numbered(port, topic, version, qos, stop, counter, acked):
+        """Publishes 0, 1, 2, ... on topic until stop (or the broker dies); appends each
+        number whose PUBACK/PUBREC arrived to acked. counter: [next number]."""
+        try:
+            c = RawClient(port, version)
+            c.connect("pub-" + topic.replace("/", "-"), clean=True)
+            while not stop.is_set():
+                n = counter[0]
+                counter[0] = n + 1
+                if c.publish(topic, b"%d" % n, qos=qos).rc == 0:
+                    acked.append(n)
+        except (OSError, AssertionError, Closed):
+            pass
+
+    def kill_round(self, rnd, threads, stop, acked, at_least, what):
+        """Runs threads (they end once stop is set) until the lists of acked grew by more
+        than at_least, kills the broker with SIGKILL at a random moment after that, joins
+        the threads and starts the broker again."""
+        base = sum(len(a) for a in acked.values())
+        for t in threads:
+            t.start()
+        wait_until(lambda: sum(len(a) for a in acked.values()) > base + at_least, timeout=10,
+                   what=what)
+        deadline = time.monotonic() + rnd.uniform(0.05, 0.4)
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.broker.kill()
+        stop.set()
+        for t in threads:
+            t.join(10)
+        self.broker = None
+        self.start()
+
     def test_crash_loop_20_kills(self):
         """Numbered QoS 1 and 2 publishes from 4 publishers (3.1.1 and 5) to offline
         persistent subscribers (3.1.1 and 5), SIGKILL at random moments, 20 times. Every
@@ -302,22 +336,9 @@ class PersistSqlite(BrokerTest):
             c.disconnect()
         pubs = [("p0", 4, 1), ("p1", 5, 1), ("p2", 4, 2), ("p3", 5, 2)]
         acked = {name: [] for name, _, _ in pubs}
-        next_n = {name: 0 for name, _, _ in pubs}
+        next_n = {name: [0] for name, _, _ in pubs}
         kept_sessions = []   # (client id, version) whose SUBACK arrived
         kept_retained = []   # topics whose retained PUBLISH was acknowledged
-
-        def publisher(port, name, version, qos, stop):
-            try:
-                c = RawClient(port, version)
-                c.connect("pub-" + name, clean=True)
-                while not stop.is_set():
-                    n = next_n[name]
-                    next_n[name] = n + 1
-                    r = c.publish("crash/%s" % name, b"%d" % n, qos=qos)
-                    if r.rc == 0:
-                        acked[name].append(n)
-            except (OSError, AssertionError, Closed):
-                pass
 
         def keeper(port, rnd_round, stop):
             i = 0
@@ -345,24 +366,13 @@ class PersistSqlite(BrokerTest):
 
         for rnd_round in range(20):
             stop = threading.Event()
-            threads = [threading.Thread(target=publisher, args=(self.port, n, v, q, stop))
+            threads = [threading.Thread(target=self.publish_numbered,
+                                        args=(self.port, "crash/" + n, v, q, stop, next_n[n],
+                                              acked[n]))
                        for n, v, q in pubs]
             threads.append(threading.Thread(target=keeper, args=(self.port, rnd_round, stop)))
-            for t in threads:
-                t.start()
-            # Wait on progress, then kill at a random moment after it.
-            base = sum(len(a) for a in acked.values())
-            wait_until(lambda: sum(len(a) for a in acked.values()) > base, timeout=10,
-                       what="publishes acknowledged in round %d" % rnd_round)
-            deadline = time.monotonic() + rnd.uniform(0.05, 0.4)
-            while time.monotonic() < deadline:
-                time.sleep(0.01)
-            self.broker.kill()
-            stop.set()
-            for t in threads:
-                t.join(10)
-            self.broker = None
-            self.start()
+            self.kill_round(rnd, threads, stop, acked, 0,
+                            "publishes acknowledged in round %d" % rnd_round)
 
         total = {n: len(a) for n, a in acked.items()}
         self.assertTrue(all(total.values()), total)
@@ -414,20 +424,8 @@ class PersistSqlite(BrokerTest):
             c.disconnect()
         pubs = [("p0", 4, 1), ("p1", 5, 1), ("p2", 4, 2), ("p3", 5, 2)]
         acked = {name: [] for name, _, _ in pubs}
-        next_n = {name: 0 for name, _, _ in pubs}
+        next_n = {name: [0] for name, _, _ in pubs}
         seen = {cid: {name: set() for name, _, _ in pubs} for cid in subs}
-
-        def publisher(port, name, version, qos, stop):
-            try:
-                c = RawClient(port, version)
-                c.connect("opub-" + name, clean=True)
-                while not stop.is_set():
-                    n = next_n[name]
-                    next_n[name] = n + 1
-                    if c.publish("online/%s" % name, b"%d" % n, qos=qos).rc == 0:
-                        acked[name].append(n)
-            except (OSError, AssertionError, Closed):
-                pass
 
         def subscriber(port, cid, version, stop):
             try:
@@ -449,22 +447,12 @@ class PersistSqlite(BrokerTest):
             stop = threading.Event()
             threads = [threading.Thread(target=subscriber, args=(self.port, cid, v, stop))
                        for cid, v in subs.items()]
-            threads += [threading.Thread(target=publisher, args=(self.port, n, v, q, stop))
+            threads += [threading.Thread(target=self.publish_numbered,
+                                         args=(self.port, "online/" + n, v, q, stop, next_n[n],
+                                               acked[n]))
                         for n, v, q in pubs]
-            for t in threads:
-                t.start()
-            base = sum(len(a) for a in acked.values())
-            wait_until(lambda: sum(len(a) for a in acked.values()) > base + 200, timeout=10,
-                       what="publishes acknowledged in round %d" % rnd_round)
-            deadline = time.monotonic() + rnd.uniform(0.05, 0.4)
-            while time.monotonic() < deadline:
-                time.sleep(0.01)
-            self.broker.kill()
-            stop.set()
-            for t in threads:
-                t.join(10)
-            self.broker = None
-            self.start()
+            self.kill_round(rnd, threads, stop, acked, 200,
+                            "publishes acknowledged in round %d" % rnd_round)
 
         total = sum(len(a) for a in acked.values())
         for cid, v in subs.items():
