@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "idmap.h"
 #include "young.h"
 
 #define YOUNG_BATCHES 16              /* batches after which live deliveries move */
@@ -78,13 +79,6 @@ struct young_batch {
     size_t bytes;            /* the row's size, counted against YOUNG_MAX_BYTES */
 };
 
-/* delivery_id -> slot << 32 | entry index; open addressing, linear probing. Owns its arrays. */
-struct idmap {
-    uint64_t *key;           /* 0: empty */
-    uint64_t *val;
-    size_t mask;
-    size_t n;
-};
 
 enum { Y_INSERT, Y_DELETE, Y_SELECT, Y_COUNT };
 
@@ -106,7 +100,7 @@ struct psq_young {
     unsigned count;          /* written rows in memory; the batch being built is at first + count */
     size_t bytes;            /* of the written rows in memory */
     int64_t last_no;         /* the last batch's number (its row's key if it had one) */
-    struct idmap map;
+    struct psq_idmap map;    /* delivery_id -> ring slot << 32 | entry index */
     int stale;               /* memory may differ from the committed rows: reload first */
     uint64_t added;
     uint64_t moved;
@@ -168,124 +162,6 @@ buf_grow(struct ybuf *b, size_t n)
     return at;
 }
 
-static size_t
-map_slot(const struct idmap *m, uint64_t key)
-{
-    return (size_t)((key * 0x9e3779b97f4a7c15ULL) >> 20) & m->mask;
-}
-
-/* The slot holding key, or the empty slot where it would go. */
-static size_t
-map_find(const struct idmap *m, uint64_t key)
-{
-    size_t i = map_slot(m, key);
-
-    while (m->key[i] != 0 && m->key[i] != key) {
-        i = (i + 1) & m->mask;
-    }
-    return i;
-}
-
-static int
-map_get(const struct idmap *m, uint64_t key, uint64_t *val)
-{
-    size_t i;
-
-    if (m->key == NULL) {
-        return 0;
-    }
-    i = map_find(m, key);
-    if (m->key[i] == 0) {
-        return 0;
-    }
-    *val = m->val[i];
-    return 1;
-}
-
-static int map_put(struct idmap *m, uint64_t key, uint64_t val);
-
-/* Doubles the table (or makes the first one). -1: no memory, the map unchanged. */
-static int
-map_grow(struct idmap *m)
-{
-    struct idmap bigger = {0};
-    size_t cap = m->key != NULL ? (m->mask + 1) * 2 : 4096;
-    size_t i;
-
-    bigger.key = calloc(cap, sizeof(*bigger.key));
-    bigger.val = malloc(cap * sizeof(*bigger.val));
-    if (bigger.key == NULL || bigger.val == NULL) {
-        free(bigger.key);
-        free(bigger.val);
-        return -1;
-    }
-    bigger.mask = cap - 1;
-    for (i = 0; m->key != NULL && i <= m->mask; i++) {
-        if (m->key[i] != 0) {
-            map_put(&bigger, m->key[i], m->val[i]);
-        }
-    }
-    free(m->key);
-    free(m->val);
-    *m = bigger;
-    return 0;
-}
-
-/* Adds or replaces. -1: no memory. */
-static int
-map_put(struct idmap *m, uint64_t key, uint64_t val)
-{
-    size_t i;
-
-    if ((m->key == NULL || (m->n + 1) * 2 > m->mask + 1) && map_grow(m) != 0) {
-        return -1;
-    }
-    i = map_find(m, key);
-    if (m->key[i] == 0) {
-        m->key[i] = key;
-        m->n++;
-    }
-    m->val[i] = val;
-    return 0;
-}
-
-/* Removes key, shifting back the entries after it that probed past its slot. */
-static void
-map_del(struct idmap *m, uint64_t key)
-{
-    size_t i;
-    size_t j;
-
-    if (m->key == NULL) {
-        return;
-    }
-    i = map_find(m, key);
-    if (m->key[i] == 0) {
-        return;
-    }
-    m->n--;
-    for (j = (i + 1) & m->mask; m->key[j] != 0; j = (j + 1) & m->mask) {
-        size_t home = map_slot(m, m->key[j]);
-
-        /* j's entry may move to the hole i when its home is not in (i, j]. */
-        if (((j - home) & m->mask) >= ((j - i) & m->mask)) {
-            m->key[i] = m->key[j];
-            m->val[i] = m->val[j];
-            i = j;
-        }
-    }
-    m->key[i] = 0;
-}
-
-static void
-map_clear(struct idmap *m)
-{
-    if (m->key != NULL) {
-        memset(m->key, 0, (m->mask + 1) * sizeof(*m->key));
-    }
-    m->n = 0;
-}
-
 static unsigned
 cur_slot(const struct psq_young *y)
 {
@@ -297,7 +173,7 @@ lookup(struct psq_young *y, uint64_t delivery_id)
 {
     uint64_t v;
 
-    if (!map_get(&y->map, delivery_id, &v)) {
+    if (!psq_idmap_get(&y->map, delivery_id, &v)) {
         return NULL;
     }
     return &y->ring[v >> 32].e[(uint32_t)v];
@@ -349,8 +225,7 @@ psq_young_free(struct psq_young *y)
         free(y->ring[i].upd.p);
         free(y->ring[i].e);
     }
-    free(y->map.key);
-    free(y->map.val);
+    psq_idmap_free(&y->map);
     free(y);
 }
 
@@ -377,7 +252,7 @@ add_entry(struct psq_young *y, unsigned slot, const struct psq_young_dlv *d, uin
         b->e = bigger;
         b->cap = cap;
     }
-    if (map_put(&y->map, d->delivery_id, (uint64_t)slot << 32 | b->n) != 0) {
+    if (psq_idmap_put(&y->map, d->delivery_id, (uint64_t)slot << 32 | b->n) != 0) {
         return -1;
     }
     e = &b->e[b->n++];
@@ -470,7 +345,7 @@ finish(struct psq_young *y, struct young_entry *e)
         return -1;
     }
     e->done = 1;
-    map_del(&y->map, e->delivery_id);
+    psq_idmap_del(&y->map, e->delivery_id);
     return 0;
 }
 
@@ -498,7 +373,7 @@ psq_young_remove(struct psq_young *y, uint64_t delivery_id, psq_young_move_fn mo
     struct young_entry *e;
     int rc;
 
-    if (!map_get(&y->map, delivery_id, &v)) {
+    if (!psq_idmap_get(&y->map, delivery_id, &v)) {
         return SQLITE_OK;
     }
     e = &y->ring[v >> 32].e[(uint32_t)v];
@@ -594,7 +469,7 @@ move_oldest(struct psq_young *y, psq_young_move_fn move, void *arg)
         if (!b->e[i].done) {
             decode(b, &b->e[i], &d);
             rc = move(arg, &d);
-            map_del(&y->map, b->e[i].delivery_id);
+            psq_idmap_del(&y->map, b->e[i].delivery_id);
             y->moved++;
         }
     }
@@ -702,7 +577,7 @@ load_updates(struct psq_young *y, const uint8_t *p, size_t len)
         }
         if (state == UPDATE_DONE) {
             e->done = 1;
-            map_del(&y->map, e->delivery_id);
+            psq_idmap_del(&y->map, e->delivery_id);
         } else {
             e->state = state;
             e->packet_id = (uint16_t)pid;
@@ -722,7 +597,7 @@ reload(struct psq_young *y)
     for (i = 0; i < RING; i++) {
         batch_reset(&y->ring[i]);
     }
-    map_clear(&y->map);
+    psq_idmap_clear(&y->map);
     y->first = 0;
     y->count = 0;
     y->bytes = 0;

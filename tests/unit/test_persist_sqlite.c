@@ -29,6 +29,7 @@
 
 #include <midge/plugin.h>
 
+#include "idmap.h" /* test_idmap_matches_reference */
 #include "queue.h" /* test_queue_folds_at_push drives the queue directly */
 
 #define WAIT_MS 20000 /* generous: sanitizers and a busy 2-core machine are slow */
@@ -1396,6 +1397,59 @@ test_group_commit_batch(void **state)
 }
 
 /*
+ * The young log's id map against a plain array: random puts, replacements
+ * and deletions over a small key range, so that probe runs wrap, collide
+ * and are shifted back on deletion; every key's presence and value checked.
+ */
+static void
+test_idmap_matches_reference(void **state)
+{
+    enum { KEYS = 2000, OPS = 200000 }; /* up to 2,000 keys in 4,096 slots */
+    static uint64_t key[KEYS];          /* random ids: their slots collide too */
+    static uint64_t want[KEYS];         /* 0: absent; else value + 1 */
+    struct psq_idmap m = {0};
+    uint64_t rnd = 42;
+    uint64_t v;
+    size_t present = 0;
+    int i;
+    int k;
+
+    (void)state;
+    for (k = 0; k < KEYS; k++) {
+        rnd = rnd * 6364136223846793005ULL + 1442695040888963407ULL;
+        key[k] = rnd | 1;
+    }
+    for (i = 0; i < OPS; i++) {
+        rnd = rnd * 6364136223846793005ULL + 1442695040888963407ULL;
+        k = (int)((rnd >> 33) % KEYS);
+        if ((rnd >> 20) % 3 != 0) {
+            assert_int_equal(psq_idmap_put(&m, key[k], (uint64_t)i), 0);
+            present += want[k] == 0;
+            want[k] = (uint64_t)i + 1;
+        } else {
+            psq_idmap_del(&m, key[k]);
+            present -= want[k] != 0;
+            want[k] = 0;
+        }
+        assert_int_equal(psq_idmap_get(&m, key[k], &v), want[k] != 0);
+        if (i % 997 == 0 || i == OPS - 1) {
+            int j;
+
+            assert_int_equal(m.n, present);
+            for (j = 0; j < KEYS; j++) {
+                assert_int_equal(psq_idmap_get(&m, key[j], &v), want[j] != 0);
+                if (want[j] != 0) {
+                    assert_int_equal(v, want[j] - 1);
+                }
+            }
+        }
+    }
+    psq_idmap_clear(&m);
+    assert_int_equal(psq_idmap_get(&m, key[0], &v), 0);
+    psq_idmap_free(&m);
+}
+
+/*
  * The database files as a kill -9 would leave them now (the writer is idle
  * after wait_durable): copies of the file and its WAL, put back by
  * crash_restore() after the plugin is unloaded.
@@ -1901,6 +1955,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_group_commit_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit_full_many_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_young_deliveries, setup, teardown),
+        cmocka_unit_test(test_idmap_matches_reference),
         cmocka_unit_test_setup_teardown(test_batch_coalesces_finished_deliveries, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_durability_none_reports_before_writing, setup,
