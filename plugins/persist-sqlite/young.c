@@ -46,8 +46,8 @@
 #define YOUNG_MAX_BYTES (16u << 20)   /* ... or fewer while the rows kept exceed this */
 #define YOUNG_MAX_MESSAGE 4096        /* topic + payload + properties of a young delivery */
 #define RING 64                       /* rows a replay can hold (more than YOUNG_BATCHES) */
-#define MAX_HEADER 91               /* 9 varints of up to 10 bytes, the flags byte */
-#define MAX_UPDATE 14               /* 10 + 1 + 3 */
+#define MAX_HEADER 91                 /* 9 varints of up to 10 bytes, the flags byte */
+#define MAX_UPDATE 14                 /* varints of up to 10 and 3 bytes, the state byte */
 #define UPDATE_DONE 0xff
 
 /* Growable bytes. Owns p. */
@@ -78,7 +78,6 @@ struct young_batch {
     size_t cap;
     size_t bytes;            /* the row's size, counted against YOUNG_MAX_BYTES */
 };
-
 
 enum { Y_INSERT, Y_DELETE, Y_SELECT, Y_COUNT };
 
