@@ -6,10 +6,10 @@
  *
  * Deliveries are read in one query ordered by (client_id, seq), through
  * the (sess_key, seq) index; they are all in the deliveries table by now
- * (the store moved what the young-delivery log of a previous process
- * kept when it was created). A delivery has its message's columns itself (its message's
- * only row) or names a messages row: a LEFT JOIN reads both. Fan-out means
- * many deliveries share a message, so the messages built with
+ * (the store moved what the young-delivery log of a previous process kept
+ * when it was created). A delivery has its message's columns itself (its
+ * message's only row) or names a messages row: a LEFT JOIN reads both.
+ * Fan-out means many deliveries share a message, so the messages built with
  * api->message_new are kept in a table by msg_id until the end of the
  * restore: each stored payload becomes one broker message however many
  * sessions it is queued for.

@@ -140,11 +140,7 @@ static const char *const migration_2 =
     "ALTER TABLE deliveries_v2 RENAME TO deliveries;"
     "CREATE INDEX deliveries_queue ON deliveries(sess_key, seq);";
 
-/*
- * Version 3. `indexed` 0: the row is not in the queue index yet. Every such
- * row has a delivery_id above the store's boundary (store.c), so the rows
- * a session has are those of the index plus those above the boundary.
- */
+/* Version 3 (undone by 4). `indexed` 0: the row was not in the queue index yet. */
 static const char *const migration_3 =
     "ALTER TABLE deliveries ADD COLUMN indexed INTEGER NOT NULL DEFAULT 1;"
     "DROP INDEX deliveries_queue;"
@@ -175,6 +171,15 @@ int
 psq_exec(sqlite3 *db, const char *sql)
 {
     return sqlite3_exec(db, sql, NULL, NULL, NULL);
+}
+
+int
+psq_run(sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
 /* Runs a query returning one integer; see schema.h. */

@@ -288,21 +288,6 @@ bind_i64(sqlite3_stmt *st, int i, int64_t v)
 }
 
 /*
- * Runs a statement with no result rows; resets it. The bindings are not
- * cleared (that was 2 % of the writer's time): every caller binds every
- * parameter of its statement each time, NULLs included, so nothing of an
- * earlier event is ever read again.
- */
-static int
-run(sqlite3_stmt *st)
-{
-    int rc = sqlite3_step(st);
-
-    sqlite3_reset(st);
-    return rc == SQLITE_DONE ? SQLITE_OK : rc;
-}
-
-/*
  * Runs a SELECT returning at most one integer: *found 1 and *out set when
  * there was a row.
  */
@@ -448,13 +433,22 @@ row_drop(struct row_cache *c, uint64_t key)
     }
 }
 
+/* client_id's cache entry, or NULL when its slot holds another client or none. */
+static struct known_session *
+known(struct psq_store *s, const char *client_id)
+{
+    struct known_session *k = &s->known[known_slot(client_id)];
+
+    return k->client_id != NULL && strcmp(k->client_id, client_id) == 0 ? k : NULL;
+}
+
 /* The session ended (or its row is about to go): no longer known. */
 static void
 forget_session(struct psq_store *s, const char *client_id)
 {
-    struct known_session *k = &s->known[known_slot(client_id)];
+    struct known_session *k = known(s, client_id);
 
-    if (k->client_id != NULL && strcmp(k->client_id, client_id) == 0) {
+    if (k != NULL) {
         free(k->client_id);
         k->client_id = NULL;
     }
@@ -482,11 +476,11 @@ static int
 session_exists(struct psq_store *s, const char *client_id, int *exists, int64_t *key,
                int *connected)
 {
-    const struct known_session *k = &s->known[known_slot(client_id)];
+    const struct known_session *k = known(s, client_id);
     sqlite3_stmt *st = s->st[S_SESS_EXISTS];
     int rc;
 
-    if (k->client_id != NULL && strcmp(k->client_id, client_id) == 0) {
+    if (k != NULL) {
         *exists = 1;
         *key = k->key;
         *connected = k->connected;
@@ -517,7 +511,7 @@ msg_inc(struct psq_store *s, uint64_t msg_id, int64_t n, int known, int64_t refs
 
     bind_i64(s->st[S_MSG_INC], 1, (int64_t)msg_id);
     bind_i64(s->st[S_MSG_INC], 2, n);
-    rc = run(s->st[S_MSG_INC]);
+    rc = psq_run(s->st[S_MSG_INC]);
     if (rc == SQLITE_OK && known) {
         row_put(s->refs, msg_id, refs + n);
     } else {
@@ -551,7 +545,7 @@ share_inline(struct psq_store *s, uint64_t msg_id, int *moved)
         return rc;
     }
     bind_i64(s->st[S_DLV_SHARE], 1, delivery_id);
-    rc = run(s->st[S_DLV_SHARE]);
+    rc = psq_run(s->st[S_DLV_SHARE]);
     if (rc != SQLITE_OK) {
         return rc;
     }
@@ -608,17 +602,6 @@ bind_columns(sqlite3_stmt *st, int col, const struct psq_young_dlv *d)
     bind_i64(st, col + 5, d->expire_at);
 }
 
-/* Binds msg's columns from parameter col on. */
-static void
-bind_message(struct psq_store *s, sqlite3_stmt *st, int col, const midge_message *msg,
-             int64_t now)
-{
-    struct psq_young_dlv d;
-
-    message_columns(s, msg, now, &d);
-    bind_columns(st, col, &d);
-}
-
 /*
  * One more reference to message msg_id: the row is written with the first
  * one. A row the cache knows only gets its count raised; otherwise the
@@ -630,6 +613,7 @@ static int
 msg_ref(struct psq_store *s, uint64_t msg_id, const midge_message *msg, int64_t now)
 {
     sqlite3_stmt *st = s->st[S_MSG_REF];
+    struct psq_young_dlv d;
     int64_t refs;
     int64_t inline_dlv;
     int inlined;
@@ -642,12 +626,13 @@ msg_ref(struct psq_store *s, uint64_t msg_id, const midge_message *msg, int64_t 
     /* Counted ahead for a copy in a delivery row; corrected below when there was none. */
     inlined = row_get(s->inl, msg_id, &inline_dlv);
     bind_i64(st, 1, (int64_t)msg_id);
-    bind_message(s, st, 2, msg, now);
+    message_columns(s, msg, now, &d);
+    bind_columns(st, 2, &d);
     bind_i64(st, 8, 1 + inlined);
     if ((int64_t)msg_id > s->max_msg_id) {
         s->max_msg_id = (int64_t)msg_id;
     }
-    rc = run(st);
+    rc = psq_run(st);
     if (rc != SQLITE_OK) {
         return rc;
     }
@@ -689,11 +674,11 @@ msg_unref(struct psq_store *s, uint64_t msg_id, int64_t n)
     if (refs - n <= 0) {
         row_drop(s->refs, msg_id);
         bind_i64(s->st[S_MSG_DELETE], 1, (int64_t)msg_id);
-        return run(s->st[S_MSG_DELETE]);
+        return psq_run(s->st[S_MSG_DELETE]);
     }
     bind_i64(s->st[S_MSG_UNREF], 1, (int64_t)msg_id);
     bind_i64(s->st[S_MSG_UNREF], 2, n);
-    rc = run(s->st[S_MSG_UNREF]);
+    rc = psq_run(s->st[S_MSG_UNREF]);
     if (rc == SQLITE_OK) {
         row_put(s->refs, msg_id, refs - n);
     } else {
@@ -717,7 +702,7 @@ delete_ref(struct psq_store *s, sqlite3_stmt *get, sqlite3_stmt *del, const char
     rc = run_int(get, &found, &msg_id);
     if (rc == SQLITE_OK && found) {
         bind_text(del, 1, key);
-        rc = run(del);
+        rc = psq_run(del);
     }
     if (rc == SQLITE_OK && found) {
         rc = msg_unref(s, (uint64_t)msg_id, 1);
@@ -773,22 +758,22 @@ psq_store_session_end(struct psq_store *s, const char *client_id)
     }
     if (rc == SQLITE_OK) {
         bind_i64(s->st[S_SESS_DEL_DELIVERIES], 1, key);
-        rc = run(s->st[S_SESS_DEL_DELIVERIES]);
+        rc = psq_run(s->st[S_SESS_DEL_DELIVERIES]);
     }
     if (rc == SQLITE_OK) {
         bind_text(s->st[S_SESS_DEL_SUBS], 1, client_id);
-        rc = run(s->st[S_SESS_DEL_SUBS]);
+        rc = psq_run(s->st[S_SESS_DEL_SUBS]);
     }
     if (rc == SQLITE_OK) {
         bind_text(s->st[S_SESS_DEL_QOS2], 1, client_id);
-        rc = run(s->st[S_SESS_DEL_QOS2]);
+        rc = psq_run(s->st[S_SESS_DEL_QOS2]);
     }
     if (rc == SQLITE_OK) {
         rc = delete_ref(s, s->st[S_WILL_GET], s->st[S_WILL_DELETE], client_id);
     }
     if (rc == SQLITE_OK) {
         bind_text(s->st[S_SESS_DELETE], 1, client_id);
-        rc = run(s->st[S_SESS_DELETE]);
+        rc = psq_run(s->st[S_SESS_DELETE]);
     }
 out:
     free(ids);
@@ -835,7 +820,7 @@ psq_store_delivery_done(struct psq_store *s, uint64_t delivery_id)
     }
     if (rc == SQLITE_OK && found) {
         bind_i64(s->st[S_DLV_DELETE], 1, (int64_t)delivery_id);
-        rc = run(s->st[S_DLV_DELETE]);
+        rc = psq_run(s->st[S_DLV_DELETE]);
         /* No row (a cached delivery whose session ended since): no reference to drop. */
         found = rc == SQLITE_OK && sqlite3_changes(s->db) > 0;
     }
@@ -854,9 +839,9 @@ static int
 apply_session(struct psq_store *s, const struct psq_event *e)
 {
     sqlite3_stmt *st = s->st[S_SESS_UPSERT];
-    struct known_session *k = &s->known[known_slot(e->client_id)];
+    struct known_session *k = known(s, e->client_id);
 
-    if (k->client_id != NULL && strcmp(k->client_id, e->client_id) == 0) {
+    if (k != NULL) {
         k->connected = e->connected ? 1 : 0;
     }
 
@@ -869,7 +854,7 @@ apply_session(struct psq_store *s, const struct psq_event *e)
     } else {
         sqlite3_bind_null(st, 5);
     }
-    return run(st);
+    return psq_run(st);
 }
 
 static int
@@ -886,7 +871,7 @@ apply_retain_set(struct psq_store *s, const struct psq_event *e, int64_t now)
     if (rc == SQLITE_OK) {
         bind_text(s->st[S_RET_INSERT], 1, topic);
         bind_i64(s->st[S_RET_INSERT], 2, (int64_t)e->msg_id);
-        rc = run(s->st[S_RET_INSERT]);
+        rc = psq_run(s->st[S_RET_INSERT]);
     }
     return rc;
 }
@@ -903,7 +888,7 @@ apply_will_set(struct psq_store *s, const struct psq_event *e, int64_t now)
         bind_text(s->st[S_WILL_INSERT], 1, e->client_id);
         bind_i64(s->st[S_WILL_INSERT], 2, (int64_t)e->msg_id);
         bind_i64(s->st[S_WILL_INSERT], 3, e->expiry);
-        rc = run(s->st[S_WILL_INSERT]);
+        rc = psq_run(s->st[S_WILL_INSERT]);
     }
     return rc;
 }
@@ -938,46 +923,11 @@ message_is_new(struct psq_store *s, uint64_t msg_id, int *is_new)
     return rc;
 }
 
-/*
- * Writes a delivery that carries its message into the young log (see the
- * top of the file). 1 when it did, 0 when the table must have it (a large
- * message, no memory).
- */
+/* Inserts d's deliveries row: with its message's columns when `own`, else naming its messages row. */
 static int
-queue_young(struct psq_store *s, const struct psq_event *e, int64_t sess_key, int64_t now)
+insert_delivery(struct psq_store *s, const struct psq_young_dlv *d, int own)
 {
-    struct psq_young_dlv d;
-    int rc;
-
-    message_columns(s, e->msg, now, &d);
-    if (!psq_young_fits(d.topic_len, d.payload_len, d.props_len)) {
-        return 0;
-    }
-    d.delivery_id = e->delivery_id;
-    d.sess_key = sess_key;
-    d.msg_id = e->msg_id;
-    d.seq = s->order_base + (int64_t)e->seq;
-    d.qos = e->qos;
-    d.retain = e->retain ? 1 : 0;
-    d.state = e->state;
-    d.packet_id = e->packet_id;
-    rc = psq_young_add(s->young, &d);
-    if (rc < 0) {
-        return 0;
-    }
-    if (rc == 0) {
-        row_put(s->inl, e->msg_id, (int64_t)e->delivery_id);
-    }
-    return 1;
-}
-
-/* Moves a young delivery into the deliveries table (psq_young_move_fn). */
-static int
-move_young(void *arg, const struct psq_young_dlv *d)
-{
-    struct psq_store *s = arg;
-    sqlite3_stmt *st = s->st[S_DLV_INSERT_INLINE];
-    int rc;
+    sqlite3_stmt *st = s->st[own ? S_DLV_INSERT_INLINE : S_DLV_INSERT];
 
     bind_i64(st, 1, (int64_t)d->delivery_id);
     bind_i64(st, 2, d->sess_key);
@@ -987,8 +937,19 @@ move_young(void *arg, const struct psq_young_dlv *d)
     bind_i64(st, 6, d->seq);
     sqlite3_bind_int(st, 7, d->state);
     sqlite3_bind_int(st, 8, d->packet_id);
-    bind_columns(st, 9, d);
-    rc = run(st);
+    if (own) {
+        bind_columns(st, 9, d);
+    }
+    return psq_run(st);
+}
+
+/* Moves a young delivery into the deliveries table (psq_young_move_fn). */
+static int
+move_young(void *arg, const struct psq_young_dlv *d)
+{
+    struct psq_store *s = arg;
+    int rc = insert_delivery(s, d, 1);
+
     if (rc == SQLITE_OK) {
         row_put_flag(s->dlv, d->delivery_id, (int64_t)d->msg_id, 1);
     }
@@ -999,7 +960,7 @@ static int
 apply_queued(struct psq_store *s, const struct psq_event *e, int64_t sess_key, int connected,
              int64_t now)
 {
-    sqlite3_stmt *st;
+    struct psq_young_dlv d;
     int own;
     int rc;
 
@@ -1010,23 +971,32 @@ apply_queued(struct psq_store *s, const struct psq_event *e, int64_t sess_key, i
     if ((int64_t)e->msg_id > s->max_msg_id) {
         s->max_msg_id = (int64_t)e->msg_id;
     }
-    /* For a client that is away the delivery waits for it: the table has it at once. */
-    if (own && connected && queue_young(s, e, sess_key, now)) {
-        return SQLITE_OK;
-    }
-    st = s->st[own ? S_DLV_INSERT_INLINE : S_DLV_INSERT];
-    bind_i64(st, 1, (int64_t)e->delivery_id);
-    bind_i64(st, 2, sess_key);
-    bind_i64(st, 3, (int64_t)e->msg_id);
-    sqlite3_bind_int(st, 4, e->qos);
-    sqlite3_bind_int(st, 5, e->retain ? 1 : 0);
-    bind_i64(st, 6, s->order_base + (int64_t)e->seq);
-    sqlite3_bind_int(st, 7, e->state);
-    sqlite3_bind_int(st, 8, e->packet_id);
+    d.delivery_id = e->delivery_id;
+    d.sess_key = sess_key;
+    d.msg_id = e->msg_id;
+    d.seq = s->order_base + (int64_t)e->seq;
+    d.qos = e->qos;
+    d.retain = e->retain ? 1 : 0;
+    d.state = e->state;
+    d.packet_id = e->packet_id;
     if (own) {
-        bind_message(s, st, 9, e->msg, now);
+        message_columns(s, e->msg, now, &d);
     }
-    rc = run(st);
+    /*
+     * To the young log (see the top of the file), unless the client is away
+     * (the delivery waits for it: the table has it at once), the message is
+     * large, or there is no memory. 1 from psq_young_add: seen before.
+     */
+    if (own && connected && psq_young_fits(d.topic_len, d.payload_len, d.props_len)) {
+        rc = psq_young_add(s->young, &d);
+        if (rc >= 0) {
+            if (rc == 0) {
+                row_put(s->inl, e->msg_id, (int64_t)e->delivery_id);
+            }
+            return SQLITE_OK;
+        }
+    }
+    rc = insert_delivery(s, &d, own);
     /* A delivery seen before (the event came twice) does not count twice. */
     if (rc == SQLITE_OK && sqlite3_changes(s->db) > 0) {
         row_put_flag(s->dlv, e->delivery_id, (int64_t)e->msg_id, own);
@@ -1051,7 +1021,7 @@ apply_state(struct psq_store *s, const struct psq_event *e, int state)
     bind_i64(st, 1, (int64_t)e->delivery_id);
     sqlite3_bind_int(st, 2, state);
     sqlite3_bind_int(st, 3, e->packet_id);
-    return run(st);
+    return psq_run(st);
 }
 
 static int
@@ -1059,7 +1029,7 @@ apply_client_pid(struct psq_store *s, sqlite3_stmt *st, const struct psq_event *
 {
     bind_text(st, 1, e->client_id);
     sqlite3_bind_int(st, 2, e->packet_id);
-    return run(st);
+    return psq_run(st);
 }
 
 /* Applies one event; see store.h. */
@@ -1104,7 +1074,7 @@ psq_store_apply(struct psq_store *s, const struct psq_event *e, int64_t now)
         bind_text(s->st[S_SUB_UPSERT], 2, e->filter);
         sqlite3_bind_int(s->st[S_SUB_UPSERT], 3, e->options);
         bind_i64(s->st[S_SUB_UPSERT], 4, e->sub_id);
-        rc = run(s->st[S_SUB_UPSERT]);
+        rc = psq_run(s->st[S_SUB_UPSERT]);
         break;
     case MIDGE_P_SUB_REMOVE:
         if (e->client_id == NULL || e->filter == NULL) {
@@ -1113,7 +1083,7 @@ psq_store_apply(struct psq_store *s, const struct psq_event *e, int64_t now)
         }
         bind_text(s->st[S_SUB_DELETE], 1, e->client_id);
         bind_text(s->st[S_SUB_DELETE], 2, e->filter);
-        rc = run(s->st[S_SUB_DELETE]);
+        rc = psq_run(s->st[S_SUB_DELETE]);
         break;
     case MIDGE_P_RETAIN_SET:
         rc = e->msg != NULL ? apply_retain_set(s, e, now) : SQLITE_MISMATCH;

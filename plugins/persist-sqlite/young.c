@@ -40,6 +40,7 @@
 #include <string.h>
 
 #include "idmap.h"
+#include "schema.h"
 #include "young.h"
 
 #define YOUNG_BATCHES 16              /* batches after which live deliveries move */
@@ -167,13 +168,17 @@ cur_slot(const struct psq_young *y)
     return (y->first + y->count) % RING;
 }
 
+/* delivery_id's entry (and, when batch is not NULL, its batch), or NULL when it is not young. */
 static struct young_entry *
-lookup(struct psq_young *y, uint64_t delivery_id)
+lookup(struct psq_young *y, uint64_t delivery_id, struct young_batch **batch)
 {
     uint64_t v;
 
     if (!psq_idmap_get(&y->map, delivery_id, &v)) {
         return NULL;
+    }
+    if (batch != NULL) {
+        *batch = &y->ring[v >> 32];
     }
     return &y->ring[v >> 32].e[(uint32_t)v];
 }
@@ -274,7 +279,7 @@ psq_young_add(struct psq_young *y, const struct psq_young_dlv *d)
     size_t most = MAX_HEADER + d->topic_len + d->payload_len + props_len;
     uint8_t *p;
 
-    if (lookup(y, d->delivery_id) != NULL) {
+    if (lookup(y, d->delivery_id, NULL) != NULL) {
         return 1;
     }
     if (old_len + most > UINT32_MAX || (p = buf_grow(&b->rec, most)) == NULL) {
@@ -327,7 +332,7 @@ record_update(struct psq_young *y, const struct young_entry *e, int state)
 int
 psq_young_set_state(struct psq_young *y, uint64_t delivery_id, int state, int packet_id)
 {
-    struct young_entry *e = lookup(y, delivery_id);
+    struct young_entry *e = lookup(y, delivery_id, NULL);
 
     if (e == NULL) {
         return 0;
@@ -351,7 +356,7 @@ finish(struct psq_young *y, struct young_entry *e)
 int
 psq_young_done(struct psq_young *y, uint64_t delivery_id, uint64_t *msg_id)
 {
-    struct young_entry *e = lookup(y, delivery_id);
+    struct young_entry *e = lookup(y, delivery_id, NULL);
 
     if (e == NULL) {
         return 0;
@@ -367,16 +372,15 @@ static void decode(const struct young_batch *b, const struct young_entry *e,
 int
 psq_young_remove(struct psq_young *y, uint64_t delivery_id, psq_young_move_fn move, void *arg)
 {
-    uint64_t v;
+    struct young_batch *b;
     struct psq_young_dlv d;
-    struct young_entry *e;
+    struct young_entry *e = lookup(y, delivery_id, &b);
     int rc;
 
-    if (!psq_idmap_get(&y->map, delivery_id, &v)) {
+    if (e == NULL) {
         return SQLITE_OK;
     }
-    e = &y->ring[v >> 32].e[(uint32_t)v];
-    decode(&y->ring[v >> 32], e, &d);
+    decode(b, e, &d);
     rc = move(arg, &d);
     if (rc == SQLITE_OK && finish(y, e) != 0) {
         rc = SQLITE_NOMEM;
@@ -474,9 +478,7 @@ move_oldest(struct psq_young *y, psq_young_move_fn move, void *arg)
     }
     if (rc == SQLITE_OK) {
         sqlite3_bind_int64(y->st[Y_DELETE], 1, b->no);
-        rc = sqlite3_step(y->st[Y_DELETE]);
-        sqlite3_reset(y->st[Y_DELETE]);
-        rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+        rc = psq_run(y->st[Y_DELETE]);
     }
     y->bytes -= b->bytes;
     batch_reset(b);
@@ -500,12 +502,10 @@ psq_young_batch_end(struct psq_young *y, psq_young_move_fn move, void *arg)
                           SQLITE_STATIC);
         sqlite3_bind_blob(st, 3, b->upd.p != NULL ? (const void *)b->upd.p : "", (int)b->upd.len,
                           SQLITE_STATIC);
-        rc = sqlite3_step(st);
-        sqlite3_reset(st);
-        if (rc != SQLITE_DONE) {
+        rc = psq_run(st);
+        if (rc != SQLITE_OK) {
             return rc;
         }
-        rc = SQLITE_OK;
         b->bytes = b->rec.len + b->upd.len;
         b->upd.len = 0; /* written: replays read it from the row */
         y->bytes += b->bytes;
@@ -570,7 +570,7 @@ load_updates(struct psq_young *y, const uint8_t *p, size_t len)
         if (get_var(p, len, &off, &pid) != 0) {
             return SQLITE_CORRUPT;
         }
-        e = lookup(y, id);
+        e = lookup(y, id, NULL);
         if (e == NULL) {
             continue; /* moved to the deliveries table before this row was written */
         }
