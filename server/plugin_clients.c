@@ -243,21 +243,23 @@ recheck_run(void *arg)
         while (i-- > 0) {
             char *f = s->subs[i].filter;
             size_t len = strlen(f);
+            char *copy;
             uint8_t r = 0;
             if (plugin_acl(c, MIDGE_ACL_SUBSCRIBE, f, s->subs[i].opts & 3, 0, NULL, 0, &r) !=
                 PLUGIN_DENY) {
                 continue;
             }
-            midge_log(MLOG_NOTICE, "acl reload: subscription removed client=%s user=%s "
-                      "filter=%s", s->client_id, c->username ? c->username : "", f);
             subs_remove(f, len, s->sub);
-            {
-                char *copy = strdup(f); /* session_sub_remove frees the record's filter */
-                if (copy != NULL) {
-                    session_sub_remove(s, copy, len);
-                    free(copy);
-                }
+            copy = strdup(f); /* session_sub_remove frees the record's filter */
+            if (copy == NULL) {
+                continue; /* out of memory: the record stays, but nothing routes to it now */
             }
+            session_sub_remove(s, copy, len);
+            /* Logged once the filter is out of the index: a publish sent after this line is
+             * no longer matched against it. */
+            midge_log(MLOG_NOTICE, "acl reload: subscription removed client=%s user=%s "
+                      "filter=%s", s->client_id, c->username ? c->username : "", copy);
+            free(copy);
             removed++;
         }
     }
