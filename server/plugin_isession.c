@@ -101,9 +101,11 @@ open_run(void *arg)
     ms->open = 1;
     ms->next = w->isessions;
     w->isessions = ms;
+    ms->h.opened(ms->arg, ms, present);
+    /* After opened(): by this line the plugin's first subscriptions are in place (a close from
+     * opened() is only posted, so ms is still ours). */
     midge_log(MLOG_INFO, "plugin=%s opened internal session %s present=%d", ms->plugin->name,
               ms->id, present);
-    ms->h.opened(ms->arg, ms, present);
     if (ms->open && present) {
         session_resume(s);
     }

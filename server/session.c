@@ -712,8 +712,8 @@ session_publish_will(struct session *s)
     if (s->persist) {
         persist_will(s);
     }
-    midge_log(MLOG_INFO, "will published client=%s topic=%s", s->client_id, m->topic);
     broker_publish(m, s->uid);
+    midge_log(MLOG_INFO, "will published client=%s topic=%s", s->client_id, m->topic);
     if (plugins_session_events_active) {
         plugin_will_published(s->client_id, m);
     }

@@ -521,6 +521,8 @@ link_lazy_check(struct bridge *b)
 void
 link_ready(struct bridge *b)
 {
+    const struct bridge_conf *c = b->conf;
+
     b->state = LINK_UP;
     if (b->conf->start_type == BRIDGE_START_LAZY && b->idle_timer == NULL) {
         b->idle_seen = b->activity;
@@ -534,6 +536,10 @@ link_ready(struct bridge *b)
     notify_state(b, 1);
     out_window(b, 1);
     out_pump(b);
+    /* "connected" was the CONNACK; this is the remote's answer to the subscription changes,
+     * after the local state notification: from here on both directions flow. */
+    BLOG(b, MIDGE_LOG_INFO, "link up address=%s:%u", c->addrs[b->addr_idx].host,
+         (unsigned)c->addrs[b->addr_idx].port);
 }
 
 static void

@@ -114,10 +114,6 @@ link_up(struct link *l)
                       l->ch_q0_me, l->ch_claims, l->ch_retained);
     redisAsyncCommand(ac, recv_group_created, NULL, "XGROUP CREATE %s %s 0 MKSTREAM", l->k_stream_me,
                       GROUP);
-    if (!l->ever_up) {
-        redisAsyncCommand(ac, recv_retained_reply, NULL, "HGETALL %s", l->k_retained);
-        l->ever_up = 1;
-    }
 
     /* What waited during the outage, in order. */
     j = l->buf_head;

@@ -67,7 +67,7 @@ struct link {
     redisAsyncContext *ctx[NCONN]; /* owned by hiredis once connected; NULL when closed */
     int connected[NCONN];
     int up;
-    int ever_up;
+    int retained_read; /* the retained hash was read (once per start) */
     int tearing_down;
     int outage_logged;
     double backoff;

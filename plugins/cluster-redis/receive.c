@@ -359,6 +359,16 @@ recv_sub_message(redisAsyncContext *ac, void *r, void *arg)
         if (strcmp(ch->str, l->ch_routes) == 0) {
             recv_resync(l);
         }
+        /*
+         * The same for retained messages, once per start: one set before this is in the
+         * hash, one set after arrives on the channel. The retained channel is the last one
+         * subscribed, so when the hash's reply comes this node hears every channel.
+         */
+        if (strcmp(ch->str, l->ch_retained) == 0 && !l->retained_read) {
+            redisAsyncCommand(l->ctx[C_CMD], recv_retained_reply, NULL, "HGETALL %s",
+                              l->k_retained);
+            l->retained_read = 1;
+        }
         return;
     }
     if (strcmp(reply->element[0]->str, "message") != 0 || body->type != REDIS_REPLY_STRING) {

@@ -210,8 +210,8 @@ writer_main(void *arg)
             }
             if (w->failing && !w->lost_reported) {
                 w->failing = 0;
+                w->env.api->persist_failing(w->env.self, 0); /* before the line that says so */
                 PSQ_LOG(&w->env, MIDGE_LOG_NOTICE, "writes succeed again: storage recovered");
-                w->env.api->persist_failing(w->env.self, 0);
             }
             pthread_mutex_lock(&w->stats_lock);
             w->stats.commits++;

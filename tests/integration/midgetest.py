@@ -980,6 +980,33 @@ class BrokerTest(unittest.TestCase):
             c.connect()
         return c
 
+    def sys_values(self, w, wanted, timeout=6.0):
+        """Reads $SYS publishes on w until every topic in `wanted` has its value (a string, or a
+        predicate on the string). Returns the last values seen.
+        $SYS topics are retained: the first value is a snapshot, so wait for the one wanted."""
+        seen = {}
+
+        def ok():
+            for t, v in wanted.items():
+                if t not in seen:
+                    return False
+                if callable(v) and not v(seen[t]):
+                    return False
+                if not callable(v) and seen[t] != v:
+                    return False
+            return True
+        end = time.monotonic() + timeout
+        while not ok():
+            left = end - time.monotonic()
+            if left <= 0:
+                raise AssertionError("$SYS values %r, wanted %r" % (seen, wanted))
+            try:
+                p = w.recv_publish(timeout=left)
+            except AssertionError:
+                continue
+            seen[p.topic] = p.payload.decode()
+        return seen
+
     def track(self, proc):
         self._clients.append(proc)
         return proc

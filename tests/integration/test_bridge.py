@@ -168,12 +168,33 @@ class BridgeBase(unittest.TestCase):
         return c
 
     def wait_connected(self, broker, name, count=1, timeout=TIMEOUT * 2):
+        """Waits until bridge NAME's link came up COUNT times: connected, and its subscription
+        changes acknowledged by the remote ("link up"), so messages flow both ways."""
         try:
-            wait_until(lambda: broker.log_text().count("bridge=%s connected" % name) >= count,
-                       timeout, what="bridge %s connected (x%d)" % (name, count))
+            wait_until(lambda: broker.log_text().count("bridge=%s link up " % name) >= count,
+                       timeout, what="bridge %s link up (x%d)" % (name, count))
         except AssertionError as e:
             lines = [l for l in broker.log_text().splitlines() if "bridge=%s " % name in l]
             raise AssertionError("%s; the bridge's log lines:\n%s" % (e, "\n".join(lines[-20:])))
+
+    def retained_on(self, broker, topic_filter):
+        """The first retained message a new subscriber to TOPIC_FILTER on BROKER gets, once
+        there is one (asks again with a new client until then)."""
+        def retained():
+            c = RawClient(broker.port, 4)
+            try:
+                c.connect("late-%f" % time.monotonic())
+                c.subscribe(topic_filter, 1)
+                try:
+                    p = c.recv_publish(timeout=0.3)
+                except AssertionError:
+                    return None
+                # A subscriber that came while the message was on its way gets it live,
+                # without RETAIN [MQTT-3.3.1-9]: ask again.
+                return p if p.retain else None
+            finally:
+                c.close()
+        return wait_until(retained, what="a retained message for %s" % topic_filter)
 
     def bridge_block(self, name, port, topics, more=""):
         return ("connection %s\naddress 127.0.0.1:%d\nremote_clientid %s\n"
@@ -335,22 +356,7 @@ class BridgeTest(BridgeBase):
         m = self.midge(self.bridge_block("e2", r.port, "topic status/# out 1\n"))
         self.wait_connected(m, "e2")
         self.client(m.port, "lpub").publish("status/dev1", b"online", qos=1, retain=True)
-
-        def retained():
-            c = RawClient(r.port, 4)
-            try:
-                c.connect("late-%f" % time.monotonic())
-                c.subscribe("status/#", 1)
-                try:
-                    p = c.recv_publish(timeout=0.3)
-                except AssertionError:
-                    return None
-                # A subscriber that came while the message was on its way gets it live,
-                # without RETAIN [MQTT-3.3.1-9]: ask again.
-                return p if p.retain else None
-            finally:
-                c.close()
-        p = wait_until(retained, what="retained message on the remote")
+        p = self.retained_on(r, "status/#")
         self.assertEqual((p.topic, p.payload, p.retain), ("status/dev1", b"online", True))
 
     def test_notifications_local_and_remote(self):
@@ -362,6 +368,9 @@ class BridgeTest(BridgeBase):
         lsub = self.client(m.port, "lsub")
         lsub.subscribe(topic, 1)
         p = lsub.recv_publish()
+        self.assertEqual((p.payload, p.retain), (b"1", True))
+        # The remote's copy goes out on the link after the local one: wait for it there.
+        p = self.retained_on(r, topic)
         self.assertEqual((p.payload, p.retain), (b"1", True))
         rsub = self.client(r.port, "rsub")
         rsub.subscribe(topic, 1)

@@ -64,32 +64,6 @@ class ApiTest(BrokerTest):
     def wait_log(self, needle, timeout=TIMEOUT):
         return self.broker.wait_log(lambda l: needle in l, timeout, what=repr(needle))
 
-    def sys_values(self, w, wanted, timeout=6.0):
-        """Reads $SYS publishes on w until every topic in `wanted` has its value (a string, or a
-        predicate on the string). Returns the last values seen."""
-        seen = {}
-
-        def ok():
-            for t, v in wanted.items():
-                if t not in seen:
-                    return False
-                if callable(v) and not v(seen[t]):
-                    return False
-                if not callable(v) and seen[t] != v:
-                    return False
-            return True
-        end = time.monotonic() + timeout
-        while not ok():
-            left = end - time.monotonic()
-            if left <= 0:
-                raise AssertionError("$SYS values %r, wanted %r" % (seen, wanted))
-            try:
-                p = w.recv_publish(timeout=left)
-            except AssertionError:
-                continue
-            seen[p.topic] = p.payload.decode()
-        return seen
-
 
 def raw_connect(port, client_id, version=5, **kw):
     """A RawClient whose CONNECT is sent but whose CONNACK is not read yet."""

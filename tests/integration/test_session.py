@@ -73,14 +73,16 @@ class Resume(BrokerTest):
 class Expiry(BrokerTest):
 
     def test_session_expiry_v5(self):
-        """Session Expiry Interval 1 s: after 2 s the session is gone (Session Present 0, no queued messages)
-        [MQTT-4.1.0-2] [MQTT-3.1.2-23]."""
+        """Session Expiry Interval 1 s: 2.5 s later the session is gone (Session Present 0, no
+        queued messages) [MQTT-4.1.0-2] [MQTT-3.1.2-23]."""
         sub = self.raw(5, client_id="exp1", clean=False, props=[("session_expiry", 1)])
         sub.subscribe("exp/t", 1)
         sub.disconnect()
         pub = self.raw(5)
         pub.publish("exp/t", b"lost", qos=1)
-        time.sleep(2.0)           # the interval under test must pass
+        # The interval under test must pass; brokers check expiry on a timer (midge and
+        # mosquitto: once a second), so allow it one more tick and some slack.
+        time.sleep(2.5)
         sub = self.raw(5, connect=False)
         ca = sub.connect("exp1", clean=False, props=[("session_expiry", 60)])
         self.assertFalse(ca.session_present)
