@@ -1059,21 +1059,7 @@ class BridgeMesh(BridgeBase):
         brokers = self.mesh(names, "topic r/# out 1")
         self.client(brokers["x"].port, "pub", version=5).publish("r/k", b"v", qos=0, retain=True)
         for n in ("y", "z"):
-            def retained(port=brokers[n].port):
-                c = RawClient(port, 5)
-                try:
-                    c.connect("late-%f" % time.monotonic())
-                    c.subscribe("r/#", 1)
-                    try:
-                        p = c.recv_publish(timeout=0.3)
-                    except AssertionError:
-                        return None
-                    # Subscribed just before the bridged copy arrived: it came live
-                    # (RETAIN 0 [MQTT-3.3.1-9]); ask again for the stored one.
-                    return p if p.retain else None
-                finally:
-                    c.close()
-            p = wait_until(retained, what="retained on " + n)
+            p = self.retained_on(brokers[n], "r/#")
             self.assertEqual((p.payload, p.retain), (b"v", True))
 
 
