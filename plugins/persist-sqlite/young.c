@@ -342,14 +342,21 @@ psq_young_set_state(struct psq_young *y, uint64_t delivery_id, int state, int pa
     return record_update(y, e, state) == 0 ? 1 : -1;
 }
 
+/* e is finished: no longer young (its record stays in its batch until the row goes). */
+static void
+retire(struct psq_young *y, struct young_entry *e)
+{
+    e->done = 1;
+    psq_idmap_del(&y->map, e->delivery_id);
+}
+
 static int
 finish(struct psq_young *y, struct young_entry *e)
 {
     if (record_update(y, e, UPDATE_DONE) != 0) {
         return -1;
     }
-    e->done = 1;
-    psq_idmap_del(&y->map, e->delivery_id);
+    retire(y, e);
     return 0;
 }
 
@@ -531,10 +538,10 @@ load_entries(struct psq_young *y, unsigned slot, const uint8_t *p, size_t len)
     struct young_batch *b = &y->ring[slot];
     size_t off = 0;
 
-    if (len > 0 && buf_grow(&b->rec, len) == NULL) {
-        return SQLITE_NOMEM;
-    }
     if (len > 0) {
+        if (buf_grow(&b->rec, len) == NULL) {
+            return SQLITE_NOMEM;
+        }
         memcpy(b->rec.p, p, len);
     }
     while (off < len) {
@@ -575,8 +582,7 @@ load_updates(struct psq_young *y, const uint8_t *p, size_t len)
             continue; /* moved to the deliveries table before this row was written */
         }
         if (state == UPDATE_DONE) {
-            e->done = 1;
-            psq_idmap_del(&y->map, e->delivery_id);
+            retire(y, e);
         } else {
             e->state = state;
             e->packet_id = (uint16_t)pid;
@@ -640,10 +646,8 @@ psq_young_sync(struct psq_young *y)
 int
 psq_young_drain(struct psq_young *y, psq_young_move_fn move, void *arg)
 {
-    int rc;
+    int rc = reload(y);
 
-    y->stale = 1;
-    rc = reload(y);
     while (rc == SQLITE_OK && y->count > 0) {
         rc = move_oldest(y, move, arg);
     }
